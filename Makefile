@@ -1,0 +1,49 @@
+# Every target bootstraps what it needs: a fresh clone only needs python3.11, npm and make.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+export PYTHONPATH := $(CURDIR):$(CURDIR)/generated
+PROTOS := $(sort $(shell find proto -name "*.proto"))
+
+.PHONY: run test gen lint check-gen clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(BUF): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+## Run the whole stack on its embedded default (SecantusDB under ./.discovery).
+run: $(VENV)/.installed
+	$(PY) -m services.stack
+
+## Run the whole test suite.
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+## Regenerate generated/ from proto/.
+gen: $(VENV)/.installed
+	rm -rf generated && mkdir -p generated
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=generated --pyi_out=generated \
+		--grpc_python_out=generated $(PROTOS)
+
+## Fail when generated/ is not what proto/ gives.
+check-gen: gen
+	git diff --exit-code --stat -- generated
+	test -z "$$(git status --porcelain -- generated)"
+
+lint: $(VENV)/.installed $(BUF)
+	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff format --check services tests
+	$(VENV)/bin/mypy services tests
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
