@@ -1,0 +1,92 @@
+"""Assembles the engine: database, store, pioneer client, runner and gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from grpc_health.v1 import health_pb2
+from pymongo import AsyncMongoClient
+
+from services.engine.config import Settings
+from services.engine.hub import EventHub
+from services.engine.pioneers import PioneerPool
+from services.engine.rpc.server import SERVICE_NAMES, build_server
+from services.engine.runner import Runner, RunnerSettings
+from services.engine.store.embedded import EmbeddedMongo
+from services.engine.store.mongo import MongoStore
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self._embedded: EmbeddedMongo | None = None
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._store: MongoStore | None = None
+        self._pioneers: PioneerPool | None = None
+        self.runner: Runner | None = None
+        self._server: Any = None
+        self._health: Any = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        uri = settings.mongodb_uri
+        if uri is None:
+            self._embedded = EmbeddedMongo(settings.data_dir)
+            uri = await asyncio.to_thread(self._embedded.start)
+        self._client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+        self._store = MongoStore(self._client, settings.mongodb_database)
+        await self._store.open()
+        self._pioneers = PioneerPool(settings.pioneer_targets, settings.max_message_bytes)
+        self.runner = Runner(
+            self._store,
+            self._pioneers,
+            EventHub(settings.watch_queue),
+            RunnerSettings(
+                engine_id=settings.engine_id,
+                lease_seconds=settings.lease_seconds,
+                blob_threshold_bytes=settings.blob_threshold_bytes,
+                max_input_bytes=settings.max_input_bytes,
+                max_result_bytes=settings.max_result_bytes,
+                max_custom_data_bytes=settings.max_custom_data_bytes,
+            ),
+        )
+        self._server, self._health = build_server(
+            self.runner,
+            max_message_bytes=settings.max_message_bytes,
+            max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
+        self.port = self._server.add_insecure_port(f"{settings.host}:{settings.port}")
+        # Recovery first, so that the first RPC finds the unfinished executions held again.
+        await self.runner.start()
+        await self._server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "engine serving",
+            extra={"port": self.port, "engine_id": settings.engine_id, "held": self.runner.held},
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """New RPCs get UNAVAILABLE at once; calls in flight get `grace` seconds to finish."""
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self.runner is not None:
+            await self.runner.stop()
+        if self._pioneers is not None:
+            await self._pioneers.close()
+        if self._store is not None:
+            await self._store.close()
+        if self._client is not None:
+            await self._client.close()
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()

@@ -1,0 +1,115 @@
+"""The engine's error tree. Every error a client can see derives from DiscoveryError.
+
+    DiscoveryError
+    ├── InvalidArgument        a bad field, named
+    ├── NotFound
+    │   ├── WorkflowNotFound
+    │   ├── ExecutionNotFound
+    │   └── BlobNotFound
+    ├── AlreadyExists
+    │   └── IdempotencyConflict
+    ├── FailedPrecondition
+    │   ├── StaleAttempt       a report from an attempt that is not the current one
+    │   ├── AlreadyTerminal
+    │   └── NotWaiting
+    ├── ResourceExhausted
+    │   └── WatcherTooSlow
+    └── Unavailable
+        ├── StoreUnavailable
+        ├── PioneerUnavailable
+        └── NotOwner           another engine replica holds the execution's lease
+
+Each carries a stable `reason` (sent as google.rpc.ErrorInfo.reason) and optional metadata.
+"""
+
+from __future__ import annotations
+
+
+class DiscoveryError(Exception):
+    reason = "DISCOVERY_ERROR"
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+
+class InvalidArgument(DiscoveryError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", metadata={"field": field})
+        self.field = field
+        self.description = message
+
+
+class NotFound(DiscoveryError):
+    reason = "NOT_FOUND"
+
+
+class WorkflowNotFound(NotFound):
+    reason = "WORKFLOW_NOT_FOUND"
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} not found", metadata={"workflow_id": workflow_id})
+
+
+class ExecutionNotFound(NotFound):
+    reason = "EXECUTION_NOT_FOUND"
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(
+            f"execution {execution_id!r} not found", metadata={"execution_id": execution_id}
+        )
+
+
+class BlobNotFound(NotFound):
+    reason = "BLOB_NOT_FOUND"
+
+
+class AlreadyExists(DiscoveryError):
+    reason = "ALREADY_EXISTS"
+
+
+class IdempotencyConflict(AlreadyExists):
+    reason = "IDEMPOTENCY_CONFLICT"
+
+
+class FailedPrecondition(DiscoveryError):
+    reason = "FAILED_PRECONDITION"
+
+
+class StaleAttempt(FailedPrecondition):
+    reason = "STALE_ATTEMPT"
+
+
+class AlreadyTerminal(FailedPrecondition):
+    reason = "EXECUTION_TERMINAL"
+
+
+class NotWaiting(FailedPrecondition):
+    reason = "EXECUTION_NOT_WAITING"
+
+
+class ResourceExhausted(DiscoveryError):
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class WatcherTooSlow(ResourceExhausted):
+    reason = "WATCHER_TOO_SLOW"
+
+
+class Unavailable(DiscoveryError):
+    reason = "UNAVAILABLE"
+
+
+class StoreUnavailable(Unavailable):
+    reason = "STORE_UNAVAILABLE"
+
+
+class PioneerUnavailable(Unavailable):
+    reason = "PIONEER_UNAVAILABLE"
+
+
+class NotOwner(Unavailable):
+    reason = "NOT_OWNER"

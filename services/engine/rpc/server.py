@@ -1,0 +1,62 @@
+"""Builds the engine's grpc.aio server: the three services, health, reflection, limits."""
+
+from __future__ import annotations
+
+import grpc
+from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_report_service_pb2 as sr
+from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
+from discovery.engine.v1 import workflow_service_pb2 as ws
+from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.engine.rpc.errors import ErrorInterceptor
+from services.engine.rpc.servicers import (
+    ExecutionServicer,
+    StepReportServicer,
+    WorkflowServicer,
+)
+from services.engine.runner import Runner
+
+SERVICE_NAMES = (
+    ws.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
+    es.DESCRIPTOR.services_by_name["ExecutionService"].full_name,
+    sr.DESCRIPTOR.services_by_name["StepReportService"].full_name,
+)
+
+# Keepalive that lets long WatchExecution streams survive idle proxies without provoking
+# "too_many_pings" from clients that ping every 20 s.
+_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+def build_server(
+    runner: Runner, *, max_message_bytes: int, max_concurrent_rpcs: int
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            *_KEEPALIVE,
+        ],
+    )
+    ws_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(runner), server)
+    es_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(runner), server)
+    sr_grpc.add_StepReportServiceServicer_to_server(StepReportServicer(runner), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    return server, health_servicer

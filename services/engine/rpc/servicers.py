@@ -1,0 +1,214 @@
+"""Thin gRPC servicers: unpack, call the runner, pack. Errors are the interceptor's job."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_report_service_pb2 as sr
+from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
+from discovery.engine.v1 import workflow_service_pb2 as ws
+from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
+
+from services.engine.clock import utc_now
+from services.engine.domain import execution as ex
+from services.engine.domain.errors import InvalidArgument
+from services.engine.rpc import convert
+from services.engine.runner import Runner
+
+Context = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+DEFAULT_WAIT_SECONDS = 30.0
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "required")
+    if len(value) > 200:
+        raise InvalidArgument(field, "at most 200 characters")
+    return value
+
+
+def _page_size(value: int) -> int:
+    if value < 0 or value > MAX_PAGE:
+        raise InvalidArgument("page_size", f"must be 0 to {MAX_PAGE}")
+    return value or DEFAULT_PAGE
+
+
+class WorkflowServicer(ws_grpc.WorkflowServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def CreateWorkflow(
+        self, request: ws.CreateWorkflowRequest, context: Context
+    ) -> ws.CreateWorkflowResponse:
+        given = request.workflow
+        if given.workflow_id or any(s.step_id for s in given.steps):
+            raise InvalidArgument("workflow.workflow_id", "assigned by the engine; leave empty")
+        workflow = await self._runner.create_workflow(
+            given.name, given.description, convert.step_definitions(given)
+        )
+        return ws.CreateWorkflowResponse(workflow=convert.workflow(workflow))
+
+    async def GetWorkflow(
+        self, request: ws.GetWorkflowRequest, context: Context
+    ) -> ws.GetWorkflowResponse:
+        workflow = await self._runner.get_workflow(_required(request.workflow_id, "workflow_id"))
+        return ws.GetWorkflowResponse(workflow=convert.workflow(workflow))
+
+    async def ListWorkflows(
+        self, request: ws.ListWorkflowsRequest, context: Context
+    ) -> ws.ListWorkflowsResponse:
+        page = await self._runner.store.list_workflows(
+            _page_size(request.page_size), request.page_token, request.name
+        )
+        return ws.ListWorkflowsResponse(
+            workflows=[convert.workflow(w) for w in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+
+class ExecutionServicer(es_grpc.ExecutionServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def _execution(self, state: ex.ExecutionState) -> Any:
+        typical = await self._runner.typical_step_seconds(state.workflow.workflow_id)
+        return convert.execution(state, typical, utc_now())
+
+    async def StartExecution(
+        self, request: es.StartExecutionRequest, context: Context
+    ) -> es.StartExecutionResponse:
+        state = await self._runner.start(
+            _required(request.workflow_id, "workflow_id"),
+            convert.from_struct(request.input),
+            request.manual,
+            request.request_id,
+        )
+        return es.StartExecutionResponse(execution=await self._execution(state))
+
+    async def ExecuteWorkflow(
+        self, request: es.ExecuteWorkflowRequest, context: Context
+    ) -> es.ExecuteWorkflowResponse:
+        if request.wait_seconds < 0:
+            raise InvalidArgument("wait_seconds", "must be >= 0")
+        started = await self._runner.start(
+            _required(request.workflow_id, "workflow_id"),
+            convert.from_struct(request.input),
+            request.manual,
+            request.request_id,
+        )
+        finished = started.is_terminal or await self._runner.wait_for_end(
+            started.execution_id, started.last_seq, request.wait_seconds or DEFAULT_WAIT_SECONDS
+        )
+        state = await self._runner.get(started.execution_id)
+        return es.ExecuteWorkflowResponse(
+            execution=await self._execution(state), finished=finished and state.is_terminal
+        )
+
+    async def GetExecution(
+        self, request: es.GetExecutionRequest, context: Context
+    ) -> es.GetExecutionResponse:
+        state = await self._runner.get(_required(request.execution_id, "execution_id"))
+        return es.GetExecutionResponse(execution=await self._execution(state))
+
+    async def ListExecutions(
+        self, request: es.ListExecutionsRequest, context: Context
+    ) -> es.ListExecutionsResponse:
+        page = await self._runner.store.list_executions(
+            _page_size(request.page_size), request.page_token, request.workflow_id
+        )
+        now = utc_now()
+        return es.ListExecutionsResponse(
+            executions=[convert.execution(s, {}, now, summary=True) for s in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    async def ListExecutionSteps(
+        self, request: es.ListExecutionStepsRequest, context: Context
+    ) -> es.ListExecutionStepsResponse:
+        state = await self._runner.get(_required(request.execution_id, "execution_id"))
+        return es.ListExecutionStepsResponse(steps=convert.execution_steps(state))
+
+    async def WatchExecution(
+        self, request: es.WatchExecutionRequest, context: Context
+    ) -> AsyncIterator[es.WatchExecutionResponse]:
+        after = request.after_seq if request.HasField("after_seq") else None
+        execution_id = _required(request.execution_id, "execution_id")
+        async for item in self._runner.watch(execution_id, after):
+            if isinstance(item, ex.Event):
+                yield es.WatchExecutionResponse(event=convert.event(item))
+            else:
+                yield es.WatchExecutionResponse(snapshot=await self._execution(item))
+
+    async def CancelExecution(
+        self, request: es.CancelExecutionRequest, context: Context
+    ) -> es.CancelExecutionResponse:
+        if len(request.reason) > 1000:
+            raise InvalidArgument("reason", "at most 1000 characters")
+        state = await self._runner.cancel(
+            _required(request.execution_id, "execution_id"), request.reason
+        )
+        return es.CancelExecutionResponse(execution=await self._execution(state))
+
+    async def AdvanceExecution(
+        self, request: es.AdvanceExecutionRequest, context: Context
+    ) -> es.AdvanceExecutionResponse:
+        state = await self._runner.advance(
+            _required(request.execution_id, "execution_id"), convert.from_struct(request.data)
+        )
+        return es.AdvanceExecutionResponse(execution=await self._execution(state))
+
+
+class StepReportServicer(sr_grpc.StepReportServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def ReportStepProgress(
+        self, request: sr.ReportStepProgressRequest, context: Context
+    ) -> sr.ReportStepProgressResponse:
+        progress = (
+            convert.progress_to_dict(request.progress) if request.HasField("progress") else None
+        )
+        cancelled = await self._runner.report_progress(
+            _required(request.execution_id, "execution_id"),
+            _required(request.step_name, "step_name"),
+            _required(request.attempt_token, "attempt_token"),
+            progress,
+        )
+        return sr.ReportStepProgressResponse(cancel_requested=cancelled)
+
+    async def CompleteStep(
+        self, request: sr.CompleteStepRequest, context: Context
+    ) -> sr.CompleteStepResponse:
+        error = None
+        if request.HasField("error"):
+            error = {
+                "reason": request.error.reason or "step_failed",
+                "type": request.error.type,
+                "message": request.error.message[:4000],
+            }
+        await self._runner.complete_step(
+            _required(request.execution_id, "execution_id"),
+            _required(request.step_name, "step_name"),
+            _required(request.attempt_token, "attempt_token"),
+            request.success,
+            convert.from_struct(request.result),
+            error,
+        )
+        return sr.CompleteStepResponse()
+
+    async def ReadBlob(
+        self, request: sr.ReadBlobRequest, context: Context
+    ) -> AsyncIterator[sr.ReadBlobResponse]:
+        chunks = await self._runner.read_blob(
+            _required(request.execution_id, "execution_id"),
+            _required(request.attempt_token, "attempt_token"),
+            _required(request.blob_id, "blob_id"),
+        )
+        async for chunk in chunks:
+            yield sr.ReadBlobResponse(chunk=chunk)

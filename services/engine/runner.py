@@ -1,0 +1,607 @@
+"""Drives executions: every change goes through here, is logged, then acted on.
+
+Each execution this engine holds is an actor: its state (the fold of its log), a lock, and
+at most one timer. A change, whether a report from a step, a cancel, an advance or a timer,
+runs under the lock as: events from the command, then whatever `decide` adds (next step,
+retry, timeout, end), then one durable append, then the side effects (dispatch to pioneer,
+cancel, publish to watchers). A failed append drops the actor; the next touch reloads it from
+the log, which is the truth.
+
+Executions are leased to an engine id. The lease loop renews what this engine holds and
+claims what nobody holds any more, so a restarted engine, or another replica, takes over the
+unfinished executions from what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from discovery.pioneer.v1 import step_runner_service_pb2 as pioneer_pb
+from google.protobuf import json_format, struct_pb2
+from pymongo.errors import PyMongoError
+
+from services.engine.clock import utc_now
+from services.engine.domain import execution as ex
+from services.engine.domain.errors import (
+    AlreadyTerminal,
+    DiscoveryError,
+    ExecutionNotFound,
+    IdempotencyConflict,
+    InvalidArgument,
+    NotFound,
+    NotOwner,
+    NotWaiting,
+    StaleAttempt,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
+from services.engine.domain.payload import check_payload, check_progress
+from services.engine.domain.workflow import Workflow, new_workflow
+from services.engine.hub import EventHub
+from services.engine.intake import request_hash, set_large_values_apart
+from services.engine.pioneers import PioneerPool
+from services.engine.store.mongo import RequestIdTaken
+from services.engine.store.repository import ExecutionStore
+from services.engine.watch import watch
+
+log = logging.getLogger(__name__)
+
+Produce = Callable[[ex.ExecutionState, datetime], list[ex.NewEvent]]
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    engine_id: str
+    lease_seconds: float = 15.0
+    blob_threshold_bytes: int = 64 * 1024
+    max_input_bytes: int = 1024 * 1024
+    max_result_bytes: int = 256 * 1024
+    max_custom_data_bytes: int = 16 * 1024
+    max_wait_seconds: float = 300.0
+    # How long a dispatch keeps trying pioneers before leaving it to the heartbeat timeout.
+    dispatch_backoff_seconds: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class _Actor:
+    state: ex.ExecutionState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    timer: asyncio.TimerHandle | None = None
+
+
+class Runner:
+    def __init__(
+        self,
+        store: ExecutionStore,
+        pioneers: PioneerPool,
+        hub: EventHub,
+        settings: RunnerSettings,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self._pioneers = pioneers
+        self._settings = settings
+        self._actors: dict[str, _Actor] = {}
+        self._load_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lease_task: asyncio.Task[None] | None = None
+        self._typical: dict[str, dict[str, float]] = {}
+
+    # --- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Takes back every unfinished execution this engine holds or nobody holds."""
+        await self._claim()
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
+
+    async def stop(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+        for actor in self._actors.values():
+            if actor.timer is not None:
+                actor.timer.cancel()
+        tasks = [*self._tasks, *([self._lease_task] if self._lease_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._actors.clear()
+
+    @property
+    def held(self) -> int:
+        return len(self._actors)
+
+    def _lease_until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self._settings.lease_seconds)
+
+    async def _lease_loop(self) -> None:
+        period = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                now = utc_now()
+                held = list(self._actors)
+                kept = await self.store.renew_leases(
+                    self._settings.engine_id, held, self._lease_until(now)
+                )
+                for lost in set(held) - kept:
+                    log.warning("lease lost", extra={"execution_id": lost})
+                    self._drop(lost)
+                await self._claim()
+            except (PyMongoError, DiscoveryError) as exc:
+                log.warning("lease renewal failed: %s", exc)
+
+    async def _claim(self) -> None:
+        now = utc_now()
+        ids = await self.store.claim_executions(
+            self._settings.engine_id, now, self._lease_until(now)
+        )
+        for execution_id in ids:
+            if execution_id not in self._actors:
+                try:
+                    await self._recover(execution_id)
+                except (PyMongoError, DiscoveryError) as exc:
+                    log.warning("recovery of %s failed: %s", execution_id, exc)
+
+    async def _recover(self, execution_id: str) -> None:
+        async with self._load_lock:
+            if execution_id in self._actors:
+                return
+            state = await self.store.load_execution(execution_id)
+            if state is None:
+                return
+            if state.is_terminal:
+                # The projection missed the terminal write; this write also gives up the lease.
+                await self.store.append([], state)
+                return
+            state.last_heartbeat = utc_now()
+            actor = _Actor(state)
+            self._actors[execution_id] = actor
+        log.info("execution recovered", extra={"execution_id": execution_id})
+        current = state.current_attempt()
+        if current is not None and current.status == ex.ATTEMPT_RUNNING:
+            # The attempt may or may not have reached pioneer before the crash. StartStep
+            # is idempotent per attempt token, so sending it again is safe.
+            self._spawn(self._dispatch(actor, current))
+        await self._change(actor, lambda s, n: [])
+
+    def _drop(self, execution_id: str) -> None:
+        actor = self._actors.pop(execution_id, None)
+        if actor is not None and actor.timer is not None:
+            actor.timer.cancel()
+
+    # --- the core: change, log, act --------------------------------------------------
+
+    async def _actor(self, execution_id: str) -> _Actor:
+        actor = self._actors.get(execution_id)
+        if actor is not None:
+            return actor
+        await self._recover_if_ours(execution_id)
+        actor = self._actors.get(execution_id)
+        if actor is None:
+            raise NotOwner(
+                f"execution {execution_id} is held by another engine; retry",
+                metadata={"execution_id": execution_id},
+            )
+        return actor
+
+    async def _recover_if_ours(self, execution_id: str) -> None:
+        now = utc_now()
+        ids = await self.store.claim_executions(
+            self._settings.engine_id, now, self._lease_until(now)
+        )
+        if execution_id in ids:
+            await self._recover(execution_id)
+
+    async def _command(self, execution_id: str, produce: Produce) -> ex.ExecutionState:
+        """Runs a command against an execution, wherever it is held."""
+        actor = self._actors.get(execution_id)
+        if actor is None:
+            state = await self.store.load_execution(execution_id)
+            if state is None:
+                raise ExecutionNotFound(execution_id)
+            if state.is_terminal:
+                # Nothing changes a terminal execution: the command can only verify or refuse.
+                if produce(state, utc_now()):
+                    raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
+                return state
+            actor = await self._actor(execution_id)
+        # Shielded: once a change has begun, a caller that gives up (deadline, disconnect)
+        # must not leave the actor half-way between its memory and the log.
+        return await asyncio.shield(self._change(actor, produce))
+
+    async def _change(self, actor: _Actor, produce: Produce) -> ex.ExecutionState:
+        async with actor.lock:
+            state = actor.state
+            if self._actors.get(state.execution_id) is not actor:
+                raise NotOwner(f"execution {state.execution_id} was released; retry")
+            now = utc_now()
+            appended: list[ex.Event] = []
+            for new in produce(state, now):
+                appended.append(self._apply(state, new, now))
+            decision = ex.decide(state, now)
+            while decision.event is not None:
+                appended.append(self._apply(state, decision.event, now))
+                decision = ex.decide(state, now)
+            if appended:
+                try:
+                    await self.store.append(appended, state)
+                except (DiscoveryError, PyMongoError) as exc:
+                    self._drop(state.execution_id)
+                    if isinstance(exc, DiscoveryError):
+                        raise
+                    raise StoreUnavailable("the database is unavailable") from exc
+                self.hub.publish(appended)
+                self._after(actor, appended)
+            self._schedule(actor, decision.wake_at, now)
+            return state
+
+    def _apply(self, state: ex.ExecutionState, new: ex.NewEvent, now: datetime) -> ex.Event:
+        event = state.numbered(new, now)
+        state.apply(event)
+        return event
+
+    def _after(self, actor: _Actor, events: list[ex.Event]) -> None:
+        state = actor.state
+        for event in events:
+            extra = {"execution_id": state.execution_id, "seq": event.seq, "event": event.type}
+            if event.type != ex.STEP_PROGRESS:
+                log.info(event.type, extra=extra)
+            if event.type == ex.STEP_STARTED:
+                attempt = state.history[-1]
+                if attempt.token == event.attempt_token and attempt.status == ex.ATTEMPT_RUNNING:
+                    self._spawn(self._dispatch(actor, attempt))
+            elif event.type == ex.STEP_FINISHED:
+                status = event.data["status"]
+                if status in (ex.ATTEMPT_TIMED_OUT, ex.ATTEMPT_CANCELLED):
+                    attempt = state.history[-1]
+                    for candidate in reversed(state.history):
+                        if candidate.order == event.data["order"] and (
+                            candidate.attempt == event.data["attempt"]
+                        ):
+                            attempt = candidate
+                            break
+                    self._spawn(self._cancel_on_pioneer(state.execution_id, attempt))
+                elif status == ex.ATTEMPT_SUCCESS:
+                    self._spawn(
+                        self._record_duration(
+                            state.workflow.workflow_id,
+                            event.data["step"],
+                            float(event.data["duration_seconds"]),
+                        )
+                    )
+        if state.is_terminal:
+            self._drop(state.execution_id)
+
+    def _schedule(self, actor: _Actor, wake_at: datetime | None, now: datetime) -> None:
+        if actor.timer is not None:
+            actor.timer.cancel()
+            actor.timer = None
+        if wake_at is None or actor.state.is_terminal:
+            return
+        delay = max((wake_at - now).total_seconds(), 0.0) + 0.005
+        loop = asyncio.get_running_loop()
+        actor.timer = loop.call_later(delay, lambda: self._spawn(self._on_timer(actor)))
+
+    async def _on_timer(self, actor: _Actor) -> None:
+        try:
+            await self._change(actor, lambda s, n: [])
+        except DiscoveryError as exc:
+            log.warning("timer for %s: %s", actor.state.execution_id, exc)
+            self._spawn(self._retry_later(actor.state.execution_id))
+
+    async def _retry_later(self, execution_id: str) -> None:
+        """After a failed write the actor is dropped; bring it back once the store answers."""
+        for delay in (0.5, 1, 2, 4, 8):
+            await asyncio.sleep(delay)
+            try:
+                await self._recover_if_ours(execution_id)
+                return
+            except (PyMongoError, DiscoveryError) as exc:
+                log.warning("recovering %s: %s", execution_id, exc)
+        # The lease loop keeps trying after this.
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- side effects ----------------------------------------------------------------
+
+    async def _dispatch(self, actor: _Actor, attempt: ex.Attempt) -> None:
+        state = actor.state
+        step = state.workflow.steps[attempt.order - 1]
+        request = pioneer_pb.StartStepRequest(
+            execution_id=state.execution_id,
+            step_name=attempt.step_name,
+            handler=step.handler,
+            attempt=attempt.attempt,
+            attempt_token=attempt.token,
+            input=_struct(attempt.input_payload),
+            timeout_seconds=step.timeout_seconds,
+            heartbeat_timeout_seconds=step.heartbeat_timeout_seconds,
+        )
+        delays = iter(self._settings.dispatch_backoff_seconds)
+        while attempt.status == ex.ATTEMPT_RUNNING and self._actors.get(state.execution_id):
+            try:
+                target = await self._pioneers.start_step(request)
+                log.info(
+                    "step dispatched",
+                    extra={"execution_id": state.execution_id, "step": attempt.step_name,
+                           "attempt": attempt.attempt, "pioneer": target},
+                )
+                return
+            except DiscoveryError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    # The heartbeat timeout turns this into a failed attempt and a retry.
+                    log.warning("dispatch gave up: %s", exc,
+                                extra={"execution_id": state.execution_id})
+                    return
+                await asyncio.sleep(delay)
+
+    async def _cancel_on_pioneer(self, execution_id: str, attempt: ex.Attempt) -> None:
+        await self._pioneers.cancel_step(
+            pioneer_pb.CancelStepRequest(
+                execution_id=execution_id, step_name=attempt.step_name, attempt_token=attempt.token
+            )
+        )
+
+    async def _record_duration(self, workflow_id: str, step_name: str, seconds: float) -> None:
+        try:
+            await self.store.record_step_duration(workflow_id, step_name, seconds)
+            self._typical.pop(workflow_id, None)
+        except PyMongoError as exc:
+            log.warning("step duration not recorded: %s", exc)
+
+    async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
+        cached = self._typical.get(workflow_id)
+        if cached is None:
+            cached = await self.store.typical_step_seconds(workflow_id)
+            self._typical[workflow_id] = cached
+        return cached
+
+    # --- workflows -------------------------------------------------------------------
+
+    async def create_workflow(
+        self, name: str, description: str, steps: list[dict[str, Any]]
+    ) -> Workflow:
+        workflow = new_workflow(name, description, steps, utc_now())
+        offered = await self._pioneers.handlers()
+        for i, step in enumerate(workflow.steps):
+            if step.handler not in offered:
+                raise InvalidArgument(
+                    f"steps[{i}].handler",
+                    f"no pioneer offers a handler named {step.handler!r}"
+                    f" (offered: {', '.join(sorted(offered))})",
+                )
+        await self.store.create_workflow(workflow)
+        return workflow
+
+    async def get_workflow(self, workflow_id: str) -> Workflow:
+        workflow = await self.store.get_workflow(workflow_id) if workflow_id else None
+        if workflow is None:
+            raise WorkflowNotFound(workflow_id)
+        return workflow
+
+    # --- executions: commands from clients -------------------------------------------
+
+    async def start(
+        self, workflow_id: str, document: dict[str, Any], manual: bool, request_id: str
+    ) -> ex.ExecutionState:
+        if len(request_id) > 128:
+            raise InvalidArgument("request_id", "at most 128 characters")
+        fingerprint = request_hash(workflow_id, manual, document) if request_id else None
+        if request_id:
+            existing = await self.store.find_by_request_id(request_id)
+            if existing is not None:
+                return self._same_request(existing, fingerprint)
+        workflow = await self.get_workflow(workflow_id)
+        execution_id = str(uuid.uuid4())
+        kept = await set_large_values_apart(
+            self.store,
+            execution_id,
+            document,
+            self._settings.blob_threshold_bytes,
+            self._settings.max_input_bytes,
+        )
+        now = utc_now()
+        state = ex.ExecutionState(
+            execution_id=execution_id,
+            workflow=workflow,
+            mode=ex.MANUAL if manual else ex.AUTOMATIC,
+            input=kept,
+            created_at=now,
+            updated_at=now,
+            request_id=request_id or None,
+            request_hash=fingerprint,
+        )
+        try:
+            await self.store.create_execution(
+                state, self._settings.engine_id, self._lease_until(now)
+            )
+        except RequestIdTaken:
+            await self.store.delete_blobs(execution_id)
+            existing = await self.store.find_by_request_id(request_id)
+            if existing is None:  # pragma: no cover - the index says it exists
+                raise StoreUnavailable("request_id is taken but not readable") from None
+            return self._same_request(existing, fingerprint)
+        actor = _Actor(state)
+        self._actors[execution_id] = actor
+        try:
+            return await asyncio.shield(self._change(actor, lambda s, n: []))
+        except DiscoveryError:
+            # The execution exists and is leased to us; the lease loop will start it.
+            self._spawn(self._retry_later(execution_id))
+            return state
+
+    @staticmethod
+    def _same_request(existing: ex.ExecutionState, fingerprint: str | None) -> ex.ExecutionState:
+        if existing.request_hash != fingerprint:
+            raise IdempotencyConflict(
+                f"request_id {existing.request_id!r} was used for another request",
+                metadata={"execution_id": existing.execution_id},
+            )
+        return existing
+
+    async def get(self, execution_id: str) -> ex.ExecutionState:
+        state = await self.store.load_execution(execution_id) if execution_id else None
+        if state is None:
+            raise ExecutionNotFound(execution_id)
+        return state
+
+    async def cancel(self, execution_id: str, reason: str) -> ex.ExecutionState:
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+            if state.is_terminal:
+                raise AlreadyTerminal(f"execution {execution_id} is already {state.status}")
+            events: list[ex.NewEvent] = []
+            current = state.current_attempt()
+            if current is not None and current.status == ex.ATTEMPT_RUNNING:
+                events.append(
+                    ex.step_finished(
+                        current,
+                        ex.ATTEMPT_CANCELLED,
+                        error={"reason": "cancelled", "message": reason or "cancelled"},
+                        now=now,
+                    )
+                )
+            events.append(ex.NewEvent(ex.WORKFLOW_CANCELLED, {"reason": reason or "cancelled"}))
+            return events
+
+        return await self._command(execution_id, produce)
+
+    async def advance(self, execution_id: str, data: dict[str, Any]) -> ex.ExecutionState:
+        check_payload(data, "data", self._settings.max_result_bytes)
+
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+            if state.status != ex.WAITING:
+                raise NotWaiting(f"execution {execution_id} is {state.status}, not waiting")
+            return [ex.NewEvent(ex.WORKFLOW_ADVANCED, {"data": data})]
+
+        return await self._command(execution_id, produce)
+
+    async def wait_for_end(self, execution_id: str, after_seq: int, seconds: float) -> bool:
+        """Whether the execution reached a terminal state within `seconds`."""
+        seconds = min(seconds, self._settings.max_wait_seconds)
+        try:
+            async with asyncio.timeout(seconds):
+                async for item in watch(self.store, self.hub, execution_id, after_seq):
+                    if isinstance(item, ex.Event) and item.is_terminal:
+                        return True
+        except TimeoutError:
+            return False
+        return True
+
+    def watch(self, execution_id: str, after_seq: int | None) -> AsyncIterator[Any]:
+        return watch(self.store, self.hub, execution_id, after_seq)
+
+    # --- executions: reports from steps ----------------------------------------------
+
+    async def report_progress(
+        self, execution_id: str, step_name: str, token: str, progress: dict[str, Any] | None
+    ) -> bool:
+        """Logs the progress (or only notes the heartbeat); True when the step should stop."""
+        if progress is not None:
+            check_progress(progress, self._settings.max_custom_data_bytes)
+        cancelled = False
+
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+            nonlocal cancelled
+            attempt = _reporting_attempt(state, step_name, token)
+            if attempt.status == ex.ATTEMPT_CANCELLED:
+                cancelled = True
+                return []
+            if attempt.status != ex.ATTEMPT_RUNNING or attempt is not state.current_attempt():
+                raise StaleAttempt(
+                    f"attempt {attempt.attempt} of {step_name!r} is {attempt.status}",
+                    metadata={"execution_id": execution_id, "step": step_name},
+                )
+            state.last_heartbeat = now
+            if progress is None:
+                return []
+            previous = (attempt.last_progress or {}).get("percentage", 0.0)
+            if progress.get("percentage", 0.0) < previous:
+                # Reports can arrive out of order when retried; progress never goes back.
+                return []
+            return [
+                ex.NewEvent(
+                    ex.STEP_PROGRESS,
+                    {
+                        "step_name": step_name,
+                        "order": attempt.order,
+                        "attempt": attempt.attempt,
+                        "progress": progress,
+                    },
+                )
+            ]
+
+        await self._command(execution_id, produce)
+        return cancelled
+
+    async def complete_step(
+        self,
+        execution_id: str,
+        step_name: str,
+        token: str,
+        success: bool,
+        result: dict[str, Any],
+        error: dict[str, Any] | None,
+    ) -> None:
+        check_payload(result, "result", self._settings.max_result_bytes)
+
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+            attempt = _reporting_attempt(state, step_name, token)
+            if attempt.status != ex.ATTEMPT_RUNNING:
+                if attempt.same_outcome(success, result):
+                    return []  # a retried report of what is already logged
+                raise StaleAttempt(
+                    f"attempt {attempt.attempt} of {step_name!r} already ended {attempt.status}",
+                    metadata={"execution_id": execution_id, "step": step_name},
+                )
+            if attempt is not state.current_attempt():
+                raise StaleAttempt(f"attempt {attempt.attempt} of {step_name!r} is not current")
+            if success:
+                return [ex.step_finished(attempt, ex.ATTEMPT_SUCCESS, output=result, now=now)]
+            failure = {"reason": "step_failed", "type": "", "message": "", **(error or {})}
+            return [
+                ex.step_finished(attempt, ex.ATTEMPT_FAILED, output=result, error=failure, now=now)
+            ]
+
+        await self._command(execution_id, produce)
+
+    async def read_blob(
+        self, execution_id: str, token: str, blob_id: str
+    ) -> AsyncIterator[bytes]:
+        state = await self.get(execution_id)
+        attempt = state.attempt_by_token(token) if token else None
+        if attempt is None or attempt.status != ex.ATTEMPT_RUNNING:
+            raise StaleAttempt("the attempt token is not a running attempt's")
+        return await self.store.read_blob(execution_id, blob_id)
+
+
+def _reporting_attempt(state: ex.ExecutionState, step_name: str, token: str) -> ex.Attempt:
+    if state.workflow.step_named(step_name) is None:
+        raise NotFound(
+            f"execution {state.execution_id} has no step {step_name!r}",
+            metadata={"step": step_name},
+        )
+    attempt = state.attempt_by_token(token) if token else None
+    if attempt is None or attempt.step_name != step_name:
+        raise StaleAttempt(
+            f"the token is not an attempt of {step_name!r}",
+            metadata={"execution_id": state.execution_id, "step": step_name},
+        )
+    return attempt
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    json_format.ParseDict(value, message)
+    return message
+
+

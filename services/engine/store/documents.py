@@ -1,0 +1,164 @@
+"""MongoDB documents: the only place that knows how domain objects are laid out in storage."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from services.engine.domain.errors import InvalidArgument
+from services.engine.domain.execution import Attempt, Event, ExecutionState
+from services.engine.domain.workflow import RetryPolicy, StepDefinition, Workflow
+
+
+def workflow_to_doc(workflow: Workflow) -> dict[str, Any]:
+    return {
+        "_id": workflow.workflow_id,
+        "name": workflow.name,
+        "description": workflow.description,
+        "created_at": workflow.created_at,
+        "steps": [
+            {
+                "step_id": s.step_id,
+                "name": s.name,
+                "handler": s.handler,
+                "timeout_seconds": s.timeout_seconds,
+                "heartbeat_timeout_seconds": s.heartbeat_timeout_seconds,
+                "retry": {
+                    "max_attempts": s.retry.max_attempts,
+                    "initial_backoff_seconds": s.retry.initial_backoff_seconds,
+                    "backoff_multiplier": s.retry.backoff_multiplier,
+                    "max_backoff_seconds": s.retry.max_backoff_seconds,
+                },
+            }
+            for s in workflow.steps
+        ],
+    }
+
+
+def workflow_from_doc(doc: dict[str, Any]) -> Workflow:
+    return Workflow(
+        workflow_id=doc["_id"],
+        name=doc["name"],
+        description=doc.get("description", ""),
+        created_at=doc["created_at"],
+        steps=tuple(
+            StepDefinition(
+                step_id=s["step_id"],
+                name=s["name"],
+                handler=s["handler"],
+                timeout_seconds=s["timeout_seconds"],
+                heartbeat_timeout_seconds=s["heartbeat_timeout_seconds"],
+                retry=RetryPolicy(**s["retry"]),
+            )
+            for s in doc["steps"]
+        ),
+    )
+
+
+def _attempt_to_doc(a: Attempt) -> dict[str, Any]:
+    return {
+        "step_name": a.step_name,
+        "order": a.order,
+        "attempt": a.attempt,
+        "token": a.token,
+        "status": a.status,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+        "input_payload": a.input_payload,
+        "output_payload": a.output_payload,
+        "error": a.error,
+        "last_progress": a.last_progress,
+    }
+
+
+def _attempt_from_doc(d: dict[str, Any]) -> Attempt:
+    return Attempt(**d)
+
+
+def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
+    """The status projection. Lease fields are not in it: they have writers of their own,
+    except that a terminal execution gives its lease up."""
+    doc: dict[str, Any] = {
+        "_id": state.execution_id,
+        "workflow_id": state.workflow.workflow_id,
+        "workflow_name": state.workflow.name,
+        "workflow": workflow_to_doc(state.workflow),
+        "mode": state.mode,
+        "input": state.input,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "status": state.status,
+        "dynamic_properties": state.dynamic_properties,
+        "step_index": state.step_index,
+        "history": [_attempt_to_doc(a) for a in state.history],
+        "last_seq": state.last_seq,
+        "error": state.error,
+    }
+    if state.request_id is not None:
+        doc["request_id"] = state.request_id
+        doc["request_hash"] = state.request_hash
+    if state.is_terminal:
+        doc["lease_owner"] = None
+        doc["lease_expires_at"] = None
+    return doc
+
+
+def execution_from_doc(doc: dict[str, Any]) -> ExecutionState:
+    return ExecutionState(
+        execution_id=doc["_id"],
+        workflow=workflow_from_doc(doc["workflow"]),
+        mode=doc["mode"],
+        input=doc.get("input") or {},
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        request_id=doc.get("request_id"),
+        request_hash=doc.get("request_hash"),
+        status=doc["status"],
+        dynamic_properties=doc.get("dynamic_properties") or {},
+        step_index=doc.get("step_index"),
+        history=[_attempt_from_doc(a) for a in doc.get("history") or []],
+        last_seq=doc["last_seq"],
+        error=doc.get("error"),
+    )
+
+
+def event_to_doc(event: Event) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "execution_id": event.execution_id,
+        "seq": event.seq,
+        "type": event.type,
+        "time": event.time,
+        "data": event.data,
+    }
+    if event.attempt_token is not None:
+        doc["attempt_token"] = event.attempt_token
+    return doc
+
+
+def event_from_doc(doc: dict[str, Any]) -> Event:
+    return Event(
+        execution_id=doc["execution_id"],
+        seq=doc["seq"],
+        type=doc["type"],
+        time=doc["time"],
+        data=doc.get("data") or {},
+        attempt_token=doc.get("attempt_token"),
+    )
+
+
+# Page tokens are opaque to clients: the sort key of the last item they saw.
+
+
+def encode_page_token(time: datetime, item_id: str) -> str:
+    raw = json.dumps({"t": time.isoformat(), "i": item_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(raw["t"]), str(raw["i"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument("page_token", "not a token this server gave") from exc

@@ -1,0 +1,356 @@
+"""The MongoDB store, through pymongo's AsyncMongoClient.
+
+Writes to the event log are group-committed: appends from every execution that arrive while
+a write is in flight go out together in one `insert_many` and one `bulk_write`. A lone append
+costs one round trip; two hundred busy executions cost a few. The unique index on
+(execution_id, seq) is what makes a lost race between two writers impossible to miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from services.engine.domain.errors import BlobNotFound, NotOwner, StoreUnavailable
+from services.engine.domain.execution import Event, ExecutionState
+from services.engine.domain.workflow import Workflow
+from services.engine.store.documents import (
+    decode_page_token,
+    encode_page_token,
+    event_from_doc,
+    event_to_doc,
+    execution_from_doc,
+    execution_to_doc,
+    workflow_from_doc,
+    workflow_to_doc,
+)
+from services.engine.store.repository import BlobRef, Page
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000
+BLOB_CHUNK_BYTES = 4 * 1024 * 1024
+# Fields the status listing needs; history and payloads stay behind.
+_SUMMARY_FIELDS = {"history": 0, "input": 0, "dynamic_properties": 0}
+
+
+class RequestIdTaken(Exception):
+    """An execution with this request_id exists already."""
+
+
+@dataclass
+class _Append:
+    event_docs: list[dict[str, Any]]
+    execution_id: str
+    last_seq: int
+    projection: dict[str, Any]
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class MongoStore:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        # Every write waits for the majority and the journal: an acknowledged event survives
+        # a crash of the database as well as of the engine.
+        concern = WriteConcern(w="majority", j=True)
+        db = client.get_database(
+            database, write_concern=concern, read_concern=ReadConcern("majority")
+        )
+        self._client = client
+        self.workflows: AsyncCollection[dict[str, Any]] = db["workflows"]
+        self.executions: AsyncCollection[dict[str, Any]] = db["executions"]
+        self.events: AsyncCollection[dict[str, Any]] = db["events"]
+        self.blobs: AsyncCollection[dict[str, Any]] = db["blobs"]
+        self.blob_chunks: AsyncCollection[dict[str, Any]] = db["blob_chunks"]
+        self.step_stats: AsyncCollection[dict[str, Any]] = db["step_stats"]
+        self._pending: list[_Append] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        await self.ensure_indexes()
+        self._writer = asyncio.create_task(self._write_loop(), name="event-log-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        for item in self._pending:
+            if not item.done.done():
+                item.done.set_exception(StoreUnavailable("the store is closing"))
+
+    async def ensure_indexes(self) -> None:
+        await self.events.create_indexes(
+            [IndexModel([("execution_id", ASCENDING), ("seq", ASCENDING)], unique=True)]
+        )
+        await self.executions.create_indexes(
+            [
+                IndexModel(
+                    [("request_id", ASCENDING)],
+                    unique=True,
+                    partialFilterExpression={"request_id": {"$type": "string"}},
+                ),
+                IndexModel([("lease_expires_at", ASCENDING)]),
+                IndexModel([("lease_owner", ASCENDING)]),
+                IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
+                IndexModel([("workflow_id", ASCENDING), ("created_at", DESCENDING)]),
+            ]
+        )
+        await self.workflows.create_indexes(
+            [IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)]), IndexModel("name")]
+        )
+        await self.blobs.create_indexes([IndexModel("execution_id")])
+        await self.blob_chunks.create_indexes(
+            [IndexModel([("blob_id", ASCENDING), ("n", ASCENDING)], unique=True)]
+        )
+        await self.step_stats.create_indexes([IndexModel("workflow_id")])
+
+    # --- workflows -------------------------------------------------------------------
+
+    async def create_workflow(self, workflow: Workflow) -> None:
+        await self.workflows.insert_one(workflow_to_doc(workflow))
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        doc = await self.workflows.find_one({"_id": workflow_id})
+        return workflow_from_doc(doc) if doc else None
+
+    async def list_workflows(self, page_size: int, page_token: str, name: str) -> Page[Workflow]:
+        query: dict[str, Any] = {"name": name} if name else {}
+        if page_token:
+            after, after_id = decode_page_token(page_token)
+            query["$or"] = [
+                {"created_at": {"$gt": after}},
+                {"created_at": after, "_id": {"$gt": after_id}},
+            ]
+        cursor = self.workflows.find(query).sort([("created_at", 1), ("_id", 1)])
+        docs = await cursor.limit(page_size + 1).to_list()
+        items = [workflow_from_doc(d) for d in docs[:page_size]]
+        token = ""
+        if len(docs) > page_size:
+            token = encode_page_token(items[-1].created_at, items[-1].workflow_id)
+        return Page(items, token)
+
+    # --- executions ------------------------------------------------------------------
+
+    async def create_execution(
+        self, state: ExecutionState, owner: str, lease_until: datetime
+    ) -> None:
+        doc = execution_to_doc(state)
+        doc.update(lease_owner=owner, lease_expires_at=lease_until)
+        try:
+            await self.executions.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise RequestIdTaken(state.request_id) from exc
+
+    async def find_by_request_id(self, request_id: str) -> ExecutionState | None:
+        doc = await self.executions.find_one({"request_id": request_id}, {"_id": 1})
+        return await self.load_execution(doc["_id"]) if doc else None
+
+    async def load_execution(self, execution_id: str) -> ExecutionState | None:
+        doc = await self.executions.find_one({"_id": execution_id})
+        if doc is None:
+            return None
+        state = execution_from_doc(doc)
+        # The projection may trail the log by the writes a crash interrupted.
+        while True:
+            tail = await self.read_events(execution_id, state.last_seq, 1000)
+            for event in tail:
+                state.apply(event)
+            if len(tail) < 1000:
+                return state
+
+    async def list_executions(
+        self, page_size: int, page_token: str, workflow_id: str
+    ) -> Page[ExecutionState]:
+        query: dict[str, Any] = {"workflow_id": workflow_id} if workflow_id else {}
+        if page_token:
+            before, before_id = decode_page_token(page_token)
+            query["$or"] = [
+                {"created_at": {"$lt": before}},
+                {"created_at": before, "_id": {"$lt": before_id}},
+            ]
+        cursor = self.executions.find(query, _SUMMARY_FIELDS).sort(
+            [("created_at", -1), ("_id", -1)]
+        )
+        docs = await cursor.limit(page_size + 1).to_list()
+        items = [execution_from_doc(d) for d in docs[:page_size]]
+        token = ""
+        if len(docs) > page_size:
+            token = encode_page_token(items[-1].created_at, items[-1].execution_id)
+        return Page(items, token)
+
+    # --- the event log ---------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event], state: ExecutionState) -> None:
+        item = _Append(
+            event_docs=[event_to_doc(e) for e in events],
+            execution_id=state.execution_id,
+            last_seq=state.last_seq,
+            projection=execution_to_doc(state),
+        )
+        self._pending.append(item)
+        self._wakeup.set()
+        await item.done
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[_Append]) -> None:
+        docs: list[dict[str, Any]] = []
+        owner_of_doc: list[int] = []
+        for i, item in enumerate(batch):
+            docs.extend(item.event_docs)
+            owner_of_doc.extend([i] * len(item.event_docs))
+        failures: dict[int, Exception] = {}
+        if docs:
+            try:
+                await self.events.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                for error in exc.details.get("writeErrors", []):
+                    i = owner_of_doc[error["index"]]
+                    if error.get("code") == DUPLICATE_KEY:
+                        failures[i] = NotOwner(
+                            f"execution {batch[i].execution_id} was written by another engine"
+                        )
+                    else:
+                        failures[i] = StoreUnavailable(str(error.get("errmsg", "write failed")))
+            except PyMongoError as exc:
+                log.warning("event log write failed: %s", exc)
+                for i in range(len(batch)):
+                    failures[i] = StoreUnavailable("the database is unavailable")
+        # One projection write per execution: the latest state stands for the batch.
+        latest: dict[str, _Append] = {}
+        for i, item in enumerate(batch):
+            if i not in failures:
+                latest[item.execution_id] = item
+        if latest:
+            try:
+                await self.executions.bulk_write(
+                    [
+                        UpdateOne(
+                            {"_id": item.execution_id, "last_seq": {"$lt": item.last_seq}},
+                            {"$set": item.projection},
+                        )
+                        for item in latest.values()
+                    ],
+                    ordered=False,
+                )
+            except PyMongoError as exc:
+                # The events are durable; a stale projection is caught up on the next load.
+                log.warning("status projection write failed: %s", exc)
+        for i, item in enumerate(batch):
+            if item.done.done():
+                continue
+            if i in failures:
+                item.done.set_exception(failures[i])
+            else:
+                item.done.set_result(None)
+
+    async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]:
+        cursor = self.events.find({"execution_id": execution_id, "seq": {"$gt": after_seq}})
+        docs = await cursor.sort("seq", 1).limit(limit).to_list()
+        return [event_from_doc(d) for d in docs]
+
+    # --- leases ----------------------------------------------------------------------
+
+    async def claim_executions(
+        self, owner: str, now: datetime, lease_until: datetime
+    ) -> list[str]:
+        await self.executions.update_many(
+            {
+                "lease_expires_at": {"$ne": None},
+                "$or": [{"lease_owner": owner}, {"lease_expires_at": {"$lt": now}}],
+            },
+            {"$set": {"lease_owner": owner, "lease_expires_at": lease_until}},
+        )
+        cursor = self.executions.find(
+            {"lease_owner": owner, "lease_expires_at": {"$ne": None}}, {"_id": 1}
+        )
+        return [d["_id"] for d in await cursor.to_list()]
+
+    async def renew_leases(
+        self, owner: str, execution_ids: Sequence[str], lease_until: datetime
+    ) -> set[str]:
+        ids = list(execution_ids)
+        if not ids:
+            return set()
+        result = await self.executions.update_many(
+            {"_id": {"$in": ids}, "lease_owner": owner},
+            {"$set": {"lease_expires_at": lease_until}},
+        )
+        if result.matched_count == len(ids):
+            return set(ids)
+        cursor = self.executions.find({"_id": {"$in": ids}, "lease_owner": owner}, {"_id": 1})
+        return {d["_id"] for d in await cursor.to_list()}
+
+    # --- blobs -----------------------------------------------------------------------
+
+    async def put_blob(self, execution_id: str, data: bytes) -> BlobRef:
+        blob_id = str(uuid.uuid4())
+        chunks = [
+            {"blob_id": blob_id, "n": n, "data": data[offset : offset + BLOB_CHUNK_BYTES]}
+            for n, offset in enumerate(range(0, max(len(data), 1), BLOB_CHUNK_BYTES))
+        ]
+        await self.blob_chunks.insert_many(chunks)
+        ref = BlobRef(blob_id, len(data), hashlib.sha256(data).hexdigest())
+        # The metadata goes last: a blob without it is an interrupted write, never read.
+        await self.blobs.insert_one(
+            {
+                "_id": blob_id,
+                "execution_id": execution_id,
+                "size_bytes": ref.size_bytes,
+                "sha256": ref.sha256,
+                "chunks": len(chunks),
+            }
+        )
+        return ref
+
+    async def read_blob(self, execution_id: str, blob_id: str) -> AsyncIterator[bytes]:
+        meta = await self.blobs.find_one({"_id": blob_id, "execution_id": execution_id})
+        if meta is None:
+            raise BlobNotFound(f"blob {blob_id!r} not found", metadata={"blob_id": blob_id})
+        return self._chunks(blob_id, int(meta["chunks"]))
+
+    async def _chunks(self, blob_id: str, count: int) -> AsyncIterator[bytes]:
+        for n in range(count):
+            chunk = await self.blob_chunks.find_one({"blob_id": blob_id, "n": n})
+            if chunk is None:
+                raise BlobNotFound(f"blob {blob_id!r} is incomplete")
+            yield bytes(chunk["data"])
+
+    async def delete_blobs(self, execution_id: str) -> None:
+        ids = [d["_id"] async for d in self.blobs.find({"execution_id": execution_id}, {"_id": 1})]
+        await self.blobs.delete_many({"_id": {"$in": ids}})
+        await self.blob_chunks.delete_many({"blob_id": {"$in": ids}})
+
+    # --- step durations, for estimates -----------------------------------------------
+
+    async def record_step_duration(self, workflow_id: str, step_name: str, seconds: float) -> None:
+        await self.step_stats.update_one(
+            {"_id": f"{workflow_id}/{step_name}"},
+            {
+                "$set": {"workflow_id": workflow_id, "step_name": step_name},
+                "$inc": {"count": 1, "total_seconds": seconds},
+            },
+            upsert=True,
+        )
+
+    async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
+        docs = await self.step_stats.find({"workflow_id": workflow_id}).to_list()
+        return {d["step_name"]: d["total_seconds"] / d["count"] for d in docs if d["count"]}

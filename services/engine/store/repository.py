@@ -1,0 +1,93 @@
+"""What the engine needs from storage, as an interface the runner and RPC layer depend on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from services.engine.domain.execution import Event, ExecutionState
+from services.engine.domain.workflow import Workflow
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    blob_id: str
+    size_bytes: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"blob_id": self.blob_id, "size_bytes": self.size_bytes, "sha256": self.sha256}
+
+
+class ExecutionStore(Protocol):
+    async def create_workflow(self, workflow: Workflow) -> None: ...
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None: ...
+
+    async def list_workflows(self, page_size: int, page_token: str, name: str) -> Page[Workflow]:
+        """Oldest first."""
+        ...
+
+    async def create_execution(
+        self, state: ExecutionState, owner: str, lease_until: datetime
+    ) -> None:
+        """Inserts a new execution at seq 0, leased to `owner`.
+
+        Raises RequestIdTaken when its request_id is already used."""
+        ...
+
+    async def find_by_request_id(self, request_id: str) -> ExecutionState | None: ...
+
+    async def load_execution(self, execution_id: str) -> ExecutionState | None:
+        """The execution as of its last logged event (the projection plus any tail)."""
+        ...
+
+    async def list_executions(
+        self, page_size: int, page_token: str, workflow_id: str
+    ) -> Page[ExecutionState]:
+        """Newest first, without history."""
+        ...
+
+    async def append(self, events: Sequence[Event], state: ExecutionState) -> None:
+        """Appends events to the log, then refreshes the status projection to `state`.
+
+        Durable when it returns. Raises NotOwner when another writer took one of the seqs,
+        StoreUnavailable when the database cannot be reached."""
+        ...
+
+    async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]: ...
+
+    async def claim_executions(
+        self, owner: str, now: datetime, lease_until: datetime
+    ) -> list[str]:
+        """Leases to `owner` every unfinished execution it holds or whose lease expired."""
+        ...
+
+    async def renew_leases(
+        self, owner: str, execution_ids: Sequence[str], lease_until: datetime
+    ) -> set[str]:
+        """Extends the leases `owner` still holds; returns their ids."""
+        ...
+
+    async def put_blob(self, execution_id: str, data: bytes) -> BlobRef: ...
+
+    async def read_blob(self, execution_id: str, blob_id: str) -> AsyncIterator[bytes]: ...
+
+    async def delete_blobs(self, execution_id: str) -> None: ...
+
+    async def record_step_duration(
+        self, workflow_id: str, step_name: str, seconds: float
+    ) -> None: ...
+
+    async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]: ...

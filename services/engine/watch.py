@@ -1,0 +1,76 @@
+"""Following one execution: replay of the log after a seq, then the live tail.
+
+The subscription to the hub is taken before the log is read, so an event is either in what
+the replay reads or in the subscription's queue (or both, and then dropped by seq). A gap in
+the live tail, or a quiet spell, sends the watcher back to the log: events written by another
+engine replica reach it that way too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from services.engine.domain.errors import ExecutionNotFound, InvalidArgument, WatcherTooSlow
+from services.engine.domain.execution import Event, ExecutionState
+from services.engine.hub import EventHub
+from services.engine.store.repository import ExecutionStore
+
+REPLAY_BATCH = 500
+
+
+async def watch(
+    store: ExecutionStore,
+    hub: EventHub,
+    execution_id: str,
+    after_seq: int | None,
+    *,
+    recheck_seconds: float = 2.0,
+) -> AsyncIterator[ExecutionState | Event]:
+    """Yields a snapshot first when `after_seq` is None, then every event after it, in
+    order and once each; returns after the terminal event."""
+    subscription = hub.subscribe(execution_id)
+    try:
+        state = await store.load_execution(execution_id)
+        if state is None:
+            raise ExecutionNotFound(execution_id)
+        if after_seq is None:
+            yield state
+            last = state.last_seq
+        elif not 0 <= after_seq <= state.last_seq:
+            raise InvalidArgument(
+                "after_seq", f"must be from 0 to the last seq ({state.last_seq}), got {after_seq}"
+            )
+        else:
+            last = after_seq
+        if state.is_terminal and last >= state.last_seq:
+            return
+        while True:
+            replayed = await store.read_events(execution_id, last, REPLAY_BATCH)
+            for event in replayed:
+                yield event
+                last = event.seq
+                if event.is_terminal:
+                    return
+            if len(replayed) == REPLAY_BATCH:
+                continue
+            while True:
+                if subscription.overflowed:
+                    raise WatcherTooSlow(
+                        f"watcher fell behind; resume with after_seq={last}",
+                        metadata={"last_seq": str(last)},
+                    )
+                try:
+                    event = await asyncio.wait_for(subscription.queue.get(), recheck_seconds)
+                except TimeoutError:
+                    break
+                if event.seq <= last:
+                    continue
+                if event.seq > last + 1:
+                    break
+                yield event
+                last = event.seq
+                if event.is_terminal:
+                    return
+    finally:
+        hub.unsubscribe(subscription)

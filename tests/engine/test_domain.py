@@ -1,0 +1,149 @@
+"""The execution state machine, on its own: no database, no network."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.engine.domain import execution as ex
+from services.engine.domain.errors import InvalidArgument
+from services.engine.domain.workflow import new_workflow
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_state(mode: str = ex.AUTOMATIC, **step: object) -> ex.ExecutionState:
+    steps = [
+        {"name": "load", "handler": "sleep", "heartbeat_timeout_seconds": 5, **step},
+        {"name": "extract", "handler": "sleep", **step},
+    ]
+    workflow = new_workflow("docs", "", steps, T0)
+    return ex.ExecutionState("e1", workflow, mode, {"k": 1}, T0, T0)
+
+
+def run(state: ex.ExecutionState, now: datetime) -> list[ex.Event]:
+    """Applies every event `decide` wants at `now`."""
+    out = []
+    while (decision := ex.decide(state, now)).event is not None:
+        event = state.numbered(decision.event, now)
+        state.apply(event)
+        out.append(event)
+    return out
+
+
+def finish(state: ex.ExecutionState, status: str, now: datetime, **kw: object) -> None:
+    attempt = state.current_attempt()
+    assert attempt is not None
+    event = state.numbered(ex.step_finished(attempt, status, now=now, **kw), now)  # type: ignore[arg-type]
+    state.apply(event)
+
+
+def test_automatic_run_goes_step_by_step_and_merges_outputs() -> None:
+    state = make_state()
+    events = run(state, T0)
+    assert [e.type for e in events] == [ex.WORKFLOW_STARTED, ex.STEP_STARTED]
+    assert events[1].data["input_payload"] == {"k": 1}
+    assert events[1].attempt_token
+    finish(state, ex.ATTEMPT_SUCCESS, T0, output={"pages": 3})
+    events = run(state, T0)
+    assert [e.type for e in events] == [ex.STEP_STARTED]
+    assert events[0].data["input_payload"] == {"k": 1, "pages": 3}
+    finish(state, ex.ATTEMPT_SUCCESS, T0, output={"sections": 2})
+    assert [e.type for e in run(state, T0)] == [ex.WORKFLOW_COMPLETED]
+    assert state.status == ex.COMPLETED
+    assert state.dynamic_properties == {"pages": 3, "sections": 2}
+    assert state.last_seq == 6
+
+
+def test_heartbeat_timeout_then_retry_with_backoff_then_failure() -> None:
+    state = make_state(retry={"max_attempts": 2, "initial_backoff_seconds": 3})
+    run(state, T0)
+    decision = ex.decide(state, T0)
+    assert decision.wake_at == T0 + timedelta(seconds=5)
+    events = run(state, T0 + timedelta(seconds=5))
+    assert events[0].data["status"] == ex.ATTEMPT_TIMED_OUT
+    assert events[0].data["error"]["reason"] == "heartbeat_timeout"
+    assert ex.decide(state, T0 + timedelta(seconds=6)).wake_at == T0 + timedelta(seconds=8)
+    events = run(state, T0 + timedelta(seconds=8))
+    assert [(e.type, e.data["attempt"]) for e in events] == [(ex.STEP_STARTED, 2)]
+    finish(state, ex.ATTEMPT_FAILED, T0 + timedelta(seconds=9), error={"reason": "step_failed"})
+    events = run(state, T0 + timedelta(seconds=9))
+    assert [e.type for e in events] == [ex.WORKFLOW_FAILED]
+    assert events[0].data["error"]["step_name"] == "load"
+    assert state.status == ex.FAILED and state.is_terminal
+    assert ex.decide(state, T0 + timedelta(days=1)) == ex.Decision()
+
+
+def test_hard_timeout_wins_over_heartbeats() -> None:
+    state = make_state(timeout_seconds=4, retry={"max_attempts": 1})
+    run(state, T0)
+    state.last_heartbeat = T0 + timedelta(seconds=3.9)
+    events = run(state, T0 + timedelta(seconds=4))
+    assert events[0].data["error"]["reason"] == "timeout"
+    assert events[-1].type == ex.WORKFLOW_FAILED
+
+
+def test_manual_mode_waits_before_each_step() -> None:
+    state = make_state(ex.MANUAL)
+    assert [e.type for e in run(state, T0)] == [ex.WORKFLOW_STARTED, ex.WORKFLOW_WAITING]
+    assert state.status == ex.WAITING
+    assert ex.step_state(state, 0) == "waiting"
+    state.apply(state.numbered(ex.NewEvent(ex.WORKFLOW_ADVANCED, {"data": {"ok": True}}), T0))
+    events = run(state, T0)
+    assert [e.type for e in events] == [ex.STEP_STARTED]
+    assert events[0].data["input_payload"]["ok"] is True
+    finish(state, ex.ATTEMPT_SUCCESS, T0, output={})
+    assert [e.type for e in run(state, T0)] == [ex.WORKFLOW_WAITING]
+    assert state.step_index == 1
+
+
+def test_progress_and_estimate() -> None:
+    state = make_state()
+    run(state, T0)
+    attempt = state.current_attempt()
+    assert attempt is not None
+    attempt.last_progress = {"percentage": 50.0, "estimated_remaining_seconds": 10}
+    p = ex.progress(state, {"extract": 20.0}, T0)
+    assert p.percentage == 25.0
+    assert p.estimated_remaining_seconds == 30.0
+    assert ex.progress(state, {}, T0).estimated_remaining_seconds is None
+    assert p.is_running and not p.is_completed
+
+
+def test_events_must_come_in_order() -> None:
+    state = make_state()
+    with pytest.raises(ValueError):
+        state.apply(ex.Event("e1", 2, ex.WORKFLOW_STARTED, T0, {}))
+
+
+@pytest.mark.parametrize(
+    ("steps", "field"),
+    [
+        ([], "steps"),
+        ([{"name": "a", "handler": "x"}, {"name": "a", "handler": "x"}], "steps[1].name"),
+        ([{"name": "a", "handler": ""}], "steps[0].handler"),
+        ([{"name": "a", "handler": "x", "timeout_seconds": -1}], "steps[0].timeout_seconds"),
+        ([{"name": "a", "handler": "x", "retry": {"max_attempts": 99}}], "steps[0].retry.max_attempts"),
+    ],
+)
+def test_bad_definitions_name_the_field(steps: list[dict[str, object]], field: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        new_workflow("w", "", steps, T0)
+    assert caught.value.field == field
+
+
+def test_domain_imports_no_transport_or_driver() -> None:
+    banned = {"grpc", "pymongo", "aiohttp", "bson", "secantus", "google"}
+    root = pathlib.Path(__file__).parents[2] / "services" / "engine" / "domain"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in banned, f"{path.name} imports {name}"
