@@ -62,7 +62,7 @@ class Engine:
         )
         self.port = self._server.add_insecure_port(f"{settings.host}:{settings.port}")
         # Recovery first, so that the first RPC finds the unfinished executions held again.
-        await self.runner.start()
+        await self.runner.open()
         await self._server.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -78,7 +78,7 @@ class Engine:
         if self._server is not None:
             await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.runner is not None:
-            await self.runner.stop()
+            await self.runner.close()
         if self._pioneers is not None:
             await self._pioneers.close()
         if self._store is not None:

@@ -68,6 +68,10 @@ class RunnerSettings:
     dispatch_backoff_seconds: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+class _Released(NotOwner):
+    """The actor was let go (terminal, lease lost, failed write) while a change waited."""
+
+
 @dataclass
 class _Actor:
     state: ex.ExecutionState
@@ -95,12 +99,12 @@ class Runner:
 
     # --- life cycle ------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         """Takes back every unfinished execution this engine holds or nobody holds."""
         await self._claim()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         if self._lease_task is not None:
             self._lease_task.cancel()
         for actor in self._actors.values():
@@ -200,26 +204,30 @@ class Runner:
 
     async def _command(self, execution_id: str, produce: Produce) -> ex.ExecutionState:
         """Runs a command against an execution, wherever it is held."""
-        actor = self._actors.get(execution_id)
-        if actor is None:
-            state = await self.store.load_execution(execution_id)
-            if state is None:
-                raise ExecutionNotFound(execution_id)
-            if state.is_terminal:
-                # Nothing changes a terminal execution: the command can only verify or refuse.
-                if produce(state, utc_now()):
-                    raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
-                return state
-            actor = await self._actor(execution_id)
-        # Shielded: once a change has begun, a caller that gives up (deadline, disconnect)
-        # must not leave the actor half-way between its memory and the log.
-        return await asyncio.shield(self._change(actor, produce))
+        while True:
+            actor = self._actors.get(execution_id)
+            if actor is None:
+                state = await self.store.load_execution(execution_id)
+                if state is None:
+                    raise ExecutionNotFound(execution_id)
+                if state.is_terminal:
+                    # Nothing changes a terminal execution: a command can only verify or refuse.
+                    if produce(state, utc_now()):
+                        raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
+                    return state
+                actor = await self._actor(execution_id)
+            try:
+                # Shielded: once a change has begun, a caller that gives up (deadline,
+                # disconnect) must not leave the actor half-way between memory and the log.
+                return await asyncio.shield(self._change(actor, produce))
+            except _Released:
+                continue  # it ended (or moved) while the command waited: look again
 
     async def _change(self, actor: _Actor, produce: Produce) -> ex.ExecutionState:
         async with actor.lock:
             state = actor.state
             if self._actors.get(state.execution_id) is not actor:
-                raise NotOwner(f"execution {state.execution_id} was released; retry")
+                raise _Released(f"execution {state.execution_id} was let go; retry")
             now = utc_now()
             appended: list[ex.Event] = []
             for new in produce(state, now):
@@ -568,9 +576,10 @@ class Runner:
             if success:
                 return [ex.step_finished(attempt, ex.ATTEMPT_SUCCESS, output=result, now=now)]
             failure = {"reason": "step_failed", "type": "", "message": "", **(error or {})}
-            return [
-                ex.step_finished(attempt, ex.ATTEMPT_FAILED, output=result, error=failure, now=now)
-            ]
+            # A runner that enforced the step's timeout itself says so; it is the same outcome
+            # as the engine's own timeout.
+            status = ex.ATTEMPT_TIMED_OUT if failure["reason"] == "timeout" else ex.ATTEMPT_FAILED
+            return [ex.step_finished(attempt, status, output=result, error=failure, now=now)]
 
         await self._command(execution_id, produce)
 

@@ -113,7 +113,8 @@ class Attempt:
         """Whether a completion report repeats the one already recorded."""
         if success:
             return self.status == ATTEMPT_SUCCESS and self.output_payload == output
-        return self.status == ATTEMPT_FAILED and (self.output_payload or {}) == output
+        ended = (ATTEMPT_FAILED, ATTEMPT_TIMED_OUT)
+        return self.status in ended and (self.output_payload or {}) == output
 
 
 @dataclass
