@@ -340,16 +340,21 @@ class Runner:
                 target = await self._pioneers.start_step(request)
                 log.info(
                     "step dispatched",
-                    extra={"execution_id": state.execution_id, "step": attempt.step_name,
-                           "attempt": attempt.attempt, "pioneer": target},
+                    extra={
+                        "execution_id": state.execution_id,
+                        "step": attempt.step_name,
+                        "attempt": attempt.attempt,
+                        "pioneer": target,
+                    },
                 )
                 return
             except DiscoveryError as exc:
                 delay = next(delays, None)
                 if delay is None:
                     # The heartbeat timeout turns this into a failed attempt and a retry.
-                    log.warning("dispatch gave up: %s", exc,
-                                extra={"execution_id": state.execution_id})
+                    log.warning(
+                        "dispatch gave up: %s", exc, extra={"execution_id": state.execution_id}
+                    )
                     return
                 await asyncio.sleep(delay)
 
@@ -583,9 +588,7 @@ class Runner:
 
         await self._command(execution_id, produce)
 
-    async def read_blob(
-        self, execution_id: str, token: str, blob_id: str
-    ) -> AsyncIterator[bytes]:
+    async def read_blob(self, execution_id: str, token: str, blob_id: str) -> AsyncIterator[bytes]:
         state = await self.get(execution_id)
         attempt = state.attempt_by_token(token) if token else None
         if attempt is None or attempt.status != ex.ATTEMPT_RUNNING:
@@ -612,5 +615,3 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     json_format.ParseDict(value, message)
     return message
-
-

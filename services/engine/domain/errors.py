@@ -51,7 +51,9 @@ class WorkflowNotFound(NotFound):
     reason = "WORKFLOW_NOT_FOUND"
 
     def __init__(self, workflow_id: str) -> None:
-        super().__init__(f"workflow {workflow_id!r} not found", metadata={"workflow_id": workflow_id})
+        super().__init__(
+            f"workflow {workflow_id!r} not found", metadata={"workflow_id": workflow_id}
+        )
 
 
 class ExecutionNotFound(NotFound):

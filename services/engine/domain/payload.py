@@ -50,9 +50,7 @@ def check_progress(progress: dict[str, Any], max_custom_bytes: int) -> None:
         if not isinstance(text, str) or len(text) > limit:
             raise InvalidArgument(f"progress.{key}", f"must be text of at most {limit} characters")
     eta = progress.get("estimated_remaining_seconds")
-    if eta is not None and (
-        not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0
-    ):
+    if eta is not None and (not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0):
         raise InvalidArgument("progress.estimated_remaining_seconds", "must be a number >= 0")
     custom = progress.get("custom_data") or {}
     if not isinstance(custom, dict):

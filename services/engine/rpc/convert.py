@@ -29,7 +29,9 @@ _ATTEMPT = {
     ex.ATTEMPT_TIMED_OUT: pb.ATTEMPT_STATUS_TIMED_OUT,
     ex.ATTEMPT_CANCELLED: pb.ATTEMPT_STATUS_CANCELLED,
 }
-_EVENT = {name: pb.EventType.Value(f"EVENT_TYPE_{name.upper()}") for name in ex.EVENT_TYPES}
+_EVENT: dict[str, int] = {
+    name: pb.EventType.Value(f"EVENT_TYPE_{name.upper()}") for name in ex.EVENT_TYPES
+}
 
 
 def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
@@ -198,7 +200,7 @@ def event(value: ex.Event) -> pb.ExecutionEvent:
     return pb.ExecutionEvent(
         execution_id=value.execution_id,
         seq=value.seq,
-        type=_EVENT[value.type],
+        type=_EVENT[value.type],  # type: ignore[arg-type]  # protoc .pyi: enum values are ints
         time=timestamp(value.time),
         data=struct(value.data),
     )

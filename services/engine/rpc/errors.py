@@ -56,7 +56,7 @@ def status_for(error: Exception) -> status_pb2.Status:
         reason = error.reason
     details = [error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=error.metadata)]
     if isinstance(error, e.InvalidArgument):
-        details.append(  # type: ignore[arg-type]  # both are messages packed into Any
+        details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
@@ -81,7 +81,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -
     raise AssertionError("abort returned")  # pragma: no cover
 
 
-class ErrorInterceptor(AsyncServerInterceptor):  # type: ignore[misc]  # untyped base
+class ErrorInterceptor(AsyncServerInterceptor):
     async def intercept(
         self,
         method: Callable[..., Any],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from discovery.engine.v1 import execution_service_pb2 as es
@@ -19,7 +19,7 @@ from services.engine.domain.errors import InvalidArgument
 from services.engine.rpc import convert
 from services.engine.runner import Runner
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 DEFAULT_WAIT_SECONDS = 30.0

@@ -56,7 +56,9 @@ class _Append:
     execution_id: str
     last_seq: int
     projection: dict[str, Any]
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class MongoStore:
@@ -269,9 +271,7 @@ class MongoStore:
 
     # --- leases ----------------------------------------------------------------------
 
-    async def claim_executions(
-        self, owner: str, now: datetime, lease_until: datetime
-    ) -> list[str]:
+    async def claim_executions(self, owner: str, now: datetime, lease_until: datetime) -> list[str]:
         await self.executions.update_many(
             {
                 "lease_expires_at": {"$ne": None},

@@ -10,7 +10,6 @@ from typing import Any, Generic, Protocol, TypeVar
 from services.engine.domain.execution import Event, ExecutionState
 from services.engine.domain.workflow import Workflow
 
-
 T = TypeVar("T")
 
 
@@ -68,9 +67,7 @@ class ExecutionStore(Protocol):
 
     async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]: ...
 
-    async def claim_executions(
-        self, owner: str, now: datetime, lease_until: datetime
-    ) -> list[str]:
+    async def claim_executions(self, owner: str, now: datetime, lease_until: datetime) -> list[str]:
         """Leases to `owner` every unfinished execution it holds or whose lease expired."""
         ...
 

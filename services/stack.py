@@ -1,0 +1,81 @@
+"""`make run`: the whole stack on its embedded default, as one supervised group.
+
+Starts the engine (with its embedded SecantusDB when MONGODB_URI is unset) and pioneer as
+child processes, says where everything is, and stops all of them together: on Ctrl-C or
+SIGTERM, or as soon as one of them dies, so nothing is left running behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Service:
+    name: str
+    module: str
+    process: asyncio.subprocess.Process | None = None
+
+
+async def main() -> int:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'generated'}"
+    engine_port = env.setdefault("ENGINE_PORT", "50051")
+    pioneer_port = env.setdefault("PIONEER_PORT", "50052")
+    env.setdefault("PIONEER_URL", f"127.0.0.1:{pioneer_port}")
+    env.setdefault("DISCOVERY_URL", f"127.0.0.1:{engine_port}")
+    data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
+    services = [
+        Service("pioneer", "services.pioneer"),
+        Service("engine", "services.engine"),
+    ]
+    for service in services:
+        service.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", service.module, env=env, cwd=ROOT
+        )
+    print(
+        "\nDiscovery is starting:\n"
+        f"  engine (gRPC)   127.0.0.1:{engine_port}"
+        f"   (grpcurl -plaintext 127.0.0.1:{engine_port} list)\n"
+        f"  pioneer (gRPC)  127.0.0.1:{pioneer_port}\n"
+        f"  database        {env.get('MONGODB_URI') or f'embedded SecantusDB in {data_dir}/db'}\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waits = {asyncio.create_task(s.process.wait()): s for s in services if s.process is not None}
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*waits, stopping], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task in waits:
+            service = waits[task]
+            print(f"\n{service.name} exited with code {task.result()}; stopping the rest.")
+            code = 1
+    for service in services:
+        if service.process is not None and service.process.returncode is None:
+            service.process.send_signal(signal.SIGTERM)
+    for service in services:
+        if service.process is None:
+            continue
+        try:
+            await asyncio.wait_for(service.process.wait(), 15)
+        except TimeoutError:
+            service.process.kill()
+            await service.process.wait()
+    stopping.cancel()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
