@@ -126,7 +126,10 @@ def test_events_must_come_in_order() -> None:
         ([{"name": "a", "handler": "x"}, {"name": "a", "handler": "x"}], "steps[1].name"),
         ([{"name": "a", "handler": ""}], "steps[0].handler"),
         ([{"name": "a", "handler": "x", "timeout_seconds": -1}], "steps[0].timeout_seconds"),
-        ([{"name": "a", "handler": "x", "retry": {"max_attempts": 99}}], "steps[0].retry.max_attempts"),
+        (
+            [{"name": "a", "handler": "x", "retry": {"max_attempts": 99}}],
+            "steps[0].retry.max_attempts",
+        ),
     ],
 )
 def test_bad_definitions_name_the_field(steps: list[dict[str, object]], field: str) -> None:

@@ -1,0 +1,63 @@
+"""`python -m services.pioneer`: serves the built-in steps until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import services.pioneer.steps  # noqa: F401  # registers the built-in steps
+from services import jsonlog
+from services.pioneer.config import Settings
+from services.pioneer.errors import ConfigError
+from services.pioneer.registry import registry
+from services.pioneer.reporter import StepReporter
+from services.pioneer.runner import StepRunner
+from services.pioneer.server import build_server
+
+log = logging.getLogger("services.pioneer")
+
+# In-flight StartStep/CancelStep calls are short: a few seconds is plenty to let them finish.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    reporter = StepReporter.connect(settings.discovery_url)
+    runner = StepRunner(reporter, max_concurrent_steps=settings.max_concurrent_steps)
+    server, port = await build_server(settings, registry, runner)
+    await server.start()
+    log.info(
+        "pioneer serving",
+        extra={
+            "host": settings.host,
+            "port": port,
+            "discovery_url": settings.discovery_url,
+            "handlers": [spec.name for spec in registry.handlers()],
+        },
+    )
+    await stop.wait()
+    log.info("pioneer stopping", extra={"running_steps": runner.running_count})
+    await server.stop(SHUTDOWN_GRACE_SECONDS)
+    await runner.close()
+    await reporter.close()
+    log.info("pioneer stopped")
+
+
+def main() -> int:
+    jsonlog.configure("pioneer")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        log.error("bad configuration", extra={"error": str(exc)})
+        return 2
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

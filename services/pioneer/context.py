@@ -1,0 +1,216 @@
+"""One running attempt as its step sees it: identity, input, cancellation, and its reports.
+
+The runner creates a `StepContext` per attempt and binds it to the handler's task through a
+contextvar, so the SDK's plain functions (`services.pioneer.sdk`) find it without being given
+it. Every report carries the attempt's token, which the step itself never handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from discovery.engine.v1 import step_report_service_pb2 as report_pb2
+from discovery.engine.v1.execution_pb2 import StepProgress
+
+from services.pioneer.errors import NotInStep, StaleAttempt, StepCancelled
+from services.pioneer.payloads import Outcome, outcome_from_body, progress_from_body
+from services.pioneer.reporter import StepReporter
+
+# When the engine sets no heartbeat timeout, a heartbeat still goes out now and then: its
+# reply is how a cancellation reaches a step that reports nothing.
+DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 10.0
+# Retry budgets for reports. A completion is worth waiting for: the engine may be restarting.
+MIN_PROGRESS_BUDGET_SECONDS = 5.0
+MIN_COMPLETION_BUDGET_SECONDS = 10.0
+UNBOUNDED_STEP_COMPLETION_BUDGET_SECONDS = 300.0
+
+
+class StopReason(enum.Enum):
+    """Why pioneer stopped an attempt's handler before it returned."""
+
+    CANCELLED = "cancelled"  # CancelStep, or cancel_requested in a reply
+    STALE = "stale"  # the engine refused the token: another attempt owns the step
+    TIMED_OUT = "timed_out"  # the attempt's timeout_seconds ran out
+    SHUTDOWN = "shutdown"  # pioneer is stopping
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    execution_id: str
+    step_name: str
+    handler: str
+    attempt: int
+    input: Mapping[str, Any]
+    # None: the engine set no bound.
+    timeout_seconds: float | None
+    heartbeat_timeout_seconds: float | None
+
+
+_current: ContextVar[StepContext | None] = ContextVar("pioneer_step", default=None)
+
+
+def current() -> StepContext:
+    ctx = _current.get()
+    if ctx is None:
+        raise NotInStep("no step is running here: call the step SDK from inside a step handler")
+    return ctx
+
+
+def bind(ctx: StepContext) -> None:
+    """Makes `ctx` the current step for the calling task and the tasks it starts."""
+    _current.set(ctx)
+
+
+class StepContext:
+    def __init__(self, info: StepInfo, attempt_token: str, reporter: StepReporter) -> None:
+        self.info = info
+        self._token = attempt_token
+        self._reporter = reporter
+        self._task: asyncio.Task[Any] | None = None
+        self._stopped: StopReason | None = None
+        self._completed = False
+        self._last_contact = time.monotonic()
+
+    # -- what a step uses ---------------------------------------------------------------------
+
+    @property
+    def execution_id(self) -> str:
+        return self.info.execution_id
+
+    @property
+    def step_name(self) -> str:
+        return self.info.step_name
+
+    @property
+    def input(self) -> Mapping[str, Any]:
+        return self.info.input
+
+    def is_cancelled(self) -> bool:
+        """True once the attempt must stop: cancelled, stale, timed out or shutting down."""
+        return self._stopped is not None
+
+    async def report_progress(self, body: Mapping[str, Any]) -> None:
+        """Sends the seed's progress body. Raises ValueError naming a bad field,
+        StepCancelled when the engine answers that the attempt was cancelled."""
+        await self._send_progress(progress_from_body(body))
+
+    async def heartbeat(self) -> None:
+        """Tells the engine the attempt is alive. Raises StepCancelled when it was cancelled."""
+        await self._send_progress(None)
+
+    async def report_completion(self, body: Mapping[str, Any]) -> None:
+        """Sends the seed's completion body; pioneer then reports nothing more for the attempt."""
+        outcome = outcome_from_body(body)
+        self._raise_if_stopped()
+        await self.send_completion(outcome)
+
+    async def read_blob(self, blob_id: str) -> bytes:
+        """The bytes of a blob the input refers to (`{"blob_id", "size_bytes", "sha256"}`)."""
+        self._raise_if_stopped()
+        request = report_pb2.ReadBlobRequest(
+            execution_id=self.execution_id, attempt_token=self._token, blob_id=blob_id
+        )
+        try:
+            return await self._reporter.read_blob(request, budget_seconds=self.completion_budget)
+        except StaleAttempt:
+            self.stop(StopReason.STALE)
+            raise
+
+    # -- what the runner uses -----------------------------------------------------------------
+
+    @property
+    def attempt_token(self) -> str:
+        return self._token
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self._stopped
+
+    @property
+    def completed(self) -> bool:
+        return self._completed
+
+    @property
+    def heartbeat_interval(self) -> float:
+        timeout = self.info.heartbeat_timeout_seconds
+        # A third of the timeout: two heartbeats may be lost before the engine gives up.
+        return timeout / 3 if timeout else DEFAULT_HEARTBEAT_INTERVAL_SECONDS
+
+    @property
+    def progress_budget(self) -> float:
+        timeout = self.info.heartbeat_timeout_seconds or 0.0
+        return max(timeout, MIN_PROGRESS_BUDGET_SECONDS)
+
+    @property
+    def completion_budget(self) -> float:
+        timeout = self.info.timeout_seconds
+        if timeout is None:
+            return UNBOUNDED_STEP_COMPLETION_BUDGET_SECONDS
+        return max(timeout, MIN_COMPLETION_BUDGET_SECONDS)
+
+    def seconds_to_next_heartbeat(self) -> float:
+        """A progress report also keeps the attempt alive, so it pushes the heartbeat back."""
+        return self._last_contact + self.heartbeat_interval - time.monotonic()
+
+    def attach(self, task: asyncio.Task[Any]) -> None:
+        self._task = task
+
+    def stop(self, reason: StopReason) -> None:
+        """Stops the handler; the first reason sticks."""
+        if self._stopped is None:
+            self._stopped = reason
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def send_completion(self, outcome: Outcome) -> None:
+        request = report_pb2.CompleteStepRequest(
+            execution_id=self.execution_id,
+            step_name=self.step_name,
+            attempt_token=self._token,
+            success=outcome.success,
+            result=outcome.result,
+            error=outcome.error,
+        )
+        try:
+            await self._reporter.complete_step(request, budget_seconds=self.completion_budget)
+        except StaleAttempt:
+            self.stop(StopReason.STALE)
+            raise
+        self._completed = True
+
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _send_progress(self, progress: StepProgress | None) -> None:
+        self._raise_if_stopped()
+        request = report_pb2.ReportStepProgressRequest(
+            execution_id=self.execution_id,
+            step_name=self.step_name,
+            attempt_token=self._token,
+            progress=progress,
+        )
+        # Counted from the try, not the answer: a failing engine is not asked again at once.
+        self._last_contact = time.monotonic()
+        try:
+            cancel_requested = await self._reporter.report_progress(
+                request, budget_seconds=self.progress_budget
+            )
+        except StaleAttempt:
+            self.stop(StopReason.STALE)
+            raise
+        if cancel_requested:
+            self.stop(StopReason.CANCELLED)
+            raise StepCancelled(f"the engine cancelled step {self.step_name!r}")
+
+    def _raise_if_stopped(self) -> None:
+        if self._stopped is StopReason.STALE:
+            raise StaleAttempt(
+                f"step {self.step_name!r}: the engine no longer accepts this attempt"
+            )
+        if self._stopped is not None:
+            raise StepCancelled(f"step {self.step_name!r} was stopped ({self._stopped.value})")

@@ -1,0 +1,73 @@
+"""Pioneer's exception tree: what a step, the runner and the server can raise.
+
+```
+PioneerError                 every error pioneer raises on purpose; carries a stable `reason`
+├── ConfigError              a bad environment variable (named in the message)
+├── NotInStep                an SDK call outside a running step, or for another step
+├── StepCancelled            the engine cancelled the attempt; the step should stop
+├── StaleAttempt             the engine refused the attempt's token: another attempt owns the step
+├── EngineUnavailable        the engine did not answer within the retry budget
+├── ReportRejected           the engine refused a report for another reason (e.g. INVALID_ARGUMENT)
+├── StepFailure              raised by a step to fail on purpose
+├── UnknownHandler           StartStep named a handler this pioneer does not have
+├── RunnerFull               StartStep over max_concurrent_steps
+└── InvalidAttempt           StartStep with a missing or malformed field
+```
+"""
+
+from __future__ import annotations
+
+
+class PioneerError(Exception):
+    """Base of pioneer's errors. `reason` is stable and machine-readable."""
+
+    reason = "PIONEER_ERROR"
+
+
+class ConfigError(PioneerError):
+    reason = "BAD_CONFIG"
+
+
+class NotInStep(PioneerError):
+    reason = "NOT_IN_STEP"
+
+
+class StepCancelled(PioneerError):
+    reason = "CANCELLED"
+
+
+class StaleAttempt(PioneerError):
+    reason = "STALE_ATTEMPT"
+
+
+class EngineUnavailable(PioneerError):
+    reason = "ENGINE_UNAVAILABLE"
+
+
+class ReportRejected(PioneerError):
+    reason = "REPORT_REJECTED"
+
+
+class StepFailure(PioneerError):
+    reason = "STEP_FAILED"
+
+
+class UnknownHandler(PioneerError):
+    reason = "UNKNOWN_HANDLER"
+
+    def __init__(self, handler: str) -> None:
+        super().__init__(f"this pioneer has no handler named {handler!r}")
+        self.handler = handler
+
+
+class RunnerFull(PioneerError):
+    reason = "RUNNER_FULL"
+
+
+class InvalidAttempt(PioneerError):
+    reason = "INVALID_ATTEMPT"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem

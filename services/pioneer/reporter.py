@@ -1,0 +1,147 @@
+"""The gRPC client pioneer reports through: the engine's `StepReportService`.
+
+Every call has a deadline. UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retried
+with capped exponential backoff and jitter until the caller's budget runs out, then
+`EngineUnavailable`. The engine's refusals become typed exceptions here, at the boundary:
+FAILED_PRECONDITION and NOT_FOUND are `StaleAttempt` (the token is not the step's current
+attempt, or the engine does not know it), except that ReadBlob's NOT_FOUND is an unknown blob;
+any other code is `ReportRejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from discovery.engine.v1 import step_report_service_pb2 as report_pb2
+from discovery.engine.v1 import step_report_service_pb2_grpc as report_grpc
+
+from services.pioneer.errors import EngineUnavailable, ReportRejected, StaleAttempt
+
+T = TypeVar("T")
+
+# An input may carry a 45 MB document in base64 and a result may echo it back.
+MAX_MESSAGE_BYTES = 80 * 1024 * 1024
+MESSAGE_SIZE_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+# gRPC's own reconnect backoff grows to 120 s, during which every call fails at once with
+# UNAVAILABLE; capped low so that a restarted engine is reached again within our retry budget.
+RECONNECT_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+STALE = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
+# ReadBlob answers NOT_FOUND for an unknown blob: the attempt itself may be fine.
+STALE_FOR_BLOBS = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    call_timeout_seconds: float = 5.0
+    initial_backoff_seconds: float = 0.2
+    max_backoff_seconds: float = 5.0
+    backoff_multiplier: float = 2.0
+
+
+class StepReporter:
+    def __init__(self, channel: grpc.aio.Channel, policy: RetryPolicy | None = None) -> None:
+        self._channel = channel
+        self._stub = report_grpc.StepReportServiceStub(channel)
+        self._policy = policy or RetryPolicy()
+
+    @classmethod
+    def connect(cls, target: str, policy: RetryPolicy | None = None) -> StepReporter:
+        channel = grpc.aio.insecure_channel(
+            target, options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS
+        )
+        return cls(channel, policy)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def report_progress(
+        self, request: report_pb2.ReportStepProgressRequest, *, budget_seconds: float
+    ) -> bool:
+        """Sends progress (or a heartbeat, with `progress` unset); True when the engine has
+        cancelled the attempt."""
+
+        async def call(call_timeout: float) -> bool:
+            reply = await self._stub.ReportStepProgress(request, timeout=call_timeout)
+            return bool(reply.cancel_requested)
+
+        return await self._retrying("ReportStepProgress", call, budget_seconds)
+
+    async def complete_step(
+        self, request: report_pb2.CompleteStepRequest, *, budget_seconds: float
+    ) -> None:
+        async def call(call_timeout: float) -> None:
+            await self._stub.CompleteStep(request, timeout=call_timeout)
+
+        await self._retrying("CompleteStep", call, budget_seconds)
+
+    async def read_blob(
+        self, request: report_pb2.ReadBlobRequest, *, budget_seconds: float
+    ) -> bytes:
+        async def call(call_timeout: float) -> bytes:
+            # A stream is restarted from its start on retry: chunks carry no offsets.
+            chunks = [
+                reply.chunk async for reply in self._stub.ReadBlob(request, timeout=call_timeout)
+            ]
+            return b"".join(chunks)
+
+        # A large blob takes longer than one short call: the whole budget is the deadline.
+        return await self._retrying(
+            "ReadBlob", call, budget_seconds, whole_budget=True, stale=STALE_FOR_BLOBS
+        )
+
+    async def _retrying(
+        self,
+        what: str,
+        call: Callable[[float], Awaitable[T]],
+        budget_seconds: float,
+        *,
+        whole_budget: bool = False,
+        stale: frozenset[grpc.StatusCode] = STALE,
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_seconds
+        backoff = self._policy.initial_backoff_seconds
+        while True:
+            remaining = max(deadline - loop.time(), 0.001)
+            timeout = (
+                remaining if whole_budget else min(self._policy.call_timeout_seconds, remaining)
+            )
+            try:
+                return await call(timeout)
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+                detail = f"{what}: {code.name} {err.details() or ''}".rstrip()
+                if code in stale:
+                    raise StaleAttempt(detail) from None
+                if code not in RETRYABLE:
+                    raise ReportRejected(detail) from None
+                # Jitter keeps many steps that lost the engine together from returning in step.
+                delay = random.uniform(backoff / 2, backoff)
+                if loop.time() + delay >= deadline:
+                    raise EngineUnavailable(
+                        f"{detail}; gave up after {budget_seconds:g} s of retries"
+                    ) from None
+                await asyncio.sleep(delay)
+                backoff = min(
+                    backoff * self._policy.backoff_multiplier, self._policy.max_backoff_seconds
+                )

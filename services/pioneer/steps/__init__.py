@@ -1,0 +1,5 @@
+"""Pioneer's built-in steps; importing this package registers them in the default registry."""
+
+from services.pioneer.steps import builtin
+
+__all__ = ["builtin"]

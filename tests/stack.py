@@ -1,0 +1,237 @@
+"""The services as a user runs them, on real sockets: an engine and a pioneer, in this
+process (fast, for most tests) or as child processes (for the kill tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
+from discovery.engine.v1 import workflow_pb2 as wf
+from discovery.engine.v1 import workflow_service_pb2 as ws
+from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
+from google.protobuf import json_format, struct_pb2
+
+import services.pioneer.steps  # noqa: F401  # registers the built-in steps
+from services.engine.app import Engine
+from services.engine.config import Settings as EngineSettings
+from services.pioneer.config import Settings as PioneerSettings
+from services.pioneer.registry import registry
+from services.pioneer.reporter import StepReporter
+from services.pioneer.runner import StepRunner
+from services.pioneer.server import build_server as build_pioneer
+
+ROOT = Path(__file__).resolve().parents[1]
+TERMINAL = {
+    ex_pb.EXECUTION_STATUS_COMPLETED,
+    ex_pb.EXECUTION_STATUS_FAILED,
+    ex_pb.EXECUTION_STATUS_CANCELLED,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    json_format.ParseDict(value, message)
+    return message
+
+
+def as_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+class Pioneer:
+    """A pioneer server in this process."""
+
+    def __init__(self, engine_port: int) -> None:
+        self.settings = PioneerSettings(port=0, discovery_url=f"127.0.0.1:{engine_port}")
+        self.port = 0
+        self.runner: StepRunner | None = None
+        self._reporter: StepReporter | None = None
+        self._server: Any = None
+
+    async def start(self) -> None:
+        self._reporter = StepReporter.connect(self.settings.discovery_url)
+        self.runner = StepRunner(self._reporter, max_concurrent_steps=64)
+        self._server, self.port = await build_pioneer(self.settings, registry, self.runner)
+        await self._server.start()
+
+    async def stop(self) -> None:
+        await self._server.stop(0)
+        assert self.runner is not None and self._reporter is not None
+        await self.runner.close()
+        await self._reporter.close()
+
+
+@dataclass
+class Client:
+    """gRPC stubs to the engine, as any client would hold them."""
+
+    target: str
+    channel: grpc.aio.Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = grpc.aio.insecure_channel(self.target)
+        self.workflows = ws_grpc.WorkflowServiceStub(self.channel)
+        self.executions = es_grpc.ExecutionServiceStub(self.channel)
+        self.reports = sr_grpc.StepReportServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def create_workflow(self, name: str, *steps: dict[str, Any]) -> wf.Workflow:
+        definition = wf.Workflow(name=name)
+        for step in steps:
+            json_format.ParseDict(step, definition.steps.add())
+        response: ws.CreateWorkflowResponse = await self.workflows.CreateWorkflow(
+            ws.CreateWorkflowRequest(workflow=definition), timeout=10
+        )
+        return response.workflow
+
+    async def start(
+        self, workflow_id: str, document: dict[str, Any] | None = None, **kw: Any
+    ) -> ex_pb.Execution:
+        response: es.StartExecutionResponse = await self.executions.StartExecution(
+            es.StartExecutionRequest(workflow_id=workflow_id, input=struct(document or {}), **kw),
+            timeout=10,
+        )
+        return response.execution
+
+    async def get(self, execution_id: str) -> ex_pb.Execution:
+        response: es.GetExecutionResponse = await self.executions.GetExecution(
+            es.GetExecutionRequest(execution_id=execution_id), timeout=10
+        )
+        return response.execution
+
+    async def watch(
+        self, execution_id: str, after_seq: int | None = None
+    ) -> AsyncIterator[es.WatchExecutionResponse]:
+        request = es.WatchExecutionRequest(execution_id=execution_id)
+        if after_seq is not None:
+            request.after_seq = after_seq
+        async for item in self.executions.WatchExecution(request, timeout=120):
+            yield item
+
+    async def events(self, execution_id: str, after_seq: int = 0) -> list[ex_pb.ExecutionEvent]:
+        """Every event after `after_seq` up to the terminal one."""
+        return [item.event async for item in self.watch(execution_id, after_seq)]
+
+    async def wait_terminal(self, execution_id: str, seconds: float = 60) -> ex_pb.Execution:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                execution = await self.get(execution_id)
+                if execution.status in TERMINAL:
+                    return execution
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{execution_id} not terminal after {seconds} s")
+            await asyncio.sleep(0.1)
+
+
+@dataclass
+class Stack:
+    engine: Engine
+    pioneer: Pioneer
+    client: Client
+    mongo_uri: str
+    database: str
+
+    async def stop(self) -> None:
+        await self.client.close()
+        await self.engine.stop(grace=0)
+        await self.pioneer.stop()
+
+
+def engine_settings(
+    mongo_uri: str, database: str, engine_port: int, pioneer_port: int
+) -> EngineSettings:
+    return EngineSettings(
+        port=engine_port,
+        mongodb_uri=mongo_uri,
+        mongodb_database=database,
+        pioneer_targets=(f"127.0.0.1:{pioneer_port}",),
+        engine_id=f"test-engine-{engine_port}",
+        lease_seconds=3.0,
+    )
+
+
+async def start_stack(mongo_uri: str, database: str, **overrides: Any) -> Stack:
+    engine_port = free_port()
+    pioneer = Pioneer(engine_port)
+    await pioneer.start()
+    settings = replace(engine_settings(mongo_uri, database, engine_port, pioneer.port), **overrides)
+    engine = Engine(settings)
+    await engine.start()
+    return Stack(engine, pioneer, Client(f"127.0.0.1:{engine.port}"), mongo_uri, database)
+
+
+class EngineProcess:
+    """`python -m services.engine` as a child process, for the tests that kill it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.engine"],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}", **self.env},
+                stdout=log,
+                stderr=log,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return -9
+
+
+async def wait_serving(target: str, seconds: float = 20) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + seconds
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} not serving after {seconds} s")
+            await asyncio.sleep(0.1)
