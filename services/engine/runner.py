@@ -47,7 +47,7 @@ from services.engine.hub import EventHub
 from services.engine.intake import request_hash, set_large_values_apart
 from services.engine.pioneers import PioneerPool
 from services.engine.store.mongo import RequestIdTaken
-from services.engine.store.repository import ExecutionStore
+from services.engine.store.repository import BlobRef, ExecutionStore
 from services.engine.watch import watch
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class RunnerSettings:
     max_input_bytes: int = 1024 * 1024
     max_result_bytes: int = 256 * 1024
     max_custom_data_bytes: int = 16 * 1024
+    max_blob_bytes: int = 64 * 1024 * 1024
     max_wait_seconds: float = 300.0
     # How long a dispatch keeps trying pioneers before leaving it to the heartbeat timeout.
     dispatch_backoff_seconds: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -588,12 +589,30 @@ class Runner:
 
         await self._command(execution_id, produce)
 
-    async def read_blob(self, execution_id: str, token: str, blob_id: str) -> AsyncIterator[bytes]:
+    async def _running_attempt(self, execution_id: str, token: str) -> None:
         state = await self.get(execution_id)
         attempt = state.attempt_by_token(token) if token else None
         if attempt is None or attempt.status != ex.ATTEMPT_RUNNING:
             raise StaleAttempt("the attempt token is not a running attempt's")
+
+    async def read_blob(self, execution_id: str, token: str, blob_id: str) -> AsyncIterator[bytes]:
+        await self._running_attempt(execution_id, token)
         return await self.store.read_blob(execution_id, blob_id)
+
+    async def write_blob(
+        self, execution_id: str, token: str, chunks: AsyncIterator[bytes]
+    ) -> BlobRef:
+        await self._running_attempt(execution_id, token)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > self._settings.max_blob_bytes:
+                raise InvalidArgument(
+                    "chunk", f"a blob may hold at most {self._settings.max_blob_bytes} bytes"
+                )
+            parts.append(chunk)
+        return await self.store.put_blob(execution_id, b"".join(parts))
 
 
 def _reporting_attempt(state: ex.ExecutionState, step_name: str, token: str) -> ex.Attempt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -373,3 +374,44 @@ async def test_errors_carry_reasons_and_fields(stack: Stack) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as bad_page:
         await c.executions.ListExecutions(es.ListExecutionsRequest(page_token="garbage"))
     assert bad_page.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_running_step_can_store_a_blob_and_read_it_back(stack: Stack) -> None:
+    c = stack.client
+    workflow = await c.create_workflow("store", {"name": "nap", **SLEEP})
+    started = await c.start(workflow.workflow_id, {"seconds": 2})
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
+    try:
+        for _ in range(100):
+            event = await client[stack.database]["events"].find_one(
+                {"execution_id": started.execution_id, "type": "step_started"}
+            )
+            if event is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert event is not None
+        token = str(event["attempt_token"])
+    finally:
+        await client.close()
+    payload = bytes(range(256)) * 40_000  # 10 MB, several chunks
+
+    async def parts(header_token: str, data: bytes) -> AsyncIterator[sr.WriteBlobRequest]:
+        yield sr.WriteBlobRequest(
+            header=sr.WriteBlobHeader(execution_id=started.execution_id, attempt_token=header_token)
+        )
+        for offset in range(0, len(data), 1 << 20):
+            yield sr.WriteBlobRequest(chunk=data[offset : offset + (1 << 20)])
+
+    ref = await c.reports.WriteBlob(parts(token, payload))
+    assert ref.size_bytes == len(payload)
+    assert ref.sha256 == hashlib.sha256(payload).hexdigest()
+    back = c.reports.ReadBlob(
+        sr.ReadBlobRequest(
+            execution_id=started.execution_id, attempt_token=token, blob_id=ref.blob_id
+        )
+    )
+    assert b"".join([m.chunk async for m in back]) == payload
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        # Header only: a server that refuses early races a client still sending chunks.
+        await c.reports.WriteBlob(parts("forged", b""))
+    assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -23,6 +23,7 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 DEFAULT_WAIT_SECONDS = 30.0
+READ_BLOB_MESSAGE_BYTES = 1024 * 1024
 
 
 def _required(value: str, field: str) -> str:
@@ -211,4 +212,28 @@ class StepReportServicer(sr_grpc.StepReportServiceServicer):
             _required(request.blob_id, "blob_id"),
         )
         async for chunk in chunks:
-            yield sr.ReadBlobResponse(chunk=chunk)
+            # Small messages fit any client's default 4 MiB receive cap.
+            for offset in range(0, len(chunk), READ_BLOB_MESSAGE_BYTES):
+                yield sr.ReadBlobResponse(chunk=chunk[offset : offset + READ_BLOB_MESSAGE_BYTES])
+
+    async def WriteBlob(
+        self, requests: AsyncIterator[sr.WriteBlobRequest], context: Context
+    ) -> sr.WriteBlobResponse:
+        first = await anext(aiter(requests), None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("header", "the first message must be the header")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for request in requests:
+                if request.HasField("header"):
+                    raise InvalidArgument("header", "only the first message is a header")
+                yield request.chunk
+
+        ref = await self._runner.write_blob(
+            _required(first.header.execution_id, "header.execution_id"),
+            _required(first.header.attempt_token, "header.attempt_token"),
+            chunks(),
+        )
+        return sr.WriteBlobResponse(
+            blob_id=ref.blob_id, size_bytes=ref.size_bytes, sha256=ref.sha256
+        )

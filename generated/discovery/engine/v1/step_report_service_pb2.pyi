@@ -60,3 +60,29 @@ class ReadBlobResponse(_message.Message):
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     chunk: bytes
     def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+
+class WriteBlobHeader(_message.Message):
+    __slots__ = ("execution_id", "attempt_token")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    attempt_token: str
+    def __init__(self, execution_id: _Optional[str] = ..., attempt_token: _Optional[str] = ...) -> None: ...
+
+class WriteBlobRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: WriteBlobHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[WriteBlobHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class WriteBlobResponse(_message.Message):
+    __slots__ = ("blob_id", "size_bytes", "sha256")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    blob_id: str
+    size_bytes: int
+    sha256: str
+    def __init__(self, blob_id: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...

@@ -51,6 +51,11 @@ class StepReportServiceStub:
                 request_serializer=discovery_dot_engine_dot_v1_dot_step__report__service__pb2.ReadBlobRequest.SerializeToString,
                 response_deserializer=discovery_dot_engine_dot_v1_dot_step__report__service__pb2.ReadBlobResponse.FromString,
                 _registered_method=True)
+        self.WriteBlob = channel.stream_unary(
+                '/discovery.engine.v1.StepReportService/WriteBlob',
+                request_serializer=discovery_dot_engine_dot_v1_dot_step__report__service__pb2.WriteBlobRequest.SerializeToString,
+                response_deserializer=discovery_dot_engine_dot_v1_dot_step__report__service__pb2.WriteBlobResponse.FromString,
+                _registered_method=True)
 
 
 class StepReportServiceServicer:
@@ -87,6 +92,16 @@ class StepReportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteBlob(self, request_iterator, context):
+        """Stores a blob for the execution (e.g. a decoded document), sent in chunks after a
+        header, and returns its reference for the step's output.
+        INVALID_ARGUMENT: no header first, or more than the engine's blob size cap.
+        FAILED_PRECONDITION: stale attempt token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StepReportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +119,11 @@ def add_StepReportServiceServicer_to_server(servicer, server):
                     servicer.ReadBlob,
                     request_deserializer=discovery_dot_engine_dot_v1_dot_step__report__service__pb2.ReadBlobRequest.FromString,
                     response_serializer=discovery_dot_engine_dot_v1_dot_step__report__service__pb2.ReadBlobResponse.SerializeToString,
+            ),
+            'WriteBlob': grpc.stream_unary_rpc_method_handler(
+                    servicer.WriteBlob,
+                    request_deserializer=discovery_dot_engine_dot_v1_dot_step__report__service__pb2.WriteBlobRequest.FromString,
+                    response_serializer=discovery_dot_engine_dot_v1_dot_step__report__service__pb2.WriteBlobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -189,6 +209,33 @@ class StepReportService:
             '/discovery.engine.v1.StepReportService/ReadBlob',
             discovery_dot_engine_dot_v1_dot_step__report__service__pb2.ReadBlobRequest.SerializeToString,
             discovery_dot_engine_dot_v1_dot_step__report__service__pb2.ReadBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteBlob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/discovery.engine.v1.StepReportService/WriteBlob',
+            discovery_dot_engine_dot_v1_dot_step__report__service__pb2.WriteBlobRequest.SerializeToString,
+            discovery_dot_engine_dot_v1_dot_step__report__service__pb2.WriteBlobResponse.FromString,
             options,
             channel_credentials,
             insecure,
