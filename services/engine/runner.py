@@ -115,7 +115,13 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        held = list(self._actors)
         self._actors.clear()
+        try:
+            # Another replica may take them over now rather than after the lease runs out.
+            await self.store.release_leases(self._settings.engine_id, held, utc_now())
+        except PyMongoError as exc:
+            log.warning("leases not released: %s", exc)
 
     @property
     def held(self) -> int:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from pymongo import AsyncMongoClient
@@ -109,3 +110,51 @@ async def test_sigkill_mid_run_loses_and_duplicates_nothing(
             assert [e.seq for e in replayed] == seqs
     finally:
         await client.close()
+
+
+async def test_sigterm_drains_and_a_restart_finishes_everything(
+    pioneer_and_engine: tuple[Pioneer, EngineProcess, Client],
+) -> None:
+    _, engine, c = pioneer_and_engine
+    step = {"handler": "sleep", "heartbeat_timeout_seconds": 2}
+    workflow = await c.create_workflow("drain", {"name": "a", **step}, {"name": "b", **step})
+    started = [await c.start(workflow.workflow_id, {"seconds": 0.8}) for _ in range(10)]
+    await asyncio.sleep(0.5)
+    began = time.monotonic()
+    code = engine.stop()
+    stopped_in = time.monotonic() - began
+    assert code == 0 and stopped_in < 12, (code, stopped_in)
+    with pytest.raises(grpc.aio.AioRpcError) as down:
+        await c.get(started[0].execution_id)
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    engine.start()
+    await wait_serving(c.target)
+    finals = [await c.wait_terminal(s.execution_id, 30) for s in started]
+    assert all(f.status == ex_pb.EXECUTION_STATUS_COMPLETED for f in finals)
+    for final in finals:
+        events = await c.events(final.execution_id, 0)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_another_replica_takes_over_when_the_lease_runs_out(
+    pioneer_and_engine: tuple[Pioneer, EngineProcess, Client], tmp_path: Path
+) -> None:
+    _, engine, c = pioneer_and_engine
+    step = {"handler": "sleep", "heartbeat_timeout_seconds": 3}
+    workflow = await c.create_workflow("takeover", {"name": "a", **step}, {"name": "b", **step})
+    started = [await c.start(workflow.workflow_id, {"seconds": 1.0}) for _ in range(5)]
+    engine.kill()
+    killed_at = time.monotonic()
+    # A replica with another id behind the same address: it must wait for the lease (3 s).
+    replica = EngineProcess({**engine.env, "ENGINE_ID": "replica-2"}, tmp_path / "replica.log")
+    replica.start()
+    try:
+        await wait_serving(c.target)
+        finals = [await c.wait_terminal(s.execution_id, 30) for s in started]
+        took_over_in = time.monotonic() - killed_at
+        print(f"\ntakeover: 5 executions finished by the replica {took_over_in:.2f} s after kill")
+        assert all(f.status == ex_pb.EXECUTION_STATUS_COMPLETED for f in finals)
+        log = (tmp_path / "replica.log").read_text()
+        assert log.count('"execution recovered"') == 5
+    finally:
+        replica.stop()

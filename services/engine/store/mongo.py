@@ -299,6 +299,13 @@ class MongoStore:
         cursor = self.executions.find({"_id": {"$in": ids}, "lease_owner": owner}, {"_id": 1})
         return {d["_id"] for d in await cursor.to_list()}
 
+    async def release_leases(self, owner: str, execution_ids: Sequence[str], now: datetime) -> None:
+        if execution_ids:
+            await self.executions.update_many(
+                {"_id": {"$in": list(execution_ids)}, "lease_owner": owner},
+                {"$set": {"lease_expires_at": now}},
+            )
+
     # --- blobs -----------------------------------------------------------------------
 
     async def put_blob(self, execution_id: str, data: bytes) -> BlobRef:

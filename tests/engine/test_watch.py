@@ -1,0 +1,61 @@
+"""Watching: slow watchers, and what the server tells them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.engine.domain import execution as ex
+from services.engine.domain.errors import WatcherTooSlow
+from services.engine.domain.workflow import new_workflow
+from services.engine.hub import EventHub
+from services.engine.store.mongo import MongoStore
+from services.engine.watch import watch
+
+
+@pytest.fixture
+async def store(mongo_server: str, database: str) -> AsyncIterator[MongoStore]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server, tz_aware=True)
+    store = MongoStore(client, database)
+    await store.open()
+    yield store
+    await store.close()
+    await client.close()
+
+
+async def test_a_watcher_that_falls_behind_is_told_where_to_resume(store: MongoStore) -> None:
+    now = datetime.now(UTC)
+    workflow = new_workflow("w", "", [{"name": "s", "handler": "sleep"}], now)
+    state = ex.ExecutionState("exec-slow", workflow, ex.AUTOMATIC, {}, now, now)
+    await store.create_execution(state, "me", now)
+    first = state.numbered(ex.NewEvent(ex.WORKFLOW_STARTED, {}), now)
+    state.apply(first)
+    await store.append([first], state)
+
+    hub = EventHub(capacity=3)
+    stream = watch(store, hub, "exec-slow", after_seq=None)
+    snapshot = await anext(stream)
+    assert isinstance(snapshot, ex.ExecutionState) and snapshot.last_seq == 1
+    # Ten events arrive while the watcher is busy elsewhere: more than its buffer holds.
+    for seq in range(2, 12):
+        hub.publish([ex.Event("exec-slow", seq, ex.STEP_PROGRESS, now, {})])
+    with pytest.raises(WatcherTooSlow) as slow:
+        await anext(stream)
+    assert slow.value.metadata == {"last_seq": "1"}
+    # Publishing to the others never waited on it, and it is gone from the hub.
+    assert hub.watcher_count == 0
+
+
+async def test_fast_watchers_are_unaffected_by_a_slow_one(store: MongoStore) -> None:
+    hub = EventHub(capacity=3)
+    slow = hub.subscribe("x")
+    fast = hub.subscribe("x")
+    now = datetime.now(UTC)
+    for seq in range(1, 6):
+        hub.publish([ex.Event("x", seq, ex.STEP_PROGRESS, now, {})])
+        assert (await fast.queue.get()).seq == seq
+    assert slow.overflowed and not fast.overflowed
