@@ -187,8 +187,10 @@ async def start_stack(mongo_uri: str, database: str, **overrides: Any) -> Stack:
     return Stack(engine, pioneer, Client(f"127.0.0.1:{engine.port}"), mongo_uri, database)
 
 
-class EngineProcess:
-    """`python -m services.engine` as a child process, for the tests that kill it."""
+class ServiceProcess:
+    """`python -m <module>` as a child process, for the tests that kill it."""
+
+    module = ""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
@@ -198,7 +200,7 @@ class EngineProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.engine"],
+                [sys.executable, "-m", self.module],
                 cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}", **self.env},
                 stdout=log,
@@ -219,6 +221,14 @@ class EngineProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return -9
+
+
+class EngineProcess(ServiceProcess):
+    module = "services.engine"
+
+
+class PioneerProcess(ServiceProcess):
+    module = "services.pioneer"
 
 
 async def wait_serving(target: str, seconds: float = 20) -> None:

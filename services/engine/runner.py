@@ -141,8 +141,10 @@ class Runner:
                     self._settings.engine_id, held, self._lease_until(now)
                 )
                 for lost in set(held) - kept:
-                    log.warning("lease lost", extra={"execution_id": lost})
-                    self._drop(lost)
+                    # An execution that ended meanwhile gave its lease up itself.
+                    if lost in self._actors:
+                        log.warning("lease lost", extra={"execution_id": lost})
+                        self._drop(lost)
                 await self._claim()
             except (PyMongoError, DiscoveryError) as exc:
                 log.warning("lease renewal failed: %s", exc)

@@ -210,8 +210,17 @@ class MongoStore:
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._pending = self._pending, []
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._flush(batch)
+            except Exception:  # the loop must outlive any one batch
+                log.exception("event log batch failed")
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(
+                            StoreUnavailable("the event log write failed; retry")
+                        )
 
     async def _flush(self, batch: list[_Append]) -> None:
         docs: list[dict[str, Any]] = []
@@ -231,7 +240,8 @@ class MongoStore:
                             f"execution {batch[i].execution_id} was written by another engine"
                         )
                     else:
-                        failures[i] = StoreUnavailable(str(error.get("errmsg", "write failed")))
+                        log.warning("event write refused: %s", error.get("errmsg"))
+                        failures[i] = StoreUnavailable("the event log write failed; retry")
             except PyMongoError as exc:
                 log.warning("event log write failed: %s", exc)
                 for i in range(len(batch)):
