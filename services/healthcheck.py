@@ -1,0 +1,27 @@
+"""`python -m services.healthcheck HOST:PORT`: exit 0 when a gRPC server reports SERVING.
+
+For container health checks, where neither grpcurl nor grpc_health_probe is installed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def main(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=3
+            )
+        except grpc.RpcError as exc:
+            print(f"{target}: {exc.code().name}", file=sys.stderr)
+            return 1
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "localhost:50051"))
