@@ -150,3 +150,12 @@ def test_domain_imports_no_transport_or_driver() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in banned, f"{path.name} imports {name}"
+
+
+def test_invalid_input_is_not_retried() -> None:
+    state = make_state(retry={"max_attempts": 5})
+    run(state, T0)
+    finish(state, ex.ATTEMPT_FAILED, T0, error={"reason": "invalid_input", "message": "not a PDF"})
+    events = run(state, T0)
+    assert [e.type for e in events] == [ex.WORKFLOW_FAILED]
+    assert events[0].data["error"]["message"] == "not a PDF"

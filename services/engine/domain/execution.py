@@ -60,6 +60,8 @@ EVENT_TYPES = (
     WORKFLOW_CANCELLED,
 )
 TERMINAL_EVENTS = frozenset({WORKFLOW_COMPLETED, WORKFLOW_FAILED, WORKFLOW_CANCELLED})
+# A step that failed for one of these reasons would fail the same way again: no retry.
+NON_RETRYABLE_REASONS = frozenset({"invalid_input"})
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,8 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
         return Decision(wake_at=min(hard, heartbeat))
 
     # The attempt failed or timed out: retry after the backoff, or fail the execution.
-    if current.attempt < step.retry.max_attempts:
+    retryable = (current.error or {}).get("reason") not in NON_RETRYABLE_REASONS
+    if retryable and current.attempt < step.retry.max_attempts:
         assert current.finished_at is not None
         retry_at = current.finished_at + timedelta(seconds=step.retry.backoff(current.attempt))
         if now >= retry_at:
