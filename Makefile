@@ -10,7 +10,7 @@ PROTOS := $(sort $(shell find proto -name "*.proto"))
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet --upgrade pip==26.3 setuptools==80.9.0
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
