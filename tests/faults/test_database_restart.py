@@ -1,0 +1,140 @@
+"""The MongoDB server killed and restarted under load: clients get UNAVAILABLE while it is
+down, the engine recovers without being restarted, nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
+from pymongo import AsyncMongoClient
+
+from services.engine.store.embedded import mongo_uri
+from tests.stack import Stack, free_port, start_stack
+
+
+class DatabaseProcess:
+    """`secantusd-py` on disk, as its own process, so that it can be killed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return mongo_uri(f"mongodb://127.0.0.1:{self.port}/")
+
+    def start(self) -> None:
+        # cwd: secantusd-py silently reads a ./secantusd.toml; this folder has none.
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("secantusd-py")),
+                *("--storage-path", str(self.path / "db"), "--port", str(self.port)),
+                *("--log-level", "WARNING"),
+            ],
+            cwd=self.path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+async def reachable(uri: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri, serverSelectionTimeoutMS=500
+        )
+        try:
+            await client.admin.command("ping")
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        finally:
+            await client.close()
+
+
+@pytest.fixture
+def database_process(tmp_path: Path) -> Iterator[DatabaseProcess]:
+    db = DatabaseProcess(tmp_path)
+    db.start()
+    yield db
+    db.stop()
+
+
+@pytest.fixture
+async def stack_on_process(database_process: DatabaseProcess) -> AsyncIterator[Stack]:
+    await reachable(database_process.uri)
+    stack = await start_stack(database_process.uri, "faults")
+    try:
+        yield stack
+    finally:
+        await stack.stop()
+
+
+async def test_database_killed_and_restarted_under_load(
+    database_process: DatabaseProcess, stack_on_process: Stack
+) -> None:
+    c = stack_on_process.client
+    step = {"handler": "sleep", "heartbeat_timeout_seconds": 4, "retry": {"max_attempts": 5}}
+    workflow = await c.create_workflow("dbfault", {"name": "a", **step}, {"name": "b", **step})
+    started = [await c.start(workflow.workflow_id, {"seconds": 1.0}) for _ in range(10)]
+    await asyncio.sleep(0.6)
+    acknowledged = {s.execution_id: (await c.get(s.execution_id)).last_seq for s in started}
+
+    database_process.kill()
+    down_at = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as down:
+        await c.executions.GetExecution(
+            es.GetExecutionRequest(execution_id=started[0].execution_id), timeout=8
+        )
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    await asyncio.sleep(max(0.0, 3 - (time.monotonic() - down_at)))
+
+    database_process.start()
+    await reachable(database_process.uri)
+    back_at = time.monotonic()
+    finals = [await c.wait_terminal(s.execution_id, 60) for s in started]
+    print(
+        f"\ndatabase restart: all 10 executions finished {time.monotonic() - back_at:.2f} s "
+        "after the database came back; the engine was not restarted"
+    )
+    assert all(f.status == ex_pb.EXECUTION_STATUS_COMPLETED for f in finals)
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database_process.uri)
+    try:
+        events = client["faults"]["events"]
+        for final in finals:
+            docs = await events.find({"execution_id": final.execution_id}).sort("seq", 1).to_list()
+            seqs = [d["seq"] for d in docs]
+            assert seqs == list(range(1, len(seqs) + 1))
+            assert seqs[-1] >= acknowledged[final.execution_id]
+            successes = Counter(
+                d["data"]["order"]
+                for d in docs
+                if d["type"] == "step_finished" and d["data"]["status"] == "success"
+            )
+            assert successes == {1: 1, 2: 1}
+    finally:
+        await client.close()
