@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from typing import Protocol
 
 import grpc
 from discovery.pioneer.v1 import step_runner_service_pb2 as pb
@@ -25,6 +26,16 @@ _SKIP = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.NOT_FOUND,
 }
+
+
+class StepRunners(Protocol):
+    """What the runner needs from the step runners; PioneerPool is the real one."""
+
+    async def start_step(self, request: pb.StartStepRequest) -> str: ...
+
+    async def cancel_step(self, request: pb.CancelStepRequest) -> None: ...
+
+    async def handlers(self) -> set[str]: ...
 
 
 class PioneerPool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,9 +45,8 @@ from services.engine.domain.payload import check_payload, check_progress
 from services.engine.domain.workflow import Workflow, new_workflow
 from services.engine.hub import EventHub
 from services.engine.intake import request_hash, set_large_values_apart
-from services.engine.pioneers import PioneerPool
-from services.engine.store.mongo import RequestIdTaken
-from services.engine.store.repository import BlobRef, ExecutionStore
+from services.engine.pioneers import StepRunners
+from services.engine.store.repository import BlobRef, ExecutionStore, RequestIdTaken
 from services.engine.watch import watch
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class Runner:
     def __init__(
         self,
         store: ExecutionStore,
-        pioneers: PioneerPool,
+        pioneers: StepRunners,
         hub: EventHub,
         settings: RunnerSettings,
     ) -> None:
@@ -519,7 +518,7 @@ class Runner:
             return False
         return True
 
-    def watch(self, execution_id: str, after_seq: int | None) -> AsyncIterator[Any]:
+    def watch(self, execution_id: str, after_seq: int | None) -> AsyncGenerator[Any]:
         return watch(self.store, self.hub, execution_id, after_seq)
 
     # --- executions: reports from steps ----------------------------------------------

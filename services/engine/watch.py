@@ -9,7 +9,7 @@ engine replica reach it that way too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from services.engine.domain.errors import ExecutionNotFound, InvalidArgument, WatcherTooSlow
 from services.engine.domain.execution import Event, ExecutionState
@@ -26,7 +26,7 @@ async def watch(
     after_seq: int | None,
     *,
     recheck_seconds: float = 2.0,
-) -> AsyncIterator[ExecutionState | Event]:
+) -> AsyncGenerator[ExecutionState | Event]:
     """Yields a snapshot first when `after_seq` is None, then every event after it, in
     order and once each; returns after the terminal event."""
     subscription = hub.subscribe(execution_id)

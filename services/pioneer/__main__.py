@@ -14,6 +14,7 @@ from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server
+from services.pioneer.steps.documents import DocumentLimits, configure_limits
 
 log = logging.getLogger("services.pioneer")
 
@@ -27,6 +28,11 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    configure_limits(
+        DocumentLimits(
+            max_document_bytes=settings.max_document_bytes, max_pages=settings.max_pdf_pages
+        )
+    )
     reporter = StepReporter.connect(settings.discovery_url)
     runner = StepRunner(reporter, max_concurrent_steps=settings.max_concurrent_steps)
     server, port = await build_server(settings, registry, runner)

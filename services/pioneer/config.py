@@ -16,6 +16,9 @@ class Settings:
     # The engine's gRPC address, where steps report to.
     discovery_url: str = "localhost:50051"
     max_concurrent_steps: int = 64
+    # Document steps: the largest decoded upload, and the most pages a PDF may have.
+    max_document_bytes: int = 48 * 1024 * 1024
+    max_pdf_pages: int = 2000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -28,6 +31,15 @@ class Settings:
             max_concurrent_steps=_integer(
                 env, "PIONEER_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps, low=1
             ),
+            # Under the engine's blob cap (64 MiB): the decoded document is stored there.
+            max_document_bytes=_integer(
+                env,
+                "PIONEER_MAX_DOCUMENT_BYTES",
+                defaults.max_document_bytes,
+                low=1,
+                high=64 * 1024 * 1024,
+            ),
+            max_pdf_pages=_integer(env, "PIONEER_MAX_PDF_PAGES", defaults.max_pdf_pages, low=1),
         )
 
 

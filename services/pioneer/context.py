@@ -18,7 +18,7 @@ from typing import Any
 from discovery.engine.v1 import step_report_service_pb2 as report_pb2
 from discovery.engine.v1.execution_pb2 import StepProgress
 
-from services.pioneer.errors import NotInStep, StaleAttempt, StepCancelled
+from services.pioneer.errors import NotInStep, ReportRejected, StaleAttempt, StepCancelled
 from services.pioneer.payloads import Outcome, outcome_from_body, progress_from_body
 from services.pioneer.reporter import StepReporter
 
@@ -121,6 +121,28 @@ class StepContext:
         except StaleAttempt:
             self.stop(StopReason.STALE)
             raise
+
+    async def write_blob(self, data: bytes) -> dict[str, Any]:
+        """Stores `data` with the engine, apart from the execution's events, and returns its
+        reference `{"blob_id", "size_bytes", "sha256"}`, to put in the step's result.
+
+        Raises ReportRejected when the engine refuses it (e.g. over its blob size cap)."""
+        self._raise_if_stopped()
+        header = report_pb2.WriteBlobHeader(
+            execution_id=self.execution_id, attempt_token=self._token
+        )
+        try:
+            reply = await self._reporter.write_blob(
+                header, data, budget_seconds=self.completion_budget
+            )
+        except StaleAttempt:
+            self.stop(StopReason.STALE)
+            raise
+        if reply.size_bytes != len(data):
+            raise ReportRejected(
+                f"WriteBlob: the engine stored {reply.size_bytes} bytes of {len(data)}"
+            )
+        return {"blob_id": reply.blob_id, "size_bytes": reply.size_bytes, "sha256": reply.sha256}
 
     # -- what the runner uses -----------------------------------------------------------------
 

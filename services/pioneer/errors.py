@@ -8,7 +8,9 @@ PioneerError                 every error pioneer raises on purpose; carries a st
 ├── StaleAttempt             the engine refused the attempt's token: another attempt owns the step
 ├── EngineUnavailable        the engine did not answer within the retry budget
 ├── ReportRejected           the engine refused a report for another reason (e.g. INVALID_ARGUMENT)
+├── WorkflowRejected         the engine refused a built-in workflow definition
 ├── StepFailure              raised by a step to fail on purpose
+│   └── InvalidInput         the step's input can never succeed: reported as `invalid_input`
 ├── UnknownHandler           StartStep named a handler this pioneer does not have
 ├── RunnerFull               StartStep over max_concurrent_steps
 └── InvalidAttempt           StartStep with a missing or malformed field
@@ -48,8 +50,23 @@ class ReportRejected(PioneerError):
     reason = "REPORT_REJECTED"
 
 
+class WorkflowRejected(PioneerError):
+    reason = "WORKFLOW_REJECTED"
+
+
 class StepFailure(PioneerError):
     reason = "STEP_FAILED"
+    # The `reason` of the StepError the runner reports when a step raises this.
+    step_error_reason = "step_failed"
+
+
+class InvalidInput(StepFailure):
+    """The input is wrong (a corrupt or encrypted document, bad base64…): running the step
+    again cannot help. The message is for the user who sent the input, so it says what to fix.
+    """
+
+    reason = "INVALID_INPUT"
+    step_error_reason = "invalid_input"
 
 
 class UnknownHandler(PioneerError):

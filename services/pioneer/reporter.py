@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,6 +48,8 @@ RETRYABLE = frozenset(
 STALE = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
 # ReadBlob answers NOT_FOUND for an unknown blob: the attempt itself may be fine.
 STALE_FOR_BLOBS = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
+# WriteBlob sends the data in messages of this size, as ReadBlob answers.
+BLOB_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,33 @@ class StepReporter:
         return await self._retrying(
             "ReadBlob", call, budget_seconds, whole_budget=True, stale=STALE_FOR_BLOBS
         )
+
+    async def write_blob(
+        self,
+        header: report_pb2.WriteBlobHeader,
+        data: bytes,
+        *,
+        budget_seconds: float,
+    ) -> report_pb2.WriteBlobResponse:
+        """Streams `data` after `header`; the engine's reference to the stored blob."""
+
+        async def parts() -> AsyncIterator[report_pb2.WriteBlobRequest]:
+            yield report_pb2.WriteBlobRequest(header=header)
+            view = memoryview(data)
+            for offset in range(0, len(data), BLOB_CHUNK_BYTES):
+                yield report_pb2.WriteBlobRequest(
+                    chunk=bytes(view[offset : offset + BLOB_CHUNK_BYTES])
+                )
+
+        async def call(call_timeout: float) -> report_pb2.WriteBlobResponse:
+            # A retry sends the whole blob again from a fresh stream: the engine stores a blob
+            # only once its stream has ended, so a broken one leaves nothing behind.
+            reply: report_pb2.WriteBlobResponse = await self._stub.WriteBlob(
+                parts(), timeout=call_timeout
+            )
+            return reply
+
+        return await self._retrying("WriteBlob", call, budget_seconds, whole_budget=True)
 
     async def _retrying(
         self,

@@ -27,6 +27,7 @@ from services.pioneer.errors import (
     RunnerFull,
     StaleAttempt,
     StepCancelled,
+    StepFailure,
 )
 from services.pioneer.payloads import Outcome, dict_from_struct, failure, outcome_from_body
 from services.pioneer.registry import StepHandler
@@ -148,8 +149,9 @@ class StepRunner:
                 )
             return None
         if error is not None:
-            log.info("step failed", extra={**_fields(ctx), "error": repr(error)})
-            return failure("step_failed", type(error).__name__, str(error))
+            reason = error.step_error_reason if isinstance(error, StepFailure) else "step_failed"
+            log.info("step failed", extra={**_fields(ctx), "error": repr(error), "reason": reason})
+            return failure(reason, type(error).__name__, str(error))
         return _outcome_from_return(handler_task.result())
 
     def _remember(self, token: str) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "report_completion",
     "report_progress",
     "step",
+    "write_blob",
 ]
 
 
@@ -78,8 +79,17 @@ async def report_completion(execution_id: str, step_name: str, result: Mapping[s
 
 
 async def read_blob(blob_id: str) -> bytes:
-    """The bytes of a large input value the engine replaced by `{"blob_id", …}`."""
+    """The bytes of a blob of this execution: a large input value the engine replaced by
+    `{"blob_id", …}`, or one an earlier step stored with `write_blob`."""
     return await current().read_blob(blob_id)
+
+
+async def write_blob(data: bytes) -> dict[str, Any]:
+    """Stores `data` (a decoded document, an extracted text…) with the engine, apart from the
+    execution's events, and returns its reference `{"blob_id", "size_bytes", "sha256"}`: put
+    the reference in the step's result, and a later step of the execution reads the bytes back
+    with `read_blob(reference["blob_id"])`."""
+    return await current().write_blob(data)
 
 
 def _own_step(execution_id: str, step_name: str) -> StepContext:

@@ -36,7 +36,7 @@ from services.engine.store.documents import (
     workflow_from_doc,
     workflow_to_doc,
 )
-from services.engine.store.repository import BlobRef, Page
+from services.engine.store.repository import BlobRef, Page, RequestIdTaken
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,6 @@ DUPLICATE_KEY = 11000
 BLOB_CHUNK_BYTES = 4 * 1024 * 1024
 # Fields the status listing needs; history and payloads stay behind.
 _SUMMARY_FIELDS = {"history": 0, "input": 0, "dynamic_properties": 0}
-
-
-class RequestIdTaken(Exception):
-    """An execution with this request_id exists already."""
 
 
 @dataclass

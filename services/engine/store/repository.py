@@ -19,6 +19,10 @@ class Page(Generic[T]):
     next_page_token: str
 
 
+class RequestIdTaken(Exception):
+    """An execution with this request_id exists already."""
+
+
 @dataclass(frozen=True)
 class BlobRef:
     blob_id: str

@@ -1,5 +1,5 @@
 """Pioneer's built-in steps; importing this package registers them in the default registry."""
 
-from services.pioneer.steps import builtin
+from services.pioneer.steps import builtin, documents
 
-__all__ = ["builtin"]
+__all__ = ["builtin", "documents"]

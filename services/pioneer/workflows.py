@@ -1,0 +1,172 @@
+"""The workflow definitions pioneer ships, and how they are created in the engine.
+
+"Procesar Documentos" is the seed's document workflow, built on the steps of
+`steps/documents.py`. `ensure_document_workflow` creates it through the engine's
+WorkflowService unless a workflow of that name exists already; `python -m
+services.pioneer.workflows` does so against `DISCOVERY_URL` and prints the workflow's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+import grpc
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+from discovery.engine.v1 import workflow_service_pb2 as ws_pb
+from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
+from google.protobuf import json_format
+
+from services import jsonlog
+from services.pioneer.config import Settings
+from services.pioneer.errors import ConfigError, EngineUnavailable, WorkflowRejected
+
+log = logging.getLogger("services.pioneer.workflows")  # also when run as __main__
+
+DOCUMENT_WORKFLOW_NAME = "Procesar Documentos"
+
+# Step names as the legacy status document shows them; `handler` is what pioneer runs.
+LOAD_STEP = "Cargar Documento"
+VALIDATE_STEP = "Validar Documento"
+EXTRACT_STEP = "Extraer Texto"
+SECTIONS_STEP = "Buscar Secciones"
+FINISH_STEP = "Finalizar"
+
+# A bad document fails its step with reason `invalid_input`, which the engine never retries;
+# retries are for crashes and lost runners.
+# Text extraction is long: one more try covers a pioneer restarted under it.
+_EXTRACT_RETRY: dict[str, Any] = {"max_attempts": 2, "initial_backoff_seconds": 2.0}
+_RETRY: dict[str, Any] = {"max_attempts": 3, "initial_backoff_seconds": 1.0}
+
+DOCUMENT_WORKFLOW_STEPS: tuple[dict[str, Any], ...] = (
+    # Decoding and storing up to 48 MiB.
+    {
+        "name": LOAD_STEP,
+        "handler": "load_document",
+        "timeout_seconds": 300,
+        "heartbeat_timeout_seconds": 30,
+        "retry": _RETRY,
+    },
+    # Opening is bounded at 30 s (DocumentLimits.open_seconds); reading the blob comes first.
+    {
+        "name": VALIDATE_STEP,
+        "handler": "validate_document",
+        "timeout_seconds": 120,
+        "heartbeat_timeout_seconds": 30,
+        "retry": _RETRY,
+    },
+    # Up to 2000 pages; every page reports progress, and pioneer heartbeats in between.
+    {
+        "name": EXTRACT_STEP,
+        "handler": "extract_text",
+        "timeout_seconds": 3600,
+        "heartbeat_timeout_seconds": 30,
+        "retry": _EXTRACT_RETRY,
+    },
+    {
+        "name": SECTIONS_STEP,
+        "handler": "find_sections",
+        "timeout_seconds": 300,
+        "heartbeat_timeout_seconds": 30,
+        "retry": _RETRY,
+    },
+    {
+        "name": FINISH_STEP,
+        "handler": "finish",
+        "timeout_seconds": 120,
+        "heartbeat_timeout_seconds": 30,
+        "retry": _RETRY,
+    },
+)
+
+
+def document_workflow() -> wf_pb.Workflow:
+    """The definition of "Procesar Documentos", as CreateWorkflow takes it."""
+    workflow = wf_pb.Workflow(
+        name=DOCUMENT_WORKFLOW_NAME,
+        description=(
+            "Decodes an uploaded PDF (base64), validates it, extracts its text page by page, "
+            "finds its sections and reports the result."
+        ),
+    )
+    for step in DOCUMENT_WORKFLOW_STEPS:
+        json_format.ParseDict(step, workflow.steps.add())
+    return workflow
+
+
+async def ensure_document_workflow(
+    engine_target: str, *, wait_seconds: float = 30.0
+) -> wf_pb.Workflow:
+    """The "Procesar Documentos" workflow of the engine at `engine_target`, created when no
+    workflow has that name. Waits up to `wait_seconds` for the engine to answer.
+
+    Raises EngineUnavailable when the engine does not answer in time, WorkflowRejected when it
+    refuses the definition (e.g. no pioneer offers its handlers yet)."""
+    async with grpc.aio.insecure_channel(engine_target) as channel:
+        stub = ws_grpc.WorkflowServiceStub(channel)
+        try:
+            listed: ws_pb.ListWorkflowsResponse = await stub.ListWorkflows(
+                ws_pb.ListWorkflowsRequest(name=DOCUMENT_WORKFLOW_NAME, page_size=1),
+                timeout=wait_seconds,
+                wait_for_ready=True,
+            )
+            if listed.workflows:
+                existing = listed.workflows[0]  # oldest first: the one clients found first
+                _warn_if_different(existing)
+                log.info("workflow found", extra=_fields(existing))
+                return existing
+            created: ws_pb.CreateWorkflowResponse = await stub.CreateWorkflow(
+                ws_pb.CreateWorkflowRequest(workflow=document_workflow()),
+                timeout=wait_seconds,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            detail = f"{exc.code().name}: {exc.details() or ''}".rstrip(": ")
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise EngineUnavailable(
+                    f"the engine at {engine_target} did not answer within {wait_seconds:g} s "
+                    f"({detail})"
+                ) from None
+            raise WorkflowRejected(
+                f"the engine refused the {DOCUMENT_WORKFLOW_NAME!r} workflow ({detail})"
+            ) from None
+    log.info("workflow created", extra=_fields(created.workflow))
+    return created.workflow
+
+
+def _warn_if_different(existing: wf_pb.Workflow) -> None:
+    # An older definition is kept as it is: executions and clients already refer to its id.
+    ours = [(s["name"], s["handler"]) for s in DOCUMENT_WORKFLOW_STEPS]
+    theirs = [(s.name, s.handler) for s in existing.steps]
+    if ours != theirs:
+        log.warning(
+            "existing workflow has other steps; kept as it is",
+            extra={**_fields(existing), "steps": theirs},
+        )
+
+
+def _fields(workflow: wf_pb.Workflow) -> dict[str, Any]:
+    return {"workflow_id": workflow.workflow_id, "workflow": workflow.name}
+
+
+def main() -> int:
+    jsonlog.configure("pioneer")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        log.error("bad configuration", extra={"error": str(exc)})
+        return 2
+    try:
+        workflow = asyncio.run(ensure_document_workflow(settings.discovery_url))
+    except (EngineUnavailable, WorkflowRejected) as exc:
+        log.error("workflow not ensured", extra={"error": str(exc), "reason": exc.reason})
+        return 1
+    print(json.dumps({"workflow_id": workflow.workflow_id, "name": workflow.name}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

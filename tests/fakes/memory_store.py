@@ -1,0 +1,151 @@
+"""An in-memory ExecutionStore: the repository's contract without a database.
+
+Everything goes in and out through the same documents the MongoDB store writes, so a test
+sees the copies a real store would give back, never shared objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from services.engine.domain.errors import BlobNotFound, NotOwner
+from services.engine.domain.execution import Event, ExecutionState
+from services.engine.domain.workflow import Workflow
+from services.engine.store.documents import (
+    event_from_doc,
+    event_to_doc,
+    execution_from_doc,
+    execution_to_doc,
+)
+from services.engine.store.repository import BlobRef, Page, RequestIdTaken
+
+
+class InMemoryStore:
+    def __init__(self) -> None:
+        self.workflows: dict[str, Workflow] = {}
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.blobs: dict[str, tuple[str, bytes]] = {}
+        self.durations: dict[tuple[str, str], list[float]] = {}
+
+    async def create_workflow(self, workflow: Workflow) -> None:
+        self.workflows[workflow.workflow_id] = workflow
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        return self.workflows.get(workflow_id)
+
+    async def list_workflows(self, page_size: int, page_token: str, name: str) -> Page[Workflow]:
+        items = [w for w in self.workflows.values() if not name or w.name == name]
+        return Page(items[:page_size], "")
+
+    async def create_execution(
+        self, state: ExecutionState, owner: str, lease_until: datetime
+    ) -> None:
+        if state.request_id and any(
+            d.get("request_id") == state.request_id for d in self.executions.values()
+        ):
+            raise RequestIdTaken(state.request_id)
+        doc = execution_to_doc(state)
+        doc.update(lease_owner=owner, lease_expires_at=lease_until)
+        self.executions[state.execution_id] = copy.deepcopy(doc)
+        self.events[state.execution_id] = []
+
+    async def find_by_request_id(self, request_id: str) -> ExecutionState | None:
+        for execution_id, doc in self.executions.items():
+            if doc.get("request_id") == request_id:
+                return await self.load_execution(execution_id)
+        return None
+
+    async def load_execution(self, execution_id: str) -> ExecutionState | None:
+        doc = self.executions.get(execution_id)
+        if doc is None:
+            return None
+        state = execution_from_doc(copy.deepcopy(doc))
+        for event in await self.read_events(execution_id, state.last_seq, 10**9):
+            state.apply(event)
+        return state
+
+    async def list_executions(
+        self, page_size: int, page_token: str, workflow_id: str
+    ) -> Page[ExecutionState]:
+        ids = [
+            i
+            for i, d in self.executions.items()
+            if d["workflow_id"] == workflow_id or not workflow_id
+        ]
+        states = [s for s in [await self.load_execution(i) for i in reversed(ids)] if s]
+        return Page(states[:page_size], "")
+
+    async def append(self, events: Sequence[Event], state: ExecutionState) -> None:
+        log = self.events[state.execution_id]
+        taken = {d["seq"] for d in log}
+        if any(e.seq in taken for e in events):
+            raise NotOwner(f"execution {state.execution_id} was written by another engine")
+        log.extend(copy.deepcopy(event_to_doc(e)) for e in events)
+        doc = self.executions[state.execution_id]
+        if doc["last_seq"] < state.last_seq or not events:
+            doc.update(copy.deepcopy(execution_to_doc(state)))
+
+    async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]:
+        docs = sorted(self.events.get(execution_id, []), key=lambda d: d["seq"])
+        return [event_from_doc(copy.deepcopy(d)) for d in docs if d["seq"] > after_seq][:limit]
+
+    async def claim_executions(self, owner: str, now: datetime, lease_until: datetime) -> list[str]:
+        claimed = []
+        for execution_id, doc in self.executions.items():
+            expires = doc.get("lease_expires_at")
+            if expires is not None and (doc.get("lease_owner") == owner or expires < now):
+                doc.update(lease_owner=owner, lease_expires_at=lease_until)
+                claimed.append(execution_id)
+        return claimed
+
+    async def renew_leases(
+        self, owner: str, execution_ids: Sequence[str], lease_until: datetime
+    ) -> set[str]:
+        kept = set()
+        for execution_id in execution_ids:
+            doc = self.executions.get(execution_id)
+            if doc is not None and doc.get("lease_owner") == owner:
+                doc["lease_expires_at"] = lease_until
+                kept.add(execution_id)
+        return kept
+
+    async def release_leases(self, owner: str, execution_ids: Sequence[str], now: datetime) -> None:
+        for execution_id in execution_ids:
+            doc = self.executions.get(execution_id)
+            if doc is not None and doc.get("lease_owner") == owner:
+                doc["lease_expires_at"] = now
+
+    async def put_blob(self, execution_id: str, data: bytes) -> BlobRef:
+        blob_id = str(uuid.uuid4())
+        self.blobs[blob_id] = (execution_id, data)
+        return BlobRef(blob_id, len(data), hashlib.sha256(data).hexdigest())
+
+    async def read_blob(self, execution_id: str, blob_id: str) -> AsyncIterator[bytes]:
+        owner, data = self.blobs.get(blob_id, ("", b""))
+        if owner != execution_id:
+            raise BlobNotFound(f"blob {blob_id!r} not found")
+
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        return one()
+
+    async def delete_blobs(self, execution_id: str) -> None:
+        for blob_id in [b for b, (owner, _) in self.blobs.items() if owner == execution_id]:
+            del self.blobs[blob_id]
+
+    async def record_step_duration(self, workflow_id: str, step_name: str, seconds: float) -> None:
+        self.durations.setdefault((workflow_id, step_name), []).append(seconds)
+
+    async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
+        return {
+            step: sum(values) / len(values)
+            for (workflow, step), values in self.durations.items()
+            if workflow == workflow_id
+        }
