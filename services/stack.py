@@ -14,6 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.pioneer.errors import PioneerError
+from services.pioneer.workflows import ensure_document_workflow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,12 +43,18 @@ async def main() -> int:
         service.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", service.module, env=env, cwd=ROOT
         )
+    try:
+        workflow = await ensure_document_workflow(f"127.0.0.1:{engine_port}", wait_seconds=60)
+        ready = f"  workflow        {workflow.name!r} = {workflow.workflow_id}\n"
+    except PioneerError as exc:
+        ready = f"  workflow        not ready: {exc}\n"
     print(
-        "\nDiscovery is starting:\n"
+        "\nDiscovery is up:\n"
         f"  engine (gRPC)   127.0.0.1:{engine_port}"
         f"   (grpcurl -plaintext 127.0.0.1:{engine_port} list)\n"
         f"  pioneer (gRPC)  127.0.0.1:{pioneer_port}\n"
         f"  database        {env.get('MONGODB_URI') or f'embedded SecantusDB in {data_dir}/db'}\n"
+        f"{ready}"
         "Ctrl-C stops everything.\n",
         flush=True,
     )
