@@ -1,0 +1,218 @@
+"""`discovery`: the command line of the Discovery engine.
+
+Parses the arguments, runs one command (commands.py) and turns every error into one
+readable line on stderr and an exit code; a traceback is never what a user sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.text import Text
+
+from services.cli import commands
+from services.cli.client import DEFAULT_TIMEOUT_SECONDS, EngineClient
+from services.cli.config import DEFAULT_TARGET, ENV_VAR, engine_target
+from services.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError, UsageError
+from services.cli.render import make_console
+
+EPILOG = f"""\
+engine:
+  --engine HOST:PORT, else ${ENV_VAR}, else {DEFAULT_TARGET} (http://host:port is accepted).
+
+exit codes:
+  0    done; for run --watch and watch: the execution completed
+  1    the execution failed or was cancelled (run --watch, watch)
+  2    usage error, bad input (a definition, --input, --file), a refusal from the engine
+       (unknown id, invalid field, not waiting…) or an engine that cannot be reached
+  130  interrupted (Ctrl-C); a watched execution goes on
+
+examples:
+  discovery up
+  discovery workflows create -f naps.yaml
+  discovery run "Procesar Documentos" --file contrato.pdf --watch
+  discovery watch EXECUTION_ID --json
+"""
+
+
+FOLLOW_EXIT_CODES = (
+    "exit codes: 0 the execution completed, 1 it failed or was cancelled, 2 usage, input or "
+    "engine errors, 130 interrupted (the execution goes on)"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Connection options are accepted before or after the command: `discovery --engine X
+    # status ID` and `discovery status ID --engine X` both work. SUPPRESS keeps a
+    # subcommand's absent option from overwriting the one given before it.
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--engine",
+        metavar="HOST:PORT",
+        default=argparse.SUPPRESS,
+        help=f"engine gRPC address (default: ${ENV_VAR} or {DEFAULT_TARGET})",
+    )
+    connection.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"deadline of each call (default: {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="machine-readable output (watch: one JSON object per event line)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="discovery",
+        description="Start, follow and steer Discovery workflow executions over gRPC.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[connection],
+    )
+    # No set_defaults for the shared options: it would rewrite the default of the very
+    # action objects the subcommands share, and a subcommand would then reset --engine
+    # given before it. Absent options are simply missing from the namespace (see dispatch).
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("up", help="start the whole stack (like `make run`)", parents=[connection])
+
+    workflows = sub.add_parser("workflows", help="list, show and create workflow definitions")
+    wsub = workflows.add_subparsers(dest="workflows_command", metavar="ACTION", required=True)
+    wsub.add_parser("list", help="every workflow, oldest first", parents=[connection, output])
+    show = wsub.add_parser("show", help="one workflow and its steps", parents=[connection, output])
+    show.add_argument("workflow", metavar="ID_OR_NAME")
+    create = wsub.add_parser(
+        "create",
+        help="create a workflow from a YAML or JSON definition",
+        parents=[connection, output],
+        description='The file: {"name", "description", "steps": [{"name", "handler", '
+        '"timeout_seconds", "heartbeat_timeout_seconds", "retry": {"max_attempts", '
+        '"initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"}}]}. '
+        "Prints the new workflow id.",
+    )
+    create.add_argument("-f", "--file", type=Path, required=True, metavar="FILE")
+
+    run = sub.add_parser(
+        "run",
+        help="start an execution and print its id",
+        parents=[connection, output],
+        description="Starts WORKFLOW (an id or an exact name) and prints the execution id. "
+        "--file sends the file as {base64, mime, nombre_documento, uuid_proceso}; --input "
+        "keys are merged on top.",
+        epilog=FOLLOW_EXIT_CODES,
+    )
+    run.add_argument("workflow", metavar="WORKFLOW")
+    run.add_argument("--file", type=Path, metavar="PATH", help="a document to send, base64")
+    run.add_argument(
+        "--input", metavar="JSON", help="the input document, a JSON object (or @file.json)"
+    )
+    run.add_argument("--manual", action="store_true", help="wait for `advance` before each step")
+    run.add_argument("--watch", action="store_true", help="follow it like `watch` until it ends")
+    run.add_argument(
+        "--request-id", metavar="ID", help="idempotency key: the same key starts only once"
+    )
+
+    status = sub.add_parser(
+        "status", help="status, progress, ETA and step history", parents=[connection, output]
+    )
+    status.add_argument("execution_id", metavar="ID")
+
+    watch = sub.add_parser(
+        "watch",
+        help="follow an execution live until it ends",
+        parents=[connection, output],
+        description="Draws a progress bar per step (plain lines when stdout is not a "
+        "terminal) and resumes by itself when the stream drops. Without --after-seq it "
+        "starts from a snapshot of the status.",
+        epilog=FOLLOW_EXIT_CODES,
+    )
+    watch.add_argument("execution_id", metavar="ID")
+    watch.add_argument(
+        "--after-seq", type=int, metavar="N", help="replay the events after seq N, then follow"
+    )
+
+    cancel = sub.add_parser("cancel", help="cancel an execution", parents=[connection, output])
+    cancel.add_argument("execution_id", metavar="ID")
+    cancel.add_argument("--reason", default="cancelled from the command line")
+
+    advance = sub.add_parser(
+        "advance", help="let a manual execution run its next step", parents=[connection, output]
+    )
+    advance.add_argument("execution_id", metavar="ID")
+    advance.add_argument(
+        "--data", metavar="JSON", help="merged into the context first (a JSON object or @file)"
+    )
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    engine: str | None = getattr(args, "engine", None)
+    timeout: float = getattr(args, "timeout", DEFAULT_TIMEOUT_SECONDS)
+    if args.command == "up":
+        commands.up(engine or os.environ.get(ENV_VAR) or None)
+    if timeout <= 0:
+        raise UsageError("--timeout: must be more than 0")
+    target = engine_target(engine)
+    with EngineClient(target, timeout=timeout) as client:
+        json_output: bool = getattr(args, "json", False)
+        ctx = commands.Context(client, make_console(), make_console(stderr=True), json_output)
+        match args.command:
+            case "workflows":
+                match args.workflows_command:
+                    case "list":
+                        return commands.workflows_list(ctx)
+                    case "show":
+                        return commands.workflows_show(ctx, args.workflow)
+                    case _:
+                        return commands.workflows_create(ctx, args.file)
+            case "run":
+                return commands.run(
+                    ctx,
+                    commands.RunOptions(
+                        workflow=args.workflow,
+                        file=args.file,
+                        input=args.input,
+                        manual=args.manual,
+                        watch=args.watch,
+                        request_id=args.request_id,
+                    ),
+                )
+            case "status":
+                return commands.status(ctx, args.execution_id)
+            case "watch":
+                return commands.watch(ctx, args.execution_id, args.after_seq)
+            case "cancel":
+                return commands.cancel(ctx, args.execution_id, args.reason)
+            case _:
+                return commands.advance(ctx, args.execution_id, args.data)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 with the usage on a bad command line
+    errors = make_console(stderr=True)
+    try:
+        return dispatch(args)
+    except CliError as exc:
+        errors.print(Text(f"discovery: {exc.describe()}"), soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `discovery watch ID | head`: the reader left. Point stdout at nothing so that
+        # the interpreter's final flush does not complain a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The CLI's client to the engine: one blocking gRPC channel, typed calls, a deadline on each.
+
+Blocking calls suit a command that does one thing and exits; the watch stream is read by
+follow.py. Every failed call comes back as `EngineError` (errors.py) with the engine's
+ErrorInfo reason, so callers never see a grpc exception. Reads, and starts (which always
+carry an idempotency key), are retried by gRPC itself on UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+from discovery.engine.v1 import workflow_service_pb2 as ws
+from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
+from google.protobuf import json_format, struct_pb2
+
+from services.cli.errors import EngineError
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+# The engine's own cap (ENGINE_MAX_MESSAGE_BYTES): a 45 MB PDF in base64 fits.
+MAX_MESSAGE_BYTES = 80 * 1024 * 1024
+
+_RETRIED = [
+    {"service": "discovery.engine.v1.ExecutionService", "method": "StartExecution"},
+    {"service": "discovery.engine.v1.ExecutionService", "method": "GetExecution"},
+    {"service": "discovery.engine.v1.ExecutionService", "method": "ListExecutionSteps"},
+    {"service": "discovery.engine.v1.WorkflowService", "method": "GetWorkflow"},
+    {"service": "discovery.engine.v1.WorkflowService", "method": "ListWorkflows"},
+]
+_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": _RETRIED,
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # A dead connection under a long watch is noticed within 30 s.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # gRPC's reconnect backoff grows to 120 s by default; a restarted engine should be
+    # found again within a second or two of serving.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+]
+
+
+class WatchStream(Protocol):
+    """A WatchExecution call: iterate it for the items, cancel it to let go early."""
+
+    def __iter__(self) -> Iterator[es.WatchExecutionResponse]: ...
+
+    def cancel(self) -> bool: ...
+
+
+def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    if value:
+        json_format.ParseDict(dict(value), message)
+    return message
+
+
+class EngineClient:
+    def __init__(self, target: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._workflows = ws_grpc.WorkflowServiceStub(self._channel)
+        self._executions = es_grpc.ExecutionServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+        try:
+            return method(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise EngineError.from_rpc(exc, self.target) from None
+
+    # --- workflows -----------------------------------------------------------------
+
+    def create_workflow(self, workflow: wf_pb.Workflow) -> wf_pb.Workflow:
+        response: ws.CreateWorkflowResponse = self._call(
+            self._workflows.CreateWorkflow, ws.CreateWorkflowRequest(workflow=workflow)
+        )
+        return response.workflow
+
+    def get_workflow(self, workflow_id: str) -> wf_pb.Workflow:
+        response: ws.GetWorkflowResponse = self._call(
+            self._workflows.GetWorkflow, ws.GetWorkflowRequest(workflow_id=workflow_id)
+        )
+        return response.workflow
+
+    def list_workflows(self, name: str = "") -> list[wf_pb.Workflow]:
+        """Every page, oldest first."""
+        found: list[wf_pb.Workflow] = []
+        token = ""
+        while True:
+            response: ws.ListWorkflowsResponse = self._call(
+                self._workflows.ListWorkflows,
+                ws.ListWorkflowsRequest(page_size=1000, page_token=token, name=name),
+            )
+            found.extend(response.workflows)
+            token = response.next_page_token
+            if not token:
+                return found
+
+    # --- executions ------------------------------------------------------------------
+
+    def start_execution(
+        self, workflow_id: str, document: Mapping[str, Any], *, manual: bool, request_id: str
+    ) -> ex_pb.Execution:
+        response: es.StartExecutionResponse = self._call(
+            self._executions.StartExecution,
+            es.StartExecutionRequest(
+                workflow_id=workflow_id,
+                input=struct(document),
+                manual=manual,
+                request_id=request_id,
+            ),
+            # A large document takes a while to send and to be stored.
+            timeout=max(self.timeout, 60.0),
+        )
+        return response.execution
+
+    def get_execution(self, execution_id: str) -> ex_pb.Execution:
+        response: es.GetExecutionResponse = self._call(
+            self._executions.GetExecution, es.GetExecutionRequest(execution_id=execution_id)
+        )
+        return response.execution
+
+    def list_steps(self, execution_id: str) -> list[es.ExecutionStep]:
+        response: es.ListExecutionStepsResponse = self._call(
+            self._executions.ListExecutionSteps,
+            es.ListExecutionStepsRequest(execution_id=execution_id),
+        )
+        return list(response.steps)
+
+    def cancel(self, execution_id: str, reason: str) -> ex_pb.Execution:
+        response: es.CancelExecutionResponse = self._call(
+            self._executions.CancelExecution,
+            es.CancelExecutionRequest(execution_id=execution_id, reason=reason),
+        )
+        return response.execution
+
+    def advance(self, execution_id: str, data: Mapping[str, Any]) -> ex_pb.Execution:
+        response: es.AdvanceExecutionResponse = self._call(
+            self._executions.AdvanceExecution,
+            es.AdvanceExecutionRequest(execution_id=execution_id, data=struct(data)),
+        )
+        return response.execution
+
+    def watch(self, execution_id: str, after_seq: int | None, timeout: float) -> WatchStream:
+        """The raw stream; its errors surface as grpc.RpcError while iterating (follow.py
+        reads them, as it resumes on some)."""
+        request = es.WatchExecutionRequest(execution_id=execution_id)
+        if after_seq is not None:
+            request.after_seq = after_seq
+        stream: WatchStream = self._executions.WatchExecution(request, timeout=timeout)
+        return stream

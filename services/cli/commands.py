@@ -1,0 +1,249 @@
+"""One function per command. Each returns the process exit code or raises CliError."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import grpc
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+from rich.console import Console
+from rich.text import Text
+
+from services.cli import render
+from services.cli.client import EngineClient
+from services.cli.documents import file_document, json_object, read_definition
+from services.cli.errors import (
+    EXIT_EXECUTION_FAILED,
+    EXIT_OK,
+    CliError,
+    EngineError,
+    Interrupted,
+    UsageError,
+)
+from services.cli.follow import TERMINAL_EVENTS, Follower
+from services.cli.watch_view import Outcome, event_data, event_name, make_view
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Context:
+    client: EngineClient
+    out: Console
+    err: Console
+    json: bool = False
+
+
+# --- workflows ---------------------------------------------------------------------------
+
+
+def workflows_list(ctx: Context) -> int:
+    workflows = ctx.client.list_workflows()
+    if ctx.json:
+        render.print_json({"workflows": [render.message_json(w) for w in workflows]})
+    elif not workflows:
+        ctx.err.print("no workflows yet: create one with `discovery workflows create -f FILE`")
+    else:
+        ctx.out.print(render.workflows_table(workflows))
+    return EXIT_OK
+
+
+def workflows_show(ctx: Context, ref: str) -> int:
+    workflow = resolve_workflow(ctx, ref)
+    if ctx.json:
+        render.print_json(render.message_json(workflow))
+    else:
+        render.show_workflow(ctx.out, workflow)
+    return EXIT_OK
+
+
+def workflows_create(ctx: Context, path: Path) -> int:
+    definition = read_definition(path)
+    try:
+        workflow = ctx.client.create_workflow(definition)
+    except EngineError as exc:
+        if exc.code is grpc.StatusCode.INVALID_ARGUMENT:
+            raise CliError(f"{path}: invalid workflow definition: {exc.describe()}") from None
+        raise
+    if ctx.json:
+        render.print_json(render.message_json(workflow))
+    else:
+        ctx.out.print(workflow.workflow_id, markup=False)
+        ctx.err.print(Text(f"created workflow {workflow.name!r} with {len(workflow.steps)} steps"))
+    return EXIT_OK
+
+
+def resolve_workflow(ctx: Context, ref: str) -> wf_pb.Workflow:
+    """An id, or else an exact name; of several workflows with one name, the newest."""
+    if _is_uuid(ref):
+        try:
+            return ctx.client.get_workflow(ref)
+        except EngineError as exc:
+            if exc.code is not grpc.StatusCode.NOT_FOUND:
+                raise
+    named = ctx.client.list_workflows(name=ref)
+    if not named:
+        raise CliError(f"no workflow with the id or name {ref!r} (see `discovery workflows list`)")
+    if len(named) > 1:
+        newest = named[-1].workflow_id
+        ctx.err.print(Text(f"{len(named)} workflows are named {ref!r}; using the newest, {newest}"))
+    return named[-1]
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- executions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workflow: str
+    file: Path | None = None
+    input: str | None = None
+    manual: bool = False
+    watch: bool = False
+    request_id: str | None = None
+
+
+def run(ctx: Context, options: RunOptions) -> int:
+    document = {}
+    if options.file is not None:
+        document.update(file_document(options.file, options.request_id))
+    if options.input is not None:
+        document.update(json_object(options.input, "--input"))
+    if options.request_id is not None and not 0 < len(options.request_id) <= 128:
+        raise UsageError("--request-id: 1 to 128 characters")
+    workflow = resolve_workflow(ctx, options.workflow)
+    # Always an idempotency key: a start retried after UNAVAILABLE is then the same start.
+    request_id = options.request_id or str(uuid.uuid4())
+    execution = ctx.client.start_execution(
+        workflow.workflow_id, document, manual=options.manual, request_id=request_id
+    )
+    if ctx.json:
+        render.print_json(render.message_json(execution))
+    else:
+        ctx.out.print(execution.execution_id, markup=False)
+        if not options.watch and ctx.err.is_terminal:
+            ctx.err.print(f"follow it with: discovery watch {execution.execution_id}", markup=False)
+    if options.watch:
+        return follow(ctx, execution, after_seq=0)
+    return EXIT_OK
+
+
+def status(ctx: Context, execution_id: str) -> int:
+    execution = ctx.client.get_execution(execution_id)
+    if ctx.json:
+        render.print_json(render.message_json(execution))
+    else:
+        render.show_status(ctx.out, execution, ctx.client.list_steps(execution_id))
+    return EXIT_OK
+
+
+def watch(ctx: Context, execution_id: str, after_seq: int | None) -> int:
+    if after_seq is not None and after_seq < 0:
+        raise UsageError("--after-seq: must be 0 or more")
+    # Also the check that the engine is there and knows the execution, before any retrying.
+    execution = ctx.client.get_execution(execution_id)
+    return follow(ctx, execution, after_seq)
+
+
+def follow(ctx: Context, execution: ex_pb.Execution, after_seq: int | None) -> int:
+    """Shows the execution's events until it ends; 0 when it completed, 1 otherwise."""
+    execution_id = execution.execution_id
+    steps = ctx.client.list_steps(execution_id)
+    view = make_view(ctx.json, ctx.out, ctx.err)
+    follower = Follower(ctx.client, execution_id, after_seq, on_resume=view.resumed)
+    terminal: ex_pb.ExecutionEvent | None = None
+    try:
+        view.begin(execution, steps)
+        for item in follower.items():
+            if isinstance(item, ex_pb.Execution):
+                view.snapshot(item)
+                continue
+            view.event(item)
+            if item.type in TERMINAL_EVENTS:
+                terminal = item
+        outcome = _outcome(ctx, execution, terminal)
+        view.finish(outcome)
+    except KeyboardInterrupt:
+        raise Interrupted(execution_id, follower.last_seq) from None
+    finally:
+        view.close()
+    return EXIT_OK if outcome.status == "completed" else EXIT_EXECUTION_FAILED
+
+
+def _outcome(
+    ctx: Context, execution: ex_pb.Execution, terminal: ex_pb.ExecutionEvent | None
+) -> Outcome:
+    if terminal is None:
+        # The execution had ended before the point we resumed from: ask how.
+        final = ctx.client.get_execution(execution.execution_id)
+        word = render.execution_status(final)
+        if word not in ("completed", "failed", "cancelled"):
+            raise CliError(f"the engine ended the stream while {execution.execution_id} is {word}")
+        error = render.message_json(final.error) if final.HasField("error") else None
+        lasted = final.update_time.ToDatetime() - final.create_time.ToDatetime()
+        return Outcome(word, error, lasted.total_seconds())
+    data = event_data(terminal)
+    word = event_name(terminal).removeprefix("workflow_")
+    took = (terminal.time.ToDatetime() - execution.create_time.ToDatetime()).total_seconds()
+    if word == "cancelled":
+        return Outcome(word, {"message": data.get("reason") or "cancelled"}, took)
+    return Outcome(word, data.get("error"), took)
+
+
+def cancel(ctx: Context, execution_id: str, reason: str) -> int:
+    execution = ctx.client.cancel(execution_id, reason)
+    if ctx.json:
+        render.print_json(render.message_json(execution))
+    else:
+        ctx.out.print(
+            Text.assemble(f"{execution_id}: ", render.styled(render.execution_status(execution)))
+        )
+    return EXIT_OK
+
+
+def advance(ctx: Context, execution_id: str, data: str | None) -> int:
+    merged = json_object(data, "--data") if data is not None else {}
+    execution = ctx.client.advance(execution_id, merged)
+    if ctx.json:
+        render.print_json(render.message_json(execution))
+    else:
+        text = Text.assemble(f"{execution_id}: ", render.styled(render.execution_status(execution)))
+        if execution.HasField("current_step"):
+            step = execution.current_step
+            text.append(f", step {step.order} of {execution.progress.total_steps}: {step.name}")
+        ctx.out.print(text)
+    return EXIT_OK
+
+
+# --- the stack ---------------------------------------------------------------------------
+
+
+def up(engine: str | None) -> NoReturn:
+    """`make run` without make: replaces this process with `python -m services.stack`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(ROOT / "generated"), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    if engine is not None:
+        # The engine listens where the CLI would look for it.
+        env.setdefault("ENGINE_PORT", engine.rpartition(":")[2])
+    argv = [sys.executable, "-m", "services.stack"]
+    try:
+        os.chdir(ROOT)
+        os.execve(sys.executable, argv, env)
+    except OSError as exc:
+        raise CliError(f"cannot start the stack: {exc}") from None

@@ -1,0 +1,163 @@
+"""`watch` as a user lives it: through an engine restart, and on a real terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import pty
+import struct
+import termios
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+
+from tests.cli.cli import CLI, cli_env
+from tests.stack import ROOT, Client, EngineProcess, Pioneer, free_port, wait_serving
+
+ARTIFACT = ROOT / "test-artifacts" / "cli-watch.txt"
+
+
+@pytest.fixture
+async def restartable(
+    mongo_server: str, database: str, tmp_path: Path
+) -> AsyncIterator[tuple[EngineProcess, Client]]:
+    """A pioneer in this process and the engine as a child process on a fixed port and
+    ENGINE_ID, so that a restarted engine takes its executions back at once."""
+    engine_port = free_port()
+    pioneer = Pioneer(engine_port)
+    await pioneer.start()
+    engine = EngineProcess(
+        {
+            "MONGODB_URI": mongo_server,
+            "MONGODB_DATABASE": database,
+            "ENGINE_PORT": str(engine_port),
+            "PIONEER_URL": f"127.0.0.1:{pioneer.port}",
+            "ENGINE_ID": "cli-engine-under-test",
+            "ENGINE_LEASE_SECONDS": "3",
+        },
+        tmp_path / "engine.log",
+    )
+    engine.start()
+    client = Client(f"127.0.0.1:{engine_port}")
+    try:
+        await wait_serving(client.target)
+        yield engine, client
+    finally:
+        await client.close()
+        engine.stop()
+        await pioneer.stop()
+
+
+async def test_watch_survives_an_engine_restart_and_shows_each_seq_once(
+    restartable: tuple[EngineProcess, Client],
+) -> None:
+    engine, client = restartable
+    step = {"handler": "sleep", "heartbeat_timeout_seconds": 5, "retry": {"max_attempts": 2}}
+    workflow = await client.create_workflow(
+        "restart me", {"name": "a", **step}, {"name": "b", **step}
+    )
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "run",
+        workflow.workflow_id,
+        "--input",
+        '{"seconds": 1.2}',
+        "--watch",
+        "--json",
+        cwd=ROOT,
+        env=cli_env(client.target),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    errors = asyncio.create_task(process.stderr.read())
+    lines: list[dict[str, Any]] = []
+    try:
+        # Kill the engine while the first step is running, from the CLI's point of view.
+        while not any(line.get("event") == "step_progress" for line in lines):
+            raw = await asyncio.wait_for(process.stdout.readline(), 20)
+            assert raw, "the CLI ended before any progress"
+            lines.append(json.loads(raw))
+        engine.kill()
+        await asyncio.sleep(0.8)  # the CLI retries against a dead port meanwhile
+        engine.start()
+        while raw := await asyncio.wait_for(process.stdout.readline(), 30):
+            lines.append(json.loads(raw))
+        code = await asyncio.wait_for(process.wait(), 10)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = (await errors).decode()
+
+    assert code == 0, stderr
+    started, *events = lines
+    assert "event" not in started  # `run --json` first prints the execution it started
+    seqs = [event["seq"] for event in events]
+    assert seqs == list(range(1, len(seqs) + 1)), "each seq once, in order"
+    assert events[-1]["event"] == "workflow_completed"
+    stored = await client.events(started["execution_id"], 0)
+    assert seqs == [event.seq for event in stored]
+    assert "resuming after seq" in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+async def test_watch_draws_live_bars_on_a_terminal(target: str, two_naps: wf_pb.Workflow) -> None:
+    captured = await _run_in_terminal(
+        target, "run", two_naps.workflow_id, "--input", '{"seconds": 0.8}', "--watch"
+    )
+
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    ARTIFACT.write_bytes(captured)
+    text = captured.decode()
+    assert "\x1b[" in text, "a terminal gets colour and cursor control"
+    assert "━" in text, "progress bars"
+    for expected in ("first nap", "second nap", "100%", "ETA", "sleeping", "workflow completed"):
+        assert expected in text, expected
+
+
+async def _run_in_terminal(target: str, *args: str) -> bytes:
+    """The CLI with a pseudo-terminal as stdin, stdout and stderr; everything it drew."""
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 110, 0, 0))
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        cwd=ROOT,
+        env=cli_env(target, TERM="xterm-256color"),
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+    )
+    os.close(child_fd)
+    chunks: list[bytes] = []
+
+    def read_all() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # EIO: the terminal's other side closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    try:
+        await asyncio.to_thread(read_all)
+        code = await asyncio.wait_for(process.wait(), 10)
+    finally:
+        os.close(main_fd)
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    assert code == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks)
