@@ -11,8 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-# PyYAML ships no type hints and types-PyYAML is not among the pinned dev dependencies;
-# only safe_load and YAMLError are used, both checked by the tests.
 import yaml
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from google.protobuf import json_format
