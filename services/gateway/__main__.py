@@ -1,0 +1,55 @@
+"""`python -m services.gateway`: serves the legacy REST/WebSocket API until SIGTERM or SIGINT.
+
+On either signal: new connections are refused, live streams are closed with "going away" (so
+clients reconnect elsewhere with their last seq), requests in flight get GATEWAY_SHUTDOWN_SECONDS
+to finish, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from services import jsonlog
+from services.gateway.app import create_runner
+from services.gateway.config import ConfigError, Settings
+
+log = logging.getLogger("services.gateway")
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = create_runner(settings, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    log.info(
+        "gateway serving",
+        extra={"host": settings.host, "port": port, "engine": settings.engine_target},
+    )
+    await stop.wait()
+    log.info("gateway stopping")
+    await runner.cleanup()
+    log.info("gateway stopped")
+
+
+def main() -> int:
+    jsonlog.configure("gateway")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        log.error("bad configuration", extra={"error": str(exc)})
+        return 2
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""The gateway's client to the engine: one grpc.aio channel, typed calls, deadlines on all.
+
+Every unary call has the configured deadline; a failed call comes back as `EngineError`
+(errors.py), the boundary where gRPC statuses become typed exceptions. Reads are retried by
+gRPC itself on UNAVAILABLE (service config below); starts are not, unless they carry an
+idempotency key, which the engine then matches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_report_service_pb2 as sr
+from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+from discovery.engine.v1 import workflow_service_pb2 as ws
+from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.gateway.config import Settings
+from services.gateway.errors import EngineError
+
+T = TypeVar("T")
+
+_READS = [
+    {"service": "discovery.engine.v1.ExecutionService", "method": "GetExecution"},
+    {"service": "discovery.engine.v1.ExecutionService", "method": "ListExecutionSteps"},
+    {"service": "discovery.engine.v1.WorkflowService", "method": "GetWorkflow"},
+    {"service": "discovery.engine.v1.WorkflowService", "method": "ListWorkflows"},
+]
+_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": _READS,
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
+
+
+def channel_options(settings: Settings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", settings.engine_max_message_bytes),
+        ("grpc.max_send_message_length", settings.engine_max_message_bytes),
+        # A dead engine connection under a long watch is noticed within 30 s; the engine
+        # allows pings every 10 s, so 20 s never provokes too_many_pings.
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC's reconnect backoff grows to 120 s by default; a restarted engine should be
+        # reached again within a watch's retry budget.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+    ]
+
+
+def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    if value:
+        message.update(value)
+    return message
+
+
+class EngineClient:
+    def __init__(self, settings: Settings) -> None:
+        self._timeout = settings.rpc_timeout_seconds
+        self._channel = grpc.aio.insecure_channel(
+            settings.engine_target, options=channel_options(settings)
+        )
+        self._executions = es_grpc.ExecutionServiceStub(self._channel)
+        self._workflows = ws_grpc.WorkflowServiceStub(self._channel)
+        self._reports = sr_grpc.StepReportServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    @staticmethod
+    async def _call(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as exc:
+            raise EngineError.from_rpc(exc) from None
+
+    # --- executions ------------------------------------------------------------------
+
+    async def start_execution(
+        self, workflow_id: str, document: Mapping[str, Any], manual: bool, request_id: str
+    ) -> ex_pb.Execution:
+        response: es.StartExecutionResponse = await self._call(
+            self._executions.StartExecution(
+                es.StartExecutionRequest(
+                    workflow_id=workflow_id,
+                    input=struct(document),
+                    manual=manual,
+                    request_id=request_id,
+                ),
+                timeout=self._timeout,
+            )
+        )
+        return response.execution
+
+    async def execute_workflow(
+        self,
+        workflow_id: str,
+        document: Mapping[str, Any],
+        manual: bool,
+        request_id: str,
+        wait_seconds: float,
+    ) -> tuple[ex_pb.Execution, bool]:
+        response: es.ExecuteWorkflowResponse = await self._call(
+            self._executions.ExecuteWorkflow(
+                es.ExecuteWorkflowRequest(
+                    workflow_id=workflow_id,
+                    input=struct(document),
+                    manual=manual,
+                    request_id=request_id,
+                    wait_seconds=wait_seconds,
+                ),
+                timeout=wait_seconds + self._timeout,
+            )
+        )
+        return response.execution, response.finished
+
+    async def get_execution(self, execution_id: str) -> ex_pb.Execution:
+        response: es.GetExecutionResponse = await self._call(
+            self._executions.GetExecution(
+                es.GetExecutionRequest(execution_id=execution_id), timeout=self._timeout
+            )
+        )
+        return response.execution
+
+    async def list_steps(self, execution_id: str) -> list[es.ExecutionStep]:
+        response: es.ListExecutionStepsResponse = await self._call(
+            self._executions.ListExecutionSteps(
+                es.ListExecutionStepsRequest(execution_id=execution_id), timeout=self._timeout
+            )
+        )
+        return list(response.steps)
+
+    async def cancel(self, execution_id: str, reason: str) -> ex_pb.Execution:
+        response: es.CancelExecutionResponse = await self._call(
+            self._executions.CancelExecution(
+                es.CancelExecutionRequest(execution_id=execution_id, reason=reason),
+                timeout=self._timeout,
+            )
+        )
+        return response.execution
+
+    async def advance(self, execution_id: str, data: Mapping[str, Any]) -> ex_pb.Execution:
+        response: es.AdvanceExecutionResponse = await self._call(
+            self._executions.AdvanceExecution(
+                es.AdvanceExecutionRequest(execution_id=execution_id, data=struct(data)),
+                timeout=self._timeout,
+            )
+        )
+        return response.execution
+
+    def watch(
+        self, execution_id: str, after_seq: int, timeout: float
+    ) -> grpc.aio.UnaryStreamCall[es.WatchExecutionRequest, es.WatchExecutionResponse]:
+        """The raw stream: its errors surface while iterating (see follow.py)."""
+        call: grpc.aio.UnaryStreamCall[es.WatchExecutionRequest, es.WatchExecutionResponse]
+        call = self._executions.WatchExecution(
+            es.WatchExecutionRequest(execution_id=execution_id, after_seq=after_seq),
+            timeout=timeout,
+        )
+        return call
+
+    # --- step reports ----------------------------------------------------------------
+
+    async def report_progress(
+        self,
+        execution_id: str,
+        step_name: str,
+        token: str,
+        progress: ex_pb.StepProgress | None,
+    ) -> bool:
+        response: sr.ReportStepProgressResponse = await self._call(
+            self._reports.ReportStepProgress(
+                sr.ReportStepProgressRequest(
+                    execution_id=execution_id,
+                    step_name=step_name,
+                    attempt_token=token,
+                    progress=progress,
+                ),
+                timeout=self._timeout,
+            )
+        )
+        return response.cancel_requested
+
+    async def complete_step(
+        self,
+        execution_id: str,
+        step_name: str,
+        token: str,
+        success: bool,
+        result: Mapping[str, Any],
+        error: ex_pb.StepError | None,
+    ) -> None:
+        await self._call(
+            self._reports.CompleteStep(
+                sr.CompleteStepRequest(
+                    execution_id=execution_id,
+                    step_name=step_name,
+                    attempt_token=token,
+                    success=success,
+                    result=struct(result),
+                    error=error,
+                ),
+                timeout=self._timeout,
+            )
+        )
+
+    # --- workflows -------------------------------------------------------------------
+
+    async def create_workflow(self, workflow: wf_pb.Workflow) -> wf_pb.Workflow:
+        response: ws.CreateWorkflowResponse = await self._call(
+            self._workflows.CreateWorkflow(
+                ws.CreateWorkflowRequest(workflow=workflow), timeout=self._timeout
+            )
+        )
+        return response.workflow
+
+    async def get_workflow(self, workflow_id: str) -> wf_pb.Workflow:
+        response: ws.GetWorkflowResponse = await self._call(
+            self._workflows.GetWorkflow(
+                ws.GetWorkflowRequest(workflow_id=workflow_id), timeout=self._timeout
+            )
+        )
+        return response.workflow
+
+    async def list_workflows(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[wf_pb.Workflow], str]:
+        response: ws.ListWorkflowsResponse = await self._call(
+            self._workflows.ListWorkflows(
+                ws.ListWorkflowsRequest(page_size=page_size, page_token=page_token),
+                timeout=self._timeout,
+            )
+        )
+        return list(response.workflows), response.next_page_token
+
+    # --- health ----------------------------------------------------------------------
+
+    async def serving(self, deadline_seconds: float) -> bool:
+        try:
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(), timeout=deadline_seconds
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,266 @@
+"""Engine messages in the legacy JSON shapes the original clients read (CONTRACT.md).
+
+Field names are kept exactly, Spanish ones included. Times are ISO 8601 UTC with `Z` and
+millisecond precision. Free-form data travels through the engine as `google.protobuf.Struct`,
+whose numbers are all doubles: a whole number comes back here as the integer a client sent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+from google.protobuf import struct_pb2, timestamp_pb2
+
+# Whole doubles up to 2**53 are exact integers; beyond that a float is the honest value.
+_EXACT = 2**53
+
+TERMINAL_EVENTS = frozenset(
+    {
+        ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED,
+        ex_pb.EVENT_TYPE_WORKFLOW_FAILED,
+        ex_pb.EVENT_TYPE_WORKFLOW_CANCELLED,
+    }
+)
+# Keys every event message starts with; an event's data never overrides them.
+_HEADER = ("event", "execution_id", "seq", "timestamp")
+
+
+def urls(execution_id: str) -> dict[str, str]:
+    return {
+        "status": f"/executions/{execution_id}/status",
+        "steps": f"/executions/{execution_id}/steps",
+        "websocket": f"/ws/{execution_id}",
+    }
+
+
+def iso(value: timestamp_pb2.Timestamp | datetime | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, timestamp_pb2.Timestamp):
+        if value.seconds == 0 and value.nanos == 0:
+            return None
+        value = value.ToDatetime(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    stamp = iso(datetime.now(UTC))
+    assert stamp is not None
+    return stamp
+
+
+def plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return plain_struct(value.struct_value)
+    if kind == "list_value":
+        return [plain(item) for item in value.list_value.values]
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            return None  # JSON has no spelling for it; the engine never stores one
+        if number.is_integer() and abs(number) <= _EXACT:
+            return int(number)
+        return number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def plain_struct(message: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: plain(item) for key, item in message.fields.items()}
+
+
+def _suffix(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+def execution_status(value: int) -> str:
+    return _suffix(ex_pb.ExecutionStatus.Name(value), "EXECUTION_STATUS_")
+
+
+def attempt_status(value: int) -> str:
+    return _suffix(ex_pb.AttemptStatus.Name(value), "ATTEMPT_STATUS_")
+
+
+def event_name(value: int) -> str:
+    try:
+        return _suffix(ex_pb.EventType.Name(value), "EVENT_TYPE_")
+    except ValueError:  # a kind this gateway does not know yet
+        return f"event_type_{value}"
+
+
+def error(message: ex_pb.StepError) -> dict[str, Any]:
+    value: dict[str, Any] = {"reason": message.reason, "message": message.message}
+    if message.type:
+        value["type"] = message.type
+    if message.step_name:
+        value["step_name"] = message.step_name
+    return value
+
+
+def progress_body(message: ex_pb.StepProgress) -> dict[str, Any]:
+    """A step's progress as the seed's steps report it."""
+    return {
+        "percentage": message.percentage,
+        "message": message.message,
+        "current_task": message.current_task,
+        "estimated_remaining_seconds": (
+            message.estimated_remaining_seconds
+            if message.HasField("estimated_remaining_seconds")
+            else None
+        ),
+        "custom_data": plain_struct(message.custom_data),
+    }
+
+
+def history_entry(attempt: ex_pb.StepAttempt) -> dict[str, Any]:
+    finished = attempt.HasField("finish_time") and iso(attempt.finish_time) is not None
+    status = attempt_status(attempt.status)
+    return {
+        "step_name": attempt.step_name,
+        "status": status,
+        "attempt": attempt.attempt,
+        "started_at": iso(attempt.start_time),
+        "finished_at": iso(attempt.finish_time) if finished else None,
+        "duration_seconds": attempt.duration_seconds if finished else None,
+        "input_payload": plain_struct(attempt.input_payload),
+        "output_payload": plain_struct(attempt.output_payload) if finished else None,
+        "order": attempt.order,
+        "error": error(attempt.error) if attempt.HasField("error") else None,
+        "last_progress": (
+            progress_body(attempt.last_progress) if attempt.HasField("last_progress") else None
+        ),
+    }
+
+
+def status_document(execution: ex_pb.Execution) -> dict[str, Any]:
+    """`GET /executions/{id}/status`: exactly the contract's keys, plus `last_seq` (where a
+    WebSocket client resumes from) and `error` (why it failed or was cancelled)."""
+    progress = execution.progress
+    current = execution.current_step if execution.HasField("current_step") else None
+    return {
+        "execution_id": execution.execution_id,
+        "workflow_id": execution.workflow_id,
+        "workflow_name": execution.workflow_name,
+        "status": execution_status(execution.status),
+        "mode": "manual" if execution.mode == ex_pb.EXECUTION_MODE_MANUAL else "automatic",
+        "created_at": iso(execution.create_time),
+        "updated_at": iso(execution.update_time),
+        "context": {
+            "execution_id": execution.execution_id,
+            "dynamic_properties": plain_struct(execution.dynamic_properties),
+        },
+        "current_step": (
+            {"id": current.step_id, "name": current.name, "order": current.order}
+            if current is not None
+            else None
+        ),
+        "progress": {
+            "total_steps": progress.total_steps,
+            "completed_steps": progress.completed_steps,
+            "failed_steps": progress.failed_steps,
+            "percentage": progress.percentage,
+            "is_completed": progress.is_completed,
+            "is_failed": progress.is_failed,
+            "is_running": progress.is_running,
+            "estimated_remaining_seconds": (
+                progress.estimated_remaining_seconds
+                if progress.HasField("estimated_remaining_seconds")
+                else None
+            ),
+        },
+        "steps_history": [history_entry(a) for a in execution.steps_history],
+        "tracking_urls": urls(execution.execution_id),
+        "last_seq": execution.last_seq,
+        "error": error(execution.error) if execution.HasField("error") else None,
+    }
+
+
+def accepted(execution: ex_pb.Execution) -> dict[str, Any]:
+    """The 202 answer of both execute-async forms."""
+    links = urls(execution.execution_id)
+    return {
+        "execution_id": execution.execution_id,
+        "workflow_id": execution.workflow_id,
+        "status": execution_status(execution.status),
+        "tracking_url": links["status"],
+        "websocket_url": links["websocket"],
+        "created_at": iso(execution.create_time),
+    }
+
+
+def steps_listing(execution_id: str, steps: Iterable[es.ExecutionStep]) -> dict[str, Any]:
+    return {
+        "execution_id": execution_id,
+        "steps": [
+            {
+                "id": step.step_id,
+                "name": step.name,
+                "handler": step.handler,
+                "order": step.order,
+                "state": step.state,
+                "attempts": [history_entry(a) for a in step.attempts],
+            }
+            for step in steps
+        ],
+    }
+
+
+def event(message: ex_pb.ExecutionEvent) -> dict[str, Any]:
+    """One log entry as a legacy WebSocket message: the header, then the event's own fields
+    (`step`, `step_name`, `progress`, `status`, `output`, `error`…) as the engine logged them."""
+    value: dict[str, Any] = {
+        "event": event_name(message.type),
+        "execution_id": message.execution_id,
+        "seq": message.seq,
+        "timestamp": iso(message.time),
+    }
+    for key, item in plain_struct(message.data).items():
+        if key not in _HEADER:
+            value[key] = item
+    return value
+
+
+def snapshot(execution: ex_pb.Execution) -> dict[str, Any]:
+    """The first WebSocket message of a client that did not ask to resume."""
+    return {
+        "event": "snapshot",
+        "execution_id": execution.execution_id,
+        "seq": execution.last_seq,
+        "timestamp": iso(execution.update_time),
+        "status": status_document(execution),
+    }
+
+
+def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
+    return {
+        "workflow_id": message.workflow_id,
+        "name": message.name,
+        "description": message.description,
+        "created_at": iso(message.create_time),
+        "steps": [
+            {
+                "id": step.step_id,
+                "name": step.name,
+                "handler": step.handler,
+                "timeout_seconds": step.timeout_seconds,
+                "heartbeat_timeout_seconds": step.heartbeat_timeout_seconds,
+                "retry": {
+                    "max_attempts": step.retry.max_attempts,
+                    "initial_backoff_seconds": step.retry.initial_backoff_seconds,
+                    "backoff_multiplier": step.retry.backoff_multiplier,
+                    "max_backoff_seconds": step.retry.max_backoff_seconds,
+                },
+            }
+            for step in message.steps
+        ],
+    }

@@ -1,0 +1,740 @@
+"""The OpenAPI 3.1 description of the legacy REST API, served at `/openapi.json`.
+
+Built here from the same limits the gateway enforces, and checked in as `openapi.json` beside
+this file (`python -m services.gateway.openapi > services/gateway/openapi.json`; a test fails
+when the two differ). Request schemas are never stricter than the gateway and the engine
+together, so anything they call invalid is refused with a 4xx; response schemas are exact.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.gateway.validation import (
+    MAX_ID_CHARS,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_SEQ_DIGITS,
+    MAX_TOKEN_CHARS,
+    PAGE_TOKEN,
+)
+
+Schema = dict[str, Any]
+
+# Canonical standard base64 of at least one byte.
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+SEQ_PATTERN = f"^[0-9]{{1,{MAX_SEQ_DIGITS}}}$"
+EXECUTION_STATUSES = ["pending", "running", "waiting", "completed", "failed", "cancelled"]
+ATTEMPT_STATUSES = ["running", "success", "failed", "timed_out", "cancelled"]
+STEP_STATES = [
+    "pending",
+    "waiting",
+    "running",
+    "retrying",
+    "success",
+    "failed",
+    "timed_out",
+    "cancelled",
+]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(
+    properties: dict[str, Schema], *, extra: bool = False, optional: tuple[str, ...] = ()
+) -> Schema:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [key for key in properties if key not in optional],
+        "additionalProperties": extra,
+    }
+
+
+STRING: Schema = {"type": "string"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+FREE: Schema = {"type": "object", "additionalProperties": True}
+INT: Schema = {"type": "integer"}
+NUMBER: Schema = {"type": "number"}
+BOOL: Schema = {"type": "boolean"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {
+                    "code": {**STRING, "description": "Stable, machine-readable."},
+                    "message": STRING,
+                    "details": {
+                        **FREE,
+                        "description": "The field at fault (`field`), ids, limits.",
+                    },
+                }
+            )
+        }
+    ),
+    "StepError": obj(
+        {"reason": STRING, "message": STRING, "type": STRING, "step_name": STRING},
+        optional=("type", "step_name"),
+    ),
+    "StepProgressReport": obj(
+        {
+            "percentage": NUMBER,
+            "message": STRING,
+            "current_task": STRING,
+            "estimated_remaining_seconds": nullable(NUMBER),
+            "custom_data": FREE,
+        }
+    ),
+    "HistoryEntry": obj(
+        {
+            "step_name": STRING,
+            "status": {"type": "string", "enum": ATTEMPT_STATUSES},
+            "attempt": INT,
+            "started_at": nullable(TIME),
+            "finished_at": nullable(TIME),
+            "duration_seconds": nullable(NUMBER),
+            "input_payload": FREE,
+            "output_payload": nullable(FREE),
+            "order": INT,
+            "error": nullable(ref("StepError")),
+            "last_progress": nullable(ref("StepProgressReport")),
+        }
+    ),
+    "TrackingUrls": obj({"status": STRING, "steps": STRING, "websocket": STRING}),
+    "StatusDocument": obj(
+        {
+            "execution_id": STRING,
+            "workflow_id": STRING,
+            "workflow_name": STRING,
+            "status": {"type": "string", "enum": EXECUTION_STATUSES},
+            "mode": {"type": "string", "enum": ["automatic", "manual"]},
+            "created_at": nullable(TIME),
+            "updated_at": nullable(TIME),
+            "context": obj({"execution_id": STRING, "dynamic_properties": FREE}),
+            "current_step": nullable(obj({"id": STRING, "name": STRING, "order": INT})),
+            "progress": obj(
+                {
+                    "total_steps": INT,
+                    "completed_steps": INT,
+                    "failed_steps": INT,
+                    "percentage": NUMBER,
+                    "is_completed": BOOL,
+                    "is_failed": BOOL,
+                    "is_running": BOOL,
+                    "estimated_remaining_seconds": nullable(NUMBER),
+                }
+            ),
+            "steps_history": {"type": "array", "items": ref("HistoryEntry")},
+            "tracking_urls": ref("TrackingUrls"),
+            "last_seq": {
+                **INT,
+                "description": "The last event this status reflects; resume a WebSocket here.",
+            },
+            "error": nullable(ref("StepError")),
+        }
+    ),
+    "Accepted": obj(
+        {
+            "execution_id": STRING,
+            "workflow_id": STRING,
+            "status": {"type": "string", "enum": EXECUTION_STATUSES},
+            "tracking_url": STRING,
+            "websocket_url": STRING,
+            "created_at": nullable(TIME),
+        }
+    ),
+    "StillRunning": obj(
+        {
+            "execution_id": STRING,
+            "workflow_id": STRING,
+            "status": {"type": "string", "enum": EXECUTION_STATUSES},
+            "tracking_url": STRING,
+            "websocket_url": STRING,
+            "created_at": nullable(TIME),
+            "last_seq": {**INT, "description": "Open the WebSocket with ?after_seq=last_seq."},
+        }
+    ),
+    "Document": {
+        "type": "object",
+        "description": (
+            "The input document; free-form. `manual` selects manual mode and is not kept in"
+            " the document. `base64` is checked as strict, canonical standard base64."
+        ),
+        "properties": {
+            "base64": {
+                "type": "string",
+                "minLength": 4,
+                "pattern": BASE64_PATTERN,
+                "example": "JVBERi0xLjQK",
+            },
+            "mime": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "nombre_documento": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "uuid_proceso": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "manual": BOOL,
+        },
+        "additionalProperties": True,
+    },
+    "ExecuteRequest": obj(
+        {
+            "workflow_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+            "data": nullable(ref("Document")),
+            "manual": BOOL,
+        },
+        optional=("data", "manual"),
+    ),
+    "ProgressRequest": {
+        **obj(
+            {
+                "percentage": {"type": "number", "minimum": 0, "maximum": 100},
+                "message": nullable({"type": "string", "maxLength": 2000}),
+                "current_task": nullable({"type": "string", "maxLength": 500}),
+                "estimated_remaining_seconds": nullable({"type": "number", "minimum": 0}),
+                "custom_data": nullable(FREE),
+            },
+            optional=("message", "current_task", "estimated_remaining_seconds", "custom_data"),
+        ),
+        "description": "The step's progress; `{}` (or no body) is a heartbeat only.",
+        "required": [],
+        "dependentRequired": {
+            "message": ["percentage"],
+            "current_task": ["percentage"],
+            "estimated_remaining_seconds": ["percentage"],
+            "custom_data": ["percentage"],
+        },
+    },
+    "ProgressReply": obj(
+        {
+            "execution_id": STRING,
+            "step_name": STRING,
+            "accepted": BOOL,
+            "cancel_requested": {**BOOL, "description": "True once cancelled: stop the step."},
+        }
+    ),
+    "CompletionRequest": {
+        "type": "object",
+        "description": (
+            "Every field, `success` included, becomes the step's output_payload; on failure"
+            " `error` is a message or {type, message}."
+        ),
+        "properties": {
+            "success": BOOL,
+            "error": {
+                "anyOf": [
+                    STRING,
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "type": nullable({"type": "string", "maxLength": 200}),
+                            "message": nullable({"type": "string", "maxLength": 4000}),
+                        },
+                    },
+                ]
+            },
+        },
+        "required": ["success"],
+        "additionalProperties": True,
+    },
+    "CompletionReply": obj(
+        {"execution_id": STRING, "step_name": STRING, "accepted": BOOL, "success": BOOL}
+    ),
+    "AdvanceRequest": obj({"data": nullable(FREE)}, optional=("data",)),
+    "CancelRequest": obj(
+        {"reason": nullable({"type": "string", "maxLength": 1000})}, optional=("reason",)
+    ),
+    "RetryPolicy": obj(
+        {
+            "max_attempts": nullable({"type": "integer", "minimum": 0, "maximum": 1000}),
+            "initial_backoff_seconds": nullable({"type": "number", "minimum": 0}),
+            "backoff_multiplier": nullable({"type": "number", "minimum": 0}),
+            "max_backoff_seconds": nullable({"type": "number", "minimum": 0}),
+        },
+        optional=(
+            "max_attempts",
+            "initial_backoff_seconds",
+            "backoff_multiplier",
+            "max_backoff_seconds",
+        ),
+    ),
+    "StepDefinition": obj(
+        {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "handler": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "A handler some pioneer offers (sleep, fail, echo…).",
+            },
+            "timeout_seconds": nullable({"type": "number", "minimum": 0}),
+            "heartbeat_timeout_seconds": nullable({"type": "number", "minimum": 0}),
+            "retry": nullable(ref("RetryPolicy")),
+        },
+        optional=("timeout_seconds", "heartbeat_timeout_seconds", "retry"),
+    ),
+    "WorkflowDefinition": obj(
+        {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "description": nullable({"type": "string", "maxLength": 10_000}),
+            "steps": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 100,
+                "items": ref("StepDefinition"),
+            },
+        },
+        optional=("description",),
+    ),
+    "Workflow": obj(
+        {
+            "workflow_id": STRING,
+            "name": STRING,
+            "description": STRING,
+            "created_at": nullable(TIME),
+            "steps": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "id": STRING,
+                        "name": STRING,
+                        "handler": STRING,
+                        "timeout_seconds": NUMBER,
+                        "heartbeat_timeout_seconds": NUMBER,
+                        "retry": obj(
+                            {
+                                "max_attempts": INT,
+                                "initial_backoff_seconds": NUMBER,
+                                "backoff_multiplier": NUMBER,
+                                "max_backoff_seconds": NUMBER,
+                            }
+                        ),
+                    }
+                ),
+            },
+        }
+    ),
+    "WorkflowList": obj(
+        {
+            "workflows": {"type": "array", "items": ref("Workflow")},
+            "next_page_token": nullable(STRING),
+        }
+    ),
+    "StepsListing": obj(
+        {
+            "execution_id": STRING,
+            "steps": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "id": STRING,
+                        "name": STRING,
+                        "handler": STRING,
+                        "order": INT,
+                        "state": {"type": "string", "enum": STEP_STATES},
+                        "attempts": {"type": "array", "items": ref("HistoryEntry")},
+                    }
+                ),
+            },
+        }
+    ),
+    "SseEvent": {
+        "type": "object",
+        "description": (
+            "One event of the stream: `id` is its seq (absent on a final error), `data` one"
+            " legacy event message as JSON (the snapshot first, unless resuming)."
+        ),
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "event": {"type": "string", "const": "message"},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+            "retry": {"type": "integer"},
+        },
+        "required": ["data"],
+    },
+    "Health": obj(
+        {
+            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "engine": {"type": "string", "enum": ["serving", "unavailable"]},
+            "streams": {**INT, "description": "Live WebSocket and SSE streams held."},
+        }
+    ),
+}
+
+ERRORS = {
+    "400": "Malformed JSON, duplicate keys, nesting too deep, a bad query parameter.",
+    "401": "A step report without X-Attempt-Token.",
+    "404": "Unknown workflow, execution or step; the same shape for each.",
+    "409": "An idempotency key reused for another request, a stale attempt token, an"
+    " execution in the wrong state.",
+    "413": "The body is larger than the cap (64 MiB by default), counted after inflating"
+    " gzip or deflate; refused before reading when Content-Length says so.",
+    "415": "A Content-Type other than JSON, or a Content-Encoding other than gzip/deflate.",
+    "422": "A field with a wrong type or value, or unknown; `details.field` names it.",
+    "429": "Too many live streams, or the engine is shedding load.",
+    "503": "The engine is unavailable; retry.",
+}
+
+
+def _error(description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": ref("Error")}}}
+
+
+def _json(description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def responses(ok: dict[str, Schema], *errors: str) -> dict[str, Schema]:
+    answer = dict(ok)
+    for status in errors:
+        answer[status] = _error(ERRORS[status])
+    answer["default"] = _error("Any other failure, with the same error body.")
+    return answer
+
+
+def body(schema: Schema, *, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def path_param(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+    }
+
+
+EXECUTION_ID = path_param("execution_id", "The execution's id.")
+WORKFLOW_ID = path_param("workflow_id", "The workflow's id.")
+STEP_NAME = path_param("step_name", "The step's name in the workflow.")
+IDEMPOTENCY_KEY: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "The same key with the same request returns the same execution; with another"
+        " request it is 409."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+}
+ATTEMPT_TOKEN: Schema = {
+    "name": "X-Attempt-Token",
+    "in": "header",
+    "required": True,
+    "description": "The attempt token the engine gave the step runner with StartStep.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS},
+}
+AFTER_SEQ: Schema = {
+    "name": "after_seq",
+    "in": "query",
+    "required": False,
+    "description": "Resume after this seq (0 to the execution's last seq).",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 10**MAX_SEQ_DIGITS - 1},
+}
+
+
+def _links(key: str, *operations: str) -> dict[str, Schema]:
+    return {
+        operation: {
+            "operationId": operation,
+            "parameters": {key: f"$response.body#/{key}"},
+        }
+        for operation in operations
+    }
+
+
+EXECUTION_LINKS = _links(
+    "execution_id", "getStatus", "listSteps", "streamEvents", "advance", "cancel"
+)
+WORKFLOW_LINKS = _links("workflow_id", "getWorkflow", "executeAsync")
+ACCEPTED = {
+    "202": {
+        **_json("Started; follow it at tracking_url or websocket_url.", ref("Accepted")),
+        "headers": {"Location": {"schema": STRING}},
+        "links": EXECUTION_LINKS,
+    }
+}
+START_ERRORS = ("400", "404", "409", "413", "415", "422", "429", "503")
+
+
+def spec() -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Discovery gateway (legacy REST API)",
+            "version": "1.0.0",
+            "description": (
+                "Long document workflows run in the background; follow them by polling"
+                " /executions/{id}/status, over the WebSocket /ws/{id}, or as Server-Sent"
+                " Events at /executions/{id}/events. Errors are"
+                ' {"error": {"code", "message", "details"}}. Times are ISO 8601 UTC with Z.'
+            ),
+        },
+        "paths": {
+            "/workflows/{workflow_id}/execute-async": {
+                "post": {
+                    "operationId": "executeAsync",
+                    "summary": "Start an execution; the body is the input document.",
+                    "parameters": [WORKFLOW_ID, IDEMPOTENCY_KEY],
+                    "requestBody": body(ref("Document"), required=False),
+                    "responses": responses(ACCEPTED, *START_ERRORS),
+                }
+            },
+            "/execute-async/": {
+                "post": {
+                    "operationId": "executeAsyncLegacy",
+                    "summary": "Start an execution (legacy form).",
+                    "parameters": [IDEMPOTENCY_KEY],
+                    "requestBody": body(ref("ExecuteRequest")),
+                    "responses": responses(ACCEPTED, *START_ERRORS),
+                }
+            },
+            "/execute/": {
+                "post": {
+                    "operationId": "executeSync",
+                    "summary": "Start an execution and wait for its end, within a bound.",
+                    "parameters": [IDEMPOTENCY_KEY],
+                    "requestBody": body(ref("ExecuteRequest")),
+                    "responses": responses(
+                        {
+                            "200": _json("Ended: the final status.", ref("StatusDocument")),
+                            "202": {
+                                **_json(
+                                    "Still running at the bound; watch from last_seq.",
+                                    ref("StillRunning"),
+                                ),
+                                "headers": {"Location": {"schema": STRING}},
+                                "links": EXECUTION_LINKS,
+                            },
+                        },
+                        *START_ERRORS,
+                    ),
+                }
+            },
+            "/executions/{execution_id}/status": {
+                "get": {
+                    "operationId": "getStatus",
+                    "parameters": [EXECUTION_ID],
+                    "responses": responses(
+                        {"200": _json("The status document.", ref("StatusDocument"))},
+                        "404",
+                        "503",
+                    ),
+                }
+            },
+            "/executions/{execution_id}/steps": {
+                "get": {
+                    "operationId": "listSteps",
+                    "parameters": [EXECUTION_ID],
+                    "responses": responses(
+                        {"200": _json("Every step and every attempt.", ref("StepsListing"))},
+                        "404",
+                        "503",
+                    ),
+                }
+            },
+            "/executions/{execution_id}/events": {
+                "get": {
+                    "operationId": "streamEvents",
+                    "summary": "The execution's events as Server-Sent Events.",
+                    "description": (
+                        "Without Last-Event-ID (or after_seq) the first event is the snapshot."
+                        " Each event has `id: <seq>` and `data: <legacy event JSON>`."
+                    ),
+                    "parameters": [
+                        EXECUTION_ID,
+                        AFTER_SEQ,
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": SEQ_PATTERN},
+                        },
+                    ],
+                    "responses": responses(
+                        {
+                            "200": {
+                                "description": "The event stream, until the terminal event.",
+                                "content": {"text/event-stream": {"schema": ref("SseEvent")}},
+                            },
+                            "204": {"description": "Nothing after that seq: the run is over."},
+                        },
+                        "400",
+                        "404",
+                        "429",
+                        "503",
+                    ),
+                }
+            },
+            "/executions/{execution_id}/steps/{step_name}/progress": {
+                "post": {
+                    "operationId": "reportProgress",
+                    "summary": "A step runner over HTTP reports progress (also its heartbeat).",
+                    "parameters": [EXECUTION_ID, STEP_NAME, ATTEMPT_TOKEN],
+                    "requestBody": body(ref("ProgressRequest"), required=False),
+                    "responses": responses(
+                        {"200": _json("Recorded.", ref("ProgressReply"))},
+                        "400",
+                        "401",
+                        "404",
+                        "409",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
+                    ),
+                }
+            },
+            "/executions/{execution_id}/steps/{step_name}/complete": {
+                "post": {
+                    "operationId": "completeStep",
+                    "summary": "A step runner over HTTP reports the attempt's result.",
+                    "parameters": [EXECUTION_ID, STEP_NAME, ATTEMPT_TOKEN],
+                    "requestBody": body(ref("CompletionRequest")),
+                    "responses": responses(
+                        {"200": _json("Recorded, or a repeat of it.", ref("CompletionReply"))},
+                        "400",
+                        "401",
+                        "404",
+                        "409",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
+                    ),
+                }
+            },
+            "/executions/{execution_id}/advance": {
+                "post": {
+                    "operationId": "advance",
+                    "summary": "Manual mode: let the waiting execution run its next step.",
+                    "parameters": [EXECUTION_ID],
+                    "requestBody": body(ref("AdvanceRequest"), required=False),
+                    "responses": responses(
+                        {"200": _json("The status after advancing.", ref("StatusDocument"))},
+                        "400",
+                        "404",
+                        "409",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
+                    ),
+                }
+            },
+            "/executions/{execution_id}/cancel": {
+                "post": {
+                    "operationId": "cancel",
+                    "parameters": [EXECUTION_ID],
+                    "requestBody": body(ref("CancelRequest"), required=False),
+                    "responses": responses(
+                        {"200": _json("The status after cancelling.", ref("StatusDocument"))},
+                        "400",
+                        "404",
+                        "409",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
+                    ),
+                }
+            },
+            "/ws/{execution_id}": {
+                "get": {
+                    "operationId": "websocket",
+                    "summary": "WebSocket of live events (see the description).",
+                    "description": (
+                        "Upgrade to a WebSocket. Each message is one legacy event JSON with"
+                        " event, execution_id, seq and timestamp; without after_seq the first"
+                        " is {event: snapshot, seq, status}. Closes 1000 after the terminal"
+                        " event, 1013 for a client too slow for its queue, 4404 for an"
+                        " unknown execution (after an error message)."
+                    ),
+                    "parameters": [EXECUTION_ID, AFTER_SEQ],
+                    "responses": responses(
+                        {"101": {"description": "Switching to the WebSocket protocol."}},
+                        "400",
+                        "429",
+                        "503",
+                    )
+                    | {"426": _error("Not a WebSocket handshake.")},
+                }
+            },
+            "/workflows": {
+                "post": {
+                    "operationId": "createWorkflow",
+                    "requestBody": body(ref("WorkflowDefinition")),
+                    "responses": responses(
+                        {
+                            "201": {
+                                **_json("Created, with its workflow_id.", ref("Workflow")),
+                                "headers": {"Location": {"schema": STRING}},
+                                "links": WORKFLOW_LINKS,
+                            }
+                        },
+                        "400",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
+                    ),
+                },
+                "get": {
+                    "operationId": "listWorkflows",
+                    "parameters": [
+                        {
+                            "name": "page_size",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                        {
+                            "name": "page_token",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": PAGE_TOKEN.pattern},
+                        },
+                    ],
+                    "responses": responses(
+                        {"200": _json("Oldest first.", ref("WorkflowList"))}, "400", "422", "503"
+                    ),
+                },
+            },
+            "/workflows/{workflow_id}": {
+                "get": {
+                    "operationId": "getWorkflow",
+                    "parameters": [WORKFLOW_ID],
+                    "responses": responses(
+                        {"200": _json("The definition.", ref("Workflow"))}, "404", "503"
+                    ),
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "responses": {
+                        "200": _json("The engine answers.", ref("Health")),
+                        "503": _json("The engine does not answer.", ref("Health")),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "responses": {"200": _json("This description.", FREE)},
+                }
+            },
+        },
+        "components": {"schemas": SCHEMAS},
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(spec(), indent=1))

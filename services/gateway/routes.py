@@ -1,0 +1,186 @@
+"""The legacy REST API (CONTRACT.md): thin handlers that check, call the engine, and answer
+in the legacy shapes. Errors are raised and answered by the middleware in errors.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway import legacy, validation
+from services.gateway.bodies import read_json
+from services.gateway.openapi import spec
+from services.gateway.sse import events
+from services.gateway.state import ENGINE, SETTINGS, STREAMS
+from services.gateway.validation import StartRequest, resource_id
+from services.gateway.websocket import websocket
+
+HEALTH_TIMEOUT_SECONDS = 1.0
+
+
+def _json(value: Any, status: int = 200, **headers: str) -> web.Response:
+    return web.json_response(value, status=status, headers=headers or None)
+
+
+async def _body(request: web.Request) -> Any:
+    settings = request.app[SETTINGS]
+    return await read_json(request, settings.max_body_bytes, settings.max_json_depth)
+
+
+async def _start(request: web.Request, start: StartRequest) -> web.Response:
+    execution = await request.app[ENGINE].start_execution(
+        resource_id(start.workflow_id, "workflow"),
+        start.document,
+        start.manual,
+        validation.idempotency_key(request.headers),
+    )
+    answer = legacy.accepted(execution)
+    return _json(answer, 202, Location=answer["tracking_url"])
+
+
+# --- executions ----------------------------------------------------------------------------
+
+
+async def execute_async(request: web.Request) -> web.Response:
+    workflow_id = resource_id(request.match_info["workflow_id"], "workflow")
+    return await _start(request, validation.start_by_path(workflow_id, await _body(request)))
+
+
+async def execute_async_legacy(request: web.Request) -> web.Response:
+    return await _start(request, validation.start_legacy(await _body(request)))
+
+
+async def execute_sync(request: web.Request) -> web.Response:
+    """Waits for the end, at most the configured bound. Still running then: 202 with the async
+    answer and `last_seq`, so a WebSocket opened with `?after_seq=last_seq` misses nothing."""
+    start = validation.start_legacy(await _body(request))
+    execution, finished = await request.app[ENGINE].execute_workflow(
+        resource_id(start.workflow_id, "workflow"),
+        start.document,
+        start.manual,
+        validation.idempotency_key(request.headers),
+        request.app[SETTINGS].sync_wait_seconds,
+    )
+    if finished:
+        return _json(legacy.status_document(execution))
+    answer = {**legacy.accepted(execution), "last_seq": execution.last_seq}
+    return _json(answer, 202, Location=answer["tracking_url"])
+
+
+async def status(request: web.Request) -> web.Response:
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    return _json(legacy.status_document(await request.app[ENGINE].get_execution(execution_id)))
+
+
+async def steps(request: web.Request) -> web.Response:
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    listed = await request.app[ENGINE].list_steps(execution_id)
+    return _json(legacy.steps_listing(execution_id, listed))
+
+
+async def advance(request: web.Request) -> web.Response:
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    data = validation.advance_data(await _body(request))
+    return _json(legacy.status_document(await request.app[ENGINE].advance(execution_id, data)))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    reason = validation.cancel_reason(await _body(request))
+    return _json(legacy.status_document(await request.app[ENGINE].cancel(execution_id, reason)))
+
+
+# --- step reports over HTTP ----------------------------------------------------------------
+
+
+async def step_progress(request: web.Request) -> web.Response:
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    step = validation.step_name(request.match_info["step_name"])
+    token = validation.attempt_token(request.headers)
+    progress = validation.progress(await _body(request))
+    cancel_requested = await request.app[ENGINE].report_progress(
+        execution_id, step, token, progress
+    )
+    return _json(
+        {
+            "execution_id": execution_id,
+            "step_name": step,
+            "accepted": True,
+            "cancel_requested": cancel_requested,
+        }
+    )
+
+
+async def step_complete(request: web.Request) -> web.Response:
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    step = validation.step_name(request.match_info["step_name"])
+    token = validation.attempt_token(request.headers)
+    success, result, error = validation.completion(await _body(request))
+    await request.app[ENGINE].complete_step(execution_id, step, token, success, result, error)
+    return _json(
+        {"execution_id": execution_id, "step_name": step, "accepted": True, "success": success}
+    )
+
+
+# --- workflows -----------------------------------------------------------------------------
+
+
+async def create_workflow(request: web.Request) -> web.Response:
+    definition = validation.workflow_definition(await _body(request))
+    created = legacy.workflow(await request.app[ENGINE].create_workflow(definition))
+    return _json(created, 201, Location=f"/workflows/{created['workflow_id']}")
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    size = validation.page_size(request.query.get("page_size"))
+    token = validation.page_token(request.query.get("page_token"))
+    workflows, next_token = await request.app[ENGINE].list_workflows(size, token)
+    listed = [legacy.workflow(w) for w in workflows]
+    return _json({"workflows": listed, "next_page_token": next_token or None})
+
+
+async def get_workflow(request: web.Request) -> web.Response:
+    workflow_id = resource_id(request.match_info["workflow_id"], "workflow")
+    return _json(legacy.workflow(await request.app[ENGINE].get_workflow(workflow_id)))
+
+
+# --- the gateway itself --------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    serving = await request.app[ENGINE].serving(HEALTH_TIMEOUT_SECONDS)
+    return _json(
+        {
+            "status": "ok" if serving else "unavailable",
+            "engine": "serving" if serving else "unavailable",
+            "streams": request.app[STREAMS].count,
+        },
+        200 if serving else 503,
+    )
+
+
+_SPEC_TEXT = json.dumps(spec(), indent=1)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(text=_SPEC_TEXT, content_type="application/json")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/workflows/{workflow_id}/execute-async", execute_async)
+    app.router.add_post("/execute-async/", execute_async_legacy)
+    app.router.add_post("/execute/", execute_sync)
+    app.router.add_get("/executions/{execution_id}/status", status)
+    app.router.add_get("/executions/{execution_id}/steps", steps)
+    app.router.add_get("/executions/{execution_id}/events", events)
+    app.router.add_post("/executions/{execution_id}/steps/{step_name}/progress", step_progress)
+    app.router.add_post("/executions/{execution_id}/steps/{step_name}/complete", step_complete)
+    app.router.add_post("/executions/{execution_id}/advance", advance)
+    app.router.add_post("/executions/{execution_id}/cancel", cancel)
+    app.router.add_get("/ws/{execution_id}", websocket)
+    app.router.add_post("/workflows", create_workflow)
+    app.router.add_get("/workflows", list_workflows)
+    app.router.add_get("/workflows/{workflow_id}", get_workflow)
+    app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi)

@@ -1,0 +1,171 @@
+"""`GET /executions/{execution_id}/events`: the same events as Server-Sent Events.
+
+For clients that cannot hold a WebSocket (proxies, `EventSource`). Each event is
+`id: <seq>` plus `data: <the legacy JSON message>`; there is no `event:` line, so a browser's
+`onmessage` receives every kind and switches on `data.event`, as WebSocket clients do.
+`EventSource` reconnects by itself with `Last-Event-ID`, and the stream resumes exactly after
+it (`?after_seq=` does the same for other clients). Without either, the first event is the
+snapshot. After the terminal event the stream ends; asking again from there gets 204, which
+tells `EventSource` to stop reconnecting. A client that falls behind its queue is
+disconnected and resumes like any other reconnecting client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway import legacy
+from services.gateway.config import Settings
+from services.gateway.errors import BadRequest, GatewayError
+from services.gateway.feeds import FeedRegistry
+from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
+from services.gateway.streams import Overflow, SendQueue, bound_send_buffer
+from services.gateway.validation import resource_id, sequence_number
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MILLISECONDS = 1000
+END_TIMEOUT_SECONDS = 5.0
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+def frame(message: dict[str, Any], seq: int | None) -> str:
+    # json.dumps escapes newlines inside strings, so the data is one line.
+    return message_frame(seq, json.dumps(message))
+
+
+def message_frame(seq: int | None, data: str) -> str:
+    return (f"id: {seq}\n" if seq is not None else "") + f"data: {data}\n\n"
+
+
+class EventStream:
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        execution_id: str,
+        after_seq: int,
+        settings: Settings,
+    ) -> None:
+        self.execution_id = execution_id
+        self._response = response
+        self._transport = request.transport
+        self._last = after_seq
+        self._heartbeat = settings.ws_heartbeat_seconds
+        self._queue = SendQueue(settings.stream_queue_messages, settings.stream_queue_bytes)
+        self._writer: asyncio.Task[None] | None = None
+        self._cut = False
+
+    async def run(self, feeds: FeedRegistry, first: str | None) -> None:
+        if first is not None:
+            self._queue.put(first, force=True)
+        self._writer = asyncio.create_task(self._write())
+        feed = feeds.subscribe(self.execution_id, self._last, self)
+        try:
+            await asyncio.wait({self._writer})
+        finally:
+            await feeds.unsubscribe(feed, self)
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._cut and self._transport is not None:
+            self._transport.abort()
+
+    async def shutdown(self) -> None:
+        self._queue.clear()
+        self._queue.put_end()
+        if self._writer is not None:
+            done, _ = await asyncio.wait({self._writer}, timeout=END_TIMEOUT_SECONDS)
+            if not done:
+                self._cut_off()
+
+    def deliver(self, seq: int, message: str, *, backlog: bool = False) -> None:
+        if seq <= self._last or self._cut:
+            return
+        try:
+            self._queue.put(message_frame(seq, message), force=backlog)
+        except Overflow as exc:
+            log.warning(
+                "slow event-stream client disconnected",
+                extra={"execution_id": self.execution_id, "queued": str(exc)},
+            )
+            self._cut_off()
+            return
+        self._last = seq
+
+    def end(self, error: GatewayError | None) -> None:
+        if error is not None:
+            message = {"event": "error", "execution_id": self.execution_id, **error.body()}
+            self._queue.put(frame(message, None), force=True)
+        self._queue.put_end()
+
+    async def _write(self) -> None:
+        await self._response.write(f"retry: {RECONNECT_MILLISECONDS}\n\n".encode())
+        while True:
+            try:
+                async with asyncio.timeout(self._heartbeat):
+                    message = await self._queue.get()
+            except TimeoutError:
+                await self._response.write(b": keepalive\n\n")
+                continue
+            if message is None:
+                break
+            await self._response.write(message.encode())
+        async with asyncio.timeout(END_TIMEOUT_SECONDS):
+            await self._response.write_eof()
+
+    def _cut_off(self) -> None:
+        """Drops the connection: the client reconnects from the last id it received."""
+        self._cut = True
+        if self._writer is not None:
+            self._writer.cancel()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    streams = request.app[STREAMS]
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    after_seq = sequence_number(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    if after_seq is None:
+        after_seq = sequence_number(request.query.get("after_seq"), "after_seq")
+    client = request.remote or "unknown"
+    streams.admit(client)
+    try:
+        execution = await request.app[ENGINE].get_execution(execution_id)
+        if after_seq is not None and after_seq > execution.last_seq:
+            raise BadRequest(
+                f"after seq {after_seq} is past the execution's last seq {execution.last_seq}",
+                code="INVALID_ARGUMENT",
+                details={"field": "after_seq", "last_seq": execution.last_seq},
+            )
+        finished = legacy.execution_status(execution.status) in TERMINAL_STATUSES
+        if finished and after_seq is not None and after_seq >= execution.last_seq:
+            return web.Response(status=204)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        bound_send_buffer(request, settings.stream_send_buffer_bytes)
+        start = execution.last_seq if after_seq is None else after_seq
+        stream = EventStream(request, response, execution_id, start, settings)
+        first = None
+        if after_seq is None:
+            first = frame(legacy.snapshot(execution), execution.last_seq)
+        streams.add(stream)
+        try:
+            await stream.run(request.app[FEEDS], first)
+        except ConnectionError:
+            pass  # the client left
+        finally:
+            streams.discard(stream)
+        return response
+    finally:
+        streams.release(client)

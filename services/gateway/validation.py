@@ -1,0 +1,361 @@
+"""What each request must hold, checked before anything is sent to the engine.
+
+Every refusal names the field (`details.field`): 422 for a wrong type, a missing or unknown
+field or a bad value; the engine checks its own bounds again and names the field the same way.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+
+from services.gateway.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+
+# The engine's ids are UUIDs and it refuses anything over 200 characters.
+MAX_ID_CHARS = 200
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+MAX_TOKEN_CHARS = 512
+MAX_SEQ_DIGITS = 18
+PROGRESS_FIELDS = frozenset(
+    {"percentage", "message", "current_task", "estimated_remaining_seconds", "custom_data"}
+)
+DOCUMENT_STRINGS = ("mime", "nombre_documento", "uuid_proceso")
+EXECUTE_FIELDS = frozenset({"workflow_id", "data", "manual"})
+WORKFLOW_FIELDS = frozenset({"name", "description", "steps"})
+STEP_FIELDS = frozenset(
+    {"name", "handler", "timeout_seconds", "heartbeat_timeout_seconds", "retry"}
+)
+RETRY_FIELDS = frozenset(
+    {"max_attempts", "initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"}
+)
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    workflow_id: str
+    document: dict[str, Any]
+    manual: bool
+
+
+# --- small typed readers ----------------------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "number" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+def body_object(value: object, field: str = "(body)") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationFailed(field, f"expected a JSON object, got {_type_name(value)}")
+    return value
+
+
+def _known(value: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ValidationFailed(
+            f"{where}{unknown[0]}",
+            f"unknown field (expected some of: {', '.join(sorted(allowed))})",
+        )
+
+
+def _string(value: object, field: str, *, max_chars: int, required: bool = False) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationFailed(field, f"expected a string, got {_type_name(value)}")
+    if required and not value:
+        raise ValidationFailed(field, "required, must not be empty")
+    if len(value) > max_chars:
+        raise ValidationFailed(field, f"at most {max_chars} characters")
+    return value
+
+
+def _number(value: object, field: str, *, low: float = 0.0, high: float = math.inf) -> float:
+    # bool is an int to Python, never a number to a reader.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationFailed(field, f"expected a number, got {_type_name(value)}")
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        bound = f"from {low:g} to {high:g}" if math.isfinite(high) else f">= {low:g}"
+        raise ValidationFailed(field, f"must be a number {bound}, got {value!r}")
+    return number
+
+
+def _integer(value: object, field: str, *, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed(field, f"expected an integer, got {_type_name(value)}")
+    if not low <= value <= high:
+        raise ValidationFailed(field, f"must be an integer from {low} to {high}")
+    return value
+
+
+def _boolean(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationFailed(field, f"expected true or false, got {_type_name(value)}")
+    return value
+
+
+# --- path, query and headers -----------------------------------------------------------
+
+
+def resource_id(value: str, kind: str) -> str:
+    """An id from the path. One that cannot exist is unknown, answered like any unknown id."""
+    if not value or len(value) > MAX_ID_CHARS:
+        code = "WORKFLOW_NOT_FOUND" if kind == "workflow" else "EXECUTION_NOT_FOUND"
+        raise NotFound(f"{kind} not found", code=code, details={f"{kind}_id": value[:64]})
+    return value
+
+
+def step_name(value: str) -> str:
+    if not value or len(value) > MAX_ID_CHARS:
+        raise NotFound("step not found", details={"step": value[:64]})
+    return value
+
+
+def sequence_number(raw: str | None, field: str) -> int | None:
+    """`after_seq` / `Last-Event-ID`: a non-negative integer, or absent."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isdigit() or not text.isascii() or len(text) > MAX_SEQ_DIGITS:
+        raise BadRequest(
+            f"{field} must be a non-negative integer, got {raw[:32]!r}",
+            code="INVALID_ARGUMENT",
+            details={"field": field},
+        )
+    return int(text)
+
+
+def idempotency_key(headers: Mapping[str, str]) -> str:
+    key = headers.get("Idempotency-Key")
+    if key is None:
+        return ""
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise ValidationFailed(
+            "Idempotency-Key",
+            f"1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+        )
+    return key
+
+
+def attempt_token(headers: Mapping[str, str]) -> str:
+    """The attempt's capability, from `X-Attempt-Token`: what the engine gave the runner with
+    StartStep. Without it a report proves nothing, so it is refused before the engine."""
+    token = headers.get("X-Attempt-Token", "").strip()
+    if not token:
+        raise Unauthorized(
+            "a step report needs the attempt's token in the X-Attempt-Token header",
+            code="MISSING_ATTEMPT_TOKEN",
+        )
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthorized("the attempt token is not valid", code="INVALID_ATTEMPT_TOKEN")
+    return token
+
+
+def page_size(raw: str | None) -> int:
+    if raw is None:
+        return 1000
+    text = raw.strip()
+    if not text.isdigit() or not text.isascii() or not 1 <= int(text) <= 1000:
+        raise BadRequest(
+            "page_size must be an integer from 1 to 1000",
+            code="INVALID_ARGUMENT",
+            details={"field": "page_size"},
+        )
+    return int(text)
+
+
+PAGE_TOKEN = re.compile(r"^[A-Za-z0-9_=-]{0,1000}$")
+
+
+def page_token(raw: str | None) -> str:
+    """A token from a previous page: what the engine gives is URL-safe base64."""
+    if raw is None:
+        return ""
+    if not PAGE_TOKEN.match(raw):
+        raise BadRequest(
+            "page_token is not a token this server gave",
+            code="INVALID_ARGUMENT",
+            details={"field": "page_token"},
+        )
+    return raw
+
+
+# --- bodies ----------------------------------------------------------------------------
+
+
+def check_base64(value: object, field: str) -> None:
+    """The document: standard alphabet, canonical padding, nothing else. No whitespace or
+    newlines, no `data:` prefix, no URL-safe characters, nothing that is not ASCII."""
+    if not isinstance(value, str):
+        raise ValidationFailed(
+            field, f"expected a base64 string, got {_type_name(value)}", code="INVALID_BASE64"
+        )
+    if not value:
+        raise ValidationFailed(field, "the document is empty", code="INVALID_BASE64")
+    try:
+        encoded = value.encode("ascii")
+        decoded = binascii.a2b_base64(encoded, strict_mode=True)
+    except (UnicodeEncodeError, ValueError):
+        raise ValidationFailed(
+            field,
+            "not strict base64 (standard alphabet A-Z a-z 0-9 + /, '=' padding only at the end,"
+            " no whitespace, no data: prefix)",
+            code="INVALID_BASE64",
+        ) from None
+    # Leftover bits that a decoder drops silently mean the text is not the one that encodes
+    # these bytes: another way to smuggle two readings of one document.
+    if binascii.b2a_base64(decoded, newline=False) != encoded:
+        raise ValidationFailed(
+            field, "not canonical base64 (non-zero padding bits)", code="INVALID_BASE64"
+        )
+
+
+def _document(value: dict[str, Any], where: str) -> tuple[dict[str, Any], bool | None]:
+    """An input document: `manual` taken out as the mode, the seed's known fields checked."""
+    document = dict(value)
+    manual = None
+    if "manual" in document:
+        manual = _boolean(document.pop("manual"), f"{where}manual")
+    if "base64" in document:
+        check_base64(document["base64"], f"{where}base64")
+    for key in DOCUMENT_STRINGS:
+        if key in document:
+            _string(document[key], f"{where}{key}", max_chars=1000, required=True)
+    return document, manual
+
+
+def start_by_path(workflow_id: str, body: object) -> StartRequest:
+    """`POST /workflows/{id}/execute-async`: the body is the input document itself."""
+    document, manual = _document(body_object({} if body is None else body), "")
+    return StartRequest(workflow_id, document, bool(manual))
+
+
+def start_legacy(body: object) -> StartRequest:
+    """`POST /execute-async/` and `POST /execute/`: `{"workflow_id", "data", "manual"}`."""
+    value = body_object(body)
+    _known(value, EXECUTE_FIELDS, "")
+    workflow_id = _string(
+        value.get("workflow_id"), "workflow_id", max_chars=MAX_ID_CHARS, required=True
+    )
+    data = value.get("data")
+    document, manual = _document(body_object({} if data is None else data, "data"), "data.")
+    if "manual" in value:
+        manual = _boolean(value["manual"], "manual")
+    return StartRequest(workflow_id, document, bool(manual))
+
+
+def progress(body: object) -> ex_pb.StepProgress | None:
+    """A step's progress body; an empty body or `{}` is a heartbeat only."""
+    if body is None:
+        return None
+    value = body_object(body)
+    if not value:
+        return None
+    _known(value, PROGRESS_FIELDS, "")
+    if "percentage" not in value:
+        raise ValidationFailed("percentage", "required, a number from 0 to 100")
+    message = ex_pb.StepProgress(
+        percentage=_number(value["percentage"], "percentage", high=100.0),
+        message=_string(value.get("message"), "message", max_chars=2000),
+        current_task=_string(value.get("current_task"), "current_task", max_chars=500),
+    )
+    eta = value.get("estimated_remaining_seconds")
+    if eta is not None:
+        message.estimated_remaining_seconds = _number(eta, "estimated_remaining_seconds")
+    custom = value.get("custom_data")
+    if custom is not None:
+        message.custom_data.update(body_object(custom, "custom_data"))
+    return message
+
+
+def completion(body: object) -> tuple[bool, dict[str, Any], ex_pb.StepError | None]:
+    """`{"success": bool, …result fields…}`: every key, `success` included, is the step's
+    output, as pioneer sends it; a failure's `error` is a message or `{"type", "message"}`."""
+    value = body_object(body)
+    success = value.get("success")
+    if not isinstance(success, bool):
+        raise ValidationFailed("success", "required, true or false")
+    error = value.get("error")
+    if error is None:
+        failure = ex_pb.StepError(reason="step_failed")
+    elif isinstance(error, str):
+        failure = ex_pb.StepError(reason="step_failed", message=error[:4000])
+    else:
+        details = body_object(error, "error")
+        failure = ex_pb.StepError(
+            reason="step_failed",
+            type=_string(details.get("type"), "error.type", max_chars=200),
+            message=_string(details.get("message"), "error.message", max_chars=4000),
+        )
+    return success, value, None if success else failure
+
+
+def workflow_definition(body: object) -> wf_pb.Workflow:
+    value = body_object(body)
+    _known(value, WORKFLOW_FIELDS, "")
+    workflow = wf_pb.Workflow(
+        name=_string(value.get("name"), "name", max_chars=200, required=True),
+        description=_string(value.get("description"), "description", max_chars=10_000),
+    )
+    steps = value.get("steps")
+    if not isinstance(steps, list):
+        raise ValidationFailed("steps", f"expected an array, got {_type_name(steps)}")
+    if not steps:
+        raise ValidationFailed("steps", "a workflow needs at least one step")
+    if len(steps) > 100:
+        raise ValidationFailed("steps", "at most 100 steps")
+    for i, raw in enumerate(steps):
+        where = f"steps[{i}]"
+        step = body_object(raw, where)
+        _known(step, STEP_FIELDS, f"{where}.")
+        definition = workflow.steps.add(
+            name=_string(step.get("name"), f"{where}.name", max_chars=200, required=True),
+            handler=_string(step.get("handler"), f"{where}.handler", max_chars=200, required=True),
+        )
+        for key in ("timeout_seconds", "heartbeat_timeout_seconds"):
+            if step.get(key) is not None:
+                setattr(definition, key, _number(step[key], f"{where}.{key}"))
+        retry_raw = step.get("retry")
+        if retry_raw is None:
+            continue
+        retry = body_object(retry_raw, f"{where}.retry")
+        _known(retry, RETRY_FIELDS, f"{where}.retry.")
+        if retry.get("max_attempts") is not None:
+            definition.retry.max_attempts = _integer(
+                retry["max_attempts"], f"{where}.retry.max_attempts", low=0, high=1000
+            )
+        for key in ("initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"):
+            if retry.get(key) is not None:
+                setattr(definition.retry, key, _number(retry[key], f"{where}.retry.{key}"))
+    return workflow
+
+
+def advance_data(body: object) -> dict[str, Any]:
+    """`{"data": {…}}`, merged into the context before the next step; the body is optional."""
+    if body is None:
+        return {}
+    value = body_object(body)
+    _known(value, frozenset({"data"}), "")
+    data = value.get("data")
+    return {} if data is None else body_object(data, "data")
+
+
+def cancel_reason(body: object) -> str:
+    if body is None:
+        return ""
+    value = body_object(body)
+    _known(value, frozenset({"reason"}), "")
+    return _string(value.get("reason"), "reason", max_chars=1000)

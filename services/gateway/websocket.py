@@ -1,0 +1,234 @@
+"""`GET /ws/{execution_id}`: the legacy WebSocket, a bridge of WatchExecution.
+
+Handshake: `?after_seq=N` must be an integer from 0 to the execution's last seq (else 400,
+before any upgrade). Without it the first message is `{"event": "snapshot", "seq": N,
+"status": …}` and the events after N follow, so nothing falls between the two. An unknown
+execution gets one `{"event": "error", …}` message and close code 4404.
+
+Events come from the execution's shared feed (feeds.py) into this socket's bounded queue;
+handing one over never waits. Two tasks per socket, each with one job: the handler only
+reads the socket (pings, the client's close, oversized frames: 1009) and the sender only
+writes the queue to it. After the terminal event the sender closes with 1000. A client slower
+than its queue is closed with 1013 (try again later) and nobody else waits for it; a client
+that stops answering pings is dropped by the heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from services.gateway import legacy
+from services.gateway.config import Settings
+from services.gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    UpgradeRequired,
+)
+from services.gateway.feeds import FeedRegistry
+from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
+from services.gateway.streams import Overflow, SendQueue, bound_send_buffer
+from services.gateway.validation import resource_id, sequence_number
+
+log = logging.getLogger(__name__)
+
+CLOSE_NOT_FOUND = 4404
+# How long a closing handshake may take before the connection is cut.
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+
+def close_code_for(error: GatewayError) -> int:
+    if error.status == 404:
+        return CLOSE_NOT_FOUND
+    if error.status in (429, 503, 504):
+        return WSCloseCode.TRY_AGAIN_LATER
+    return WSCloseCode.INTERNAL_ERROR
+
+
+def error_message(execution_id: str, error: GatewayError) -> str:
+    return json.dumps(
+        {
+            "event": "error",
+            "execution_id": execution_id,
+            "timestamp": legacy.now_iso(),
+            **error.body(),
+        }
+    )
+
+
+class WatchSocket:
+    def __init__(
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        execution_id: str,
+        after_seq: int,
+        settings: Settings,
+    ) -> None:
+        self.execution_id = execution_id
+        self._ws = ws
+        self._transport = request.transport
+        self._last = after_seq
+        self._queue = SendQueue(settings.stream_queue_messages, settings.stream_queue_bytes)
+        self._end_code: int = WSCloseCode.OK
+        self._end_reason = b"execution finished"
+        self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._sender_closing = False
+
+    async def run(self, feeds: FeedRegistry, first: dict[str, Any] | None) -> None:
+        if first is not None:
+            self._queue.put(json.dumps(first), force=True)
+        self._sender = asyncio.create_task(self._send())
+        feed = feeds.subscribe(self.execution_id, self._last, self)
+        try:
+            async for _ in self._ws:
+                pass  # legacy clients send nothing that needs an answer; pings are automatic
+        finally:
+            await feeds.unsubscribe(feed, self)
+            await self._finish()
+
+    async def shutdown(self) -> None:
+        self._begin_close(WSCloseCode.GOING_AWAY, b"gateway shutting down; reconnect")
+        if self._closer is not None:
+            await asyncio.wait({self._closer}, timeout=CLOSE_TIMEOUT_SECONDS + 1)
+
+    # --- what the feed hands over ------------------------------------------------------
+
+    def deliver(self, seq: int, message: str, *, backlog: bool = False) -> None:
+        if seq <= self._last or self._closer is not None:
+            return
+        try:
+            self._queue.put(message, force=backlog)
+        except Overflow as exc:
+            log.warning(
+                "slow WebSocket client disconnected",
+                extra={"execution_id": self.execution_id, "queued": str(exc)},
+            )
+            self._begin_close(WSCloseCode.TRY_AGAIN_LATER, b"too slow; resume with after_seq")
+            return
+        self._last = seq
+
+    def end(self, error: GatewayError | None) -> None:
+        if error is not None:
+            # The engine stayed away past the retry budget, or refused: say so, then close.
+            self._queue.put(error_message(self.execution_id, error), force=True)
+            self._end_code, self._end_reason = close_code_for(error), error.code.encode()[:120]
+        self._queue.put_end()
+
+    # --- the sender ------------------------------------------------------------------
+
+    async def _send(self) -> None:
+        try:
+            while (message := await self._queue.get()) is not None:
+                await self._ws.send_str(message)
+        except ConnectionError:
+            return  # the client left; the reading side notices too
+        except Exception:
+            log.exception("WebSocket send failed", extra={"execution_id": self.execution_id})
+            self._abort()  # the reading side then ends too
+            return
+        self._sender_closing = True
+        await self._close(self._end_code, self._end_reason)
+
+    async def _close(self, code: int, reason: bytes) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await self._ws.close(code=code, message=reason)
+        except (TimeoutError, ConnectionError):
+            self._abort()
+
+    # --- ending ------------------------------------------------------------------------
+
+    def _begin_close(self, code: int, reason: bytes) -> None:
+        """Closes out of turn (slow client, shutdown): queued messages are dropped and the
+        client resumes from the last seq it received."""
+        if self._closer is not None or self._ws.closed:
+            return
+        if self._sender is not None:
+            self._sender.cancel()
+        self._queue.clear()
+        self._closer = asyncio.create_task(self._close(code, reason))
+
+    async def _finish(self) -> None:
+        closing = self._closer or (self._sender if self._sender_closing else None)
+        if closing is not None and not closing.done():
+            await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_SECONDS + 1)
+        tasks = [t for t in (self._sender, self._closer) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Bytes still waiting for a client that stopped reading would hold the connection
+        # open for as long as TCP keeps trying: cut it instead.
+        if self._transport is not None and self._transport.get_write_buffer_size() > 0:
+            self._abort()
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def check_origin(request: web.Request, settings: Settings) -> None:
+    if not settings.ws_allowed_origins:
+        return
+    origin = request.headers.get("Origin", "").rstrip("/")
+    if origin not in settings.ws_allowed_origins:
+        raise Forbidden(f"origin {origin[:100]!r} may not open a WebSocket", code="ORIGIN_DENIED")
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    streams = request.app[STREAMS]
+    raw_id = request.match_info["execution_id"]
+    # Checked before the handshake kind: a bad parameter is a bad request either way.
+    after_seq = sequence_number(request.query.get("after_seq"), "after_seq")
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_seconds,
+        max_msg_size=settings.ws_max_message_bytes,
+        compress=False,  # small JSON messages; per-message deflate costs more CPU than it saves
+        timeout=CLOSE_TIMEOUT_SECONDS,
+    )
+    if not ws.can_prepare(request).ok:
+        resource_id(raw_id, "execution")  # an id that cannot exist is unknown, on any request
+        raise UpgradeRequired(
+            "this path speaks WebSocket; open it with a WebSocket client",
+            headers={"Upgrade": "websocket"},
+        )
+    check_origin(request, settings)
+    client = request.remote or "unknown"
+    streams.admit(client)
+    try:
+        try:
+            execution = await request.app[ENGINE].get_execution(resource_id(raw_id, "execution"))
+        except GatewayError as exc:
+            if exc.status != 404:
+                raise
+            # A browser cannot read a refused handshake's status; it can read a message.
+            await ws.prepare(request)
+            await ws.send_str(error_message(raw_id, exc))
+            await ws.close(code=CLOSE_NOT_FOUND, message=b"execution not found")
+            return ws
+        if after_seq is not None and after_seq > execution.last_seq:
+            raise BadRequest(
+                f"after_seq {after_seq} is past the execution's last seq {execution.last_seq}",
+                code="INVALID_ARGUMENT",
+                details={"field": "after_seq", "last_seq": execution.last_seq},
+            )
+        await ws.prepare(request)
+        bound_send_buffer(request, settings.stream_send_buffer_bytes)
+        start = execution.last_seq if after_seq is None else after_seq
+        session = WatchSocket(request, ws, execution.execution_id, start, settings)
+        streams.add(session)
+        try:
+            first = legacy.snapshot(execution) if after_seq is None else None
+            await session.run(request.app[FEEDS], first)
+        finally:
+            streams.discard(session)
+        return ws
+    finally:
+        streams.release(client)
