@@ -1,8 +1,9 @@
 """`make run`: the whole stack on its embedded default, as one supervised group.
 
-Starts the engine (with its embedded SecantusDB when MONGODB_URI is unset) and pioneer as
-child processes, says where everything is, and stops all of them together: on Ctrl-C or
-SIGTERM, or as soon as one of them dies, so nothing is left running behind.
+Starts the engine (with its embedded SecantusDB when MONGODB_URI is unset), pioneer and the
+gateway as child processes, makes sure the "Procesar Documentos" workflow exists, says where
+everything is, and stops all of them together: on Ctrl-C or SIGTERM, or as soon as one of
+them dies, so nothing is left running behind.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ async def main() -> int:
     pioneer_port = env.setdefault("PIONEER_PORT", "50052")
     env.setdefault("PIONEER_URL", f"127.0.0.1:{pioneer_port}")
     env.setdefault("DISCOVERY_URL", f"127.0.0.1:{engine_port}")
+    env.setdefault("ENGINE_URL", f"127.0.0.1:{engine_port}")
+    gateway_port = env.setdefault("GATEWAY_PORT", "8080")
     data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
     services = [
         Service("pioneer", "services.pioneer"),
         Service("engine", "services.engine"),
+        Service("gateway", "services.gateway"),
     ]
     for service in services:
         service.process = await asyncio.create_subprocess_exec(
@@ -50,6 +54,7 @@ async def main() -> int:
         ready = f"  workflow        not ready: {exc}\n"
     print(
         "\nDiscovery is up:\n"
+        f"  REST / WebSocket http://127.0.0.1:{gateway_port}   (dashboard at /)\n"
         f"  engine (gRPC)   127.0.0.1:{engine_port}"
         f"   (grpcurl -plaintext 127.0.0.1:{engine_port} list)\n"
         f"  pioneer (gRPC)  127.0.0.1:{pioneer_port}\n"
