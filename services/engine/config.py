@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.envconfig import ConfigError, grpc_targets, integer, number, text
 
-class ConfigError(ValueError):
-    """A variable holds a value the engine cannot use; the message names it."""
-
-
-def _number(name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be >= {minimum:g}")
-    return value
-
-
-def _port(name: str, default: int) -> int:
-    value = _number(name, default)
-    if value != int(value) or not 0 <= value <= 65535:
-        raise ConfigError(f"{name}={value!r} is not a port number")
-    return int(value)
-
-
-def grpc_target(url: str) -> str:
-    """The seed's variables hold URLs (`http://localhost:8000`); gRPC wants host:port."""
-    for scheme in ("http://", "https://", "grpc://", "dns:///"):
-        if url.startswith(scheme):
-            url = url[len(scheme) :]
-    return url.rstrip("/")
+__all__ = ["ConfigError", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -64,31 +37,24 @@ class Settings:
     watch_queue: int = 1000
 
     @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ
-        host = env.get("ENGINE_HOST", cls.host)
-        port = _port("ENGINE_PORT", cls.port)
-        targets = tuple(
-            grpc_target(t.strip())
-            for t in env.get("PIONEER_URL", ",".join(cls.pioneer_targets)).split(",")
-            if t.strip()
-        )
-        if not targets:
-            raise ConfigError("PIONEER_URL is empty")
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        d = cls()
+        port = integer(env, "ENGINE_PORT", d.port, low=0, high=65535)
         return cls(
-            host=host,
+            host=text(env, "ENGINE_HOST", d.host),
             port=port,
-            mongodb_uri=env.get("MONGODB_URI") or None,
-            mongodb_database=env.get("MONGODB_DATABASE", cls.mongodb_database),
-            data_dir=Path(env.get("DISCOVERY_DATA_DIR", str(cls.data_dir))),
-            pioneer_targets=targets,
-            engine_id=env.get("ENGINE_ID") or f"{socket.gethostname()}:{port}",
-            lease_seconds=_number("ENGINE_LEASE_SECONDS", cls.lease_seconds, minimum=1.0),
-            grace_seconds=_number("ENGINE_GRACE_SECONDS", cls.grace_seconds),
-            max_concurrent_rpcs=int(
-                _number("ENGINE_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs, minimum=1)
+            mongodb_uri=env.get("MONGODB_URI", "").strip() or None,
+            mongodb_database=text(env, "MONGODB_DATABASE", d.mongodb_database),
+            data_dir=Path(text(env, "DISCOVERY_DATA_DIR", str(d.data_dir))),
+            pioneer_targets=grpc_targets(env, "PIONEER_URL", ",".join(d.pioneer_targets)),
+            engine_id=text(env, "ENGINE_ID", f"{socket.gethostname()}:{port}"),
+            lease_seconds=number(env, "ENGINE_LEASE_SECONDS", d.lease_seconds, low=1.0),
+            grace_seconds=number(env, "ENGINE_GRACE_SECONDS", d.grace_seconds, low=0.0),
+            max_concurrent_rpcs=integer(
+                env, "ENGINE_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs, low=1
             ),
-            max_message_bytes=int(
-                _number("ENGINE_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024)
+            max_message_bytes=integer(
+                env, "ENGINE_MAX_MESSAGE_BYTES", d.max_message_bytes, low=1024 * 1024
             ),
         )

@@ -5,16 +5,15 @@ A bad value stops the gateway at start with the variable named, never later at a
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.envconfig import ConfigError, grpc_target, integer, number, text
+
+__all__ = ["ConfigError", "Settings"]
+
 MIB = 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """A variable holds a value the gateway cannot use; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -64,51 +63,51 @@ class Settings:
         d = cls()
         target_name = "ENGINE_URL" if env.get("ENGINE_URL", "").strip() else "DISCOVERY_ENGINE"
         settings = cls(
-            host=_text(env, "GATEWAY_HOST", d.host),
-            port=_integer(env, "GATEWAY_PORT", d.port, low=0, high=65535),
-            engine_target=_grpc_target(env, target_name, d.engine_target),
-            max_body_bytes=_integer(env, "GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, low=1024),
-            max_json_depth=_integer(
+            host=text(env, "GATEWAY_HOST", d.host),
+            port=integer(env, "GATEWAY_PORT", d.port, low=0, high=65535),
+            engine_target=grpc_target(env, target_name, d.engine_target),
+            max_body_bytes=integer(env, "GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, low=1024),
+            max_json_depth=integer(
                 env, "GATEWAY_MAX_JSON_DEPTH", d.max_json_depth, low=2, high=512
             ),
-            rpc_timeout_seconds=_number(
+            rpc_timeout_seconds=number(
                 env, "GATEWAY_RPC_TIMEOUT_SECONDS", d.rpc_timeout_seconds, low=0.1
             ),
-            sync_wait_seconds=_number(
+            sync_wait_seconds=number(
                 env, "GATEWAY_SYNC_WAIT_SECONDS", d.sync_wait_seconds, low=0.1, high=300.0
             ),
-            watch_segment_seconds=_number(
+            watch_segment_seconds=number(
                 env, "GATEWAY_WATCH_SEGMENT_SECONDS", d.watch_segment_seconds, low=1.0
             ),
-            watch_retry_seconds=_number(
+            watch_retry_seconds=number(
                 env, "GATEWAY_WATCH_RETRY_SECONDS", d.watch_retry_seconds, low=0.0
             ),
-            engine_max_message_bytes=_integer(
+            engine_max_message_bytes=integer(
                 env,
                 "GATEWAY_ENGINE_MAX_MESSAGE_BYTES",
                 d.engine_max_message_bytes,
                 low=1024 * 1024,
             ),
-            ws_heartbeat_seconds=_number(
+            ws_heartbeat_seconds=number(
                 env, "GATEWAY_WS_HEARTBEAT_SECONDS", d.ws_heartbeat_seconds, low=0.5
             ),
-            ws_max_message_bytes=_integer(
+            ws_max_message_bytes=integer(
                 env, "GATEWAY_WS_MAX_MESSAGE_BYTES", d.ws_max_message_bytes, low=1024
             ),
-            stream_queue_messages=_integer(
+            stream_queue_messages=integer(
                 env, "GATEWAY_STREAM_QUEUE_MESSAGES", d.stream_queue_messages, low=1
             ),
-            stream_queue_bytes=_integer(
+            stream_queue_bytes=integer(
                 env, "GATEWAY_STREAM_QUEUE_BYTES", d.stream_queue_bytes, low=1024
             ),
-            stream_send_buffer_bytes=_integer(
+            stream_send_buffer_bytes=integer(
                 env, "GATEWAY_STREAM_SEND_BUFFER_BYTES", d.stream_send_buffer_bytes, low=0
             ),
-            feed_ring_messages=_integer(
+            feed_ring_messages=integer(
                 env, "GATEWAY_FEED_RING_MESSAGES", d.feed_ring_messages, low=1
             ),
-            max_streams=_integer(env, "GATEWAY_MAX_STREAMS", d.max_streams, low=1),
-            max_streams_per_client=_integer(
+            max_streams=integer(env, "GATEWAY_MAX_STREAMS", d.max_streams, low=1),
+            max_streams_per_client=integer(
                 env, "GATEWAY_MAX_STREAMS_PER_CLIENT", d.max_streams_per_client, low=1
             ),
             ws_allowed_origins=tuple(
@@ -116,56 +115,6 @@ class Settings:
                 for origin in env.get("GATEWAY_WS_ALLOWED_ORIGINS", "").split(",")
                 if origin.strip()
             ),
-            shutdown_seconds=_number(env, "GATEWAY_SHUTDOWN_SECONDS", d.shutdown_seconds, low=0.0),
+            shutdown_seconds=number(env, "GATEWAY_SHUTDOWN_SECONDS", d.shutdown_seconds, low=0.0),
         )
         return settings
-
-
-def _text(env: Mapping[str, str], name: str, default: str) -> str:
-    return env.get(name, "").strip() or default
-
-
-def _integer(
-    env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None
-) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ConfigError(f"{name}={raw!r} is out of range ({bounds})")
-    return value
-
-
-def _number(
-    env: Mapping[str, str], name: str, default: float, *, low: float, high: float = math.inf
-) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or not low <= value <= high:
-        bounds = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
-        raise ConfigError(f"{name}={raw!r} is out of range ({bounds})")
-    return value
-
-
-def _grpc_target(env: Mapping[str, str], name: str, default: str) -> str:
-    """`host:port`; like the seed's variables, `http://host:port` is accepted and normalised,
-    since gRPC would read the scheme as part of a DNS name."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    target = raw.split("://", 1)[1] if "://" in raw else raw
-    target = target.rstrip("/")
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or "/" in target or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name}={raw!r} is not host:port (or http://host:port)")
-    return target

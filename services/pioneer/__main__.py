@@ -8,8 +8,8 @@ import signal
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services import jsonlog
+from services.envconfig import ConfigError
 from services.pioneer.config import Settings
-from services.pioneer.errors import ConfigError
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner

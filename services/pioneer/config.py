@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.pioneer.errors import ConfigError
+from services.envconfig import grpc_target, integer, text
 
 
 @dataclass(frozen=True)
@@ -25,56 +25,19 @@ class Settings:
         env = os.environ if environ is None else environ
         defaults = cls()
         return cls(
-            host=_text(env, "PIONEER_HOST", defaults.host),
-            port=_integer(env, "PIONEER_PORT", defaults.port, low=0, high=65535),
-            discovery_url=_grpc_target(env, "DISCOVERY_URL", defaults.discovery_url),
-            max_concurrent_steps=_integer(
+            host=text(env, "PIONEER_HOST", defaults.host),
+            port=integer(env, "PIONEER_PORT", defaults.port, low=0, high=65535),
+            discovery_url=grpc_target(env, "DISCOVERY_URL", defaults.discovery_url),
+            max_concurrent_steps=integer(
                 env, "PIONEER_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps, low=1
             ),
             # Under the engine's blob cap (64 MiB): the decoded document is stored there.
-            max_document_bytes=_integer(
+            max_document_bytes=integer(
                 env,
                 "PIONEER_MAX_DOCUMENT_BYTES",
                 defaults.max_document_bytes,
                 low=1,
                 high=64 * 1024 * 1024,
             ),
-            max_pdf_pages=_integer(env, "PIONEER_MAX_PDF_PAGES", defaults.max_pdf_pages, low=1),
+            max_pdf_pages=integer(env, "PIONEER_MAX_PDF_PAGES", defaults.max_pdf_pages, low=1),
         )
-
-
-def _text(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip()
-    return value or default
-
-
-def _integer(
-    env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None
-) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ConfigError(f"{name}={raw!r} is out of range ({bounds})")
-    return value
-
-
-def _grpc_target(env: Mapping[str, str], name: str, default: str) -> str:
-    """`host:port`; the seed wrote `http://host:port`, so a scheme and a trailing `/` are dropped.
-
-    gRPC itself would read `http://…` as a DNS name with a path, so the form is normalised here.
-    """
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    target = raw.split("://", 1)[1] if "://" in raw else raw
-    target = target.rstrip("/")
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or "/" in target or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name}={raw!r} is not host:port (or http://host:port)")
-    return target

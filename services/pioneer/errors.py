@@ -2,7 +2,6 @@
 
 ```
 PioneerError                 every error pioneer raises on purpose; carries a stable `reason`
-├── ConfigError              a bad environment variable (named in the message)
 ├── NotInStep                an SDK call outside a running step, or for another step
 ├── StepCancelled            the engine cancelled the attempt; the step should stop
 ├── StaleAttempt             the engine refused the attempt's token: another attempt owns the step
@@ -15,6 +14,8 @@ PioneerError                 every error pioneer raises on purpose; carries a st
 ├── RunnerFull               StartStep over max_concurrent_steps
 └── InvalidAttempt           StartStep with a missing or malformed field
 ```
+
+A bad environment variable raises services.envconfig.ConfigError, shared by every service.
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ class PioneerError(Exception):
     """Base of pioneer's errors. `reason` is stable and machine-readable."""
 
     reason = "PIONEER_ERROR"
-
-
-class ConfigError(PioneerError):
-    reason = "BAD_CONFIG"
 
 
 class NotInStep(PioneerError):

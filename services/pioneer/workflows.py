@@ -21,8 +21,9 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import json_format
 
 from services import jsonlog
+from services.envconfig import ConfigError
 from services.pioneer.config import Settings
-from services.pioneer.errors import ConfigError, EngineUnavailable, WorkflowRejected
+from services.pioneer.errors import EngineUnavailable, WorkflowRejected
 
 log = logging.getLogger("services.pioneer.workflows")  # also when run as __main__
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.envconfig import ConfigError
 from services.pioneer.config import Settings
-from services.pioneer.errors import ConfigError
 from services.pioneer.steps.documents import DocumentLimits
 
 
