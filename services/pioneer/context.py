@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -18,9 +19,17 @@ from typing import Any
 from discovery.engine.v1 import step_report_service_pb2 as report_pb2
 from discovery.engine.v1.execution_pb2 import StepProgress
 
-from services.pioneer.errors import NotInStep, ReportRejected, StaleAttempt, StepCancelled
+from services.pioneer.errors import (
+    EngineUnavailable,
+    NotInStep,
+    ReportRejected,
+    StaleAttempt,
+    StepCancelled,
+)
 from services.pioneer.payloads import Outcome, outcome_from_body, progress_from_body
 from services.pioneer.reporter import StepReporter
+
+log = logging.getLogger(__name__)
 
 # When the engine sets no heartbeat timeout, a heartbeat still goes out now and then: its
 # reply is how a cancellation reaches a step that reports nothing.
@@ -97,8 +106,23 @@ class StepContext:
 
     async def report_progress(self, body: Mapping[str, Any]) -> None:
         """Sends the seed's progress body. Raises ValueError naming a bad field,
-        StepCancelled when the engine answers that the attempt was cancelled."""
-        await self._send_progress(progress_from_body(body))
+        StepCancelled when the engine answers that the attempt was cancelled.
+
+        Progress is best effort: when the engine cannot be reached within the retry budget
+        (it may be restarting) the report is dropped and the step goes on. Whether the
+        attempt is still alive is the engine's call, through its heartbeat timeout; the
+        completion, which is never dropped, is what matters."""
+        try:
+            await self._send_progress(progress_from_body(body))
+        except EngineUnavailable as exc:
+            log.warning(
+                "progress not delivered",
+                extra={
+                    "execution_id": self.execution_id,
+                    "step": self.step_name,
+                    "error": str(exc),
+                },
+            )
 
     async def heartbeat(self) -> None:
         """Tells the engine the attempt is alive. Raises StepCancelled when it was cancelled."""

@@ -151,7 +151,9 @@ async def test_a_step_finishing_while_the_engine_is_down_keeps_its_completion(
         started = await c.start(workflow.workflow_id, {"seconds": 1.5})
         await asyncio.sleep(0.5)
         engine.kill()
-        await asyncio.sleep(2.0)  # the step ends meanwhile; pioneer keeps retrying its report
+        # Down longer than pioneer's progress retry budget (5 s): the step's progress reports
+        # are dropped, the step still ends, and pioneer keeps retrying its completion.
+        await asyncio.sleep(6.0)
         engine.start()
         await wait_serving(c.target)
         final = await c.wait_terminal(started.execution_id, 20)
