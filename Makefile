@@ -23,8 +23,13 @@ $(BUF): package.json package-lock.json
 run: $(VENV)/.installed
 	$(PY) -m services.stack
 
+# The dashboard's browser test drives Debian's chromium (a browser download is not possible).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 ## Run the whole test suite.
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest
 
 ## Regenerate generated/ from proto/.
