@@ -9,6 +9,7 @@ them dies, so nothing is left running behind.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from services.pioneer.errors import PioneerError
 from services.pioneer.workflows import ensure_document_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -26,6 +28,13 @@ class Service:
     name: str
     module: str
     process: asyncio.subprocess.Process | None = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it if the supervisor dies, even by SIGKILL, so that
+    no service is left running behind (Linux prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def main() -> int:
@@ -45,7 +54,7 @@ async def main() -> int:
     ]
     for service in services:
         service.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", service.module, env=env, cwd=ROOT
+            sys.executable, "-m", service.module, env=env, cwd=ROOT, preexec_fn=_die_with_parent
         )
     try:
         workflow = await ensure_document_workflow(f"127.0.0.1:{engine_port}", wait_seconds=60)
