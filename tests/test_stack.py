@@ -1,0 +1,82 @@
+"""`make run`'s supervisor: the whole stack up on its embedded default, and down together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.stack import ROOT, free_port
+
+
+def wait_for(path: Path, text: str, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        content = path.read_text(errors="replace")
+        if text in content:
+            return content
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not seen within {seconds} s:\n{path.read_text()[-3000:]}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_the_stack_comes_up_and_goes_down_together(tmp_path: Path) -> None:
+    ports = {"ENGINE_PORT": free_port(), "PIONEER_PORT": free_port(), "GATEWAY_PORT": free_port()}
+    log = tmp_path / "stack.log"
+    with log.open("wb") as out:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "services.stack"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                **{k: str(v) for k, v in ports.items()},
+                "DISCOVERY_DATA_DIR": str(tmp_path / "data"),
+                "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
+            },
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        banner = wait_for(log, "Ctrl-C stops everything", 60)
+        assert "'Procesar Documentos' = " in banner
+        assert f"embedded SecantusDB in {tmp_path / 'data'}/db" in banner
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{ports['GATEWAY_PORT']}/workflows", timeout=5
+        ) as reply:
+            names = [w["name"] for w in json.load(reply)["workflows"]]
+        assert names == ["Procesar Documentos"]
+        services = children(stack.pid)
+        assert len(services) == 3
+
+        # One service dies: the group says which and stops the rest.
+        pioneer = next(
+            p for p in services if b"services.pioneer" in Path(f"/proc/{p}/cmdline").read_bytes()
+        )
+        os.kill(pioneer, signal.SIGKILL)
+        assert stack.wait(30) == 1
+        assert "pioneer exited with code -9; stopping the rest." in log.read_text()
+        deadline = time.monotonic() + 20
+        while any(alive(p) for p in services) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(p) for p in services), "a service was left running"
+    finally:
+        if stack.poll() is None:
+            stack.send_signal(signal.SIGTERM)
+            stack.wait(30)
