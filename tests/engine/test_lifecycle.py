@@ -81,6 +81,10 @@ async def test_lifecycle_runs_steps_in_order_and_logs_everything(stack: Stack) -
     ]
     listed = await c.executions.ListExecutions(es.ListExecutionsRequest(page_size=10))
     assert [e.execution_id for e in listed.executions] == [started.execution_id]
+    # A listing leaves the payloads behind but not what progress is computed from.
+    summary = listed.executions[0]
+    assert summary.progress.completed_steps == 2 and not summary.steps_history
+    assert not summary.HasField("input")
 
 
 async def test_failed_step_is_retried_with_backoff_then_fails_the_execution(stack: Stack) -> None:

@@ -74,7 +74,8 @@ def _attempt_to_doc(a: Attempt) -> dict[str, Any]:
 
 
 def _attempt_from_doc(d: dict[str, Any]) -> Attempt:
-    return Attempt(**d)
+    # A listing reads attempts without their payloads.
+    return Attempt(**{"input_payload": {}, **d})
 
 
 def execution_to_doc(state: ExecutionState) -> dict[str, Any]:

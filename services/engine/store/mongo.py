@@ -42,8 +42,15 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 BLOB_CHUNK_BYTES = 4 * 1024 * 1024
-# Fields the status listing needs; history and payloads stay behind.
-_SUMMARY_FIELDS = {"history": 0, "input": 0, "dynamic_properties": 0}
+# What a listing leaves behind: the payloads. The attempts stay, without theirs, because
+# progress is computed from them.
+_SUMMARY_FIELDS = {
+    "input": 0,
+    "dynamic_properties": 0,
+    "history.input_payload": 0,
+    "history.output_payload": 0,
+    "workflow.description": 0,
+}
 
 
 @dataclass
