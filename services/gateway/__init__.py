@@ -1,4 +1,5 @@
-"""The gateway: the legacy REST, WebSocket and SSE API of Discovery, on the engine's gRPC API.
+"""The gateway: the legacy REST, WebSocket and SSE API of Discovery, on the engine's gRPC API,
+and the live dashboard at `/` (pages.py; static files in dashboard/).
 
 `python -m services.gateway` (see __main__.py). Configuration, read once at start (config.py);
 a bad value stops it naming the variable:

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway import routes
+from services.gateway import pages, routes
 from services.gateway.config import Settings
 from services.gateway.engine import EngineClient
 from services.gateway.errors import error_middleware
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_engine_client)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
+    pages.setup(app)
     return app
 
 

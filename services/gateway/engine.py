@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 _READS = [
     {"service": "discovery.engine.v1.ExecutionService", "method": "GetExecution"},
+    {"service": "discovery.engine.v1.ExecutionService", "method": "ListExecutions"},
     {"service": "discovery.engine.v1.ExecutionService", "method": "ListExecutionSteps"},
     {"service": "discovery.engine.v1.WorkflowService", "method": "GetWorkflow"},
     {"service": "discovery.engine.v1.WorkflowService", "method": "ListWorkflows"},
@@ -146,6 +147,18 @@ class EngineClient:
             )
         )
         return response.execution
+
+    async def list_executions(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[ex_pb.Execution], str]:
+        """Newest first; summaries without history, input or context."""
+        response: es.ListExecutionsResponse = await self._call(
+            self._executions.ListExecutions(
+                es.ListExecutionsRequest(page_size=page_size, page_token=page_token),
+                timeout=self._timeout,
+            )
+        )
+        return list(response.executions), response.next_page_token
 
     async def list_steps(self, execution_id: str) -> list[es.ExecutionStep]:
         response: es.ListExecutionStepsResponse = await self._call(

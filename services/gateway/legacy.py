@@ -142,11 +142,33 @@ def history_entry(attempt: ex_pb.StepAttempt) -> dict[str, Any]:
     }
 
 
+def execution_progress(progress: ex_pb.ExecutionProgress) -> dict[str, Any]:
+    return {
+        "total_steps": progress.total_steps,
+        "completed_steps": progress.completed_steps,
+        "failed_steps": progress.failed_steps,
+        "percentage": progress.percentage,
+        "is_completed": progress.is_completed,
+        "is_failed": progress.is_failed,
+        "is_running": progress.is_running,
+        "estimated_remaining_seconds": (
+            progress.estimated_remaining_seconds
+            if progress.HasField("estimated_remaining_seconds")
+            else None
+        ),
+    }
+
+
+def current_step(execution: ex_pb.Execution) -> dict[str, Any] | None:
+    if not execution.HasField("current_step"):
+        return None
+    current = execution.current_step
+    return {"id": current.step_id, "name": current.name, "order": current.order}
+
+
 def status_document(execution: ex_pb.Execution) -> dict[str, Any]:
     """`GET /executions/{id}/status`: exactly the contract's keys, plus `last_seq` (where a
     WebSocket client resumes from) and `error` (why it failed or was cancelled)."""
-    progress = execution.progress
-    current = execution.current_step if execution.HasField("current_step") else None
     return {
         "execution_id": execution.execution_id,
         "workflow_id": execution.workflow_id,
@@ -159,29 +181,26 @@ def status_document(execution: ex_pb.Execution) -> dict[str, Any]:
             "execution_id": execution.execution_id,
             "dynamic_properties": plain_struct(execution.dynamic_properties),
         },
-        "current_step": (
-            {"id": current.step_id, "name": current.name, "order": current.order}
-            if current is not None
-            else None
-        ),
-        "progress": {
-            "total_steps": progress.total_steps,
-            "completed_steps": progress.completed_steps,
-            "failed_steps": progress.failed_steps,
-            "percentage": progress.percentage,
-            "is_completed": progress.is_completed,
-            "is_failed": progress.is_failed,
-            "is_running": progress.is_running,
-            "estimated_remaining_seconds": (
-                progress.estimated_remaining_seconds
-                if progress.HasField("estimated_remaining_seconds")
-                else None
-            ),
-        },
+        "current_step": current_step(execution),
+        "progress": execution_progress(execution.progress),
         "steps_history": [history_entry(a) for a in execution.steps_history],
         "tracking_urls": urls(execution.execution_id),
         "last_seq": execution.last_seq,
         "error": error(execution.error) if execution.HasField("error") else None,
+    }
+
+
+def execution_summary(execution: ex_pb.Execution) -> dict[str, Any]:
+    """One entry of `GET /executions`: what a list of recent runs shows, no history."""
+    return {
+        "execution_id": execution.execution_id,
+        "workflow_id": execution.workflow_id,
+        "workflow_name": execution.workflow_name,
+        "status": execution_status(execution.status),
+        "created_at": iso(execution.create_time),
+        "updated_at": iso(execution.update_time),
+        "current_step": current_step(execution),
+        "progress": execution_progress(execution.progress),
     }
 
 

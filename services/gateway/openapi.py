@@ -12,8 +12,10 @@ import json
 from typing import Any
 
 from services.gateway.validation import (
+    DEFAULT_EXECUTIONS_LIMIT,
     MAX_ID_CHARS,
     MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_PAGE_SIZE,
     MAX_SEQ_DIGITS,
     MAX_TOKEN_CHARS,
     PAGE_TOKEN,
@@ -108,6 +110,19 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "TrackingUrls": obj({"status": STRING, "steps": STRING, "websocket": STRING}),
+    "CurrentStep": obj({"id": STRING, "name": STRING, "order": INT}),
+    "ExecutionProgress": obj(
+        {
+            "total_steps": INT,
+            "completed_steps": INT,
+            "failed_steps": INT,
+            "percentage": NUMBER,
+            "is_completed": BOOL,
+            "is_failed": BOOL,
+            "is_running": BOOL,
+            "estimated_remaining_seconds": nullable(NUMBER),
+        }
+    ),
     "StatusDocument": obj(
         {
             "execution_id": STRING,
@@ -118,19 +133,8 @@ SCHEMAS: dict[str, Schema] = {
             "created_at": nullable(TIME),
             "updated_at": nullable(TIME),
             "context": obj({"execution_id": STRING, "dynamic_properties": FREE}),
-            "current_step": nullable(obj({"id": STRING, "name": STRING, "order": INT})),
-            "progress": obj(
-                {
-                    "total_steps": INT,
-                    "completed_steps": INT,
-                    "failed_steps": INT,
-                    "percentage": NUMBER,
-                    "is_completed": BOOL,
-                    "is_failed": BOOL,
-                    "is_running": BOOL,
-                    "estimated_remaining_seconds": nullable(NUMBER),
-                }
-            ),
+            "current_step": nullable(ref("CurrentStep")),
+            "progress": ref("ExecutionProgress"),
             "steps_history": {"type": "array", "items": ref("HistoryEntry")},
             "tracking_urls": ref("TrackingUrls"),
             "last_seq": {
@@ -138,6 +142,24 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "The last event this status reflects; resume a WebSocket here.",
             },
             "error": nullable(ref("StepError")),
+        }
+    ),
+    "ExecutionSummary": obj(
+        {
+            "execution_id": STRING,
+            "workflow_id": STRING,
+            "workflow_name": STRING,
+            "status": {"type": "string", "enum": EXECUTION_STATUSES},
+            "created_at": nullable(TIME),
+            "updated_at": nullable(TIME),
+            "current_step": nullable(ref("CurrentStep")),
+            "progress": ref("ExecutionProgress"),
+        }
+    ),
+    "ExecutionList": obj(
+        {
+            "executions": {"type": "array", "items": ref("ExecutionSummary")},
+            "next_page_token": nullable(STRING),
         }
     ),
     "Accepted": obj(
@@ -450,6 +472,15 @@ def _links(key: str, *operations: str) -> dict[str, Schema]:
     }
 
 
+PAGE_TOKEN_PARAM: Schema = {
+    "name": "page_token",
+    "in": "query",
+    "required": False,
+    "description": "The next_page_token of the previous page.",
+    "schema": {"type": "string", "pattern": PAGE_TOKEN.pattern},
+}
+
+
 EXECUTION_LINKS = _links(
     "execution_id", "getStatus", "listSteps", "streamEvents", "advance", "cancel"
 )
@@ -515,6 +546,25 @@ def spec() -> Schema:
                             },
                         },
                         *START_ERRORS,
+                    ),
+                }
+            },
+            "/executions": {
+                "get": {
+                    "operationId": "listExecutions",
+                    "summary": "The most recent executions, newest first, without history.",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "description": f"How many (default {DEFAULT_EXECUTIONS_LIMIT}).",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                        },
+                        PAGE_TOKEN_PARAM,
+                    ],
+                    "responses": responses(
+                        {"200": _json("Newest first.", ref("ExecutionList"))}, "400", "503"
                     ),
                 }
             },
@@ -693,14 +743,9 @@ def spec() -> Schema:
                             "name": "page_size",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
                         },
-                        {
-                            "name": "page_token",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "pattern": PAGE_TOKEN.pattern},
-                        },
+                        PAGE_TOKEN_PARAM,
                     ],
                     "responses": responses(
                         {"200": _json("Oldest first.", ref("WorkflowList"))}, "400", "422", "503"

@@ -68,6 +68,15 @@ async def execute_sync(request: web.Request) -> web.Response:
     return _json(answer, 202, Location=answer["tracking_url"])
 
 
+async def list_executions(request: web.Request) -> web.Response:
+    """The newest executions first, as summaries (no history): what the dashboard lists."""
+    size = validation.limit(request.query.get("limit"))
+    token = validation.page_token(request.query.get("page_token"))
+    executions, next_token = await request.app[ENGINE].list_executions(size, token)
+    listed = [legacy.execution_summary(e) for e in executions]
+    return _json({"executions": listed, "next_page_token": next_token or None})
+
+
 async def status(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
     return _json(legacy.status_document(await request.app[ENGINE].get_execution(execution_id)))
@@ -171,6 +180,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/workflows/{workflow_id}/execute-async", execute_async)
     app.router.add_post("/execute-async/", execute_async_legacy)
     app.router.add_post("/execute/", execute_sync)
+    app.router.add_get("/executions", list_executions)
     app.router.add_get("/executions/{execution_id}/status", status)
     app.router.add_get("/executions/{execution_id}/steps", steps)
     app.router.add_get("/executions/{execution_id}/events", events)

@@ -129,9 +129,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     streams = request.app[STREAMS]
     execution_id = resource_id(request.match_info["execution_id"], "execution")
-    after_seq = sequence_number(request.headers.get("Last-Event-ID"), "Last-Event-ID")
-    if after_seq is None:
-        after_seq = sequence_number(request.query.get("after_seq"), "after_seq")
+    # Both are checked: a malformed ?after_seq is refused even when Last-Event-ID wins.
+    last_event_id = sequence_number(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    query_after_seq = sequence_number(request.query.get("after_seq"), "after_seq")
+    after_seq = query_after_seq if last_event_id is None else last_event_id
     client = request.remote or "unknown"
     streams.admit(client)
     try:

@@ -164,17 +164,31 @@ def attempt_token(headers: Mapping[str, str]) -> str:
     return token
 
 
-def page_size(raw: str | None) -> int:
+# The engine's own bound on a page of a List RPC.
+MAX_PAGE_SIZE = 1000
+DEFAULT_EXECUTIONS_LIMIT = 20
+
+
+def _count(raw: str | None, field: str, default: int) -> int:
     if raw is None:
-        return 1000
+        return default
     text = raw.strip()
-    if not text.isdigit() or not text.isascii() or not 1 <= int(text) <= 1000:
+    if not text.isdigit() or not text.isascii() or not 1 <= int(text) <= MAX_PAGE_SIZE:
         raise BadRequest(
-            "page_size must be an integer from 1 to 1000",
+            f"{field} must be an integer from 1 to {MAX_PAGE_SIZE}",
             code="INVALID_ARGUMENT",
-            details={"field": "page_size"},
+            details={"field": field},
         )
     return int(text)
+
+
+def page_size(raw: str | None) -> int:
+    return _count(raw, "page_size", MAX_PAGE_SIZE)
+
+
+def limit(raw: str | None) -> int:
+    """`GET /executions?limit=N`: how many of the newest executions."""
+    return _count(raw, "limit", DEFAULT_EXECUTIONS_LIMIT)
 
 
 PAGE_TOKEN = re.compile(r"^[A-Za-z0-9_=-]{0,1000}$")

@@ -1,0 +1,204 @@
+// One execution as the dashboard knows it: the status document folded with the live events.
+//
+// No DOM here. The model is built from GET /executions/{id}/steps (every step of the
+// workflow, also those not started yet), replaced by the WebSocket's snapshot (the status
+// document at seq N), then moved forward one event at a time, each event once, in seq order
+// (socket.js guarantees that).
+
+export const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const TERMINAL_EVENTS = new Set(["workflow_completed", "workflow_failed", "workflow_cancelled"]);
+
+export function isTerminalEvent(name) {
+  return TERMINAL_EVENTS.has(name);
+}
+
+export function createModel(executionId) {
+  return {
+    executionId,
+    workflowName: "",
+    workflowId: "",
+    status: "pending",
+    mode: "automatic",
+    createdAt: null,
+    updatedAt: null,
+    // [{name, order, handler, listedState, attempts: [history entry…]}], in workflow order.
+    steps: [],
+    // The status document's context.dynamic_properties: outputs of the finished steps.
+    context: {},
+    error: null,
+    cancelReason: null,
+    waitingFor: null,
+    lastSeq: null,
+  };
+}
+
+function stepNamed(model, name, order) {
+  let step = model.steps.find((s) => s.name === name);
+  if (step === undefined) {
+    // A step the listing did not give (it failed to load): learnt from the history.
+    step = { name, order: order ?? model.steps.length + 1, handler: "", listedState: "pending", attempts: [] };
+    model.steps.push(step);
+    model.steps.sort((a, b) => a.order - b.order);
+  }
+  return step;
+}
+
+/** GET /executions/{id}/steps: the workflow's steps and their attempts so far. */
+export function applyStepsListing(model, listing) {
+  model.steps = listing.steps
+    .map((s) => ({
+      name: s.name,
+      order: s.order,
+      handler: s.handler,
+      listedState: s.state,
+      attempts: s.attempts.map((a) => ({ ...a })),
+    }))
+    .sort((a, b) => a.order - b.order);
+}
+
+/** The snapshot's status document: everything up to its seq. */
+export function applySnapshot(model, status, seq) {
+  model.workflowName = status.workflow_name;
+  model.workflowId = status.workflow_id;
+  model.status = status.status;
+  model.mode = status.mode;
+  model.createdAt = status.created_at;
+  model.updatedAt = status.updated_at;
+  model.context = status.context?.dynamic_properties ?? {};
+  model.error = status.error ?? null;
+  model.waitingFor = status.status === "waiting" ? status.current_step?.name ?? null : null;
+  for (const step of model.steps) {
+    step.attempts = [];
+  }
+  for (const entry of status.steps_history) {
+    stepNamed(model, entry.step_name, entry.order).attempts.push({ ...entry });
+  }
+  model.lastSeq = seq;
+}
+
+function attemptOf(step, number) {
+  return step.attempts.find((a) => a.attempt === number) ?? step.attempts.at(-1);
+}
+
+/** One live event, after model.lastSeq. Returns false for an event kind it does not know. */
+export function applyEvent(model, event) {
+  model.lastSeq = event.seq;
+  model.updatedAt = event.timestamp;
+  switch (event.event) {
+    case "workflow_started":
+      model.status = "running";
+      return true;
+    case "workflow_waiting":
+      model.status = "waiting";
+      model.waitingFor = event.step ?? null;
+      return true;
+    case "workflow_advanced":
+      model.status = "running";
+      model.waitingFor = null;
+      return true;
+    case "step_started": {
+      model.status = "running";
+      model.waitingFor = null;
+      const step = stepNamed(model, event.step, event.order);
+      step.attempts = step.attempts.filter((a) => a.attempt !== event.attempt);
+      step.attempts.push({
+        step_name: event.step,
+        status: "running",
+        attempt: event.attempt,
+        started_at: event.timestamp,
+        finished_at: null,
+        duration_seconds: null,
+        output_payload: null,
+        order: event.order,
+        error: null,
+        last_progress: null,
+      });
+      return true;
+    }
+    case "step_progress": {
+      const attempt = attemptOf(stepNamed(model, event.step_name), event.attempt);
+      if (attempt !== undefined) {
+        attempt.last_progress = event.progress;
+      }
+      return true;
+    }
+    case "step_finished": {
+      const attempt = attemptOf(stepNamed(model, event.step, event.order), event.attempt);
+      if (attempt !== undefined) {
+        attempt.status = event.status;
+        attempt.finished_at = event.timestamp;
+        attempt.duration_seconds = event.duration_seconds ?? null;
+        attempt.output_payload = event.output ?? null;
+        attempt.error = event.error ?? null;
+      }
+      if (event.status === "success" && event.output && typeof event.output === "object") {
+        model.context = { ...model.context, ...event.output };
+      }
+      return true;
+    }
+    case "workflow_completed":
+      model.status = "completed";
+      model.context = event.dynamic_properties ?? model.context;
+      return true;
+    case "workflow_failed":
+      model.status = "failed";
+      model.error = event.error ?? null;
+      return true;
+    case "workflow_cancelled":
+      model.status = "cancelled";
+      model.cancelReason = event.reason ?? null;
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** What the step is doing now: pending, waiting, running, retrying, success, failed… */
+export function stepState(model, step) {
+  const last = step.attempts.at(-1);
+  if (last === undefined) {
+    if (model.waitingFor === step.name) return "waiting";
+    if (model.lastSeq === null) return step.listedState;
+    return TERMINAL.has(model.status) && model.status !== "completed" ? "skipped" : "pending";
+  }
+  if ((last.status === "failed" || last.status === "timed_out") && !TERMINAL.has(model.status)) {
+    return "retrying";
+  }
+  return last.status;
+}
+
+/** 0 to 100: a finished step is full, a running one shows what it last reported. */
+export function stepPercentage(step) {
+  const last = step.attempts.at(-1);
+  if (last === undefined) return 0;
+  if (last.status === "success") return 100;
+  return clampPercentage(last.last_progress?.percentage ?? 0);
+}
+
+export function overallPercentage(model) {
+  if (model.status === "completed") return 100;
+  if (model.steps.length === 0) return 0;
+  const sum = model.steps.reduce((total, step) => total + stepPercentage(step), 0);
+  return sum / model.steps.length;
+}
+
+export function completedSteps(model) {
+  return model.steps.filter((s) => s.attempts.at(-1)?.status === "success").length;
+}
+
+export function runningStep(model) {
+  return model.steps.find((s) => s.attempts.at(-1)?.status === "running") ?? null;
+}
+
+/** Every attempt of every step, oldest first: the history table. */
+export function history(model) {
+  return model.steps
+    .flatMap((s) => s.attempts)
+    .sort((a, b) => (a.started_at ?? "").localeCompare(b.started_at ?? "") || a.order - b.order);
+}
+
+function clampPercentage(value) {
+  const number = Number(value);
+  if (!Number.isFinite(number)) return 0;
+  return Math.min(100, Math.max(0, number));
+}

@@ -1,0 +1,103 @@
+"""The dashboard as a user sees it: the real stack (engine, pioneer, the MongoDB wire-protocol
+server) with "Procesar Documentos", the gateway on port 0 serving the page, and Debian's
+headless Chromium driven by Playwright. No browser is ever downloaded: without
+/usr/bin/chromium the tests fail and say how to install it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright
+
+from services.pioneer.workflows import ensure_document_workflow
+from tests.gateway.harness import Gateway, start_gateway
+from tests.stack import ROOT, Stack, start_stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+VIEWPORT: ViewportSize = {"width": 1360, "height": 900}
+
+
+@dataclass
+class Dashboard:
+    stack: Stack
+    gateway: Gateway
+    document_workflow: wf_pb.Workflow
+
+    @property
+    def url(self) -> str:
+        return f"{self.gateway.url}/"
+
+
+@pytest.fixture(scope="package")
+async def dashboard(mongo_server: str) -> AsyncIterator[Dashboard]:
+    stack = await start_stack(mongo_server, f"dash{uuid.uuid4().hex[:10]}")
+    try:
+        workflow = await ensure_document_workflow(stack.client.target)
+        gateway = await start_gateway(stack.engine.port)
+        try:
+            yield Dashboard(stack, gateway, workflow)
+        finally:
+            await gateway.stop()
+    finally:
+        await stack.stop()
+
+
+def chromium() -> Path:
+    """Debian's Chromium; its absence fails the tests (never a silent skip, no download)."""
+    if not CHROMIUM.is_file():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the dashboard tests drive Debian's Chromium. "
+            "Install it with `apt-get install chromium` (the Makefile does)."
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="package")
+async def browser() -> AsyncIterator[Browser]:
+    executable = chromium()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh browser context; any uncaught script error on the page fails the test."""
+    context = await browser.new_context(viewport=VIEWPORT, locale="en-GB", timezone_id="UTC")
+    errors: list[str] = []
+    opened = await context.new_page()
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on(
+        "console",
+        lambda message: errors.append(message.text) if message.type == "error" else None,
+    )
+    try:
+        yield opened
+    finally:
+        await context.close()
+    assert not errors, f"errors on the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
