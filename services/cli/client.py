@@ -56,11 +56,13 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # A dead connection under a long watch is noticed within 30 s.
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # grpcio waits this long for a keepalive ping's ACK (default 60 s), not the above.
+    ("grpc.http2.ping_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     # gRPC's reconnect backoff grows to 120 s by default; a restarted engine should be
-    # found again within a second or two of serving.
+    # found again within a second or two of serving. (No min_reconnect_backoff_ms: gRPC
+    # also takes it as the connect timeout, too short for a distant engine.)
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.enable_retries", 1),
     ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),

@@ -61,11 +61,13 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
         # allows pings every 10 s, so 20 s never provokes too_many_pings.
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        # grpcio waits this long for a keepalive ping's ACK (default 60 s), not the above.
+        ("grpc.http2.ping_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         # gRPC's reconnect backoff grows to 120 s by default; a restarted engine should be
-        # reached again within a watch's retry budget.
+        # reached again within a watch's retry budget. (No min_reconnect_backoff_ms: gRPC
+        # also takes it as the connect timeout, too short for a distant engine.)
         ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2000),
         ("grpc.enable_retries", 1),
         ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),

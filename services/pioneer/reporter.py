@@ -32,9 +32,10 @@ MESSAGE_SIZE_OPTIONS: list[tuple[str, Any]] = [
 ]
 # gRPC's own reconnect backoff grows to 120 s, during which every call fails at once with
 # UNAVAILABLE; capped low so that a restarted engine is reached again within our retry budget.
+# No min_reconnect_backoff_ms: gRPC also takes it as the connect timeout, too short for an
+# engine a few hundred milliseconds away.
 RECONNECT_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
