@@ -8,7 +8,6 @@ carry an idempotency key), are retried by gRPC itself on UNAVAILABLE.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -22,51 +21,16 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import json_format, struct_pb2
 
 from services.cli.errors import EngineError
+from services.engine_channel import IDEMPOTENT_READS, channel_options
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
-# The engine's own cap (ENGINE_MAX_MESSAGE_BYTES): a 45 MB PDF in base64 fits.
-MAX_MESSAGE_BYTES = 80 * 1024 * 1024
-
-_RETRIED = [
-    {"service": "discovery.engine.v1.ExecutionService", "method": "StartExecution"},
-    {"service": "discovery.engine.v1.ExecutionService", "method": "GetExecution"},
-    {"service": "discovery.engine.v1.ExecutionService", "method": "ListExecutionSteps"},
-    {"service": "discovery.engine.v1.WorkflowService", "method": "GetWorkflow"},
-    {"service": "discovery.engine.v1.WorkflowService", "method": "ListWorkflows"},
-]
-_SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": _RETRIED,
-            "retryPolicy": {
-                "maxAttempts": 3,
-                "initialBackoff": "0.1s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ]
-}
-_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    # A dead connection under a long watch is noticed within 30 s.
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    # grpcio waits this long for a keepalive ping's ACK (default 60 s), not the above.
-    ("grpc.http2.ping_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    # gRPC's reconnect backoff grows to 120 s by default; a restarted engine should be
-    # found again within a second or two of serving. (No min_reconnect_backoff_ms: gRPC
-    # also takes it as the connect timeout, too short for a distant engine.)
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.enable_retries", 1),
-    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
-]
+# Starts are retried too: the CLI always sends a request_id, so a retry finds the same run.
+_CHANNEL_OPTIONS = channel_options(
+    retried=[*IDEMPOTENT_READS, ("discovery.engine.v1.ExecutionService", "StartExecution")],
+    reconnect_backoff_ms=(100, 1000),
+)
 
 
 class WatchStream(Protocol):

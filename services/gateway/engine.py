@@ -8,7 +8,6 @@ idempotency key, which the engine then matches.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
@@ -24,54 +23,15 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services import engine_channel
 from services.gateway.config import Settings
 from services.gateway.errors import EngineError
 
 T = TypeVar("T")
 
-_READS = [
-    {"service": "discovery.engine.v1.ExecutionService", "method": "GetExecution"},
-    {"service": "discovery.engine.v1.ExecutionService", "method": "ListExecutions"},
-    {"service": "discovery.engine.v1.ExecutionService", "method": "ListExecutionSteps"},
-    {"service": "discovery.engine.v1.WorkflowService", "method": "GetWorkflow"},
-    {"service": "discovery.engine.v1.WorkflowService", "method": "ListWorkflows"},
-]
-_SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": _READS,
-            "retryPolicy": {
-                "maxAttempts": 3,
-                "initialBackoff": "0.1s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ],
-    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
-}
-
 
 def channel_options(settings: Settings) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_receive_message_length", settings.engine_max_message_bytes),
-        ("grpc.max_send_message_length", settings.engine_max_message_bytes),
-        # A dead engine connection under a long watch is noticed within 30 s; the engine
-        # allows pings every 10 s, so 20 s never provokes too_many_pings.
-        ("grpc.keepalive_time_ms", 20_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        # grpcio waits this long for a keepalive ping's ACK (default 60 s), not the above.
-        ("grpc.http2.ping_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        # gRPC's reconnect backoff grows to 120 s by default; a restarted engine should be
-        # reached again within a watch's retry budget. (No min_reconnect_backoff_ms: gRPC
-        # also takes it as the connect timeout, too short for a distant engine.)
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 2000),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
-    ]
+    return engine_channel.channel_options(max_message_bytes=settings.engine_max_message_bytes)
 
 
 def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
