@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from google.protobuf import json_format, struct_pb2
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services.engine.app import Engine
 from services.engine.config import Settings as EngineSettings
+from services.engine.store.repository import ExecutionStore
 from services.pioneer.config import Settings as PioneerSettings
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
@@ -177,12 +178,18 @@ def engine_settings(
     )
 
 
-async def start_stack(mongo_uri: str, database: str, **overrides: Any) -> Stack:
+async def start_stack(
+    mongo_uri: str,
+    database: str,
+    *,
+    wrap_store: Callable[[ExecutionStore], ExecutionStore] | None = None,
+    **overrides: Any,
+) -> Stack:
     engine_port = free_port()
     pioneer = Pioneer(engine_port)
     await pioneer.start()
     settings = replace(engine_settings(mongo_uri, database, engine_port, pioneer.port), **overrides)
-    engine = Engine(settings)
+    engine = Engine(settings, wrap_store=wrap_store)
     await engine.start()
     return Stack(engine, pioneer, Client(f"127.0.0.1:{engine.port}"), mongo_uri, database)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from grpc_health.v1 import health_pb2
@@ -16,13 +17,21 @@ from services.engine.rpc.server import SERVICE_NAMES, build_server
 from services.engine.runner import Runner, RunnerSettings
 from services.engine.store.embedded import EmbeddedMongo
 from services.engine.store.mongo import MongoStore
+from services.engine.store.repository import ExecutionStore
 
 log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        wrap_store: Callable[[ExecutionStore], ExecutionStore] | None = None,
+    ) -> None:
+        """`wrap_store` decorates the store the runner uses (fault injection, metrics)."""
         self.settings = settings
+        self._wrap_store = wrap_store
         self.port = 0
         self._embedded: EmbeddedMongo | None = None
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
@@ -43,7 +52,7 @@ class Engine:
         await self._store.open()
         self._pioneers = PioneerPool(settings.pioneer_targets, settings.max_message_bytes)
         self.runner = Runner(
-            self._store,
+            self._wrap_store(self._store) if self._wrap_store else self._store,
             self._pioneers,
             EventHub(settings.watch_queue),
             RunnerSettings(
