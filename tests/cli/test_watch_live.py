@@ -19,7 +19,15 @@ import pytest
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 
 from tests.cli.cli import CLI, cli_env
-from tests.stack import ROOT, Client, EngineProcess, Pioneer, free_port, wait_serving
+from tests.stack import (
+    ROOT,
+    Client,
+    EngineProcess,
+    Pioneer,
+    engine_process_env,
+    free_port,
+    wait_serving,
+)
 
 ARTIFACT = ROOT / "test-artifacts" / "cli-watch.txt"
 
@@ -34,14 +42,7 @@ async def restartable(
     pioneer = Pioneer(engine_port)
     await pioneer.start()
     engine = EngineProcess(
-        {
-            "MONGODB_URI": mongo_server,
-            "MONGODB_DATABASE": database,
-            "ENGINE_PORT": str(engine_port),
-            "PIONEER_URL": f"127.0.0.1:{pioneer.port}",
-            "ENGINE_ID": "cli-engine-under-test",
-            "ENGINE_LEASE_SECONDS": "3",
-        },
+        engine_process_env(mongo_server, database, engine_port, f"127.0.0.1:{pioneer.port}"),
         tmp_path / "engine.log",
     )
     engine.start()

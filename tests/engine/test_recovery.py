@@ -15,7 +15,14 @@ import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from pymongo import AsyncMongoClient
 
-from tests.stack import Client, EngineProcess, Pioneer, free_port, wait_serving
+from tests.stack import (
+    Client,
+    EngineProcess,
+    Pioneer,
+    engine_process_env,
+    free_port,
+    wait_serving,
+)
 
 IN_FLIGHT = 20
 
@@ -28,14 +35,7 @@ async def pioneer_and_engine(
     pioneer = Pioneer(engine_port)
     await pioneer.start()
     engine = EngineProcess(
-        {
-            "MONGODB_URI": mongo_server,
-            "MONGODB_DATABASE": database,
-            "ENGINE_PORT": str(engine_port),
-            "PIONEER_URL": f"http://127.0.0.1:{pioneer.port}",
-            "ENGINE_ID": "engine-under-test",
-            "ENGINE_LEASE_SECONDS": "3",
-        },
+        engine_process_env(mongo_server, database, engine_port, f"http://127.0.0.1:{pioneer.port}"),
         tmp_path / "engine.log",
     )
     engine.start()

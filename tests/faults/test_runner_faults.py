@@ -17,6 +17,7 @@ from tests.stack import (
     EngineProcess,
     Pioneer,
     PioneerProcess,
+    engine_process_env,
     free_port,
     wait_serving,
 )
@@ -25,17 +26,6 @@ from tests.stack import (
 @pytest.fixture
 def engine_port() -> int:
     return free_port()
-
-
-def engine_env(mongo_server: str, database: str, port: int, pioneers: str) -> dict[str, str]:
-    return {
-        "MONGODB_URI": mongo_server,
-        "MONGODB_DATABASE": database,
-        "ENGINE_PORT": str(port),
-        "PIONEER_URL": pioneers,
-        "ENGINE_ID": f"engine-{port}",
-        "ENGINE_LEASE_SECONDS": "3",
-    }
 
 
 @pytest.fixture
@@ -52,7 +42,7 @@ async def two_pioneers(
     second = Pioneer(engine_port)
     await second.start()
     engine = EngineProcess(
-        engine_env(
+        engine_process_env(
             mongo_server, database, engine_port, f"127.0.0.1:{first_port},127.0.0.1:{second.port}"
         ),
         tmp_path / "engine.log",
@@ -138,7 +128,7 @@ async def test_a_step_finishing_while_the_engine_is_down_keeps_its_completion(
     pioneer = Pioneer(engine_port)
     await pioneer.start()
     engine = EngineProcess(
-        engine_env(mongo_server, database, engine_port, f"127.0.0.1:{pioneer.port}"),
+        engine_process_env(mongo_server, database, engine_port, f"127.0.0.1:{pioneer.port}"),
         tmp_path / "engine.log",
     )
     engine.start()
