@@ -275,13 +275,7 @@ class Runner:
             elif event.type == ex.STEP_FINISHED:
                 status = event.data["status"]
                 if status in (ex.ATTEMPT_TIMED_OUT, ex.ATTEMPT_CANCELLED):
-                    attempt = state.history[-1]
-                    for candidate in reversed(state.history):
-                        if candidate.order == event.data["order"] and (
-                            candidate.attempt == event.data["attempt"]
-                        ):
-                            attempt = candidate
-                            break
+                    attempt = state.attempt(event.data["order"], event.data["attempt"])
                     self._spawn(self._cancel_on_pioneer(state.execution_id, attempt))
                 elif status == ex.ATTEMPT_SUCCESS:
                     self._spawn(

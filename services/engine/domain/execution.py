@@ -200,10 +200,10 @@ class ExecutionState:
             )
             self.last_heartbeat = event.time
         elif kind == STEP_PROGRESS:
-            attempt = self._attempt(int(data["order"]), int(data["attempt"]))
+            attempt = self.attempt(int(data["order"]), int(data["attempt"]))
             attempt.last_progress = data["progress"]
         elif kind == STEP_FINISHED:
-            attempt = self._attempt(int(data["order"]), int(data["attempt"]))
+            attempt = self.attempt(int(data["order"]), int(data["attempt"]))
             attempt.status = data["status"]
             attempt.finished_at = event.time
             attempt.output_payload = data.get("output")
@@ -223,7 +223,8 @@ class ExecutionState:
         self.last_seq = event.seq
         self.updated_at = event.time
 
-    def _attempt(self, order: int, number: int) -> Attempt:
+    def attempt(self, order: int, number: int) -> Attempt:
+        """Attempt `number` of the step at `order` (both 1-based)."""
         for attempt in reversed(self.history):
             if attempt.order == order and attempt.attempt == number:
                 return attempt
