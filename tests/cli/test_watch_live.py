@@ -78,18 +78,31 @@ async def test_watch_survives_an_engine_restart_and_shows_each_seq_once(
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None and process.stderr is not None
+    stdout = process.stdout
     errors = asyncio.create_task(process.stderr.read())
     lines: list[dict[str, Any]] = []
+
+    async def next_line(seconds: float) -> bytes:
+        try:
+            return await asyncio.wait_for(stdout.readline(), seconds)
+        except TimeoutError:
+            process.kill()
+            stderr = (await errors).decode(errors="replace")
+            raise AssertionError(
+                f"no line from the CLI for {seconds:g} s\nlines: {lines}\nstderr: {stderr}"
+                f"\nengine log (tail): {engine.log_tail()}"
+            ) from None
+
     try:
         # Kill the engine while the first step is running, from the CLI's point of view.
         while not any(line.get("event") == "step_progress" for line in lines):
-            raw = await asyncio.wait_for(process.stdout.readline(), 20)
+            raw = await next_line(20)
             assert raw, "the CLI ended before any progress"
             lines.append(json.loads(raw))
         engine.kill()
         await asyncio.sleep(0.8)  # the CLI retries against a dead port meanwhile
         engine.start()
-        while raw := await asyncio.wait_for(process.stdout.readline(), 30):
+        while raw := await next_line(45):
             lines.append(json.loads(raw))
         code = await asyncio.wait_for(process.wait(), 10)
     finally:
