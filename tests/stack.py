@@ -27,9 +27,19 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import json_format, struct_pb2
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
+from services.auth import (
+    ADMIN,
+    DEFAULT_TENANT,
+    RUNNER,
+    SECRET_ENV,
+    SECRET_FILE_ENV,
+    ServiceToken,
+    TokenAuthority,
+)
 from services.engine.app import Engine
 from services.engine.config import Settings as EngineSettings
 from services.engine.store.repository import ExecutionStore
+from services.grpc_auth import BearerToken, bearer_interceptors
 from services.pioneer.config import Settings as PioneerSettings
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
@@ -37,6 +47,33 @@ from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server as build_pioneer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The deployment secret of every service the tests start, in this process or as children
+# (which inherit it through the environment).
+TEST_SECRET = "tests-only-secret-0123456789abcdef0123456789abcdef"
+os.environ[SECRET_ENV] = TEST_SECRET
+os.environ.pop(SECRET_FILE_ENV, None)
+AUTH_KEYS = (TEST_SECRET.encode(),)
+AUTHORITY = TokenAuthority(AUTH_KEYS)
+
+
+def token(
+    role: str = ADMIN,
+    tenant: str = DEFAULT_TENANT,
+    *,
+    ttl_seconds: float = 3600,
+    execution_id: str | None = None,
+) -> str:
+    """A token as the deployment's operator would issue it."""
+    return AUTHORITY.mint(
+        subject=f"test-{role}",
+        role=role,
+        tenant=tenant,
+        ttl_seconds=ttl_seconds,
+        execution_id=execution_id,
+    )
+
+
 TERMINAL = {
     ex_pb.EXECUTION_STATUS_COMPLETED,
     ex_pb.EXECUTION_STATUS_FAILED,
@@ -64,14 +101,19 @@ class Pioneer:
     """A pioneer server in this process."""
 
     def __init__(self, engine_port: int) -> None:
-        self.settings = PioneerSettings(port=0, discovery_url=f"127.0.0.1:{engine_port}")
+        self.settings = PioneerSettings(
+            port=0, discovery_url=f"127.0.0.1:{engine_port}", auth_keys=AUTH_KEYS
+        )
         self.port = 0
         self.runner: StepRunner | None = None
         self._reporter: StepReporter | None = None
         self._server: Any = None
 
     async def start(self) -> None:
-        self._reporter = StepReporter.connect(self.settings.discovery_url)
+        self._reporter = StepReporter.connect(
+            self.settings.discovery_url,
+            ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER),
+        )
         self.runner = StepRunner(self._reporter, max_concurrent_steps=64)
         self._server, self.port = await build_pioneer(self.settings, registry, self.runner)
         await self._server.start()
@@ -83,21 +125,35 @@ class Pioneer:
         await self._reporter.close()
 
 
+def authenticated(role: str = ADMIN) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors for a raw test channel: every call carries a token of `role`."""
+    return bearer_interceptors(BearerToken(token(role)))
+
+
 @dataclass
 class Client:
-    """gRPC stubs to the engine, as any client would hold them."""
+    """gRPC stubs to the engine, as any client would hold them: an admin of the default
+    tenant unless given another token."""
 
     target: str
+    token: str = field(default_factory=token)
     channel: grpc.aio.Channel = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.target)
+        self.channel = grpc.aio.insecure_channel(
+            self.target, interceptors=bearer_interceptors(BearerToken(self.token))
+        )
         self.workflows = ws_grpc.WorkflowServiceStub(self.channel)
         self.executions = es_grpc.ExecutionServiceStub(self.channel)
-        self.reports = sr_grpc.StepReportServiceStub(self.channel)
+        # Reports come from step runners, with a runner's token.
+        self.runner_channel = grpc.aio.insecure_channel(
+            self.target, interceptors=authenticated(RUNNER)
+        )
+        self.reports = sr_grpc.StepReportServiceStub(self.runner_channel)
 
     async def close(self) -> None:
         await self.channel.close()
+        await self.runner_channel.close()
 
     async def create_workflow(self, name: str, *steps: dict[str, Any]) -> wf.Workflow:
         definition = wf.Workflow(name=name)
@@ -175,6 +231,7 @@ def engine_settings(
         pioneer_targets=(f"127.0.0.1:{pioneer_port}",),
         engine_id=f"test-engine-{engine_port}",
         lease_seconds=3.0,
+        auth_keys=AUTH_KEYS,
     )
 
 

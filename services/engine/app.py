@@ -10,7 +10,8 @@ from typing import Any
 from grpc_health.v1 import health_pb2
 from pymongo import AsyncMongoClient
 
-from services.engine.config import Settings
+from services.auth import ENGINE, ServiceToken, TokenAuthority
+from services.engine.config import ConfigError, Settings
 from services.engine.hub import EventHub
 from services.engine.pioneers import PioneerPool
 from services.engine.rpc.server import SERVICE_NAMES, build_server
@@ -43,6 +44,9 @@ class Engine:
 
     async def start(self) -> None:
         settings = self.settings
+        if not settings.auth_keys:
+            raise ConfigError("the engine needs the deployment's secret (auth_keys)")
+        authority = TokenAuthority(settings.auth_keys)
         uri = settings.mongodb_uri
         if uri is None:
             self._embedded = EmbeddedMongo(settings.data_dir)
@@ -50,7 +54,11 @@ class Engine:
         self._client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         self._store = MongoStore(self._client, settings.mongodb_database)
         await self._store.open()
-        self._pioneers = PioneerPool(settings.pioneer_targets, settings.max_message_bytes)
+        self._pioneers = PioneerPool(
+            settings.pioneer_targets,
+            settings.max_message_bytes,
+            ServiceToken(authority, subject=settings.engine_id, role=ENGINE),
+        )
         self.runner = Runner(
             self._wrap_store(self._store) if self._wrap_store else self._store,
             self._pioneers,
@@ -66,6 +74,7 @@ class Engine:
         )
         self._server, self._health = build_server(
             self.runner,
+            authority,
             max_message_bytes=settings.max_message_bytes,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )

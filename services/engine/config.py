@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.auth import keys_from_env
 from services.envconfig import ConfigError, grpc_targets, integer, number, text
 
 __all__ = ["ConfigError", "Settings"]
@@ -35,6 +36,8 @@ class Settings:
     max_result_bytes: int = 256 * 1024
     max_custom_data_bytes: int = 16 * 1024
     watch_queue: int = 1000
+    # The secrets tokens are signed under (services/auth.py); never printed.
+    auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -57,4 +60,5 @@ class Settings:
             max_message_bytes=integer(
                 env, "ENGINE_MAX_MESSAGE_BYTES", d.max_message_bytes, low=1024 * 1024
             ),
+            auth_keys=keys_from_env(env),
         )

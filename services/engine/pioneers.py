@@ -15,6 +15,7 @@ import grpc
 from discovery.pioneer.v1 import step_runner_service_pb2 as pb
 from discovery.pioneer.v1 import step_runner_service_pb2_grpc as pb_grpc
 
+from services.auth import ServiceToken
 from services.engine.domain.errors import PioneerUnavailable
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,10 @@ class StepRunners(Protocol):
 
 
 class PioneerPool:
-    def __init__(self, targets: tuple[str, ...], max_message_bytes: int) -> None:
+    def __init__(
+        self, targets: tuple[str, ...], max_message_bytes: int, token: ServiceToken
+    ) -> None:
+        self._token = token
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -59,7 +63,9 @@ class PioneerPool:
         for offset in range(len(self._stubs)):
             i = (first + offset) % len(self._stubs)
             try:
-                await self._stubs[i].StartStep(request, timeout=CALL_SECONDS)
+                await self._stubs[i].StartStep(
+                    request, timeout=CALL_SECONDS, metadata=self._token.metadata()
+                )
                 return self._targets[i]
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _SKIP:
@@ -70,7 +76,10 @@ class PioneerPool:
     async def cancel_step(self, request: pb.CancelStepRequest) -> None:
         """Best effort, to every pioneer: the one that runs the attempt stops it."""
         results = await asyncio.gather(
-            *(s.CancelStep(request, timeout=CALL_SECONDS) for s in self._stubs),
+            *(
+                s.CancelStep(request, timeout=CALL_SECONDS, metadata=self._token.metadata())
+                for s in self._stubs
+            ),
             return_exceptions=True,
         )
         if all(isinstance(r, Exception) for r in results):
@@ -78,7 +87,12 @@ class PioneerPool:
 
     async def handlers(self) -> set[str]:
         results = await asyncio.gather(
-            *(s.ListHandlers(pb.ListHandlersRequest(), timeout=CALL_SECONDS) for s in self._stubs),
+            *(
+                s.ListHandlers(
+                    pb.ListHandlersRequest(), timeout=CALL_SECONDS, metadata=self._token.metadata()
+                )
+                for s in self._stubs
+            ),
             return_exceptions=True,
         )
         answered = [r for r in results if isinstance(r, pb.ListHandlersResponse)]

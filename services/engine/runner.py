@@ -384,9 +384,9 @@ class Runner:
     # --- workflows -------------------------------------------------------------------
 
     async def create_workflow(
-        self, name: str, description: str, steps: list[dict[str, Any]]
+        self, name: str, description: str, steps: list[dict[str, Any]], *, tenant: str
     ) -> Workflow:
-        workflow = new_workflow(name, description, steps, utc_now())
+        workflow = new_workflow(name, description, steps, utc_now(), tenant_id=tenant)
         offered = await self._pioneers.handlers()
         for i, step in enumerate(workflow.steps):
             if step.handler not in offered:
@@ -398,8 +398,8 @@ class Runner:
         await self.store.create_workflow(workflow)
         return workflow
 
-    async def get_workflow(self, workflow_id: str) -> Workflow:
-        workflow = await self.store.get_workflow(workflow_id) if workflow_id else None
+    async def get_workflow(self, workflow_id: str, *, tenant: str) -> Workflow:
+        workflow = await self.store.get_workflow(tenant, workflow_id) if workflow_id else None
         if workflow is None:
             raise WorkflowNotFound(workflow_id)
         return workflow
@@ -407,16 +407,22 @@ class Runner:
     # --- executions: commands from clients -------------------------------------------
 
     async def start(
-        self, workflow_id: str, document: dict[str, Any], manual: bool, request_id: str
+        self,
+        workflow_id: str,
+        document: dict[str, Any],
+        manual: bool,
+        request_id: str,
+        *,
+        tenant: str,
     ) -> ex.ExecutionState:
         if len(request_id) > 128:
             raise InvalidArgument("request_id", "at most 128 characters")
         fingerprint = request_hash(workflow_id, manual, document) if request_id else None
         if request_id:
-            existing = await self.store.find_by_request_id(request_id)
+            existing = await self.store.find_by_request_id(tenant, request_id)
             if existing is not None:
                 return self._same_request(existing, fingerprint)
-        workflow = await self.get_workflow(workflow_id)
+        workflow = await self.get_workflow(workflow_id, tenant=tenant)
         execution_id = str(uuid.uuid4())
         kept = await set_large_values_apart(
             self.store,
@@ -442,7 +448,7 @@ class Runner:
             )
         except RequestIdTaken:
             await self.store.delete_blobs(execution_id)
-            existing = await self.store.find_by_request_id(request_id)
+            existing = await self.store.find_by_request_id(tenant, request_id)
             if existing is None:  # pragma: no cover - the index says it exists
                 raise StoreUnavailable("request_id is taken but not readable") from None
             return self._same_request(existing, fingerprint)
@@ -464,14 +470,16 @@ class Runner:
             )
         return existing
 
-    async def get(self, execution_id: str) -> ex.ExecutionState:
+    async def get(self, execution_id: str, *, tenant: str) -> ex.ExecutionState:
         state = await self.store.load_execution(execution_id) if execution_id else None
-        if state is None:
+        if state is None or not visible(state, tenant):
             raise ExecutionNotFound(execution_id)
         return state
 
-    async def cancel(self, execution_id: str, reason: str) -> ex.ExecutionState:
+    async def cancel(self, execution_id: str, reason: str, *, tenant: str) -> ex.ExecutionState:
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+            if not visible(state, tenant):
+                raise ExecutionNotFound(execution_id)
             if state.is_terminal:
                 raise AlreadyTerminal(f"execution {execution_id} is already {state.status}")
             events: list[ex.NewEvent] = []
@@ -490,30 +498,38 @@ class Runner:
 
         return await self._command(execution_id, produce)
 
-    async def advance(self, execution_id: str, data: dict[str, Any]) -> ex.ExecutionState:
+    async def advance(
+        self, execution_id: str, data: dict[str, Any], *, tenant: str
+    ) -> ex.ExecutionState:
         check_payload(data, "data", self._settings.max_result_bytes)
 
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+            if not visible(state, tenant):
+                raise ExecutionNotFound(execution_id)
             if state.status != ex.WAITING:
                 raise NotWaiting(f"execution {execution_id} is {state.status}, not waiting")
             return [ex.NewEvent(ex.WORKFLOW_ADVANCED, {"data": data})]
 
         return await self._command(execution_id, produce)
 
-    async def wait_for_end(self, execution_id: str, after_seq: int, seconds: float) -> bool:
+    async def wait_for_end(
+        self, execution_id: str, after_seq: int, seconds: float, *, tenant: str
+    ) -> bool:
         """Whether the execution reached a terminal state within `seconds`."""
         seconds = min(seconds, self._settings.max_wait_seconds)
         try:
             async with asyncio.timeout(seconds):
-                async for item in watch(self.store, self.hub, execution_id, after_seq):
+                async for item in self.watch(execution_id, after_seq, tenant=tenant):
                     if isinstance(item, ex.Event) and item.is_terminal:
                         return True
         except TimeoutError:
             return False
         return True
 
-    def watch(self, execution_id: str, after_seq: int | None) -> AsyncGenerator[Any]:
-        return watch(self.store, self.hub, execution_id, after_seq)
+    def watch(
+        self, execution_id: str, after_seq: int | None, *, tenant: str
+    ) -> AsyncGenerator[Any]:
+        return watch(self.store, self.hub, execution_id, after_seq, tenant=tenant)
 
     # --- executions: reports from steps ----------------------------------------------
 
@@ -591,7 +607,10 @@ class Runner:
         await self._command(execution_id, produce)
 
     async def _running_attempt(self, execution_id: str, token: str) -> None:
-        state = await self.get(execution_id)
+        # A runner holds no tenant: the attempt token is what binds it to this execution.
+        state = await self.store.load_execution(execution_id) if execution_id else None
+        if state is None:
+            raise ExecutionNotFound(execution_id)
         attempt = state.attempt_by_token(token) if token else None
         if attempt is None or attempt.status != ex.ATTEMPT_RUNNING:
             raise StaleAttempt("the attempt token is not a running attempt's")
@@ -614,6 +633,12 @@ class Runner:
                 )
             parts.append(chunk)
         return await self.store.put_blob(execution_id, b"".join(parts))
+
+
+def visible(state: ex.ExecutionState, tenant: str) -> bool:
+    """Whether a caller of `tenant` may see the execution: another tenant's execution must
+    look exactly like a missing one."""
+    return state.workflow.tenant_id == tenant
 
 
 def _reporting_attempt(state: ex.ExecutionState, step_name: str, token: str) -> ex.Attempt:

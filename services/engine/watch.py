@@ -25,6 +25,7 @@ async def watch(
     execution_id: str,
     after_seq: int | None,
     *,
+    tenant: str,
     recheck_seconds: float = 2.0,
 ) -> AsyncGenerator[ExecutionState | Event]:
     """Yields a snapshot first when `after_seq` is None, then every event after it, in
@@ -32,7 +33,8 @@ async def watch(
     subscription = hub.subscribe(execution_id)
     try:
         state = await store.load_execution(execution_id)
-        if state is None:
+        # Another tenant's execution is answered exactly as a missing one.
+        if state is None or state.workflow.tenant_id != tenant:
             raise ExecutionNotFound(execution_id)
         if after_seq is None:
             yield state

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services import jsonlog
+from services.auth import RUNNER, ServiceToken, TokenAuthority
 from services.envconfig import ConfigError
 from services.pioneer.config import Settings
 from services.pioneer.registry import registry
@@ -33,7 +35,14 @@ async def serve(settings: Settings) -> None:
             max_document_bytes=settings.max_document_bytes, max_pages=settings.max_pdf_pages
         )
     )
-    reporter = StepReporter.connect(settings.discovery_url)
+    reporter = StepReporter.connect(
+        settings.discovery_url,
+        ServiceToken(
+            TokenAuthority(settings.auth_keys),
+            subject=f"pioneer@{socket.gethostname()}:{settings.port}",
+            role=RUNNER,
+        ),
+    )
     runner = StepRunner(reporter, max_concurrent_steps=settings.max_concurrent_steps)
     server, port = await build_server(settings, registry, runner)
     await server.start()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from services.auth import keys_from_env
 from services.envconfig import grpc_target, integer, text
 
 
@@ -19,6 +20,9 @@ class Settings:
     # Document steps: the largest decoded upload, and the most pages a PDF may have.
     max_document_bytes: int = 48 * 1024 * 1024
     max_pdf_pages: int = 2000
+    # The deployment's secrets (services/auth.py): pioneer checks the engine's token on
+    # StartStep and signs its own runner token for reports. Never printed.
+    auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -40,4 +44,5 @@ class Settings:
                 high=64 * 1024 * 1024,
             ),
             max_pdf_pages=integer(env, "PIONEER_MAX_PDF_PAGES", defaults.max_pdf_pages, low=1),
+            auth_keys=keys_from_env(env),
         )

@@ -20,6 +20,7 @@ import grpc
 from discovery.engine.v1 import step_report_service_pb2 as report_pb2
 from discovery.engine.v1 import step_report_service_pb2_grpc as report_grpc
 
+from services.grpc_auth import Credentials
 from services.pioneer.errors import EngineUnavailable, ReportRejected, StaleAttempt
 
 T = TypeVar("T")
@@ -62,17 +63,26 @@ class RetryPolicy:
 
 
 class StepReporter:
-    def __init__(self, channel: grpc.aio.Channel, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        credentials: Credentials,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        """`credentials`: a runner token for every report."""
         self._channel = channel
         self._stub = report_grpc.StepReportServiceStub(channel)
+        self._credentials = credentials
         self._policy = policy or RetryPolicy()
 
     @classmethod
-    def connect(cls, target: str, policy: RetryPolicy | None = None) -> StepReporter:
+    def connect(
+        cls, target: str, credentials: Credentials, policy: RetryPolicy | None = None
+    ) -> StepReporter:
         channel = grpc.aio.insecure_channel(
             target, options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS
         )
-        return cls(channel, policy)
+        return cls(channel, credentials, policy)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -84,7 +94,9 @@ class StepReporter:
         cancelled the attempt."""
 
         async def call(call_timeout: float) -> bool:
-            reply = await self._stub.ReportStepProgress(request, timeout=call_timeout)
+            reply = await self._stub.ReportStepProgress(
+                request, timeout=call_timeout, metadata=self._credentials.metadata()
+            )
             return bool(reply.cancel_requested)
 
         return await self._retrying("ReportStepProgress", call, budget_seconds)
@@ -93,7 +105,9 @@ class StepReporter:
         self, request: report_pb2.CompleteStepRequest, *, budget_seconds: float
     ) -> None:
         async def call(call_timeout: float) -> None:
-            await self._stub.CompleteStep(request, timeout=call_timeout)
+            await self._stub.CompleteStep(
+                request, timeout=call_timeout, metadata=self._credentials.metadata()
+            )
 
         await self._retrying("CompleteStep", call, budget_seconds)
 
@@ -102,9 +116,10 @@ class StepReporter:
     ) -> bytes:
         async def call(call_timeout: float) -> bytes:
             # A stream is restarted from its start on retry: chunks carry no offsets.
-            chunks = [
-                reply.chunk async for reply in self._stub.ReadBlob(request, timeout=call_timeout)
-            ]
+            replies = self._stub.ReadBlob(
+                request, timeout=call_timeout, metadata=self._credentials.metadata()
+            )
+            chunks = [reply.chunk async for reply in replies]
             return b"".join(chunks)
 
         # A large blob takes longer than one short call: the whole budget is the deadline.
@@ -133,7 +148,7 @@ class StepReporter:
             # A retry sends the whole blob again from a fresh stream: the engine stores a blob
             # only once its stream has ended, so a broken one leaves nothing behind.
             reply: report_pb2.WriteBlobResponse = await self._stub.WriteBlob(
-                parts(), timeout=call_timeout
+                parts(), timeout=call_timeout, metadata=self._credentials.metadata()
             )
             return reply
 

@@ -21,6 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from services.auth import ADMIN, ENGINE, TokenAuthority
+from services.grpc_auth import REFLECTION, AuthInterceptor
 from services.pioneer.config import Settings
 from services.pioneer.errors import (
     InvalidAttempt,
@@ -41,6 +43,15 @@ STATUS_BY_ERROR: dict[type[PioneerError], grpc.StatusCode] = {
     UnknownHandler: grpc.StatusCode.NOT_FOUND,
     RunnerFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     InvalidAttempt: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+_SERVICE = f"/{SERVICE_NAME}/"
+# Only the engine hands out work (services/grpc_auth.py: denied by default).
+PERMISSIONS: dict[str, frozenset[str]] = {
+    _SERVICE + "StartStep": frozenset({ENGINE}),
+    _SERVICE + "CancelStep": frozenset({ENGINE}),
+    _SERVICE + "ListHandlers": frozenset({ENGINE, ADMIN}),
+    REFLECTION: frozenset({ENGINE, ADMIN}),
 }
 
 Request = TypeVar("Request")
@@ -123,7 +134,12 @@ async def build_server(
 
     Returns the server and the port it is bound to. The caller owns `runner` and closes it
     after `server.stop()`."""
-    server = grpc.aio.server(options=MESSAGE_SIZE_OPTIONS)
+    server = grpc.aio.server(
+        options=MESSAGE_SIZE_OPTIONS,
+        interceptors=[
+            AuthInterceptor(TokenAuthority(settings.auth_keys), PERMISSIONS, domain=ERROR_DOMAIN)
+        ],
+    )
     servicer = StepRunnerServicer(registry, runner)
     runner_grpc.add_StepRunnerServiceServicer_to_server(servicer, server)
 

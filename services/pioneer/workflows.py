@@ -21,7 +21,9 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import json_format
 
 from services import jsonlog
+from services.auth import ADMIN, ServiceToken, TokenAuthority
 from services.envconfig import ConfigError
+from services.grpc_auth import Credentials, bearer_interceptors
 from services.pioneer.config import Settings
 from services.pioneer.errors import EngineUnavailable, WorkflowRejected
 
@@ -99,14 +101,17 @@ def document_workflow() -> wf_pb.Workflow:
 
 
 async def ensure_document_workflow(
-    engine_target: str, *, wait_seconds: float = 30.0
+    engine_target: str, credentials: Credentials, *, wait_seconds: float = 30.0
 ) -> wf_pb.Workflow:
     """The "Procesar Documentos" workflow of the engine at `engine_target`, created when no
-    workflow has that name. Waits up to `wait_seconds` for the engine to answer.
+    workflow has that name in the tenant of `credentials` (an admin's). Waits up to
+    `wait_seconds` for the engine to answer.
 
     Raises EngineUnavailable when the engine does not answer in time, WorkflowRejected when it
     refuses the definition (e.g. no pioneer offers its handlers yet)."""
-    async with grpc.aio.insecure_channel(engine_target) as channel:
+    async with grpc.aio.insecure_channel(
+        engine_target, interceptors=bearer_interceptors(credentials)
+    ) as channel:
         stub = ws_grpc.WorkflowServiceStub(channel)
         try:
             listed: ws_pb.ListWorkflowsResponse = await stub.ListWorkflows(
@@ -161,7 +166,10 @@ def main() -> int:
         log.error("bad configuration", extra={"error": str(exc)})
         return 2
     try:
-        workflow = asyncio.run(ensure_document_workflow(settings.discovery_url))
+        admin = ServiceToken(
+            TokenAuthority(settings.auth_keys), subject="pioneer-setup", role=ADMIN
+        )
+        workflow = asyncio.run(ensure_document_workflow(settings.discovery_url, admin))
     except (EngineUnavailable, WorkflowRejected) as exc:
         log.error("workflow not ensured", extra={"error": str(exc), "reason": exc.reason})
         return 1

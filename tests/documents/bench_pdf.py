@@ -22,9 +22,10 @@ from pypdf import PdfReader
 from secantus import SecantusDBServer
 
 from services.engine.store.embedded import mongo_uri
+from services.grpc_auth import BearerToken
 from services.pioneer.workflows import EXTRACT_STEP, ensure_document_workflow
 from tests.documents import pdfs
-from tests.stack import start_stack
+from tests.stack import start_stack, token
 
 
 def pypdf_alone(document: bytes) -> float:
@@ -44,7 +45,7 @@ async def through_the_stack(document: bytes, runs: int) -> list[tuple[float, flo
         server.start()
         stack = await start_stack(mongo_uri(server.uri), f"bench{uuid.uuid4().hex[:8]}")
         try:
-            workflow = await ensure_document_workflow(stack.client.target)
+            workflow = await ensure_document_workflow(stack.client.target, BearerToken(token()))
             body = {"base64": pdfs.b64(document), "mime": "application/pdf"}
             for run in range(runs + 1):
                 started = time.perf_counter()

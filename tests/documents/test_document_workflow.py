@@ -18,6 +18,7 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import workflow_service_pb2 as ws
 
+from services.grpc_auth import BearerToken
 from services.pioneer.errors import EngineUnavailable
 from services.pioneer.steps import documents
 from services.pioneer.workflows import (
@@ -29,7 +30,7 @@ from services.pioneer.workflows import (
     ensure_document_workflow,
 )
 from tests.documents import pdfs
-from tests.stack import ROOT, Stack, as_dict, free_port
+from tests.stack import ROOT, Stack, as_dict, free_port, token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,7 +59,7 @@ def step_progress(events: list[ex_pb.ExecutionEvent], step: str) -> list[dict[st
 
 async def test_a_40_page_pdf_is_processed_with_progress_for_every_page(stack: Stack) -> None:
     c = stack.client
-    workflow = await ensure_document_workflow(c.target)
+    workflow = await ensure_document_workflow(c.target, BearerToken(token()))
     assert [(s.name, s.handler) for s in workflow.steps] == [
         (s["name"], s["handler"]) for s in DOCUMENT_WORKFLOW_STEPS
     ]
@@ -115,7 +116,7 @@ async def test_a_40_page_pdf_is_processed_with_progress_for_every_page(stack: St
     # Only references travel in the context: neither the document nor its text.
     assert pdfs.BODY_LINE not in str({k: v for k, v in context.items() if k != "text_preview"})
 
-    again = await ensure_document_workflow(c.target)
+    again = await ensure_document_workflow(c.target, BearerToken(token()))
     assert again.workflow_id == workflow.workflow_id
     listed = await c.workflows.ListWorkflows(ws.ListWorkflowsRequest(name=DOCUMENT_WORKFLOW_NAME))
     assert len(listed.workflows) == 1
@@ -123,7 +124,7 @@ async def test_a_40_page_pdf_is_processed_with_progress_for_every_page(stack: St
 
 async def test_cancelling_during_extraction_stops_the_step_between_pages(stack: Stack) -> None:
     c = stack.client
-    workflow = await ensure_document_workflow(c.target)
+    workflow = await ensure_document_workflow(c.target, BearerToken(token()))
     started = await c.start(workflow.workflow_id, upload(pdfs.sectioned_pdf(400)))
     # 290 KB of PDF: the engine keeps the base64 apart and load_document reads it as a blob.
     assert set(as_dict(started.input)["base64"]) == {"blob_id", "size_bytes", "sha256"}
@@ -203,7 +204,7 @@ async def test_a_bad_upload_fails_once_with_a_reason_the_user_understands(
 ) -> None:
     document, failing_step, message = BAD_UPLOADS[case]
     c = stack.client
-    workflow = await ensure_document_workflow(c.target)
+    workflow = await ensure_document_workflow(c.target, BearerToken(token()))
     started = await c.start(workflow.workflow_id, document)
     final = await c.wait_terminal(started.execution_id, 20)
 
@@ -222,7 +223,9 @@ async def test_a_bad_upload_fails_once_with_a_reason_the_user_understands(
 
 async def test_ensure_document_workflow_says_when_the_engine_is_unreachable() -> None:
     with pytest.raises(EngineUnavailable, match=r"did not answer within 0\.3 s"):
-        await ensure_document_workflow(f"127.0.0.1:{free_port()}", wait_seconds=0.3)
+        await ensure_document_workflow(
+            f"127.0.0.1:{free_port()}", BearerToken(token()), wait_seconds=0.3
+        )
 
 
 async def test_the_workflows_command_creates_the_workflow_from_discovery_url(
@@ -256,7 +259,7 @@ async def test_the_workflows_command_creates_the_workflow_from_discovery_url(
 
 async def test_a_document_over_the_size_limit_is_refused(stack: Stack) -> None:
     c = stack.client
-    workflow = await ensure_document_workflow(c.target)
+    workflow = await ensure_document_workflow(c.target, BearerToken(token()))
     limits = documents.current_limits()
     documents.configure_limits(documents.DocumentLimits(max_document_bytes=256 * 1024))
     try:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.engine.config import ConfigError, Settings
 
+SECRET = {"DISCOVERY_AUTH_SECRET": "s" * 32}
+
 
 def test_seed_style_urls_and_lists_are_understood() -> None:
     settings = Settings.from_env(
-        {"PIONEER_URL": "http://localhost:8000, pioneer-2:50052/", "ENGINE_PORT": "6000"}
+        {
+            **SECRET,
+            "PIONEER_URL": "http://localhost:8000, pioneer-2:50052/",
+            "ENGINE_PORT": "6000",
+        }
     )
     assert settings.pioneer_targets == ("localhost:8000", "pioneer-2:50052")
     assert settings.port == 6000
     assert settings.engine_id.endswith(":6000")
     assert settings.mongodb_uri is None
+    assert settings.auth_keys == (b"s" * 32,)
+    assert "auth_keys" not in repr(settings), "the secret never reaches a log line"
 
 
 @pytest.mark.parametrize(
@@ -30,4 +40,18 @@ def test_seed_style_urls_and_lists_are_understood() -> None:
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name}="):
-        Settings.from_env({name: value})
+        Settings.from_env({**SECRET, name: value})
+
+
+def test_no_secret_no_engine(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"DISCOVERY_AUTH_SECRET_FILE .* is required"):
+        Settings.from_env({})
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        Settings.from_env({"DISCOVERY_AUTH_SECRET": "short"})
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match=r"DISCOVERY_AUTH_SECRET_FILE=.*nope"):
+        Settings.from_env({"DISCOVERY_AUTH_SECRET_FILE": str(missing)})
+    rotated = tmp_path / "keys"
+    rotated.write_text("n" * 40 + "\n\n" + "o" * 32 + "\n")
+    keys = Settings.from_env({"DISCOVERY_AUTH_SECRET_FILE": str(rotated)}).auth_keys
+    assert keys == (b"n" * 40, b"o" * 32), "one secret per line; the first one signs"

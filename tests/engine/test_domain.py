@@ -20,7 +20,7 @@ def make_state(mode: str = ex.AUTOMATIC, **step: object) -> ex.ExecutionState:
         {"name": "load", "handler": "sleep", "heartbeat_timeout_seconds": 5, **step},
         {"name": "extract", "handler": "sleep", **step},
     ]
-    workflow = new_workflow("docs", "", steps, T0)
+    workflow = new_workflow("docs", "", steps, T0, tenant_id="t")
     return ex.ExecutionState("e1", workflow, mode, {"k": 1}, T0, T0)
 
 
@@ -134,7 +134,7 @@ def test_events_must_come_in_order() -> None:
 )
 def test_bad_definitions_name_the_field(steps: list[dict[str, object]], field: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        new_workflow("w", "", steps, T0)
+        new_workflow("w", "", steps, T0, tenant_id="t")
     assert caught.value.field == field
 
 

@@ -36,6 +36,7 @@ LEGAL = {
     ex.FAILED: {ex.FAILED},
     ex.CANCELLED: {ex.CANCELLED},
 }
+TENANT = "machine-tenant"
 STEP = {"handler": "sleep", "heartbeat_timeout_seconds": 3600, "timeout_seconds": 3600}
 
 
@@ -86,17 +87,18 @@ class Lifecycle(RuleBasedStateMachine):
                     },
                     {"name": "b", **STEP, "retry": {"max_attempts": 1}},
                 ],
+                tenant=TENANT,
             )
         ).workflow_id
 
     @rule(target=executions, manual=st.booleans())
     def start(self, manual: bool) -> str:
-        state = self.run(self.runner.start(self.workflow_id, {"n": 1}, manual, ""))
+        state = self.run(self.runner.start(self.workflow_id, {"n": 1}, manual, "", tenant=TENANT))
         self.statuses[state.execution_id] = state.status
         return str(state.execution_id)
 
     def _current(self, execution_id: str) -> tuple[ex.ExecutionState, str | None]:
-        state = self.run(self.runner.get(execution_id))
+        state = self.run(self.runner.get(execution_id, tenant=TENANT))
         tokens = self.pioneers.tokens(execution_id)
         return state, (tokens[-1] if tokens else None)
 
@@ -117,7 +119,7 @@ class Lifecycle(RuleBasedStateMachine):
                 )
             )
         except StaleAttempt:
-            after = self.run(self.runner.get(execution_id))
+            after = self.run(self.runner.get(execution_id, tenant=TENANT))
             assert after.last_seq == before, "a refused report wrote something"
 
     @rule(execution_id=executions, success=st.booleans())
@@ -138,7 +140,7 @@ class Lifecycle(RuleBasedStateMachine):
         if execution_id not in self.completions:
             return
         token, success, result = self.completions[execution_id]
-        state = self.run(self.runner.get(execution_id))
+        state = self.run(self.runner.get(execution_id, tenant=TENANT))
         attempt = state.attempt_by_token(token)
         assert attempt is not None
         before = state.last_seq
@@ -151,14 +153,14 @@ class Lifecycle(RuleBasedStateMachine):
         except StaleAttempt:
             # Only when the attempt ended some other way (cancelled) before this retry.
             assert attempt.status == ex.ATTEMPT_CANCELLED
-        assert self.run(self.runner.get(execution_id)).last_seq == before
+        assert self.run(self.runner.get(execution_id, tenant=TENANT)).last_seq == before
 
     @rule(execution_id=executions)
     def stale_send(self, execution_id: str) -> None:
         tokens = self.pioneers.tokens(execution_id)
         if len(tokens) < 2:
             return
-        state = self.run(self.runner.get(execution_id))
+        state = self.run(self.runner.get(execution_id, tenant=TENANT))
         old = state.attempt_by_token(tokens[0])
         assert old is not None
         before = state.last_seq
@@ -172,21 +174,21 @@ class Lifecycle(RuleBasedStateMachine):
             pass
         else:
             raise AssertionError("a completion from an older attempt was accepted")
-        assert self.run(self.runner.get(execution_id)).last_seq == before
+        assert self.run(self.runner.get(execution_id, tenant=TENANT)).last_seq == before
 
     @rule(execution_id=executions)
     def cancel(self, execution_id: str) -> None:
         try:
-            self.run(self.runner.cancel(execution_id, "machine"))
+            self.run(self.runner.cancel(execution_id, "machine", tenant=TENANT))
         except DiscoveryError:
-            assert self.run(self.runner.get(execution_id)).is_terminal
+            assert self.run(self.runner.get(execution_id, tenant=TENANT)).is_terminal
 
     @rule(execution_id=executions)
     def advance(self, execution_id: str) -> None:
         try:
-            self.run(self.runner.advance(execution_id, {"step": "go"}))
+            self.run(self.runner.advance(execution_id, {"step": "go"}, tenant=TENANT))
         except DiscoveryError:
-            assert self.run(self.runner.get(execution_id)).status != ex.WAITING
+            assert self.run(self.runner.get(execution_id, tenant=TENANT)).status != ex.WAITING
 
     @rule()
     def crash_and_recover(self) -> None:
@@ -195,11 +197,11 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(execution_id=executions, data=st.data())
     def reconnect_watch(self, execution_id: str, data: st.DataObject) -> None:
-        head = self.run(self.runner.get(execution_id)).last_seq
+        head = self.run(self.runner.get(execution_id, tenant=TENANT)).last_seq
         after = data.draw(st.integers(0, head), label="after_seq")
 
         async def collect() -> list[ex.Event]:
-            stream = self.runner.watch(execution_id, after)
+            stream = self.runner.watch(execution_id, after, tenant=TENANT)
             got: list[ex.Event] = []
             try:
                 while True:

@@ -29,7 +29,7 @@ async def store(mongo_server: str, database: str) -> AsyncIterator[MongoStore]:
 
 async def test_a_watcher_that_falls_behind_is_told_where_to_resume(store: MongoStore) -> None:
     now = datetime.now(UTC)
-    workflow = new_workflow("w", "", [{"name": "s", "handler": "sleep"}], now)
+    workflow = new_workflow("w", "", [{"name": "s", "handler": "sleep"}], now, tenant_id="t")
     state = ex.ExecutionState("exec-slow", workflow, ex.AUTOMATIC, {}, now, now)
     await store.create_execution(state, "me", now)
     first = state.numbered(ex.NewEvent(ex.WORKFLOW_STARTED, {}), now)
@@ -37,7 +37,7 @@ async def test_a_watcher_that_falls_behind_is_told_where_to_resume(store: MongoS
     await store.append([first], state)
 
     hub = EventHub(capacity=3)
-    stream = watch(store, hub, "exec-slow", after_seq=None)
+    stream = watch(store, hub, "exec-slow", after_seq=None, tenant="t")
     snapshot = await anext(stream)
     assert isinstance(snapshot, ex.ExecutionState) and snapshot.last_seq == 1
     # Ten events arrive while the watcher is busy elsewhere: more than its buffer holds.

@@ -36,18 +36,27 @@ class InMemoryStore:
     async def create_workflow(self, workflow: Workflow) -> None:
         self.workflows[workflow.workflow_id] = workflow
 
-    async def get_workflow(self, workflow_id: str) -> Workflow | None:
-        return self.workflows.get(workflow_id)
+    async def get_workflow(self, tenant_id: str, workflow_id: str) -> Workflow | None:
+        workflow = self.workflows.get(workflow_id)
+        return workflow if workflow is not None and workflow.tenant_id == tenant_id else None
 
-    async def list_workflows(self, page_size: int, page_token: str, name: str) -> Page[Workflow]:
-        items = [w for w in self.workflows.values() if not name or w.name == name]
+    async def list_workflows(
+        self, tenant_id: str, page_size: int, page_token: str, name: str
+    ) -> Page[Workflow]:
+        items = [
+            w
+            for w in self.workflows.values()
+            if w.tenant_id == tenant_id and (not name or w.name == name)
+        ]
         return Page(items[:page_size], "")
 
     async def create_execution(
         self, state: ExecutionState, owner: str, lease_until: datetime
     ) -> None:
         if state.request_id and any(
-            d.get("request_id") == state.request_id for d in self.executions.values()
+            (d.get("tenant_id"), d.get("request_id"))
+            == (state.workflow.tenant_id, state.request_id)
+            for d in self.executions.values()
         ):
             raise RequestIdTaken(state.request_id)
         doc = execution_to_doc(state)
@@ -55,9 +64,9 @@ class InMemoryStore:
         self.executions[state.execution_id] = copy.deepcopy(doc)
         self.events[state.execution_id] = []
 
-    async def find_by_request_id(self, request_id: str) -> ExecutionState | None:
+    async def find_by_request_id(self, tenant_id: str, request_id: str) -> ExecutionState | None:
         for execution_id, doc in self.executions.items():
-            if doc.get("request_id") == request_id:
+            if (doc.get("tenant_id"), doc.get("request_id")) == (tenant_id, request_id):
                 return await self.load_execution(execution_id)
         return None
 
@@ -71,12 +80,12 @@ class InMemoryStore:
         return state
 
     async def list_executions(
-        self, page_size: int, page_token: str, workflow_id: str
+        self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
     ) -> Page[ExecutionState]:
         ids = [
             i
             for i, d in self.executions.items()
-            if d["workflow_id"] == workflow_id or not workflow_id
+            if d["tenant_id"] == tenant_id and (d["workflow_id"] == workflow_id or not workflow_id)
         ]
         states = [s for s in [await self.load_execution(i) for i in reversed(ids)] if s]
         return Page(states[:page_size], "")

@@ -26,6 +26,7 @@ from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.auth import RUNNER, ServiceToken
 from services.engine.app import Engine
 from services.gateway.config import Settings as GatewaySettings
 from services.gateway.engine import channel_options as gateway_channel_options
@@ -40,7 +41,17 @@ from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server as build_pioneer
 from tests.faults.proxy import FaultProxy
 from tests.gateway.harness import start_gateway
-from tests.stack import Client, Pioneer, Stack, as_dict, engine_settings, free_port
+from tests.stack import (
+    AUTHORITY,
+    Client,
+    Pioneer,
+    Stack,
+    as_dict,
+    authenticated,
+    engine_settings,
+    free_port,
+    token,
+)
 
 TERMINAL_EVENTS = {
     ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED,
@@ -121,7 +132,9 @@ class RecordingPioneer(Pioneer):
             options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS,
             interceptors=[_CallRecorder(self.calls)],
         )
-        self._reporter = StepReporter(channel)
+        self._reporter = StepReporter(
+            channel, ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER)
+        )
         self.runner = StepRunner(self._reporter, max_concurrent_steps=64)
         self._server, self.port = await build_pioneer(self.settings, step_registry, self.runner)
         await self._server.start()
@@ -316,7 +329,9 @@ async def test_resets_under_a_watch_stream_lose_and_repeat_nothing(stack: Stack)
         "resets", *sleep_steps("first", "second", heartbeat_timeout=5)
     )
     async with FaultProxy("127.0.0.1", stack.engine.port) as proxy:
-        channel = grpc.aio.insecure_channel(proxy.target, options=WATCH_CHANNEL_OPTIONS)
+        channel = grpc.aio.insecure_channel(
+            proxy.target, options=WATCH_CHANNEL_OPTIONS, interceptors=authenticated()
+        )
         try:
             started = await c.start(workflow.workflow_id, {"seconds": 2.5})
             watched = Watched()
@@ -389,13 +404,16 @@ async def test_a_silent_dead_watch_connection_is_found_by_a_client_keepalive(
     async with FaultProxy("127.0.0.1", stack.engine.port) as proxy:
         with_keepalive = grpc.aio.insecure_channel(
             proxy.target,
+            interceptors=authenticated(),
             options=[
                 *WATCH_CHANNEL_OPTIONS,
                 *keepalive(time_ms, timeout_ms),
                 ("grpc.http2.ping_timeout_ms", timeout_ms),
             ],
         )
-        without_keepalive = grpc.aio.insecure_channel(proxy.target, options=WATCH_CHANNEL_OPTIONS)
+        without_keepalive = grpc.aio.insecure_channel(
+            proxy.target, options=WATCH_CHANNEL_OPTIONS, interceptors=authenticated()
+        )
         try:
             started = await c.start(workflow.workflow_id, {"seconds": 12})
             alive, control = Watched(), Watched()
@@ -455,7 +473,9 @@ async def test_the_gateways_keepalive_finds_a_dead_watch_connection_in_time(
     c = stack.client
     workflow = await c.create_workflow("gw-keepalive", *sleep_steps("long", heartbeat_timeout=5))
     async with FaultProxy("127.0.0.1", stack.engine.port) as proxy:
-        channel = grpc.aio.insecure_channel(proxy.target, options=options)
+        channel = grpc.aio.insecure_channel(
+            proxy.target, options=options, interceptors=authenticated()
+        )
         try:
             started = await c.start(workflow.workflow_id, {"seconds": 12})
             watched = Watched()
@@ -524,7 +544,9 @@ async def test_cut_and_sliced_engine_traffic_gives_the_gateway_502_503_never_500
         gateway = await start_gateway(proxy.port, rpc_timeout_seconds=3.0)
         path = f"{gateway.url}/executions/{started.execution_id}/status"
         try:
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {token()}"}
+            ) as session:
 
                 async def get() -> tuple[int, bytes]:
                     async with session.get(path) as response:

@@ -13,11 +13,14 @@ import grpc
 from discovery.pioneer.v1 import step_runner_service_pb2 as runner_pb2
 from discovery.pioneer.v1 import step_runner_service_pb2_grpc as runner_grpc
 
+from services.auth import ENGINE, RUNNER, ServiceToken
+from services.grpc_auth import bearer_interceptors
 from services.pioneer.config import Settings
 from services.pioneer.reporter import RetryPolicy, StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server
 from tests.pioneer.handlers import registry
+from tests.stack import AUTH_KEYS, AUTHORITY
 
 # Short backoffs keep retry tests quick; the retry logic is the production one.
 FAST_RETRIES = RetryPolicy(
@@ -75,14 +78,23 @@ async def start_pioneer(
         port=0,
         discovery_url=engine_address,
         max_concurrent_steps=max_concurrent_steps,
+        auth_keys=AUTH_KEYS,
     )
-    reporter = StepReporter.connect(settings.discovery_url, FAST_RETRIES)
+    reporter = StepReporter.connect(
+        settings.discovery_url,
+        ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER),
+        FAST_RETRIES,
+    )
     stack.push_async_callback(reporter.close)
     runner = StepRunner(reporter, max_concurrent_steps=max_concurrent_steps)
     stack.push_async_callback(runner.close)
     server, port = await build_server(settings, registry, runner)
     await server.start()
     stack.push_async_callback(server.stop, None)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    # Calls to pioneer come from the engine, whose token the test holds here.
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}",
+        interceptors=bearer_interceptors(ServiceToken(AUTHORITY, subject="test", role=ENGINE)),
+    )
     stack.push_async_callback(channel.close)
     return Pioneer(runner_grpc.StepRunnerServiceStub(channel), channel, runner, port)

@@ -7,16 +7,24 @@ import pytest
 from services.envconfig import ConfigError
 from services.pioneer.config import Settings
 
+SECRET = {"DISCOVERY_AUTH_SECRET": "s" * 32}
+KEYS = (b"s" * 32,)
+
 
 def test_defaults() -> None:
-    assert Settings.from_env({}) == Settings(
-        host="127.0.0.1", port=50052, discovery_url="localhost:50051", max_concurrent_steps=64
+    assert Settings.from_env(SECRET) == Settings(
+        host="127.0.0.1",
+        port=50052,
+        discovery_url="localhost:50051",
+        max_concurrent_steps=64,
+        auth_keys=KEYS,
     )
 
 
 def test_values_from_the_environment() -> None:
     settings = Settings.from_env(
         {
+            **SECRET,
             "PIONEER_HOST": "0.0.0.0",
             "PIONEER_PORT": "0",
             "DISCOVERY_URL": "engine:7000",
@@ -24,7 +32,7 @@ def test_values_from_the_environment() -> None:
         }
     )
     assert settings == Settings(
-        host="0.0.0.0", port=0, discovery_url="engine:7000", max_concurrent_steps=8
+        host="0.0.0.0", port=0, discovery_url="engine:7000", max_concurrent_steps=8, auth_keys=KEYS
     )
 
 
@@ -32,7 +40,7 @@ def test_values_from_the_environment() -> None:
     "url", ["http://engine:50051", "http://engine:50051/", "grpc://engine:50051"]
 )
 def test_the_seeds_url_form_loses_its_scheme(url: str) -> None:
-    assert Settings.from_env({"DISCOVERY_URL": url}).discovery_url == "engine:50051"
+    assert Settings.from_env({**SECRET, "DISCOVERY_URL": url}).discovery_url == "engine:50051"
 
 
 @pytest.mark.parametrize(
@@ -47,4 +55,4 @@ def test_the_seeds_url_form_loses_its_scheme(url: str) -> None:
 )
 def test_a_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name}="):
-        Settings.from_env({name: value})
+        Settings.from_env({**SECRET, name: value})

@@ -5,14 +5,17 @@ from __future__ import annotations
 import grpc
 import pytest
 from discovery.pioneer.v1 import step_runner_service_pb2 as runner_pb2
+from discovery.pioneer.v1 import step_runner_service_pb2_grpc as runner_grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from services.auth import CLIENT, RUNNER
 from services.pioneer.server import SERVICE_NAME
 from tests.pioneer.fake_engine import FakeEngine
 from tests.pioneer.harness import MakePioneer, Pioneer
+from tests.stack import authenticated
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -87,3 +90,33 @@ async def test_reflection_lists_the_services(pioneer: Pioneer) -> None:
         break
 
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.parametrize(
+    ("role", "code"),
+    [
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+        (RUNNER, grpc.StatusCode.PERMISSION_DENIED),
+        (CLIENT, grpc.StatusCode.PERMISSION_DENIED),
+    ],
+)
+async def test_only_the_engine_hands_out_steps(
+    pioneer: Pioneer, role: str | None, code: grpc.StatusCode
+) -> None:
+    interceptors = authenticated(role) if role is not None else None
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{pioneer.port}", interceptors=interceptors
+    ) as channel:
+        stub = runner_grpc.StepRunnerServiceStub(channel)
+        request = runner_pb2.StartStepRequest(
+            execution_id="e", step_name="echo", handler="echo", attempt=1, attempt_token="t"
+        )
+        for call in (
+            stub.StartStep(request, timeout=5),
+            stub.CancelStep(runner_pb2.CancelStepRequest(attempt_token="t"), timeout=5),
+            stub.ListHandlers(runner_pb2.ListHandlersRequest(), timeout=5),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() == code
+    assert pioneer.runner.running_count == 0, "nothing was started"

@@ -46,6 +46,8 @@ class Workflow:
     description: str
     steps: tuple[StepDefinition, ...]
     created_at: datetime
+    # The tenant that owns the definition and every execution started from it.
+    tenant_id: str
 
     def step_named(self, name: str) -> tuple[int, StepDefinition] | None:
         for index, step in enumerate(self.steps):
@@ -63,7 +65,12 @@ def _positive(value: float, default: float, field_name: str, upper: float) -> fl
 
 
 def new_workflow(
-    name: str, description: str, steps: list[dict[str, Any]], created_at: datetime
+    name: str,
+    description: str,
+    steps: list[dict[str, Any]],
+    created_at: datetime,
+    *,
+    tenant_id: str,
 ) -> Workflow:
     """Validates a definition as a client sent it and gives it its ids.
 
@@ -141,4 +148,5 @@ def new_workflow(
         description=description,
         steps=tuple(built),
         created_at=created_at,
+        tenant_id=tenant_id,
     )

@@ -19,7 +19,9 @@ from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 from pymongo.errors import PyMongoError
 
+from services.auth import AuthError
 from services.engine.domain import errors as e
+from services.grpc_auth import auth_status
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ def code_for(error: e.DiscoveryError) -> grpc.StatusCode:
 
 
 def status_for(error: Exception) -> status_pb2.Status:
+    if isinstance(error, AuthError):  # a watch outliving its token
+        return auth_status(error, DOMAIN)
     if isinstance(error, PyMongoError):
         error = e.StoreUnavailable("the database is unavailable; retry")
     if not isinstance(error, e.DiscoveryError):
@@ -65,14 +69,16 @@ def status_for(error: Exception) -> status_pb2.Status:
                 ]
             )
         )
+    return _status(code, error.message, details)
+
+
+def _status(code: grpc.StatusCode, message: str, details: list[Any]) -> status_pb2.Status:
     packed = []
     for detail in details:
         wrapper = any_pb2.Any()
         wrapper.Pack(detail)
         packed.append(wrapper)
-    return status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=error.message, details=packed
-    )
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=packed)
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:

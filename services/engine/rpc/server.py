@@ -12,13 +12,16 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.engine.rpc.errors import ErrorInterceptor
+from services.auth import TokenAuthority
+from services.engine.rpc.auth import PERMISSIONS
+from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
 from services.engine.rpc.servicers import (
     ExecutionServicer,
     StepReportServicer,
     WorkflowServicer,
 )
 from services.engine.runner import Runner
+from services.grpc_auth import AuthInterceptor
 
 SERVICE_NAMES = (
     ws.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
@@ -38,10 +41,14 @@ _KEEPALIVE = [
 
 
 def build_server(
-    runner: Runner, *, max_message_bytes: int, max_concurrent_rpcs: int
+    runner: Runner,
+    authority: TokenAuthority,
+    *,
+    max_message_bytes: int,
+    max_concurrent_rpcs: int,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=[ErrorInterceptor(), AuthInterceptor(authority, PERMISSIONS, domain=DOMAIN)],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -49,9 +56,9 @@ def build_server(
             *_KEEPALIVE,
         ],
     )
-    ws_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(runner), server)
-    es_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(runner), server)
-    sr_grpc.add_StepReportServiceServicer_to_server(StepReportServicer(runner), server)
+    ws_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(runner, authority), server)
+    es_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(runner, authority), server)
+    sr_grpc.add_StepReportServiceServicer_to_server(StepReportServicer(runner, authority), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

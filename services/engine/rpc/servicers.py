@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -13,11 +14,13 @@ from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
 from discovery.engine.v1 import workflow_service_pb2 as ws
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 
+from services.auth import WATCH_TOKEN_SECONDS, WATCHER, Principal, TokenAuthority, Unauthenticated
 from services.engine.clock import utc_now
 from services.engine.domain import execution as ex
-from services.engine.domain.errors import InvalidArgument
+from services.engine.domain.errors import ExecutionNotFound, InvalidArgument
 from services.engine.rpc import convert
 from services.engine.runner import Runner
+from services.grpc_auth import principal
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 DEFAULT_PAGE = 100
@@ -40,10 +43,25 @@ def _page_size(value: int) -> int:
     return value or DEFAULT_PAGE
 
 
-class WorkflowServicer(ws_grpc.WorkflowServiceServicer):
-    def __init__(self, runner: Runner) -> None:
+class _Servicer:
+    def __init__(self, runner: Runner, authority: TokenAuthority) -> None:
         self._runner = runner
+        self._authority = authority
 
+    def _caller(self, context: Context) -> Principal:
+        # The AuthInterceptor has checked the role already; this gives the scope.
+        return principal(context, self._authority)
+
+    def _tenant_of(self, context: Context, execution_id: str) -> str:
+        """The caller's tenant, once it is clear it may see `execution_id` at all: a watcher
+        token sees its one execution, and any other looks missing."""
+        caller = self._caller(context)
+        if caller.role == WATCHER and caller.execution_id != execution_id:
+            raise ExecutionNotFound(execution_id)
+        return caller.tenant
+
+
+class WorkflowServicer(_Servicer, ws_grpc.WorkflowServiceServicer):
     async def CreateWorkflow(
         self, request: ws.CreateWorkflowRequest, context: Context
     ) -> ws.CreateWorkflowResponse:
@@ -51,21 +69,29 @@ class WorkflowServicer(ws_grpc.WorkflowServiceServicer):
         if given.workflow_id or any(s.step_id for s in given.steps):
             raise InvalidArgument("workflow.workflow_id", "assigned by the engine; leave empty")
         workflow = await self._runner.create_workflow(
-            given.name, given.description, convert.step_definitions(given)
+            given.name,
+            given.description,
+            convert.step_definitions(given),
+            tenant=self._caller(context).tenant,
         )
         return ws.CreateWorkflowResponse(workflow=convert.workflow(workflow))
 
     async def GetWorkflow(
         self, request: ws.GetWorkflowRequest, context: Context
     ) -> ws.GetWorkflowResponse:
-        workflow = await self._runner.get_workflow(_required(request.workflow_id, "workflow_id"))
+        workflow = await self._runner.get_workflow(
+            _required(request.workflow_id, "workflow_id"), tenant=self._caller(context).tenant
+        )
         return ws.GetWorkflowResponse(workflow=convert.workflow(workflow))
 
     async def ListWorkflows(
         self, request: ws.ListWorkflowsRequest, context: Context
     ) -> ws.ListWorkflowsResponse:
         page = await self._runner.store.list_workflows(
-            _page_size(request.page_size), request.page_token, request.name
+            self._caller(context).tenant,
+            _page_size(request.page_size),
+            request.page_token,
+            request.name,
         )
         return ws.ListWorkflowsResponse(
             workflows=[convert.workflow(w) for w in page.items],
@@ -73,9 +99,15 @@ class WorkflowServicer(ws_grpc.WorkflowServiceServicer):
         )
 
 
-class ExecutionServicer(es_grpc.ExecutionServiceServicer):
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
+class ExecutionServicer(_Servicer, es_grpc.ExecutionServiceServicer):
+    def _watch_token(self, caller: Principal, execution_id: str) -> str:
+        return self._authority.mint(
+            subject=caller.subject,
+            role=WATCHER,
+            tenant=caller.tenant,
+            ttl_seconds=WATCH_TOKEN_SECONDS,
+            execution_id=execution_id,
+        )
 
     async def _execution(self, state: ex.ExecutionState) -> Any:
         typical = await self._runner.typical_step_seconds(state.workflow.workflow_id)
@@ -84,44 +116,60 @@ class ExecutionServicer(es_grpc.ExecutionServiceServicer):
     async def StartExecution(
         self, request: es.StartExecutionRequest, context: Context
     ) -> es.StartExecutionResponse:
+        caller = self._caller(context)
         state = await self._runner.start(
             _required(request.workflow_id, "workflow_id"),
             convert.from_struct(request.input),
             request.manual,
             request.request_id,
+            tenant=caller.tenant,
         )
-        return es.StartExecutionResponse(execution=await self._execution(state))
+        return es.StartExecutionResponse(
+            execution=await self._execution(state),
+            watch_token=self._watch_token(caller, state.execution_id),
+        )
 
     async def ExecuteWorkflow(
         self, request: es.ExecuteWorkflowRequest, context: Context
     ) -> es.ExecuteWorkflowResponse:
         if request.wait_seconds < 0:
             raise InvalidArgument("wait_seconds", "must be >= 0")
+        caller = self._caller(context)
         started = await self._runner.start(
             _required(request.workflow_id, "workflow_id"),
             convert.from_struct(request.input),
             request.manual,
             request.request_id,
+            tenant=caller.tenant,
         )
         finished = started.is_terminal or await self._runner.wait_for_end(
-            started.execution_id, started.last_seq, request.wait_seconds or DEFAULT_WAIT_SECONDS
+            started.execution_id,
+            started.last_seq,
+            request.wait_seconds or DEFAULT_WAIT_SECONDS,
+            tenant=caller.tenant,
         )
-        state = await self._runner.get(started.execution_id)
+        state = await self._runner.get(started.execution_id, tenant=caller.tenant)
         return es.ExecuteWorkflowResponse(
-            execution=await self._execution(state), finished=finished and state.is_terminal
+            execution=await self._execution(state),
+            finished=finished and state.is_terminal,
+            watch_token=self._watch_token(caller, state.execution_id),
         )
 
     async def GetExecution(
         self, request: es.GetExecutionRequest, context: Context
     ) -> es.GetExecutionResponse:
-        state = await self._runner.get(_required(request.execution_id, "execution_id"))
+        execution_id = _required(request.execution_id, "execution_id")
+        state = await self._runner.get(execution_id, tenant=self._tenant_of(context, execution_id))
         return es.GetExecutionResponse(execution=await self._execution(state))
 
     async def ListExecutions(
         self, request: es.ListExecutionsRequest, context: Context
     ) -> es.ListExecutionsResponse:
         page = await self._runner.store.list_executions(
-            _page_size(request.page_size), request.page_token, request.workflow_id
+            self._caller(context).tenant,
+            _page_size(request.page_size),
+            request.page_token,
+            request.workflow_id,
         )
         now = utc_now()
         return es.ListExecutionsResponse(
@@ -132,7 +180,8 @@ class ExecutionServicer(es_grpc.ExecutionServiceServicer):
     async def ListExecutionSteps(
         self, request: es.ListExecutionStepsRequest, context: Context
     ) -> es.ListExecutionStepsResponse:
-        state = await self._runner.get(_required(request.execution_id, "execution_id"))
+        execution_id = _required(request.execution_id, "execution_id")
+        state = await self._runner.get(execution_id, tenant=self._tenant_of(context, execution_id))
         return es.ListExecutionStepsResponse(steps=convert.execution_steps(state))
 
     async def WatchExecution(
@@ -140,19 +189,32 @@ class ExecutionServicer(es_grpc.ExecutionServiceServicer):
     ) -> AsyncIterator[es.WatchExecutionResponse]:
         after = request.after_seq if request.HasField("after_seq") else None
         execution_id = _required(request.execution_id, "execution_id")
-        async for item in self._runner.watch(execution_id, after):
-            if isinstance(item, ex.Event):
-                yield es.WatchExecutionResponse(event=convert.event(item))
-            else:
-                yield es.WatchExecutionResponse(snapshot=await self._execution(item))
+        tenant = self._tenant_of(context, execution_id)
+        last = after
+        try:
+            # A stream lives no longer than the token it was opened with.
+            async with asyncio.timeout(self._caller(context).seconds_left()):
+                async for item in self._runner.watch(execution_id, after, tenant=tenant):
+                    if isinstance(item, ex.Event):
+                        last = item.seq
+                        yield es.WatchExecutionResponse(event=convert.event(item))
+                    else:
+                        last = item.last_seq
+                        yield es.WatchExecutionResponse(snapshot=await self._execution(item))
+        except TimeoutError:
+            raise Unauthenticated(
+                f"the token has expired; watch again with a fresh one and after_seq={last}",
+                "TOKEN_EXPIRED",
+            ) from None
 
     async def CancelExecution(
         self, request: es.CancelExecutionRequest, context: Context
     ) -> es.CancelExecutionResponse:
         if len(request.reason) > 1000:
             raise InvalidArgument("reason", "at most 1000 characters")
+        execution_id = _required(request.execution_id, "execution_id")
         state = await self._runner.cancel(
-            _required(request.execution_id, "execution_id"), request.reason
+            execution_id, request.reason, tenant=self._caller(context).tenant
         )
         return es.CancelExecutionResponse(execution=await self._execution(state))
 
@@ -160,15 +222,15 @@ class ExecutionServicer(es_grpc.ExecutionServiceServicer):
         self, request: es.AdvanceExecutionRequest, context: Context
     ) -> es.AdvanceExecutionResponse:
         state = await self._runner.advance(
-            _required(request.execution_id, "execution_id"), convert.from_struct(request.data)
+            _required(request.execution_id, "execution_id"),
+            convert.from_struct(request.data),
+            tenant=self._caller(context).tenant,
         )
         return es.AdvanceExecutionResponse(execution=await self._execution(state))
 
 
-class StepReportServicer(sr_grpc.StepReportServiceServicer):
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
-
+class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
+    # A runner is bound to its step by the attempt token alone: it holds no tenant.
     async def ReportStepProgress(
         self, request: sr.ReportStepProgressRequest, context: Context
     ) -> sr.ReportStepProgressResponse:

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from services.auth import DEFAULT_TENANT
 from services.engine.domain.errors import InvalidArgument
 from services.engine.domain.execution import Attempt, Event, ExecutionState
 from services.engine.domain.workflow import RetryPolicy, StepDefinition, Workflow
@@ -15,6 +16,7 @@ from services.engine.domain.workflow import RetryPolicy, StepDefinition, Workflo
 def workflow_to_doc(workflow: Workflow) -> dict[str, Any]:
     return {
         "_id": workflow.workflow_id,
+        "tenant_id": workflow.tenant_id,
         "name": workflow.name,
         "description": workflow.description,
         "created_at": workflow.created_at,
@@ -43,6 +45,8 @@ def workflow_from_doc(doc: dict[str, Any]) -> Workflow:
         name=doc["name"],
         description=doc.get("description", ""),
         created_at=doc["created_at"],
+        # Written before tenants existed: the single-tenant deployment's own.
+        tenant_id=doc.get("tenant_id", DEFAULT_TENANT),
         steps=tuple(
             StepDefinition(
                 step_id=s["step_id"],
@@ -83,6 +87,7 @@ def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
     except that a terminal execution gives its lease up."""
     doc: dict[str, Any] = {
         "_id": state.execution_id,
+        "tenant_id": state.workflow.tenant_id,
         "workflow_id": state.workflow.workflow_id,
         "workflow_name": state.workflow.name,
         "workflow": workflow_to_doc(state.workflow),

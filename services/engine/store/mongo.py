@@ -9,6 +9,7 @@ costs one round trip; two hundred busy executions cost a few. The unique index o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -19,10 +20,11 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from services.auth import DEFAULT_TENANT
 from services.engine.domain.errors import BlobNotFound, NotOwner, StoreUnavailable
 from services.engine.domain.execution import Event, ExecutionState
 from services.engine.domain.workflow import Workflow
@@ -96,24 +98,39 @@ class MongoStore:
                 item.done.set_exception(StoreUnavailable("the store is closing"))
 
     async def ensure_indexes(self) -> None:
+        await self._adopt_untenanted()
         await self.events.create_indexes(
             [IndexModel([("execution_id", ASCENDING), ("seq", ASCENDING)], unique=True)]
         )
         await self.executions.create_indexes(
             [
+                # A request_id is one tenant's: another tenant may use the same one.
                 IndexModel(
-                    [("request_id", ASCENDING)],
+                    [("tenant_id", ASCENDING), ("request_id", ASCENDING)],
                     unique=True,
                     partialFilterExpression={"request_id": {"$type": "string"}},
                 ),
                 IndexModel([("lease_expires_at", ASCENDING)]),
                 IndexModel([("lease_owner", ASCENDING)]),
-                IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
-                IndexModel([("workflow_id", ASCENDING), ("created_at", DESCENDING)]),
+                IndexModel(
+                    [("tenant_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
+                ),
+                IndexModel(
+                    [
+                        ("tenant_id", ASCENDING),
+                        ("workflow_id", ASCENDING),
+                        ("created_at", DESCENDING),
+                    ]
+                ),
             ]
         )
         await self.workflows.create_indexes(
-            [IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)]), IndexModel("name")]
+            [
+                IndexModel(
+                    [("tenant_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+                ),
+                IndexModel([("tenant_id", ASCENDING), ("name", ASCENDING)]),
+            ]
         )
         await self.blobs.create_indexes([IndexModel("execution_id")])
         await self.blob_chunks.create_indexes(
@@ -121,17 +138,31 @@ class MongoStore:
         )
         await self.step_stats.create_indexes([IndexModel("workflow_id")])
 
+    async def _adopt_untenanted(self) -> None:
+        """Data written before tenants existed belongs to the default tenant; the global
+        request_id index it had would still refuse one tenant a key another one used."""
+        for collection in (self.workflows, self.executions):
+            await collection.update_many(
+                {"tenant_id": {"$exists": False}}, {"$set": {"tenant_id": DEFAULT_TENANT}}
+            )
+        with contextlib.suppress(OperationFailure):
+            await self.executions.drop_index("request_id_1")
+
     # --- workflows -------------------------------------------------------------------
 
     async def create_workflow(self, workflow: Workflow) -> None:
         await self.workflows.insert_one(workflow_to_doc(workflow))
 
-    async def get_workflow(self, workflow_id: str) -> Workflow | None:
-        doc = await self.workflows.find_one({"_id": workflow_id})
+    async def get_workflow(self, tenant_id: str, workflow_id: str) -> Workflow | None:
+        doc = await self.workflows.find_one({"_id": workflow_id, "tenant_id": tenant_id})
         return workflow_from_doc(doc) if doc else None
 
-    async def list_workflows(self, page_size: int, page_token: str, name: str) -> Page[Workflow]:
-        query: dict[str, Any] = {"name": name} if name else {}
+    async def list_workflows(
+        self, tenant_id: str, page_size: int, page_token: str, name: str
+    ) -> Page[Workflow]:
+        query: dict[str, Any] = {"tenant_id": tenant_id}
+        if name:
+            query["name"] = name
         if page_token:
             after, after_id = decode_page_token(page_token)
             query["$or"] = [
@@ -158,8 +189,10 @@ class MongoStore:
         except DuplicateKeyError as exc:
             raise RequestIdTaken(state.request_id) from exc
 
-    async def find_by_request_id(self, request_id: str) -> ExecutionState | None:
-        doc = await self.executions.find_one({"request_id": request_id}, {"_id": 1})
+    async def find_by_request_id(self, tenant_id: str, request_id: str) -> ExecutionState | None:
+        doc = await self.executions.find_one(
+            {"tenant_id": tenant_id, "request_id": request_id}, {"_id": 1}
+        )
         return await self.load_execution(doc["_id"]) if doc else None
 
     async def load_execution(self, execution_id: str) -> ExecutionState | None:
@@ -176,9 +209,11 @@ class MongoStore:
                 return state
 
     async def list_executions(
-        self, page_size: int, page_token: str, workflow_id: str
+        self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
     ) -> Page[ExecutionState]:
-        query: dict[str, Any] = {"workflow_id": workflow_id} if workflow_id else {}
+        query: dict[str, Any] = {"tenant_id": tenant_id}
+        if workflow_id:
+            query["workflow_id"] = workflow_id
         if page_token:
             before, before_id = decode_page_token(page_token)
             query["$or"] = [

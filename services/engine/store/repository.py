@@ -36,10 +36,12 @@ class BlobRef:
 class ExecutionStore(Protocol):
     async def create_workflow(self, workflow: Workflow) -> None: ...
 
-    async def get_workflow(self, workflow_id: str) -> Workflow | None: ...
+    async def get_workflow(self, tenant_id: str, workflow_id: str) -> Workflow | None: ...
 
-    async def list_workflows(self, page_size: int, page_token: str, name: str) -> Page[Workflow]:
-        """Oldest first."""
+    async def list_workflows(
+        self, tenant_id: str, page_size: int, page_token: str, name: str
+    ) -> Page[Workflow]:
+        """The tenant's, oldest first."""
         ...
 
     async def create_execution(
@@ -50,16 +52,20 @@ class ExecutionStore(Protocol):
         Raises RequestIdTaken when its request_id is already used."""
         ...
 
-    async def find_by_request_id(self, request_id: str) -> ExecutionState | None: ...
+    async def find_by_request_id(
+        self, tenant_id: str, request_id: str
+    ) -> ExecutionState | None: ...
 
     async def load_execution(self, execution_id: str) -> ExecutionState | None:
-        """The execution as of its last logged event (the projection plus any tail)."""
+        """The execution as of its last logged event (the projection plus any tail),
+        whatever its tenant: the runner holds executions for all of them and checks the
+        caller's tenant itself (`Runner.visible`)."""
         ...
 
     async def list_executions(
-        self, page_size: int, page_token: str, workflow_id: str
+        self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
     ) -> Page[ExecutionState]:
-        """Newest first, without history."""
+        """The tenant's, newest first, without history."""
         ...
 
     async def append(self, events: Sequence[Event], state: ExecutionState) -> None:

@@ -21,10 +21,12 @@ class StartExecutionRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., manual: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
-    __slots__ = ("execution",)
+    __slots__ = ("execution", "watch_token")
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    WATCH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     execution: _execution_pb2.Execution
-    def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ...) -> None: ...
+    watch_token: str
+    def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ..., watch_token: _Optional[str] = ...) -> None: ...
 
 class ExecuteWorkflowRequest(_message.Message):
     __slots__ = ("workflow_id", "input", "manual", "request_id", "wait_seconds")
@@ -41,12 +43,14 @@ class ExecuteWorkflowRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., manual: _Optional[bool] = ..., request_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class ExecuteWorkflowResponse(_message.Message):
-    __slots__ = ("execution", "finished")
+    __slots__ = ("execution", "finished", "watch_token")
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    WATCH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     execution: _execution_pb2.Execution
     finished: bool
-    def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ..., finished: _Optional[bool] = ...) -> None: ...
+    watch_token: str
+    def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ..., finished: _Optional[bool] = ..., watch_token: _Optional[str] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("execution_id",)

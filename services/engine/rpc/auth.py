@@ -1,0 +1,39 @@
+"""Who may call which engine method (services/grpc_auth.py applies it to every call).
+
+What a principal may see inside a permitted method (its tenant, its one execution) is the
+servicers' check.
+"""
+
+from __future__ import annotations
+
+from services.auth import ADMIN, CLIENT, RUNNER, WATCHER
+from services.grpc_auth import REFLECTION
+
+_WORKFLOWS = "/discovery.engine.v1.WorkflowService/"
+_EXECUTIONS = "/discovery.engine.v1.ExecutionService/"
+_REPORTS = "/discovery.engine.v1.StepReportService/"
+
+_DRIVERS = frozenset({CLIENT, ADMIN})
+_READERS = frozenset({CLIENT, ADMIN, WATCHER})
+_RUNNERS = frozenset({RUNNER})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    _WORKFLOWS + "CreateWorkflow": frozenset({ADMIN}),
+    _WORKFLOWS + "GetWorkflow": _DRIVERS,
+    _WORKFLOWS + "ListWorkflows": _DRIVERS,
+    _EXECUTIONS + "StartExecution": _DRIVERS,
+    _EXECUTIONS + "ExecuteWorkflow": _DRIVERS,
+    _EXECUTIONS + "ListExecutions": _DRIVERS,
+    _EXECUTIONS + "CancelExecution": _DRIVERS,
+    _EXECUTIONS + "AdvanceExecution": _DRIVERS,
+    _EXECUTIONS + "GetExecution": _READERS,
+    _EXECUTIONS + "ListExecutionSteps": _READERS,
+    _EXECUTIONS + "WatchExecution": _READERS,
+    _REPORTS + "ReportStepProgress": _RUNNERS,
+    _REPORTS + "CompleteStep": _RUNNERS,
+    _REPORTS + "ReadBlob": _RUNNERS,
+    _REPORTS + "WriteBlob": _RUNNERS,
+    REFLECTION: frozenset({CLIENT, ADMIN, RUNNER}),
+    # Check and Watch are open (services/grpc_auth.py); the list of every service is not.
+    "/grpc.health.v1.Health/List": frozenset({ADMIN}),
+}
