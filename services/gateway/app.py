@@ -10,8 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
+from services.auth import WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
 from services.gateway import pages, routes
+from services.gateway.auth import AUTHORITY, auth_middleware
 from services.gateway.config import Settings
 from services.gateway.engine import EngineClient
 from services.gateway.errors import error_middleware
@@ -28,9 +33,21 @@ async def _engine_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = EngineClient(settings)
 
-    def follower(execution_id: str, after_seq: int) -> Follower:
+    authority = app[AUTHORITY]
+
+    def follower(execution_id: str, tenant: str, after_seq: int) -> Follower:
+        # A feed outlives the caller that opened it and serves everyone of its tenant who
+        # may see the execution (each checked on joining): it watches with a token of its own.
+        watcher = ServiceToken(
+            authority,
+            subject="gateway-feed",
+            role=WATCHER,
+            tenant=tenant,
+            execution_id=execution_id,
+            ttl_seconds=WATCH_TOKEN_SECONDS,
+        )
         return Follower(
-            client,
+            client.as_caller(watcher),
             execution_id,
             after_seq,
             segment_seconds=settings.watch_segment_seconds,
@@ -51,18 +68,34 @@ async def _close_streams(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware],
+        # The error middleware is outermost: it also answers the auth middleware's refusals.
+        middlewares=[error_middleware, auth_middleware],
         # The handlers read bodies themselves within the cap (bodies.py); this is aiohttp's
         # own backstop for anything that would call request.read().
         client_max_size=settings.max_body_bytes + ENVELOPE_BYTES,
     )
     app[SETTINGS] = settings
+    app[AUTHORITY] = TokenAuthority(settings.auth_keys)
     app[STREAMS] = StreamRegistry(settings.max_streams, settings.max_streams_per_client)
     app.cleanup_ctx.append(_engine_client)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
     pages.setup(app)
     return app
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without query strings: a WebSocket's `?access_token=` must never
+    reach a log line."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status,
+            extra={"remote": request.remote, "seconds": round(time, 4)},
+        )
 
 
 def create_runner(settings: Settings, **kwargs: Any) -> web.AppRunner:
@@ -72,4 +105,5 @@ def create_runner(settings: Settings, **kwargs: Any) -> web.AppRunner:
     and answers every refusal in the legacy error shape.
     """
     kwargs.setdefault("shutdown_timeout", settings.shutdown_seconds)
+    kwargs.setdefault("access_log_class", AccessLogger)
     return web.AppRunner(create_app(settings), auto_decompress=False, **kwargs)

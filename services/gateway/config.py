@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from services.auth import keys_from_env
 from services.envconfig import ConfigError, grpc_target, integer, number, text
 
 __all__ = ["ConfigError", "Settings"]
@@ -56,6 +57,9 @@ class Settings:
     ws_allowed_origins: tuple[str, ...] = ()
     # Graceful stop: open streams are told to go away, requests in flight get this long.
     shutdown_seconds: float = 10.0
+    # The deployment's secrets (services/auth.py): the gateway checks every caller's token
+    # before anything else, and signs the watch tokens of the feeds it shares. Never printed.
+    auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,5 +120,6 @@ class Settings:
                 if origin.strip()
             ),
             shutdown_seconds=number(env, "GATEWAY_SHUTDOWN_SECONDS", d.shutdown_seconds, low=0.0),
+            auth_keys=keys_from_env(env),
         )
         return settings

@@ -8,6 +8,7 @@ idempotency key, which the engine then matches.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services import engine_channel
 from services.gateway.config import Settings
 from services.gateway.errors import EngineError
+from services.grpc_auth import Credentials
 
 T = TypeVar("T")
 
@@ -42,7 +44,11 @@ def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
 
 
 class EngineClient:
+    """Calls without credentials until `as_caller` gives some: each request's calls carry
+    the token its caller sent, so the engine decides what that caller may do and see."""
+
     def __init__(self, settings: Settings) -> None:
+        self._credentials: Credentials | None = None
         self._timeout = settings.rpc_timeout_seconds
         self._channel = grpc.aio.insecure_channel(
             settings.engine_target, options=channel_options(settings)
@@ -55,6 +61,16 @@ class EngineClient:
     async def close(self) -> None:
         await self._channel.close()
 
+    def as_caller(self, credentials: Credentials) -> EngineClient:
+        """This client, on the same channel, with every call carrying `credentials`."""
+        view = copy.copy(self)
+        view._credentials = credentials
+        return view
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._credentials.metadata() if self._credentials is not None else ()
+
     @staticmethod
     async def _call(call: Awaitable[T]) -> T:
         try:
@@ -66,7 +82,8 @@ class EngineClient:
 
     async def start_execution(
         self, workflow_id: str, document: Mapping[str, Any], manual: bool, request_id: str
-    ) -> ex_pb.Execution:
+    ) -> tuple[ex_pb.Execution, str]:
+        """The execution and a watch token for it (see StartExecutionResponse)."""
         response: es.StartExecutionResponse = await self._call(
             self._executions.StartExecution(
                 es.StartExecutionRequest(
@@ -76,9 +93,10 @@ class EngineClient:
                     request_id=request_id,
                 ),
                 timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
-        return response.execution
+        return response.execution, response.watch_token
 
     async def execute_workflow(
         self,
@@ -87,7 +105,7 @@ class EngineClient:
         manual: bool,
         request_id: str,
         wait_seconds: float,
-    ) -> tuple[ex_pb.Execution, bool]:
+    ) -> tuple[ex_pb.Execution, bool, str]:
         response: es.ExecuteWorkflowResponse = await self._call(
             self._executions.ExecuteWorkflow(
                 es.ExecuteWorkflowRequest(
@@ -98,14 +116,17 @@ class EngineClient:
                     wait_seconds=wait_seconds,
                 ),
                 timeout=wait_seconds + self._timeout,
+                metadata=self._metadata,
             )
         )
-        return response.execution, response.finished
+        return response.execution, response.finished, response.watch_token
 
     async def get_execution(self, execution_id: str) -> ex_pb.Execution:
         response: es.GetExecutionResponse = await self._call(
             self._executions.GetExecution(
-                es.GetExecutionRequest(execution_id=execution_id), timeout=self._timeout
+                es.GetExecutionRequest(execution_id=execution_id),
+                timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return response.execution
@@ -118,6 +139,7 @@ class EngineClient:
             self._executions.ListExecutions(
                 es.ListExecutionsRequest(page_size=page_size, page_token=page_token),
                 timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return list(response.executions), response.next_page_token
@@ -125,7 +147,9 @@ class EngineClient:
     async def list_steps(self, execution_id: str) -> list[es.ExecutionStep]:
         response: es.ListExecutionStepsResponse = await self._call(
             self._executions.ListExecutionSteps(
-                es.ListExecutionStepsRequest(execution_id=execution_id), timeout=self._timeout
+                es.ListExecutionStepsRequest(execution_id=execution_id),
+                timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return list(response.steps)
@@ -135,6 +159,7 @@ class EngineClient:
             self._executions.CancelExecution(
                 es.CancelExecutionRequest(execution_id=execution_id, reason=reason),
                 timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return response.execution
@@ -144,6 +169,7 @@ class EngineClient:
             self._executions.AdvanceExecution(
                 es.AdvanceExecutionRequest(execution_id=execution_id, data=struct(data)),
                 timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return response.execution
@@ -156,6 +182,7 @@ class EngineClient:
         call = self._executions.WatchExecution(
             es.WatchExecutionRequest(execution_id=execution_id, after_seq=after_seq),
             timeout=timeout,
+            metadata=self._metadata,
         )
         return call
 
@@ -177,6 +204,7 @@ class EngineClient:
                     progress=progress,
                 ),
                 timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return response.cancel_requested
@@ -201,6 +229,7 @@ class EngineClient:
                     error=error,
                 ),
                 timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
 
@@ -209,7 +238,9 @@ class EngineClient:
     async def create_workflow(self, workflow: wf_pb.Workflow) -> wf_pb.Workflow:
         response: ws.CreateWorkflowResponse = await self._call(
             self._workflows.CreateWorkflow(
-                ws.CreateWorkflowRequest(workflow=workflow), timeout=self._timeout
+                ws.CreateWorkflowRequest(workflow=workflow),
+                timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return response.workflow
@@ -217,7 +248,9 @@ class EngineClient:
     async def get_workflow(self, workflow_id: str) -> wf_pb.Workflow:
         response: ws.GetWorkflowResponse = await self._call(
             self._workflows.GetWorkflow(
-                ws.GetWorkflowRequest(workflow_id=workflow_id), timeout=self._timeout
+                ws.GetWorkflowRequest(workflow_id=workflow_id),
+                timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return response.workflow
@@ -229,6 +262,7 @@ class EngineClient:
             self._workflows.ListWorkflows(
                 ws.ListWorkflowsRequest(page_size=page_size, page_token=page_token),
                 timeout=self._timeout,
+                metadata=self._metadata,
             )
         )
         return list(response.workflows), response.next_page_token

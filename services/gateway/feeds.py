@@ -103,7 +103,8 @@ class Feed:
 
 
 class FeedRegistry:
-    def __init__(self, make_follower: Callable[[str, int], Follower], ring_size: int) -> None:
+    def __init__(self, make_follower: Callable[[str, str, int], Follower], ring_size: int) -> None:
+        """`make_follower(execution_id, tenant, after_seq)`."""
         self._make_follower = make_follower
         self._ring_size = ring_size
         self._shared: dict[str, Feed] = {}
@@ -113,15 +114,18 @@ class FeedRegistry:
     def engine_streams(self) -> int:
         return len(self._all)
 
-    def subscribe(self, execution_id: str, after_seq: int, subscriber: Subscriber) -> Feed:
-        """The feed that now serves `subscriber` every event after `after_seq`."""
+    def subscribe(
+        self, execution_id: str, tenant: str, after_seq: int, subscriber: Subscriber
+    ) -> Feed:
+        """The feed that now serves `subscriber` every event after `after_seq`. The caller
+        has checked that the subscriber, of `tenant`, may see the execution."""
         shared = self._shared.get(execution_id)
         if shared is not None and shared.serves(after_seq):
             feed = shared
         else:
             # Behind the shared feed's ring (a client resuming from far back): a feed of its
             # own, which later clients join only once the shared one is over.
-            feed = Feed(self._make_follower(execution_id, after_seq), self._ring_size)
+            feed = Feed(self._make_follower(execution_id, tenant, after_seq), self._ring_size)
             if shared is None or shared.ended:
                 self._shared[execution_id] = feed
             self._all.add(feed)

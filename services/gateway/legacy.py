@@ -204,8 +204,9 @@ def execution_summary(execution: ex_pb.Execution) -> dict[str, Any]:
     }
 
 
-def accepted(execution: ex_pb.Execution) -> dict[str, Any]:
-    """The 202 answer of both execute-async forms."""
+def accepted(execution: ex_pb.Execution, watch_token: str) -> dict[str, Any]:
+    """The 202 answer of both execute-async forms; `watch_token` (added to the legacy keys)
+    lets a browser follow this one execution and nothing else, for 15 minutes."""
     links = urls(execution.execution_id)
     return {
         "execution_id": execution.execution_id,
@@ -214,6 +215,7 @@ def accepted(execution: ex_pb.Execution) -> dict[str, Any]:
         "tracking_url": links["status"],
         "websocket_url": links["websocket"],
         "created_at": iso(execution.create_time),
+        "watch_token": watch_token,
     }
 
 

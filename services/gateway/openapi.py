@@ -61,6 +61,10 @@ def obj(
 
 STRING: Schema = {"type": "string"}
 TIME: Schema = {"type": "string", "format": "date-time"}
+WATCH_TOKEN: Schema = {
+    "type": "string",
+    "description": "A token that may read and watch this one execution for 15 minutes.",
+}
 FREE: Schema = {"type": "object", "additionalProperties": True}
 INT: Schema = {"type": "integer"}
 NUMBER: Schema = {"type": "number"}
@@ -170,6 +174,7 @@ SCHEMAS: dict[str, Schema] = {
             "tracking_url": STRING,
             "websocket_url": STRING,
             "created_at": nullable(TIME),
+            "watch_token": WATCH_TOKEN,
         }
     ),
     "StillRunning": obj(
@@ -181,6 +186,14 @@ SCHEMAS: dict[str, Schema] = {
             "websocket_url": STRING,
             "created_at": nullable(TIME),
             "last_seq": {**INT, "description": "Open the WebSocket with ?after_seq=last_seq."},
+            "watch_token": WATCH_TOKEN,
+        }
+    ),
+    "WatchToken": obj(
+        {
+            "execution_id": STRING,
+            "watch_token": WATCH_TOKEN,
+            "expires_in": {**INT, "description": "Seconds the token stays valid."},
         }
     ),
     "Document": {
@@ -390,7 +403,10 @@ SCHEMAS: dict[str, Schema] = {
 
 ERRORS = {
     "400": "Malformed JSON, duplicate keys, nesting too deep, a bad query parameter.",
-    "401": "A step report without X-Attempt-Token.",
+    "401": "No token, or one that is expired, forged or malformed (WWW-Authenticate: Bearer);"
+    " or a step report without X-Attempt-Token.",
+    "403": "The token's role may not do this (a runner starting runs, a client reporting"
+    " steps, a non-admin creating workflows).",
     "404": "Unknown workflow, execution or step; the same shape for each.",
     "409": "An idempotency key reused for another request, a stale attempt token, an"
     " execution in the wrong state.",
@@ -495,7 +511,38 @@ ACCEPTED = {
 START_ERRORS = ("400", "404", "409", "413", "415", "422", "429", "503")
 
 
+SECURITY_SCHEMES: Schema = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "Authorization: Bearer <token>; its role says what it may do.",
+    },
+    "accessToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "access_token",
+        "description": "The WebSocket and SSE routes only, for browsers: a watch token.",
+    },
+}
+# What an operation that needs a token may also answer.
+AUTH_ERRORS = ("401", "403")
+
+
 def spec() -> Schema:
+    return _with_auth_errors(_spec())
+
+
+def _with_auth_errors(described: Schema) -> Schema:
+    for operations in described["paths"].values():
+        for operation in operations.values():
+            if operation.get("security") != []:
+                for status in AUTH_ERRORS:
+                    operation["responses"].setdefault(status, _error(ERRORS[status]))
+    return described
+
+
+def _spec() -> Schema:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -593,6 +640,7 @@ def spec() -> Schema:
             "/executions/{execution_id}/events": {
                 "get": {
                     "operationId": "streamEvents",
+                    "security": [{"bearer": []}, {"accessToken": []}],
                     "summary": "The execution's events as Server-Sent Events.",
                     "description": (
                         "Without Last-Event-ID (or after_seq) the first event is the snapshot."
@@ -661,6 +709,20 @@ def spec() -> Schema:
                     ),
                 }
             },
+            "/executions/{execution_id}/watch-token": {
+                "post": {
+                    "operationId": "watchToken",
+                    "summary": "A fresh 15-minute token that may watch this execution only.",
+                    "description": (
+                        "For browsers: open /ws/{id} or /executions/{id}/events with"
+                        " ?access_token=<watch_token> instead of a long-lived key."
+                    ),
+                    "parameters": [EXECUTION_ID],
+                    "responses": responses(
+                        {"200": _json("The token.", ref("WatchToken"))}, "400", "404", "503"
+                    ),
+                }
+            },
             "/executions/{execution_id}/advance": {
                 "post": {
                     "operationId": "advance",
@@ -699,6 +761,7 @@ def spec() -> Schema:
             "/ws/{execution_id}": {
                 "get": {
                     "operationId": "websocket",
+                    "security": [{"bearer": []}, {"accessToken": []}],
                     "summary": "WebSocket of live events (see the description).",
                     "description": (
                         "Upgrade to a WebSocket. Each message is one legacy event JSON with"
@@ -764,6 +827,7 @@ def spec() -> Schema:
             "/health": {
                 "get": {
                     "operationId": "health",
+                    "security": [],
                     "responses": {
                         "200": _json("The engine answers.", ref("Health")),
                         "503": _json("The engine does not answer.", ref("Health")),
@@ -773,11 +837,14 @@ def spec() -> Schema:
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
+                    "security": [],
                     "responses": {"200": _json("This description.", FREE)},
                 }
             },
         },
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
+        # Every operation needs a token unless it says otherwise (services/gateway/auth.py).
+        "security": [{"bearer": []}],
     }
 
 

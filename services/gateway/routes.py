@@ -8,7 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
+from services.auth import WATCH_TOKEN_SECONDS, WATCHER
 from services.gateway import legacy, validation
+from services.gateway.auth import AUTHORITY, caller, engine_for
 from services.gateway.bodies import read_json
 from services.gateway.openapi import spec
 from services.gateway.sse import events
@@ -29,13 +31,13 @@ async def _body(request: web.Request) -> Any:
 
 
 async def _start(request: web.Request, start: StartRequest) -> web.Response:
-    execution = await request.app[ENGINE].start_execution(
+    execution, watch_token = await engine_for(request).start_execution(
         resource_id(start.workflow_id, "workflow"),
         start.document,
         start.manual,
         validation.idempotency_key(request.headers),
     )
-    answer = legacy.accepted(execution)
+    answer = legacy.accepted(execution, watch_token)
     return _json(answer, 202, Location=answer["tracking_url"])
 
 
@@ -55,7 +57,7 @@ async def execute_sync(request: web.Request) -> web.Response:
     """Waits for the end, at most the configured bound. Still running then: 202 with the async
     answer and `last_seq`, so a WebSocket opened with `?after_seq=last_seq` misses nothing."""
     start = validation.start_legacy(await _body(request))
-    execution, finished = await request.app[ENGINE].execute_workflow(
+    execution, finished, watch_token = await engine_for(request).execute_workflow(
         resource_id(start.workflow_id, "workflow"),
         start.document,
         start.manual,
@@ -64,7 +66,7 @@ async def execute_sync(request: web.Request) -> web.Response:
     )
     if finished:
         return _json(legacy.status_document(execution))
-    answer = {**legacy.accepted(execution), "last_seq": execution.last_seq}
+    answer = {**legacy.accepted(execution, watch_token), "last_seq": execution.last_seq}
     return _json(answer, 202, Location=answer["tracking_url"])
 
 
@@ -72,32 +74,55 @@ async def list_executions(request: web.Request) -> web.Response:
     """The newest executions first, as summaries (no history): what the dashboard lists."""
     size = validation.limit(request.query.get("limit"))
     token = validation.page_token(request.query.get("page_token"))
-    executions, next_token = await request.app[ENGINE].list_executions(size, token)
+    executions, next_token = await engine_for(request).list_executions(size, token)
     listed = [legacy.execution_summary(e) for e in executions]
     return _json({"executions": listed, "next_page_token": next_token or None})
 
 
 async def status(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
-    return _json(legacy.status_document(await request.app[ENGINE].get_execution(execution_id)))
+    return _json(legacy.status_document(await engine_for(request).get_execution(execution_id)))
 
 
 async def steps(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
-    listed = await request.app[ENGINE].list_steps(execution_id)
+    listed = await engine_for(request).list_steps(execution_id)
     return _json(legacy.steps_listing(execution_id, listed))
+
+
+async def watch_token(request: web.Request) -> web.Response:
+    """A fresh short-lived token that may watch this one execution: what a browser puts in
+    `/ws/{id}?access_token=`, instead of a long-lived key that would leak into URLs."""
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    # Asked as the caller: another tenant's execution is as missing here as anywhere.
+    execution = await engine_for(request).get_execution(execution_id)
+    principal = caller(request).principal
+    token = request.app[AUTHORITY].mint(
+        subject=principal.subject,
+        role=WATCHER,
+        tenant=principal.tenant,
+        ttl_seconds=WATCH_TOKEN_SECONDS,
+        execution_id=execution.execution_id,
+    )
+    return _json(
+        {
+            "execution_id": execution.execution_id,
+            "watch_token": token,
+            "expires_in": WATCH_TOKEN_SECONDS,
+        }
+    )
 
 
 async def advance(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
     data = validation.advance_data(await _body(request))
-    return _json(legacy.status_document(await request.app[ENGINE].advance(execution_id, data)))
+    return _json(legacy.status_document(await engine_for(request).advance(execution_id, data)))
 
 
 async def cancel(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
     reason = validation.cancel_reason(await _body(request))
-    return _json(legacy.status_document(await request.app[ENGINE].cancel(execution_id, reason)))
+    return _json(legacy.status_document(await engine_for(request).cancel(execution_id, reason)))
 
 
 # --- step reports over HTTP ----------------------------------------------------------------
@@ -108,7 +133,7 @@ async def step_progress(request: web.Request) -> web.Response:
     step = validation.step_name(request.match_info["step_name"])
     token = validation.attempt_token(request.headers)
     progress = validation.progress(await _body(request))
-    cancel_requested = await request.app[ENGINE].report_progress(
+    cancel_requested = await engine_for(request).report_progress(
         execution_id, step, token, progress
     )
     return _json(
@@ -126,7 +151,7 @@ async def step_complete(request: web.Request) -> web.Response:
     step = validation.step_name(request.match_info["step_name"])
     token = validation.attempt_token(request.headers)
     success, result, error = validation.completion(await _body(request))
-    await request.app[ENGINE].complete_step(execution_id, step, token, success, result, error)
+    await engine_for(request).complete_step(execution_id, step, token, success, result, error)
     return _json(
         {"execution_id": execution_id, "step_name": step, "accepted": True, "success": success}
     )
@@ -137,21 +162,21 @@ async def step_complete(request: web.Request) -> web.Response:
 
 async def create_workflow(request: web.Request) -> web.Response:
     definition = validation.workflow_definition(await _body(request))
-    created = legacy.workflow(await request.app[ENGINE].create_workflow(definition))
+    created = legacy.workflow(await engine_for(request).create_workflow(definition))
     return _json(created, 201, Location=f"/workflows/{created['workflow_id']}")
 
 
 async def list_workflows(request: web.Request) -> web.Response:
     size = validation.page_size(request.query.get("page_size"))
     token = validation.page_token(request.query.get("page_token"))
-    workflows, next_token = await request.app[ENGINE].list_workflows(size, token)
+    workflows, next_token = await engine_for(request).list_workflows(size, token)
     listed = [legacy.workflow(w) for w in workflows]
     return _json({"workflows": listed, "next_page_token": next_token or None})
 
 
 async def get_workflow(request: web.Request) -> web.Response:
     workflow_id = resource_id(request.match_info["workflow_id"], "workflow")
-    return _json(legacy.workflow(await request.app[ENGINE].get_workflow(workflow_id)))
+    return _json(legacy.workflow(await engine_for(request).get_workflow(workflow_id)))
 
 
 # --- the gateway itself --------------------------------------------------------------------
@@ -186,6 +211,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/executions/{execution_id}/events", events)
     app.router.add_post("/executions/{execution_id}/steps/{step_name}/progress", step_progress)
     app.router.add_post("/executions/{execution_id}/steps/{step_name}/complete", step_complete)
+    app.router.add_post("/executions/{execution_id}/watch-token", watch_token)
     app.router.add_post("/executions/{execution_id}/advance", advance)
     app.router.add_post("/executions/{execution_id}/cancel", cancel)
     app.router.add_get("/ws/{execution_id}", websocket)

@@ -20,10 +20,11 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway import legacy
+from services.gateway.auth import caller, engine_for
 from services.gateway.config import Settings
 from services.gateway.errors import BadRequest, GatewayError
 from services.gateway.feeds import FeedRegistry
-from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
+from services.gateway.state import FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import Overflow, SendQueue, bound_send_buffer
 from services.gateway.validation import resource_id, sequence_number
 
@@ -53,6 +54,7 @@ class EventStream:
         settings: Settings,
     ) -> None:
         self.execution_id = execution_id
+        self._tenant = caller(request).principal.tenant
         self._response = response
         self._transport = request.transport
         self._last = after_seq
@@ -65,7 +67,7 @@ class EventStream:
         if first is not None:
             self._queue.put(first, force=True)
         self._writer = asyncio.create_task(self._write())
-        feed = feeds.subscribe(self.execution_id, self._last, self)
+        feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
         try:
             await asyncio.wait({self._writer})
         finally:
@@ -133,10 +135,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     last_event_id = sequence_number(request.headers.get("Last-Event-ID"), "Last-Event-ID")
     query_after_seq = sequence_number(request.query.get("after_seq"), "after_seq")
     after_seq = query_after_seq if last_event_id is None else last_event_id
-    client = request.remote or "unknown"
+    # Stream caps count per principal (the same key from many addresses is one caller).
+    principal = caller(request).principal
+    client = f"{principal.tenant}/{principal.subject}"
     streams.admit(client)
     try:
-        execution = await request.app[ENGINE].get_execution(execution_id)
+        execution = await engine_for(request).get_execution(execution_id)
         if after_seq is not None and after_seq > execution.last_seq:
             raise BadRequest(
                 f"after seq {after_seq} is past the execution's last seq {execution.last_seq}",

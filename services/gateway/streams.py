@@ -108,7 +108,7 @@ class StreamRegistry:
         if self._admitted >= self._max:
             raise TooManyStreams(f"this gateway holds its maximum of {self._max} live streams")
         if self._per_client[client] >= self._max_per_client:
-            raise TooManyStreams(f"at most {self._max_per_client} live streams per client address")
+            raise TooManyStreams(f"at most {self._max_per_client} live streams per caller")
         self._per_client[client] += 1
         self._admitted += 1
 

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from services.gateway import legacy
+from services.gateway.auth import caller, engine_for
 from services.gateway.config import Settings
 from services.gateway.errors import (
     BadRequest,
@@ -31,7 +32,7 @@ from services.gateway.errors import (
     UpgradeRequired,
 )
 from services.gateway.feeds import FeedRegistry
-from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
+from services.gateway.state import FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import Overflow, SendQueue, bound_send_buffer
 from services.gateway.validation import resource_id, sequence_number
 
@@ -71,6 +72,7 @@ class WatchSocket:
         settings: Settings,
     ) -> None:
         self.execution_id = execution_id
+        self._tenant = caller(request).principal.tenant
         self._ws = ws
         self._transport = request.transport
         self._last = after_seq
@@ -85,7 +87,7 @@ class WatchSocket:
         if first is not None:
             self._queue.put(json.dumps(first), force=True)
         self._sender = asyncio.create_task(self._send())
-        feed = feeds.subscribe(self.execution_id, self._last, self)
+        feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
         try:
             async for _ in self._ws:
                 pass  # legacy clients send nothing that needs an answer; pings are automatic
@@ -200,11 +202,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             headers={"Upgrade": "websocket"},
         )
     check_origin(request, settings)
-    client = request.remote or "unknown"
+    # Stream caps count per principal (the same key from many addresses is one caller).
+    principal = caller(request).principal
+    client = f"{principal.tenant}/{principal.subject}"
     streams.admit(client)
     try:
         try:
-            execution = await request.app[ENGINE].get_execution(resource_id(raw_id, "execution"))
+            execution = await engine_for(request).get_execution(resource_id(raw_id, "execution"))
         except GatewayError as exc:
             if exc.status != 404:
                 raise

@@ -14,9 +14,10 @@ import pytest
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
+from services.grpc_auth import BearerToken
 from services.pioneer.workflows import ensure_document_workflow
 from tests.gateway.harness import Gateway, start_gateway
-from tests.stack import ROOT, Stack, start_stack
+from tests.stack import ROOT, Stack, start_stack, token
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,12 +42,17 @@ class Dashboard:
     def url(self) -> str:
         return f"{self.gateway.url}/"
 
+    @property
+    def signed_in_url(self) -> str:
+        """The address `make run` prints: the token in the fragment, which stays in the tab."""
+        return f"{self.url}#token={token()}"
+
 
 @pytest.fixture(scope="package")
 async def dashboard(mongo_server: str) -> AsyncIterator[Dashboard]:
     stack = await start_stack(mongo_server, f"dash{uuid.uuid4().hex[:10]}")
     try:
-        workflow = await ensure_document_workflow(stack.client.target)
+        workflow = await ensure_document_workflow(stack.client.target, BearerToken(token()))
         gateway = await start_gateway(stack.engine.port)
         try:
             yield Dashboard(stack, gateway, workflow)

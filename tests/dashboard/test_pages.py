@@ -14,6 +14,7 @@ import pytest
 
 from services.gateway.pages import DASHBOARD_DIR
 from tests.dashboard.conftest import Dashboard
+from tests.stack import token
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,7 +33,9 @@ SUMMARY_KEYS = {
 
 @pytest.fixture
 async def http(dashboard: Dashboard) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=dashboard.gateway.url) as session:
+    async with aiohttp.ClientSession(
+        base_url=dashboard.gateway.url, headers={"Authorization": f"Bearer {token()}"}
+    ) as session:
         yield session
 
 

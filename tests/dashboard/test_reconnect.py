@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
@@ -19,7 +20,7 @@ from playwright.async_api import Page, WebSocketRoute, expect
 
 from services.gateway import legacy
 from tests.dashboard.conftest import Dashboard
-from tests.stack import as_dict
+from tests.stack import AUTHORITY, as_dict
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,6 +51,7 @@ async def test_a_dropped_socket_resumes_after_the_last_seq_shown(
         servers.append(route.connect_to_server())
 
     await page.route_web_socket(re.compile(r"/ws/"), through)
+    await page.goto(dashboard.signed_in_url)
     await page.goto(f"{dashboard.url}#/executions/{execution_id}")
     view = page.locator("article.execution")
     connection = page.locator(".execution .connection")
@@ -75,7 +77,13 @@ async def test_a_dropped_socket_resumes_after_the_last_seq_shown(
     final = await client.wait_terminal(execution_id, 20)
     assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
     await asyncio.wait_for(reopened.wait(), 5)  # the page's own backoff: under 1 s at first
-    assert routes[1].url.endswith(f"/ws/{execution_id}?after_seq={shown}"), routes[1].url
+    resumed = urlsplit(routes[1].url)
+    assert resumed.path == f"/ws/{execution_id}", routes[1].url
+    query = parse_qs(resumed.query)
+    assert query["after_seq"] == [str(shown)], routes[1].url
+    # A watch token for this execution only, never the tab's own token.
+    watcher = AUTHORITY.verify(query["access_token"][0])
+    assert (watcher.role, watcher.execution_id) == ("watcher", execution_id)
     release.set()
 
     await expect(view).to_have_attribute("data-status", "completed", timeout=10_000)

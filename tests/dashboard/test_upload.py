@@ -14,7 +14,7 @@ from playwright.async_api import Page, expect
 from services.pioneer.workflows import DOCUMENT_WORKFLOW_NAME, DOCUMENT_WORKFLOW_STEPS
 from tests.dashboard.conftest import Dashboard
 from tests.documents import pdfs
-from tests.stack import as_dict
+from tests.stack import as_dict, token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,7 +28,8 @@ async def test_an_uploaded_pdf_is_followed_live_to_its_sections(
 ) -> None:
     document = tmp_path / "informe-anual.pdf"
     document.write_bytes(pdfs.sectioned_pdf(PAGES))
-    await page.goto(dashboard.url)
+    await page.goto(dashboard.signed_in_url)
+    await expect(page).to_have_url(f"{dashboard.url}#/")  # the token left the address bar
     await expect(page.locator("#upload-workflow")).to_contain_text(DOCUMENT_WORKFLOW_NAME)
 
     started = time.monotonic()
@@ -100,3 +101,19 @@ async def test_an_uploaded_pdf_is_followed_live_to_its_sections(
     await expect(listed.locator("a")).to_have_attribute("aria-current", "page")
 
     await page.screenshot(path=artifacts / "dashboard.png", full_page=True)
+
+
+async def test_without_a_token_the_page_asks_for_one_first(
+    page: Page, dashboard: Dashboard
+) -> None:
+    await page.goto(dashboard.url)
+    signin = page.locator("#signin")
+    await expect(signin).to_be_visible()
+    await expect(page.locator("#signin-token")).to_be_focused()
+    # Nothing was asked of the API yet: a refused call would show as an error on the page.
+    await expect(page.locator("#upload-workflow")).to_have_text("Looking for the workflow…")
+
+    await page.fill("#signin-token", token())
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#upload-workflow")).to_contain_text(DOCUMENT_WORKFLOW_NAME)
+    await expect(signin).to_be_hidden()

@@ -33,9 +33,13 @@ from pathlib import Path
 import aiohttp
 from secantus import SecantusDBServer
 
+from services.auth import RUNNER
 from services.engine.store.embedded import mongo_uri
 from tests.gateway.external_runner import ExternalRunner
-from tests.stack import free_port, wait_serving
+from tests.stack import free_port, token, wait_serving
+
+ADMIN = {"Authorization": f"Bearer {token()}"}
+AS_RUNNER = {"Authorization": f"Bearer {token(RUNNER)}"}
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +65,7 @@ def spawn(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes
 
 async def wait_http(url: str, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN) as session:
         while True:
             with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(url) as response:
@@ -127,7 +131,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await wait_serving(f"127.0.0.1:{engine_port}")
         await wait_http(f"{base}/health")
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with aiohttp.ClientSession(connector=connector, headers=ADMIN) as session:
             async with session.post(
                 f"{base}/workflows",
                 json={
@@ -156,7 +160,7 @@ async def main(args: argparse.Namespace) -> None:
                 async with session.post(
                     f"{base}/executions/{execution_id}/steps/work/progress",
                     json={"percentage": 10, "message": "bench", "custom_data": {"n": number}},
-                    headers={"X-Attempt-Token": token},
+                    headers={**AS_RUNNER, "X-Attempt-Token": token},
                 ) as response:
                     assert response.status == 200, await response.text()
                 return number, sent

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.gateway.harness import Api, Gateway, GatewayStack, start_gateway, start_gateway_stack
+from tests.stack import token
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +33,9 @@ async def gateway(gw_stack: GatewayStack) -> AsyncIterator[Gateway]:
 
 @pytest.fixture(scope="session")
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+    """A client of the default tenant with an admin's token, as the seed's clients would
+    hold one now."""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token()}"}) as client:
         yield client
 
 

@@ -19,7 +19,7 @@ from services.engine.app import Engine
 from services.gateway.app import create_runner
 from services.gateway.config import Settings
 from tests.gateway.external_runner import ExternalRunner
-from tests.stack import Client, Pioneer, engine_settings, free_port
+from tests.stack import AUTH_KEYS, Client, Pioneer, engine_settings, free_port
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -46,6 +46,7 @@ async def start_gateway(engine_port: int, **overrides: Any) -> Gateway:
             ws_heartbeat_seconds=5.0,
             sync_wait_seconds=2.0,
             watch_retry_seconds=5.0,
+            auth_keys=AUTH_KEYS,
         ),
         **overrides,
     )

@@ -6,9 +6,11 @@ import pytest
 
 from services.gateway.config import ConfigError, Settings
 
+SECRET = {"DISCOVERY_AUTH_SECRET": "s" * 32}
+
 
 def test_defaults() -> None:
-    settings = Settings.from_env({})
+    settings = Settings.from_env(SECRET)
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
     assert settings.engine_target == "localhost:50051"
     assert settings.max_body_bytes == 64 * 1024 * 1024
@@ -25,7 +27,7 @@ def test_defaults() -> None:
     ],
 )
 def test_engine_address_accepts_the_seed_url_forms(env: dict[str, str], target: str) -> None:
-    assert Settings.from_env(env).engine_target == target
+    assert Settings.from_env({**SECRET, **env}).engine_target == target
 
 
 @pytest.mark.parametrize(
@@ -42,9 +44,11 @@ def test_engine_address_accepts_the_seed_url_forms(env: dict[str, str], target: 
 )
 def test_a_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        Settings.from_env({name: value})
+        Settings.from_env({**SECRET, name: value})
 
 
 def test_allowed_origins_are_a_list() -> None:
-    settings = Settings.from_env({"GATEWAY_WS_ALLOWED_ORIGINS": "https://a.example/, https://b"})
+    settings = Settings.from_env(
+        {**SECRET, "GATEWAY_WS_ALLOWED_ORIGINS": "https://a.example/, https://b"}
+    )
     assert settings.ws_allowed_origins == ("https://a.example", "https://b")

@@ -19,7 +19,7 @@ import pytest
 from discovery.engine.v1 import execution_service_pb2 as es
 
 from tests.gateway.harness import Api, Gateway, GatewayStack, gateway_for
-from tests.stack import free_port
+from tests.stack import free_port, token
 
 MIB = 1024 * 1024
 
@@ -65,7 +65,7 @@ async def test_content_length_over_the_cap_is_refused_before_the_body_is_read(
     workflow_id = await api.workflow({"name": "a", "handler": "echo"})
     port = int(small_gateway.url.rsplit(":", 1)[1])
     head = (
-        "POST /execute-async/ HTTP/1.1\r\nHost: gateway\r\n"
+        f"POST /execute-async/ HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token()}\r\n"
         "Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
     )
     start = json.dumps({"workflow_id": workflow_id, "data": {"base64": ""}}).encode()[:-3]
@@ -83,7 +83,8 @@ async def test_chunked_body_is_refused_at_the_cap_plus_one_chunk(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         b"POST /execute-async/ HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
+        + f"Authorization: Bearer {token()}\r\n".encode()
+        + b"Transfer-Encoding: chunked\r\n\r\n"
     )
     chunk = 64 * 1024
     opening = json.dumps({"workflow_id": workflow_id, "data": {"base64": ""}}).encode()[:-3]

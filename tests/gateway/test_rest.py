@@ -73,6 +73,7 @@ async def test_polling_client_of_the_seed_follows_a_run_to_completion(api: Api) 
         "tracking_url": f"/executions/{execution_id}/status",
         "websocket_url": f"/ws/{execution_id}",
         "created_at": started["created_at"],
+        "watch_token": started["watch_token"],
     }
     assert ISO_Z.match(started["created_at"])
 

@@ -3,7 +3,12 @@ attempt token the engine handed the runner (`X-Attempt-Token`)."""
 
 from __future__ import annotations
 
+from services.auth import RUNNER
 from tests.gateway.harness import Api, GatewayStack
+from tests.stack import token
+
+# The step runner's own credentials, besides the attempt token that binds it to one attempt.
+AS_RUNNER = {"Authorization": f"Bearer {token(RUNNER)}"}
 
 EXTERNAL = {"name": "fetch_user", "handler": "external", "heartbeat_timeout_seconds": 10}
 
@@ -15,7 +20,7 @@ async def test_http_step_runner_reports_progress_and_completion(
     execution_id = await api.start(workflow_id, {"user_id": 7})
     attempt = await gw_stack.external.next_attempt(execution_id)
     assert attempt.step_name == "fetch_user" and attempt.attempt == 1
-    token = {"X-Attempt-Token": attempt.attempt_token}
+    token = {**AS_RUNNER, "X-Attempt-Token": attempt.attempt_token}
     base = f"/executions/{execution_id}/steps/fetch_user"
 
     status, reply = await api.call(
@@ -74,35 +79,38 @@ async def test_http_step_reports_need_the_right_token(api: Api, gw_stack: Gatewa
     attempt = await gw_stack.external.next_attempt(execution_id)
     base = f"/executions/{execution_id}/steps/fetch_user"
 
-    status, body = await api.call("POST", f"{base}/progress", {"percentage": 10})
+    status, body = await api.call("POST", f"{base}/progress", {"percentage": 10}, headers=AS_RUNNER)
     assert status == 401 and body["error"]["code"] == "MISSING_ATTEMPT_TOKEN"
     status, body = await api.call(
-        "POST", f"{base}/progress", {"percentage": 10}, headers={"X-Attempt-Token": "forged"}
+        "POST",
+        f"{base}/progress",
+        {"percentage": 10},
+        headers={**AS_RUNNER, "X-Attempt-Token": "forged"},
     )
     assert status == 409 and body["error"]["code"] == "STALE_ATTEMPT"
     status, body = await api.call(
         "POST",
         f"/executions/{execution_id}/steps/other/progress",
         {"percentage": 10},
-        headers={"X-Attempt-Token": attempt.attempt_token},
+        headers={**AS_RUNNER, "X-Attempt-Token": attempt.attempt_token},
     )
     assert status == 404
     status, body = await api.call(
         "POST",
         f"{base}/progress",
         {"percentage": 150},
-        headers={"X-Attempt-Token": attempt.attempt_token},
+        headers={**AS_RUNNER, "X-Attempt-Token": attempt.attempt_token},
     )
     assert status == 422 and body["error"]["details"]["field"] == "percentage"
     status, body = await api.call(
         "POST",
         f"{base}/progress",
         {"percent": 10},
-        headers={"X-Attempt-Token": attempt.attempt_token},
+        headers={**AS_RUNNER, "X-Attempt-Token": attempt.attempt_token},
     )
     assert status == 422 and body["error"]["details"]["field"] == "percent"
     status, body = await api.call(
-        "POST", f"{base}/complete", {"done": True}, headers={"X-Attempt-Token": "x"}
+        "POST", f"{base}/complete", {"done": True}, headers={**AS_RUNNER, "X-Attempt-Token": "x"}
     )
     assert status == 422 and body["error"]["details"]["field"] == "success"
     # None of it reached the log.
@@ -117,7 +125,7 @@ async def test_progress_reply_tells_a_cancelled_step_to_stop(
     workflow_id = await api.workflow(EXTERNAL)
     execution_id = await api.start(workflow_id)
     attempt = await gw_stack.external.next_attempt(execution_id)
-    token = {"X-Attempt-Token": attempt.attempt_token}
+    token = {**AS_RUNNER, "X-Attempt-Token": attempt.attempt_token}
     base = f"/executions/{execution_id}/steps/fetch_user"
     status, _ = await api.call("POST", f"/executions/{execution_id}/cancel", {"reason": "stop"})
     assert status == 200
@@ -135,7 +143,7 @@ async def test_a_failed_http_step_fails_the_run_with_its_error(
         "POST",
         f"/executions/{execution_id}/steps/fetch_user/complete",
         {"success": False, "error": {"type": "ValueError", "message": "bad user"}},
-        headers={"X-Attempt-Token": attempt.attempt_token},
+        headers={**AS_RUNNER, "X-Attempt-Token": attempt.attempt_token},
     )
     assert status == 200
     final = await api.wait_terminal(execution_id)

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import step_report_service_pb2 as sr
 
+from services.auth import RUNNER
 from services.gateway.state import FEEDS, STREAMS
 from tests.gateway.harness import (
     Api,
@@ -27,7 +28,7 @@ from tests.gateway.harness import (
     sleep_step,
     start_gateway,
 )
-from tests.stack import Stack, start_stack
+from tests.stack import Stack, start_stack, token
 
 EXTERNAL = {"name": "fetch_user", "handler": "external", "heartbeat_timeout_seconds": 20}
 EVENT_KEYS = {"event", "execution_id", "seq", "timestamp"}
@@ -296,7 +297,9 @@ def _small_receive_buffer(addr_info: Any) -> socket.socket:
 @pytest.fixture
 async def slow_session() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(socket_factory=_small_receive_buffer)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, headers={"Authorization": f"Bearer {token()}"}
+    ) as session:
         yield session
 
 
@@ -369,7 +372,10 @@ async def test_a_slow_consumer_is_cut_off_alone_and_resumes_without_loss(
             "POST",
             f"/executions/{execution_id}/steps/fetch_user/complete",
             {"success": True},
-            headers={"X-Attempt-Token": attempt.attempt_token},
+            headers={
+                "Authorization": f"Bearer {token(RUNNER)}",
+                "X-Attempt-Token": attempt.attempt_token,
+            },
         )
         assert status == 200
         slow_messages.extend(await read_until_closed(resumed))

@@ -1,5 +1,8 @@
-// The gateway's REST API as the dashboard uses it. A refusal comes back as ApiError with the
-// legacy error body's code and message, which the page shows as they are.
+// The gateway's REST API as the dashboard uses it, every call with the tab's token. A refusal
+// comes back as ApiError with the legacy error body's code and message, which the page shows
+// as they are; a 401 also signs the tab out.
+
+import { signOut, token } from "./auth.js";
 
 export class ApiError extends Error {
   constructor(status, code, message, details) {
@@ -10,12 +13,16 @@ export class ApiError extends Error {
   }
 }
 
-async function request(method, path, body, headers = {}) {
+async function request(method, path, body, extra = {}) {
+  const headers = { ...extra };
+  const current = token();
+  if (current !== null) headers.Authorization = `Bearer ${current}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
     response = await fetch(path, {
       method,
-      headers: body === undefined ? headers : { "Content-Type": "application/json", ...headers },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
     });
@@ -31,6 +38,7 @@ async function request(method, path, body, headers = {}) {
   }
   if (!response.ok) {
     const error = value?.error ?? {};
+    if (response.status === 401) signOut(error.message ?? "the gateway asked to sign in again");
     throw new ApiError(
       response.status,
       error.code ?? `HTTP_${response.status}`,
@@ -48,6 +56,8 @@ export const api = {
   status: (executionId) => request("GET", `/executions/${id(executionId)}/status`),
   steps: (executionId) => request("GET", `/executions/${id(executionId)}/steps`),
   advance: (executionId) => request("POST", `/executions/${id(executionId)}/advance`, {}),
+  /** A short-lived token that may watch this execution only: what the WebSocket URL carries. */
+  watchToken: (executionId) => request("POST", `/executions/${id(executionId)}/watch-token`),
 
   /** Every workflow definition, following the pages. */
   async workflows() {

@@ -326,6 +326,7 @@ export function openExecution(container, executionId, { onChange } = {}) {
       live: "Live",
       finished: "All events received",
       "not-found": "No such execution.",
+      "signed-out": "Signed out; sign in again to follow it.",
       reconnecting: `Connection lost${detail ? ` (${detail})` : ""}; reconnecting…`,
     };
     setText(refs.phase, texts[name] ?? name);

@@ -7,7 +7,11 @@
 // repeat and is dropped; one past the next seq means something was lost, and the feed resumes
 // from the kept seq instead of showing a gap. The server closes normally (1000) after the
 // terminal event; that close, and 4404 (no such execution), are the only ends.
+//
+// A browser cannot set headers on a WebSocket: each connection asks the gateway for a fresh
+// watch token first (valid 15 minutes, for this execution only) and carries it in the query.
 
+import { api } from "./api.js";
 import { isTerminalEvent, TERMINAL } from "./model.js";
 
 const CLOSE_NOT_FOUND = 4404;
@@ -57,11 +61,30 @@ export class ExecutionSocket {
     return this.lastSeq === null ? base : `${base}?after_seq=${this.lastSeq}`;
   }
 
-  connect() {
+  async connect() {
     if (this.stopped || this.finished) return;
     clearTimeout(this.timer);
+    const attempt = (this.attempt = (this.attempt ?? 0) + 1);
+    let ticket;
+    try {
+      ticket = await api.watchToken(this.executionId);
+    } catch (error) {
+      if (attempt !== this.attempt || this.stopped) return;
+      if (error.status === 404) {
+        this.closed(CLOSE_NOT_FOUND, error.message);
+      } else if (error.status === 401) {
+        this.stopped = true; // signed out: the page asks for a token
+        this.handlers.onState({ phase: "signed-out", detail: error.message });
+      } else {
+        this.closed(0, error.message);
+      }
+      return;
+    }
+    // Stopped, or overtaken by a newer attempt, while the ticket was on its way.
+    if (attempt !== this.attempt || this.stopped || this.finished) return;
     const url = this.url();
-    const ws = new WebSocket(url);
+    const separator = url.includes("?") ? "&" : "?";
+    const ws = new WebSocket(`${url}${separator}access_token=${encodeURIComponent(ticket.watch_token)}`);
     this.ws = ws;
     this.connections += 1;
     const resumed = this.lastSeq !== null;

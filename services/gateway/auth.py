@@ -1,0 +1,71 @@
+"""Who is calling the gateway: every route but the public ones needs a token, checked here
+before any handler runs (denied by default: a new route is closed until listed below).
+
+The token comes in `Authorization: Bearer …`. Browsers cannot set headers on a WebSocket or
+an EventSource, so those two routes also take it as `?access_token=` (meant for the
+short-lived watch token `execute-async` returns; the access log never prints query strings).
+The gateway checks the token itself, to refuse early, and then forwards it with every call
+it makes to the engine on the caller's behalf: the engine decides what that caller may see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from services.auth import AuthError, Principal, TokenAuthority
+from services.gateway.engine import EngineClient
+from services.gateway.errors import Forbidden, Unauthorized
+from services.gateway.state import ENGINE
+from services.grpc_auth import BearerToken
+
+# Routes anyone may fetch: the dashboard's page and assets (it asks for a token itself), the
+# API description, and the health check probes use.
+PUBLIC = frozenset({"/", "/dashboard/{name}", "/health", "/openapi.json"})
+QUERY_TOKEN = frozenset({"/ws/{execution_id}", "/executions/{execution_id}/events"})
+
+AUTHORITY = web.AppKey("authority", TokenAuthority)
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: Principal
+    token: str
+
+
+CALLER = web.RequestKey("caller", Caller)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    # No resource: a 404 or 405 of the router's own, which says nothing worth protecting.
+    if resource is None or resource.canonical in PUBLIC:
+        return await handler(request)
+    header = request.headers.get("Authorization")
+    if header is None and resource.canonical in QUERY_TOKEN and "access_token" in request.query:
+        header = f"Bearer {request.query['access_token']}"
+    try:
+        principal = request.app[AUTHORITY].verify_bearer(header)
+    except AuthError as exc:
+        raise Unauthorized(
+            exc.message, code=exc.reason, headers={"WWW-Authenticate": 'Bearer realm="discovery"'}
+        ) from None
+    token = (header or "").strip().partition(" ")[2].strip()
+    request[CALLER] = Caller(principal, token)
+    return await handler(request)
+
+
+def caller(request: web.Request) -> Caller:
+    try:
+        return request[CALLER]
+    except KeyError:  # a public route asking for a caller: a wiring mistake, not the user's
+        raise Forbidden("this route has no caller") from None
+
+
+def engine_for(request: web.Request) -> EngineClient:
+    """The engine client that acts as this request's caller."""
+    return request.app[ENGINE].as_caller(BearerToken(caller(request).token))
