@@ -16,11 +16,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.auth import (
+    ADMIN,
+    DEFAULT_TENANT,
+    SECRET_ENV,
+    SECRET_FILE_ENV,
+    TokenAuthority,
+    create_secret_file,
+    keys_from_env,
+)
+from services.grpc_auth import BearerToken
 from services.pioneer.errors import PioneerError
 from services.pioneer.workflows import ensure_document_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 PR_SET_PDEATHSIG = 1
+# The local admin key `make run` writes for the CLI and the dashboard.
+LOCAL_TOKEN_SECONDS = 30 * 24 * 3600
 
 
 @dataclass
@@ -37,6 +49,26 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def local_admin_token(env: dict[str, str], data_dir: Path) -> str:
+    """Makes the one-machine stack authenticate like a real one: a secret of its own in the
+    data directory (unless the deployment gives one), and an admin token signed under it,
+    written where the CLI looks for it."""
+    if not env.get(SECRET_FILE_ENV, "").strip() and not env.get(SECRET_ENV, "").strip():
+        env[SECRET_FILE_ENV] = str(data_dir / "auth.key")
+        create_secret_file(data_dir / "auth.key")
+    authority = TokenAuthority(keys_from_env(env))
+    token = authority.mint(
+        subject="local-admin", role=ADMIN, tenant=DEFAULT_TENANT, ttl_seconds=LOCAL_TOKEN_SECONDS
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "token"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    return token
+
+
 async def main() -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'generated'}"
@@ -47,6 +79,7 @@ async def main() -> int:
     env.setdefault("ENGINE_URL", f"127.0.0.1:{engine_port}")
     gateway_port = env.setdefault("GATEWAY_PORT", "8080")
     data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
+    token = local_admin_token(env, Path(data_dir))
     services = [
         Service("pioneer", "services.pioneer"),
         Service("engine", "services.engine"),
@@ -57,15 +90,21 @@ async def main() -> int:
             sys.executable, "-m", service.module, env=env, cwd=ROOT, preexec_fn=_die_with_parent
         )
     try:
-        workflow = await ensure_document_workflow(f"127.0.0.1:{engine_port}", wait_seconds=60)
+        workflow = await ensure_document_workflow(
+            f"127.0.0.1:{engine_port}", BearerToken(token), wait_seconds=60
+        )
         ready = f"  workflow        {workflow.name!r} = {workflow.workflow_id}\n"
     except PioneerError as exc:
         ready = f"  workflow        not ready: {exc}\n"
     print(
         "\nDiscovery is up:\n"
-        f"  REST / WebSocket http://127.0.0.1:{gateway_port}   (dashboard at /)\n"
+        f"  REST / WebSocket http://127.0.0.1:{gateway_port}\n"
+        f"  dashboard       http://127.0.0.1:{gateway_port}/#token={token}\n"
+        f"  admin token     {data_dir}/token   (the CLI reads it; send it as"
+        " 'Authorization: Bearer …')\n"
         f"  engine (gRPC)   127.0.0.1:{engine_port}"
-        f"   (grpcurl -plaintext 127.0.0.1:{engine_port} list)\n"
+        f'   (grpcurl -plaintext -H "authorization: Bearer $(cat {data_dir}/token)"'
+        f" 127.0.0.1:{engine_port} list)\n"
         f"  pioneer (gRPC)  127.0.0.1:{pioneer_port}\n"
         f"  database        {env.get('MONGODB_URI') or f'embedded SecantusDB in {data_dir}/db'}\n"
         f"{ready}"

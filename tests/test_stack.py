@@ -8,9 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from services.auth import SECRET_ENV
 from tests.stack import ROOT, free_port
 
 
@@ -45,7 +49,8 @@ def test_the_stack_comes_up_and_goes_down_together(tmp_path: Path) -> None:
             [sys.executable, "-m", "services.stack"],
             cwd=ROOT,
             env={
-                **os.environ,
+                # As on a fresh machine: no secret given, so the stack makes its own.
+                **{k: v for k, v in os.environ.items() if k != SECRET_ENV},
                 **{k: str(v) for k, v in ports.items()},
                 "DISCOVERY_DATA_DIR": str(tmp_path / "data"),
                 "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
@@ -57,9 +62,19 @@ def test_the_stack_comes_up_and_goes_down_together(tmp_path: Path) -> None:
         banner = wait_for(log, "Ctrl-C stops everything", 60)
         assert "'Procesar Documentos' = " in banner
         assert f"embedded SecantusDB in {tmp_path / 'data'}/db" in banner
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{ports['GATEWAY_PORT']}/workflows", timeout=5
-        ) as reply:
+        data = tmp_path / "data"
+        assert (data / "auth.key").stat().st_mode & 0o777 == 0o600
+        assert (data / "token").stat().st_mode & 0o777 == 0o600
+        local_token = (data / "token").read_text().strip()
+        assert f"#token={local_token}" in banner  # the dashboard's address signs it in
+        workflows = f"http://127.0.0.1:{ports['GATEWAY_PORT']}/workflows"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(workflows, timeout=5)
+        assert refused.value.code == 401
+        request = urllib.request.Request(
+            workflows, headers={"Authorization": f"Bearer {local_token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as reply:
             names = [w["name"] for w in json.load(reply)["workflows"]]
         assert names == ["Procesar Documentos"]
         services = children(stack.pid)

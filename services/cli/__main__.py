@@ -7,22 +7,27 @@ readable line on stderr and an exit code; a traceback is never what a user sees.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.text import Text
 
+from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, RUNNER, WATCHER
 from services.cli import commands
 from services.cli.client import DEFAULT_TIMEOUT_SECONDS, EngineClient
-from services.cli.config import DEFAULT_TARGET, ENV_VAR, engine_target
+from services.cli.config import DEFAULT_TARGET, ENV_VAR, TOKEN_ENV, api_token, engine_target
 from services.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError, UsageError
 from services.cli.render import make_console
 
 EPILOG = f"""\
 engine:
   --engine HOST:PORT, else ${ENV_VAR}, else {DEFAULT_TARGET} (http://host:port is accepted).
+  Every call carries ${TOKEN_ENV}, else the file $DISCOVERY_TOKEN_FILE, else
+  ./.discovery/token (written by `make run`).
 
 exit codes:
   0    done; for run --watch and watch: the execution completed
@@ -38,6 +43,9 @@ examples:
   discovery watch EXECUTION_ID --json
 """
 
+
+ISSUABLE_ROLES = {CLIENT, ADMIN, RUNNER, WATCHER}
+TOKEN_DAYS = 30
 
 FOLLOW_EXIT_CODES = (
     "exit codes: 0 the execution completed, 1 it failed or was cancelled, 2 usage, input or "
@@ -84,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("up", help="start the whole stack (like `make run`)", parents=[connection])
+
+    issue = sub.add_parser(
+        "token",
+        help="issue a token (needs the deployment's secret)",
+        description="Signs a token under the deployment's secret: DISCOVERY_AUTH_SECRET_FILE "
+        "or DISCOVERY_AUTH_SECRET, else ./.discovery/auth.key (what `make run` made). Roles: "
+        "client (start, read, watch, cancel, advance), admin (also workflow definitions), "
+        "runner (step reports), watcher (one execution, read only). Prints the token.",
+    )
+    issue.add_argument("--role", required=True, choices=sorted(ISSUABLE_ROLES))
+    issue.add_argument("--tenant", default=DEFAULT_TENANT, help="default: %(default)s")
+    issue.add_argument("--subject", help="who holds it, for the logs (default: ROLE@TENANT)")
+    issue.add_argument(
+        "--ttl",
+        type=float,
+        default=TOKEN_DAYS * 86400,
+        metavar="SECONDS",
+        help="lifetime (default: %(default)g, 30 days)",
+    )
+    issue.add_argument("--execution", metavar="ID", help="watcher only: the one execution")
 
     workflows = sub.add_parser("workflows", help="list, show and create workflow definitions")
     wsub = workflows.add_subparsers(dest="workflows_command", metavar="ACTION", required=True)
@@ -159,10 +187,18 @@ def dispatch(args: argparse.Namespace) -> int:
     timeout: float = getattr(args, "timeout", DEFAULT_TIMEOUT_SECONDS)
     if args.command == "up":
         commands.up(engine or os.environ.get(ENV_VAR) or None)
+    if args.command == "token":
+        return commands.issue_token(
+            role=args.role,
+            tenant=args.tenant,
+            subject=args.subject or f"{args.role}@{args.tenant}",
+            ttl_seconds=args.ttl,
+            execution_id=args.execution,
+        )
     if timeout <= 0:
         raise UsageError("--timeout: must be more than 0")
     target = engine_target(engine)
-    with EngineClient(target, timeout=timeout) as client:
+    with EngineClient(target, api_token(), timeout=timeout) as client:
         json_output: bool = getattr(args, "json", False)
         ctx = commands.Context(client, make_console(), make_console(stderr=True), json_output)
         match args.command:
@@ -197,6 +233,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # `kill -USR1 PID` prints where every thread of a stuck command is, on stderr.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = build_parser().parse_args(argv)  # exits 2 with the usage on a bad command line
     errors = make_console(stderr=True)
     try:

@@ -49,9 +49,10 @@ def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
 
 
 class EngineClient:
-    def __init__(self, target: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, target: str, token: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.target = target
         self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),)
         self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._workflows = ws_grpc.WorkflowServiceStub(self._channel)
         self._executions = es_grpc.ExecutionServiceStub(self._channel)
@@ -67,7 +68,7 @@ class EngineClient:
 
     def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
         try:
-            return method(request, timeout=timeout or self.timeout)
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise EngineError.from_rpc(exc, self.target) from None
 
@@ -150,5 +151,7 @@ class EngineClient:
         request = es.WatchExecutionRequest(execution_id=execution_id)
         if after_seq is not None:
             request.after_seq = after_seq
-        stream: WatchStream = self._executions.WatchExecution(request, timeout=timeout)
+        stream: WatchStream = self._executions.WatchExecution(
+            request, timeout=timeout, metadata=self._metadata
+        )
         return stream

@@ -15,6 +15,7 @@ from discovery.engine.v1 import workflow_pb2 as wf_pb
 from rich.console import Console
 from rich.text import Text
 
+from services.auth import SECRET_ENV, SECRET_FILE_ENV, WATCHER, TokenAuthority, keys_from_env
 from services.cli import render
 from services.cli.client import EngineClient
 from services.cli.documents import file_document, json_object, read_definition
@@ -28,6 +29,7 @@ from services.cli.errors import (
 )
 from services.cli.follow import TERMINAL_EVENTS, Follower
 from services.cli.watch_view import Outcome, event_data, event_name, make_view
+from services.envconfig import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -230,6 +232,36 @@ def advance(ctx: Context, execution_id: str, data: str | None) -> int:
 
 
 # --- the stack ---------------------------------------------------------------------------
+
+
+def issue_token(
+    *, role: str, tenant: str, subject: str, ttl_seconds: float, execution_id: str | None
+) -> int:
+    """Signs a token under the deployment's secret and prints it (nothing else: pipeable)."""
+    if ttl_seconds <= 0:
+        raise UsageError("--ttl: must be more than 0")
+    if (role == WATCHER) != (execution_id is not None):
+        raise UsageError("--execution goes with --role watcher, and only with it")
+    env = dict(os.environ)
+    local = Path.cwd() / ".discovery" / "auth.key"
+    if not env.get(SECRET_FILE_ENV, "").strip() and not env.get(SECRET_ENV, "").strip():
+        if not local.is_file():
+            raise UsageError(f"no secret: set {SECRET_FILE_ENV} (or run `make run` here first)")
+        env[SECRET_FILE_ENV] = str(local)
+    try:
+        authority = TokenAuthority(keys_from_env(env))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    print(
+        authority.mint(
+            subject=subject,
+            role=role,
+            tenant=tenant,
+            ttl_seconds=ttl_seconds,
+            execution_id=execution_id,
+        )
+    )
+    return 0
 
 
 def up(engine: str | None) -> NoReturn:

@@ -14,13 +14,18 @@ from typing import Any
 import pytest
 
 from services.cli.__main__ import main
-from tests.stack import ROOT
+from tests.stack import ROOT, token
 
 CLI = [sys.executable, "-m", "services.cli"]
 
 
 def cli_env(target: str, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}", "DISCOVERY_ENGINE": target}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
+        "DISCOVERY_ENGINE": target,
+        "DISCOVERY_TOKEN": token(),
+    }
     env.pop("COLUMNS", None)
     env.update(extra)
     return env

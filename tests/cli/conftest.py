@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 
-from tests.stack import Stack
+from tests.stack import Stack, token
 
 NAP = {"handler": "sleep", "heartbeat_timeout_seconds": 5, "retry": {"max_attempts": 1}}
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI run in this process (`call_main`) finds its token where a user's shell has it."""
+    monkeypatch.setenv("DISCOVERY_TOKEN", token())
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 from services.cli.client import EngineClient
 from services.cli.errors import EngineError
 from services.cli.follow import Follower, Resumed
+from tests.stack import token
 
 EXECUTION = "e-1"
 LAST = 6
@@ -93,7 +94,7 @@ def follow(
     target: str, after_seq: int | None, segment_seconds: float = 30
 ) -> tuple[list[int], list[Resumed]]:
     resumed: list[Resumed] = []
-    with EngineClient(target) as client:
+    with EngineClient(target, token()) as client:
         follower = Follower(
             client, EXECUTION, after_seq, on_resume=resumed.append, segment_seconds=segment_seconds
         )

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import pty
+import signal
 import struct
 import termios
 import time
@@ -86,6 +87,8 @@ async def test_watch_survives_an_engine_restart_and_shows_each_seq_once(
         try:
             return await asyncio.wait_for(stdout.readline(), seconds)
         except TimeoutError:
+            process.send_signal(signal.SIGUSR1)  # the CLI prints its threads' stacks
+            await asyncio.sleep(1)
             process.kill()
             stderr = (await errors).decode(errors="replace")
             raise AssertionError(

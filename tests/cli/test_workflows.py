@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from discovery.engine.v1 import workflow_service_pb2 as ws
 
+from services.auth import CLIENT
 from tests.cli.cli import assert_readable_error, call_main, run_cli
-from tests.stack import Stack
+from tests.stack import AUTHORITY, Stack, token
 
 DEFINITION = """\
 name: Revisar contrato
@@ -119,3 +120,49 @@ async def test_an_unknown_workflow_is_a_readable_error(
 
     assert_readable_error(result)
     assert "no such thing" in result.err
+
+
+async def test_without_credentials_the_cli_says_where_to_get_them(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    target: str,
+) -> None:
+    monkeypatch.delenv("DISCOVERY_TOKEN")
+    monkeypatch.chdir(tmp_path)  # no .discovery/token here
+    result = await call_main(capsys, ["workflows", "list", "--engine", target])
+    assert_readable_error(result)
+    assert "DISCOVERY_TOKEN" in result.err and ".discovery/token" in result.err
+
+    (tmp_path / ".discovery").mkdir()
+    (tmp_path / ".discovery" / "token").write_text(token(CLIENT) + "\n")
+    listed = await call_main(capsys, ["workflows", "list", "--engine", target, "--json"])
+    assert listed.code == 0, listed
+
+    monkeypatch.setenv("DISCOVERY_TOKEN", token(CLIENT))
+    definition = tmp_path / "contrato.yaml"
+    definition.write_text(DEFINITION)
+    refused = await call_main(
+        capsys, ["workflows", "create", "-f", str(definition), "--engine", target]
+    )
+    assert_readable_error(refused)
+    assert "PERMISSION_DENIED" in refused.err or "may not" in refused.err, refused.err
+
+
+async def test_an_operator_issues_tokens_for_each_role(capsys: pytest.CaptureFixture[str]) -> None:
+    issued = await call_main(capsys, ["token", "--role", "runner", "--tenant", "acme"])
+    assert issued.code == 0, issued
+    principal = AUTHORITY.verify(issued.out.strip())
+    assert (principal.role, principal.tenant, principal.subject) == (
+        "runner",
+        "acme",
+        "runner@acme",
+    )
+    assert 29 * 86400 < principal.seconds_left() <= 30 * 86400
+
+    scoped = await call_main(
+        capsys, ["token", "--role", "watcher", "--execution", "e-1", "--ttl", "60"]
+    )
+    assert AUTHORITY.verify(scoped.out.strip()).execution_id == "e-1"
+    unscoped = await call_main(capsys, ["token", "--role", "watcher"])
+    assert_readable_error(unscoped)
