@@ -15,10 +15,13 @@ from services.engine.config import ConfigError, Settings
 from services.engine.hub import EventHub
 from services.engine.pioneers import PioneerPool
 from services.engine.rpc.server import SERVICE_NAMES, build_server
+from services.engine.rpc.servicers import Limits
 from services.engine.runner import Runner, RunnerSettings
 from services.engine.store.embedded import EmbeddedMongo
 from services.engine.store.mongo import MongoStore
 from services.engine.store.repository import ExecutionStore
+from services.ratelimit import RateLimiter
+from services.tls import add_port
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class Engine:
             settings.pioneer_targets,
             settings.max_message_bytes,
             ServiceToken(authority, subject=settings.engine_id, role=ENGINE),
+            settings.tls,
         )
         self.runner = Runner(
             self._wrap_store(self._store) if self._wrap_store else self._store,
@@ -72,13 +76,18 @@ class Engine:
                 max_custom_data_bytes=settings.max_custom_data_bytes,
             ),
         )
+        limits = Limits(
+            starts=RateLimiter(settings.start_rate, settings.start_burst),
+            progress=RateLimiter(settings.progress_rate, settings.progress_burst),
+        )
         self._server, self._health = build_server(
             self.runner,
             authority,
+            limits,
             max_message_bytes=settings.max_message_bytes,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        self.port = self._server.add_insecure_port(f"{settings.host}:{settings.port}")
+        self.port = add_port(self._server, f"{settings.host}:{settings.port}", settings.tls)
         # Recovery first, so that the first RPC finds the unfinished executions held again.
         await self.runner.open()
         await self._server.start()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from services.auth import keys_from_env
 from services.envconfig import ConfigError, grpc_targets, integer, number, text
+from services.tls import Tls, tls_from_env
 
 __all__ = ["ConfigError", "Settings"]
 
@@ -36,8 +37,17 @@ class Settings:
     max_result_bytes: int = 256 * 1024
     max_custom_data_bytes: int = 16 * 1024
     watch_queue: int = 1000
+    # Per tenant: starts a second, and the burst above it (RATE_LIMITED beyond).
+    start_rate: float = 100.0
+    start_burst: int = 200
+    # Per attempt: progress events a second; more are kept as heartbeats only. Room for a
+    # step that reports every page of a fast PDF; a loop reporting as fast as it can is not.
+    progress_rate: float = 50.0
+    progress_burst: int = 200
     # The secrets tokens are signed under (services/auth.py); never printed.
     auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # Mutual TLS for its server and its calls to pioneer (services/tls.py); None: plaintext.
+    tls: Tls | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,5 +70,10 @@ class Settings:
             max_message_bytes=integer(
                 env, "ENGINE_MAX_MESSAGE_BYTES", d.max_message_bytes, low=1024 * 1024
             ),
+            start_rate=number(env, "ENGINE_START_RATE", d.start_rate, low=0.01),
+            start_burst=integer(env, "ENGINE_START_BURST", d.start_burst, low=1),
+            progress_rate=number(env, "ENGINE_PROGRESS_RATE", d.progress_rate, low=0.01),
+            progress_burst=integer(env, "ENGINE_PROGRESS_BURST", d.progress_burst, low=1),
             auth_keys=keys_from_env(env),
+            tls=tls_from_env(env),
         )

@@ -17,6 +17,7 @@ from discovery.pioneer.v1 import step_runner_service_pb2_grpc as pb_grpc
 
 from services.auth import ServiceToken
 from services.engine.domain.errors import PioneerUnavailable
+from services.tls import Tls, aio_channel
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,18 @@ class StepRunners(Protocol):
 
 class PioneerPool:
     def __init__(
-        self, targets: tuple[str, ...], max_message_bytes: int, token: ServiceToken
+        self,
+        targets: tuple[str, ...],
+        max_message_bytes: int,
+        token: ServiceToken,
+        tls: Tls | None = None,
     ) -> None:
         self._token = token
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
-        self._channels = [grpc.aio.insecure_channel(t, options=options) for t in targets]
+        self._channels = [aio_channel(t, tls, options=options) for t in targets]
         self._stubs = [pb_grpc.StepRunnerServiceStub(c) for c in self._channels]
         self._targets = targets
         self._next = itertools.cycle(range(len(targets)))

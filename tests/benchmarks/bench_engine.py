@@ -51,6 +51,9 @@ async def engine_run(uri: str, executions: int, workdir: Path) -> None:
         "PIONEER_URL": f"127.0.0.1:{pioneer_port}",
         "DISCOVERY_URL": f"127.0.0.1:{engine_port}",
         "PIONEER_MAX_CONCURRENT_STEPS": str(executions),
+        # The engine's own throughput, not the per-tenant start limit, is measured here.
+        "ENGINE_START_RATE": "1000000",
+        "ENGINE_START_BURST": str(executions),
     }
     pioneer = PioneerProcess(env, workdir / "pioneer.log")
     engine = EngineProcess(env, workdir / "engine.log")

@@ -1,4 +1,5 @@
-"""The engine's own limits: message size and load shedding, with the server still serving."""
+"""The engine's own limits: message size, load shedding and per-principal rates, with the
+server still serving."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import step_report_service_pb2 as sr
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from pymongo import AsyncMongoClient
 
-from tests.stack import Stack, start_stack
+from tests.stack import Client, Stack, start_stack, token
 
 
 @pytest.fixture
@@ -58,3 +64,93 @@ async def test_calls_over_the_concurrency_cap_are_shed_at_once(small_stack: Stac
             stream.cancel()
     await asyncio.sleep(0.2)
     assert (await c.get(started.execution_id)).execution_id == started.execution_id
+
+
+async def test_a_tenant_starting_too_fast_is_told_when_to_retry_and_others_go_on(
+    mongo_server: str, database: str
+) -> None:
+    stack = await start_stack(mongo_server, database, start_rate=1.0, start_burst=2)
+    other = Client(stack.client.target, token(tenant="other"))
+    try:
+        c = stack.client
+        workflow = await c.create_workflow("fast", {"name": "e", "handler": "echo"})
+        for _ in range(2):  # the burst
+            await c.start(workflow.workflow_id, {})
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await c.start(workflow.workflow_id, {})
+        assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = error_info(limited.value)
+        assert info.reason == "RATE_LIMITED"
+        retry_after = float(info.metadata["retry_after_seconds"])
+        assert 0 < retry_after <= 1.0
+        # Another tenant has its own budget.
+        theirs = await other.create_workflow("theirs", {"name": "e", "handler": "echo"})
+        assert (await other.start(theirs.workflow_id, {})).execution_id
+        await asyncio.sleep(retry_after)
+        assert (await c.start(workflow.workflow_id, {})).execution_id
+    finally:
+        await other.close()
+        await stack.stop()
+
+
+async def test_a_progress_flood_is_kept_as_heartbeats_beyond_the_rate(
+    mongo_server: str, database: str
+) -> None:
+    stack = await start_stack(mongo_server, database, progress_rate=2.0, progress_burst=3)
+    try:
+        c = stack.client
+        workflow = await c.create_workflow(
+            "flood", {"name": "nap", "handler": "sleep", "heartbeat_timeout_seconds": 2}
+        )
+        started = await c.start(workflow.workflow_id, {"seconds": 4})
+        attempt_token = await running_attempt_token(stack, started.execution_id)
+        flood = 60
+        began = time.monotonic()
+        for i in range(flood):
+            reply = await c.reports.ReportStepProgress(
+                sr.ReportStepProgressRequest(
+                    execution_id=started.execution_id,
+                    step_name="nap",
+                    attempt_token=attempt_token,
+                    progress=ex_pb.StepProgress(percentage=1, message=f"flood {i}"),
+                ),
+                timeout=5,
+            )
+            assert not reply.cancel_requested
+        elapsed = time.monotonic() - began
+        final = await c.wait_terminal(started.execution_id, 20)
+        assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED, "heartbeats kept it alive"
+        logged = [
+            e
+            for e in await c.events(started.execution_id)
+            if e.type == ex_pb.EVENT_TYPE_STEP_PROGRESS and "flood" in str(e.data)
+        ]
+        # The burst, then the rate: never the flood (a second of slack for the clock).
+        assert len(logged) <= 3 + 2 * (elapsed + 1), (len(logged), elapsed)
+        assert len(logged) < flood
+    finally:
+        await stack.stop()
+
+
+async def running_attempt_token(stack: Stack, execution_id: str) -> str:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_uri)
+    try:
+        for _ in range(100):
+            event = await client[stack.database]["events"].find_one(
+                {"execution_id": execution_id, "type": "step_started"}
+            )
+            if event is not None:
+                return str(event["attempt_token"])
+            await asyncio.sleep(0.05)
+    finally:
+        await client.close()
+    raise AssertionError("the step never started")
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    [packed] = [d for d in status.details if d.Is(info.DESCRIPTOR)]
+    packed.Unpack(info)
+    return info

@@ -13,7 +13,8 @@
     │   ├── AlreadyTerminal
     │   └── NotWaiting
     ├── ResourceExhausted
-    │   └── WatcherTooSlow
+    │   ├── WatcherTooSlow
+    │   └── RateLimited        a principal going faster than its rate
     └── Unavailable
         ├── StoreUnavailable
         ├── PioneerUnavailable
@@ -99,6 +100,16 @@ class ResourceExhausted(DiscoveryError):
 
 class WatcherTooSlow(ResourceExhausted):
     reason = "WATCHER_TOO_SLOW"
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"
+
+    def __init__(self, what: str, retry_after: float) -> None:
+        super().__init__(
+            f"{what}; retry in {retry_after:.2f} s",
+            metadata={"retry_after_seconds": f"{retry_after:.3f}"},
+        )
 
 
 class Unavailable(DiscoveryError):

@@ -17,6 +17,7 @@ from services.engine.rpc.auth import PERMISSIONS
 from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
 from services.engine.rpc.servicers import (
     ExecutionServicer,
+    Limits,
     StepReportServicer,
     WorkflowServicer,
 )
@@ -43,6 +44,7 @@ _KEEPALIVE = [
 def build_server(
     runner: Runner,
     authority: TokenAuthority,
+    limits: Limits,
     *,
     max_message_bytes: int,
     max_concurrent_rpcs: int,
@@ -56,9 +58,15 @@ def build_server(
             *_KEEPALIVE,
         ],
     )
-    ws_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(runner, authority), server)
-    es_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(runner, authority), server)
-    sr_grpc.add_StepReportServiceServicer_to_server(StepReportServicer(runner, authority), server)
+    ws_grpc.add_WorkflowServiceServicer_to_server(
+        WorkflowServicer(runner, authority, limits), server
+    )
+    es_grpc.add_ExecutionServiceServicer_to_server(
+        ExecutionServicer(runner, authority, limits), server
+    )
+    sr_grpc.add_StepReportServiceServicer_to_server(
+        StepReportServicer(runner, authority, limits), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

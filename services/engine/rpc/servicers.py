@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
@@ -17,10 +18,11 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from services.auth import WATCH_TOKEN_SECONDS, WATCHER, Principal, TokenAuthority, Unauthenticated
 from services.engine.clock import utc_now
 from services.engine.domain import execution as ex
-from services.engine.domain.errors import ExecutionNotFound, InvalidArgument
+from services.engine.domain.errors import ExecutionNotFound, InvalidArgument, RateLimited
 from services.engine.rpc import convert
 from services.engine.runner import Runner
 from services.grpc_auth import principal
+from services.ratelimit import RateLimiter
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 DEFAULT_PAGE = 100
@@ -43,10 +45,19 @@ def _page_size(value: int) -> int:
     return value or DEFAULT_PAGE
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How fast each principal may go: starts per tenant, progress per attempt."""
+
+    starts: RateLimiter
+    progress: RateLimiter
+
+
 class _Servicer:
-    def __init__(self, runner: Runner, authority: TokenAuthority) -> None:
+    def __init__(self, runner: Runner, authority: TokenAuthority, limits: Limits) -> None:
         self._runner = runner
         self._authority = authority
+        self._limits = limits
 
     def _caller(self, context: Context) -> Principal:
         # The AuthInterceptor has checked the role already; this gives the scope.
@@ -100,6 +111,11 @@ class WorkflowServicer(_Servicer, ws_grpc.WorkflowServiceServicer):
 
 
 class ExecutionServicer(_Servicer, es_grpc.ExecutionServiceServicer):
+    def _admit_start(self, caller: Principal) -> None:
+        wait = self._limits.starts.take(caller.tenant)
+        if wait:
+            raise RateLimited(f"tenant {caller.tenant!r} is starting executions too fast", wait)
+
     def _watch_token(self, caller: Principal, execution_id: str) -> str:
         return self._authority.mint(
             subject=caller.subject,
@@ -117,6 +133,7 @@ class ExecutionServicer(_Servicer, es_grpc.ExecutionServiceServicer):
         self, request: es.StartExecutionRequest, context: Context
     ) -> es.StartExecutionResponse:
         caller = self._caller(context)
+        self._admit_start(caller)
         state = await self._runner.start(
             _required(request.workflow_id, "workflow_id"),
             convert.from_struct(request.input),
@@ -135,6 +152,7 @@ class ExecutionServicer(_Servicer, es_grpc.ExecutionServiceServicer):
         if request.wait_seconds < 0:
             raise InvalidArgument("wait_seconds", "must be >= 0")
         caller = self._caller(context)
+        self._admit_start(caller)
         started = await self._runner.start(
             _required(request.workflow_id, "workflow_id"),
             convert.from_struct(request.input),
@@ -237,6 +255,10 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
         progress = (
             convert.progress_to_dict(request.progress) if request.HasField("progress") else None
         )
+        if progress is not None and self._limits.progress.take(request.attempt_token):
+            # Faster than the log should grow: kept as the heartbeat it also is. The step's
+            # completion, and its next progress within the rate, say where it got to.
+            progress = None
         cancelled = await self._runner.report_progress(
             _required(request.execution_id, "execution_id"),
             _required(request.step_name, "step_name"),
