@@ -24,6 +24,7 @@ from services.gateway.feeds import FeedRegistry
 from services.gateway.follow import Follower
 from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import StreamRegistry
+from services.ratelimit import RateLimiter
 
 # Request envelope around the largest body the cap allows (headers are bounded by aiohttp).
 ENVELOPE_BYTES = 64 * 1024
@@ -76,7 +77,11 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[AUTHORITY] = TokenAuthority(settings.auth_keys)
-    app[STREAMS] = StreamRegistry(settings.max_streams, settings.max_streams_per_client)
+    app[STREAMS] = StreamRegistry(
+        settings.max_streams,
+        settings.max_streams_per_client,
+        RateLimiter(settings.stream_open_rate, settings.stream_open_burst),
+    )
     app.cleanup_ctx.append(_engine_client)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)

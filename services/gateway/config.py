@@ -8,13 +8,25 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.auth import keys_from_env
 from services.envconfig import ConfigError, grpc_target, integer, number, text
+from services.tls import Tls, tls_from_env
 
 __all__ = ["ConfigError", "Settings"]
 
 MIB = 1024 * 1024
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"{name}={raw!r}: no such file")
+    return path
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,9 @@ class Settings:
     # Live streams (WebSocket and SSE) held at once: in total and per client address.
     max_streams: int = 10_000
     max_streams_per_client: int = 1_000
+    # How fast one caller may open live streams, and the burst above that rate.
+    stream_open_rate: float = 20.0
+    stream_open_burst: int = 200
     # Browser origins allowed to open a WebSocket; empty allows any.
     ws_allowed_origins: tuple[str, ...] = ()
     # Graceful stop: open streams are told to go away, requests in flight get this long.
@@ -60,6 +75,12 @@ class Settings:
     # The deployment's secrets (services/auth.py): the gateway checks every caller's token
     # before anything else, and signs the watch tokens of the feeds it shares. Never printed.
     auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # Mutual TLS towards the engine (services/tls.py); None: plaintext.
+    tls: Tls | None = field(default=None, repr=False)
+    # HTTPS on the public edge: a certificate browsers trust, and its key. Unset: plain HTTP,
+    # for a gateway behind a terminating proxy or on one machine.
+    https_cert: Path | None = None
+    https_key: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +135,8 @@ class Settings:
             max_streams_per_client=integer(
                 env, "GATEWAY_MAX_STREAMS_PER_CLIENT", d.max_streams_per_client, low=1
             ),
+            stream_open_rate=number(env, "GATEWAY_STREAM_OPEN_RATE", d.stream_open_rate, low=0.01),
+            stream_open_burst=integer(env, "GATEWAY_STREAM_OPEN_BURST", d.stream_open_burst, low=1),
             ws_allowed_origins=tuple(
                 origin.strip().rstrip("/")
                 for origin in env.get("GATEWAY_WS_ALLOWED_ORIGINS", "").split(",")
@@ -121,5 +144,10 @@ class Settings:
             ),
             shutdown_seconds=number(env, "GATEWAY_SHUTDOWN_SECONDS", d.shutdown_seconds, low=0.0),
             auth_keys=keys_from_env(env),
+            tls=tls_from_env(env),
+            https_cert=_path(env, "GATEWAY_TLS_CERT"),
+            https_key=_path(env, "GATEWAY_TLS_KEY"),
         )
+        if (settings.https_cert is None) != (settings.https_key is None):
+            raise ConfigError("GATEWAY_TLS_CERT and GATEWAY_TLS_KEY go together")
         return settings

@@ -14,6 +14,7 @@ connection dropped) while the others go on. It resumes from its last seq and los
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections import Counter, deque
 from typing import Protocol
@@ -21,6 +22,7 @@ from typing import Protocol
 from aiohttp import web
 
 from services.gateway.errors import ShuttingDown, TooManyStreams
+from services.ratelimit import RateLimiter
 
 
 class LiveStream(Protocol):
@@ -90,9 +92,12 @@ def bound_send_buffer(request: web.Request, size: int) -> None:
 
 
 class StreamRegistry:
-    def __init__(self, max_streams: int, max_per_client: int) -> None:
+    def __init__(self, max_streams: int, max_per_client: int, opens: RateLimiter) -> None:
+        """`opens`: how fast one caller may open streams (a reconnect storm of a whole
+        dashboard fits in its burst; a loop opening sockets does not)."""
         self._max = max_streams
         self._max_per_client = max_per_client
+        self._opens = opens
         self._per_client: Counter[str] = Counter()
         self._streams: set[LiveStream] = set()
         self._admitted = 0
@@ -109,6 +114,12 @@ class StreamRegistry:
             raise TooManyStreams(f"this gateway holds its maximum of {self._max} live streams")
         if self._per_client[client] >= self._max_per_client:
             raise TooManyStreams(f"at most {self._max_per_client} live streams per caller")
+        wait = self._opens.take(client)
+        if wait:
+            raise TooManyStreams(
+                f"opening streams too fast; retry in {wait:.2f} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         self._per_client[client] += 1
         self._admitted += 1
 

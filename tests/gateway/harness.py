@@ -92,6 +92,10 @@ async def start_gateway_stack(mongo_uri: str, **overrides: Any) -> GatewayStack:
     settings = replace(
         engine_settings(mongo_uri, f"gw{uuid.uuid4().hex[:10]}", engine_port, pioneer.port),
         pioneer_targets=(f"127.0.0.1:{pioneer.port}", f"127.0.0.1:{external.port}"),
+        # The slow-consumer tests flood progress on purpose; the engine's own progress rate
+        # would keep most of it out of the log (tests/engine/test_limits.py covers that).
+        progress_rate=1e6,
+        progress_burst=1_000_000,
         **overrides,
     )
     engine = Engine(settings)

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from discovery.engine.v1 import execution_service_pb2 as es
 
+from services.auth import CLIENT
 from tests.gateway.harness import Api, Gateway, GatewayStack, gateway_for
 from tests.stack import free_port, token
 
@@ -333,3 +334,26 @@ async def test_an_unreachable_engine_is_503_not_500(session: aiohttp.ClientSessi
         assert_clean_error(status, body, 503)
         status, body = await api.call("GET", "/health")
         assert status == 503 and body["engine"] == "unavailable"
+
+
+async def test_a_caller_opening_streams_too_fast_gets_429_and_others_do_not(
+    api: Api, gw_stack: GatewayStack
+) -> None:
+    workflow_id = await api.workflow({"name": "a", "handler": "echo"})
+    execution_id = await api.start(workflow_id)
+    async with (
+        gateway_for(gw_stack.engine.port, stream_open_rate=0.5, stream_open_burst=2) as gateway,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token()}"}) as hasty,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token(CLIENT)}"}) as other,
+    ):
+        url = f"{gateway.ws_url}/ws/{execution_id}?after_seq=0"
+        for _ in range(2):  # the burst: each one runs to the end of the execution
+            async with hasty.ws_connect(url) as ws:
+                [_ async for _ in ws]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await hasty.ws_connect(url)
+        assert refused.value.status == 429
+        assert refused.value.headers is not None
+        assert int(refused.value.headers["Retry-After"]) >= 1
+        async with other.ws_connect(url) as ws:  # another principal, its own budget
+            assert [message.json() async for message in ws][-1]["seq"] >= 1
