@@ -1,20 +1,30 @@
 """`python -m services.healthcheck HOST:PORT`: exit 0 when a gRPC server reports SERVING.
 
-For container health checks, where neither grpcurl nor grpc_health_probe is installed.
+For container health checks, where neither grpcurl nor grpc_health_probe is installed. With
+DISCOVERY_TLS_* set it dials as the service itself does (mutual TLS).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.envconfig import ConfigError
+from services.tls import channel, tls_from_env
+
 
 def main(target: str) -> int:
-    with grpc.insecure_channel(target) as channel:
+    try:
+        tls = tls_from_env(os.environ)
+    except ConfigError as exc:
+        print(f"bad configuration: {exc}", file=sys.stderr)
+        return 2
+    with channel(target, tls) as opened:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(opened).Check(
                 health_pb2.HealthCheckRequest(), timeout=3
             )
         except grpc.RpcError as exc:

@@ -28,6 +28,7 @@ from services.auth import (
 from services.grpc_auth import BearerToken
 from services.pioneer.errors import PioneerError
 from services.pioneer.workflows import ensure_document_workflow
+from services.tls import tls_from_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PR_SET_PDEATHSIG = 1
@@ -91,7 +92,10 @@ async def main() -> int:
         )
     try:
         workflow = await ensure_document_workflow(
-            f"127.0.0.1:{engine_port}", BearerToken(token), wait_seconds=60
+            f"127.0.0.1:{engine_port}",
+            BearerToken(token),
+            wait_seconds=60,
+            tls=tls_from_env(env),
         )
         ready = f"  workflow        {workflow.name!r} = {workflow.workflow_id}\n"
     except PioneerError as exc:

@@ -7,10 +7,12 @@ from typing import Any
 
 import yaml
 
-from services.auth import SECRET_FILE_ENV, create_secret_file
+from services.auth import SECRET_FILE_ENV
+from services.certs import AUTH_KEY, CA_CERT, CA_KEY, SERVICE, make_deployment_secrets
 from services.engine.config import Settings as EngineSettings
 from services.gateway.config import Settings as GatewaySettings
 from services.pioneer.config import Settings as PioneerSettings
+from services.tls import CA_ENV, CERT_ENV, KEY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -20,42 +22,51 @@ CONFIG_SOURCES = {
     "pioneer": ROOT / "services/pioneer/config.py",
     "gateway": ROOT / "services/gateway/config.py",
 }
-# Read by every service, through services/auth.py.
-SHARED_SOURCE = ROOT / "services/auth.py"
-SECRET_IN_CONTAINER = "/run/secrets/discovery_auth"
+# Read by every service, through services/auth.py and services/tls.py.
+SHARED_SOURCES = (ROOT / "services/auth.py", ROOT / "services/tls.py")
+SECRETS = {
+    SECRET_FILE_ENV: ("discovery_auth", AUTH_KEY),
+    CA_ENV: ("tls_ca", CA_CERT),
+    CERT_ENV: ("tls_cert", f"{SERVICE}.crt"),
+    KEY_ENV: ("tls_key", f"{SERVICE}.key"),
+}
 
 
-def env(service: str, secret: Path | None = None) -> dict[str, str]:
-    """The service's environment; `secret` stands in for the file compose mounts."""
+def env(service: str, secrets: Path | None = None) -> dict[str, str]:
+    """The service's environment; with `secrets`, the files compose would mount are the ones
+    `discovery secrets` made there."""
     values = {k: str(v) for k, v in SERVICES[service]["environment"].items()}
-    if secret is not None:
-        assert values[SECRET_FILE_ENV] == SECRET_IN_CONTAINER
-        values[SECRET_FILE_ENV] = str(secret)
+    if secrets is not None:
+        for variable, (name, file) in SECRETS.items():
+            assert values[variable] == f"/run/secrets/{name}"
+            values[variable] = str(secrets / file)
     return values
 
 
 def test_every_variable_is_one_the_service_reads() -> None:
     for service, source in CONFIG_SOURCES.items():
-        text = source.read_text() + SHARED_SOURCE.read_text()
+        text = source.read_text() + "".join(shared.read_text() for shared in SHARED_SOURCES)
         for name in env(service):
             assert f'"{name}"' in text, f"{service} does not read {name}"
         assert SERVICES[service]["command"] == ["python", "-m", f"services.{service}"]
 
 
-def test_every_service_gets_the_shared_secret_as_a_file() -> None:
-    assert COMPOSE["secrets"]["discovery_auth"]["file"] == "./secrets/auth.key"
+def test_every_service_gets_the_secret_and_its_certificate_as_files() -> None:
+    for variable, (name, file) in SECRETS.items():
+        assert COMPOSE["secrets"][name]["file"] == f"./secrets/{file}", variable
     for service in CONFIG_SOURCES:
-        assert SERVICES[service]["secrets"] == ["discovery_auth"]
-        assert env(service)[SECRET_FILE_ENV] == SECRET_IN_CONTAINER
+        assert sorted(SERVICES[service]["secrets"]) == sorted(n for n, _ in SECRETS.values())
 
 
-def test_the_services_find_each_other(tmp_path: Path) -> None:
-    secret = tmp_path / "auth.key"
-    create_secret_file(secret)
-    engine = EngineSettings.from_env(env("engine", secret))
-    pioneer = PioneerSettings.from_env(env("pioneer", secret))
-    gateway = GatewaySettings.from_env(env("gateway", secret))
+def test_the_services_find_each_other_over_mutual_tls(tmp_path: Path) -> None:
+    made = make_deployment_secrets(tmp_path, ("engine", "pioneer", "gateway", "localhost"))
+    assert {p.name for p in made} == {AUTH_KEY, CA_CERT, CA_KEY, "service.crt", "service.key"}
+    engine = EngineSettings.from_env(env("engine", tmp_path))
+    pioneer = PioneerSettings.from_env(env("pioneer", tmp_path))
+    gateway = GatewaySettings.from_env(env("gateway", tmp_path))
     assert engine.auth_keys == pioneer.auth_keys == gateway.auth_keys != ()
+    assert engine.tls is not None and engine.tls == pioneer.tls == gateway.tls
+    assert make_deployment_secrets(tmp_path, ("engine",)) == [], "a second run keeps them"
     assert engine.host == pioneer.host == gateway.host == "0.0.0.0"
     assert engine.mongodb_uri is not None and "mongo:27017" in engine.mongodb_uri
     assert engine.pioneer_targets == (f"pioneer:{pioneer.port}",)

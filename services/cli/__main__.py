@@ -7,7 +7,9 @@ readable line on stderr and an exit code; a traceback is never what a user sees.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import io
 import os
 import signal
 import sys
@@ -22,6 +24,8 @@ from services.cli.client import DEFAULT_TIMEOUT_SECONDS, EngineClient
 from services.cli.config import DEFAULT_TARGET, ENV_VAR, TOKEN_ENV, api_token, engine_target
 from services.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError, UsageError
 from services.cli.render import make_console
+from services.envconfig import ConfigError
+from services.tls import tls_from_env
 
 EPILOG = f"""\
 engine:
@@ -92,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("up", help="start the whole stack (like `make run`)", parents=[connection])
+
+    secrets = sub.add_parser(
+        "secrets",
+        help="make a deployment's secrets: token secret, private CA, service certificate",
+        description="Writes into DIR what docker-compose.yml mounts: auth.key (the token "
+        "secret), ca.crt and ca.key (a private CA), service.crt and service.key (the "
+        "certificate every service serves and calls with, for --hosts). Existing files are "
+        "kept.",
+    )
+    secrets.add_argument("directory", type=Path, metavar="DIR")
+    secrets.add_argument(
+        "--hosts",
+        default="engine,pioneer,gateway,localhost,127.0.0.1",
+        help="names and addresses the services are dialled by (default: %(default)s)",
+    )
 
     issue = sub.add_parser(
         "token",
@@ -187,6 +206,9 @@ def dispatch(args: argparse.Namespace) -> int:
     timeout: float = getattr(args, "timeout", DEFAULT_TIMEOUT_SECONDS)
     if args.command == "up":
         commands.up(engine or os.environ.get(ENV_VAR) or None)
+    if args.command == "secrets":
+        hosts = tuple(h.strip() for h in args.hosts.split(",") if h.strip())
+        return commands.make_secrets(args.directory, hosts)
     if args.command == "token":
         return commands.issue_token(
             role=args.role,
@@ -198,7 +220,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if timeout <= 0:
         raise UsageError("--timeout: must be more than 0")
     target = engine_target(engine)
-    with EngineClient(target, api_token(), timeout=timeout) as client:
+    try:
+        tls = tls_from_env(os.environ)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    with EngineClient(target, api_token(), timeout=timeout, tls=tls) as client:
         json_output: bool = getattr(args, "json", False)
         ctx = commands.Context(client, make_console(), make_console(stderr=True), json_output)
         match args.command:
@@ -233,8 +259,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # `kill -USR1 PID` prints where every thread of a stuck command is, on stderr.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # `kill -USR1 PID` prints where every thread of a stuck command is, on stderr (when
+    # stderr is a file: not when a caller captured it in memory).
+    with contextlib.suppress(io.UnsupportedOperation, ValueError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = build_parser().parse_args(argv)  # exits 2 with the usage on a bad command line
     errors = make_console(stderr=True)
     try:

@@ -8,6 +8,7 @@ carry an idempotency key), are retried by gRPC itself on UNAVAILABLE.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -22,10 +23,12 @@ from google.protobuf import json_format, struct_pb2
 
 from services.cli.errors import EngineError
 from services.engine_channel import IDEMPOTENT_READS, channel_options
+from services.tls import Tls, channel
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+CLOSE_SECONDS = 2.0
 # Starts are retried too: the CLI always sends a request_id, so a retry finds the same run.
 _CHANNEL_OPTIONS = channel_options(
     retried=[*IDEMPOTENT_READS, ("discovery.engine.v1.ExecutionService", "StartExecution")],
@@ -49,16 +52,29 @@ def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
 
 
 class EngineClient:
-    def __init__(self, target: str, token: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        *,
+        tls: Tls | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),)
-        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = channel(target, tls, options=_CHANNEL_OPTIONS)
         self._workflows = ws_grpc.WorkflowServiceStub(self._channel)
         self._executions = es_grpc.ExecutionServiceStub(self._channel)
 
     def close(self) -> None:
-        self._channel.close()
+        # Bounded: a command that has done its work must exit. CI once saw `run --watch`
+        # print the terminal event and then not exit, after its stream had been reopened
+        # across an engine restart; gRPC's blocking close is the likeliest place (SIGUSR1
+        # prints the stacks, should it be another).
+        closing = threading.Thread(target=self._channel.close, name="close-channel", daemon=True)
+        closing.start()
+        closing.join(CLOSE_SECONDS)
 
     def __enter__(self) -> EngineClient:
         return self

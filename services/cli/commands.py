@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from services.auth import SECRET_ENV, SECRET_FILE_ENV, WATCHER, TokenAuthority, keys_from_env
+from services.certs import make_deployment_secrets
 from services.cli import render
 from services.cli.client import EngineClient
 from services.cli.documents import file_document, json_object, read_definition
@@ -261,6 +262,17 @@ def issue_token(
             execution_id=execution_id,
         )
     )
+    return 0
+
+
+def make_secrets(directory: Path, hosts: tuple[str, ...]) -> int:
+    if not hosts:
+        raise UsageError("--hosts: at least one name")
+    written = make_deployment_secrets(directory, hosts)
+    for path in written:
+        print(path)
+    if not written:
+        print(f"{directory}: everything is there already; nothing written", file=sys.stderr)
     return 0
 
 

@@ -10,29 +10,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
 from services import jsonlog
 from services.gateway.app import create_runner
 from services.gateway.config import ConfigError, Settings
+from services.tls import https_context
 
 log = logging.getLogger("services.gateway")
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, https: ssl.SSLContext | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = create_runner(settings, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=https)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
     log.info(
         "gateway serving",
-        extra={"host": settings.host, "port": port, "engine": settings.engine_target},
+        extra={
+            "host": settings.host,
+            "port": port,
+            "scheme": "https" if https else "http",
+            "engine": settings.engine_target,
+        },
     )
     await stop.wait()
     log.info("gateway stopping")
@@ -44,10 +51,13 @@ def main() -> int:
     jsonlog.configure("gateway")
     try:
         settings = Settings.from_env()
+        https = None
+        if settings.https_cert is not None and settings.https_key is not None:
+            https = https_context(settings.https_cert, settings.https_key)
     except ConfigError as exc:
         log.error("bad configuration", extra={"error": str(exc)})
         return 2
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, https))
     return 0
 
 

@@ -28,6 +28,7 @@ from services import engine_channel
 from services.gateway.config import Settings
 from services.gateway.errors import EngineError
 from services.grpc_auth import Credentials
+from services.tls import aio_channel
 
 T = TypeVar("T")
 
@@ -50,8 +51,8 @@ class EngineClient:
     def __init__(self, settings: Settings) -> None:
         self._credentials: Credentials | None = None
         self._timeout = settings.rpc_timeout_seconds
-        self._channel = grpc.aio.insecure_channel(
-            settings.engine_target, options=channel_options(settings)
+        self._channel = aio_channel(
+            settings.engine_target, settings.tls, options=channel_options(settings)
         )
         self._executions = es_grpc.ExecutionServiceStub(self._channel)
         self._workflows = ws_grpc.WorkflowServiceStub(self._channel)

@@ -42,6 +42,7 @@ async def serve(settings: Settings) -> None:
             subject=f"pioneer@{socket.gethostname()}:{settings.port}",
             role=RUNNER,
         ),
+        tls=settings.tls,
     )
     runner = StepRunner(reporter, max_concurrent_steps=settings.max_concurrent_steps)
     server, port = await build_server(settings, registry, runner)

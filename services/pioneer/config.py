@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from services.auth import keys_from_env
 from services.envconfig import grpc_target, integer, text
+from services.tls import Tls, tls_from_env
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Settings:
     # The deployment's secrets (services/auth.py): pioneer checks the engine's token on
     # StartStep and signs its own runner token for reports. Never printed.
     auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # Mutual TLS for its server and its reports (services/tls.py); None: plaintext.
+    tls: Tls | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,4 +48,5 @@ class Settings:
             ),
             max_pdf_pages=integer(env, "PIONEER_MAX_PDF_PAGES", defaults.max_pdf_pages, low=1),
             auth_keys=keys_from_env(env),
+            tls=tls_from_env(env),
         )

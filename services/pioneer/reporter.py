@@ -22,6 +22,7 @@ from discovery.engine.v1 import step_report_service_pb2_grpc as report_grpc
 
 from services.grpc_auth import Credentials
 from services.pioneer.errors import EngineUnavailable, ReportRejected, StaleAttempt
+from services.tls import Tls, aio_channel
 
 T = TypeVar("T")
 
@@ -77,11 +78,14 @@ class StepReporter:
 
     @classmethod
     def connect(
-        cls, target: str, credentials: Credentials, policy: RetryPolicy | None = None
+        cls,
+        target: str,
+        credentials: Credentials,
+        policy: RetryPolicy | None = None,
+        *,
+        tls: Tls | None = None,
     ) -> StepReporter:
-        channel = grpc.aio.insecure_channel(
-            target, options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS
-        )
+        channel = aio_channel(target, tls, options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS)
         return cls(channel, credentials, policy)
 
     async def close(self) -> None:

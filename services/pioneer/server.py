@@ -33,6 +33,7 @@ from services.pioneer.errors import (
 from services.pioneer.registry import StepRegistry
 from services.pioneer.reporter import MESSAGE_SIZE_OPTIONS
 from services.pioneer.runner import StepRunner
+from services.tls import add_port
 
 log = logging.getLogger(__name__)
 
@@ -152,5 +153,5 @@ async def build_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    port: int = server.add_insecure_port(f"{host}:{settings.port}")
+    port: int = add_port(server, f"{host}:{settings.port}", settings.tls)
     return server, port

@@ -26,6 +26,7 @@ from services.envconfig import ConfigError
 from services.grpc_auth import Credentials, bearer_interceptors
 from services.pioneer.config import Settings
 from services.pioneer.errors import EngineUnavailable, WorkflowRejected
+from services.tls import Tls, aio_channel
 
 log = logging.getLogger("services.pioneer.workflows")  # also when run as __main__
 
@@ -101,7 +102,11 @@ def document_workflow() -> wf_pb.Workflow:
 
 
 async def ensure_document_workflow(
-    engine_target: str, credentials: Credentials, *, wait_seconds: float = 30.0
+    engine_target: str,
+    credentials: Credentials,
+    *,
+    wait_seconds: float = 30.0,
+    tls: Tls | None = None,
 ) -> wf_pb.Workflow:
     """The "Procesar Documentos" workflow of the engine at `engine_target`, created when no
     workflow has that name in the tenant of `credentials` (an admin's). Waits up to
@@ -109,8 +114,8 @@ async def ensure_document_workflow(
 
     Raises EngineUnavailable when the engine does not answer in time, WorkflowRejected when it
     refuses the definition (e.g. no pioneer offers its handlers yet)."""
-    async with grpc.aio.insecure_channel(
-        engine_target, interceptors=bearer_interceptors(credentials)
+    async with aio_channel(
+        engine_target, tls, interceptors=bearer_interceptors(credentials)
     ) as channel:
         stub = ws_grpc.WorkflowServiceStub(channel)
         try:
@@ -169,7 +174,9 @@ def main() -> int:
         admin = ServiceToken(
             TokenAuthority(settings.auth_keys), subject="pioneer-setup", role=ADMIN
         )
-        workflow = asyncio.run(ensure_document_workflow(settings.discovery_url, admin))
+        workflow = asyncio.run(
+            ensure_document_workflow(settings.discovery_url, admin, tls=settings.tls)
+        )
     except (EngineUnavailable, WorkflowRejected) as exc:
         log.error("workflow not ensured", extra={"error": str(exc), "reason": exc.reason})
         return 1
