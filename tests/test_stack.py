@@ -71,6 +71,7 @@ def test_the_stack_comes_up_and_goes_down_together(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(workflows, timeout=5)
         assert refused.value.code == 401
+        refused.value.close()  # it holds the response's socket
         request = urllib.request.Request(
             workflows, headers={"Authorization": f"Bearer {local_token}"}
         )
