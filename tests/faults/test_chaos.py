@@ -1,8 +1,8 @@
 """The chaos loop: while executions keep being started, SIGKILL the engine or pioneer (chosen
 at random, seeded) every few seconds, and bring it back. At the end every acknowledged
-execution is terminal, and its log holds the invariants (../shared/RELIABILITY.md, I1–I4).
+execution is terminal, and its log holds the invariants (../shared/RELIABILITY.md, I1-I4).
 
-`make test` runs a short loop. The full one (5 minutes, 300 executions, a kill every 5–15 s):
+`make test` runs a short loop. The full one (5 minutes, 300 executions, a kill every 5-15 s):
     DISCOVERY_CHAOS_SECONDS=300 DISCOVERY_CHAOS_EXECUTIONS=300 make test
 """
 
@@ -36,7 +36,7 @@ from tests.stack import (
 SECONDS = float(os.environ.get("DISCOVERY_CHAOS_SECONDS", "40"))
 EXECUTIONS = int(os.environ.get("DISCOVERY_CHAOS_EXECUTIONS", "60"))
 SEED = int(os.environ.get("DISCOVERY_CHAOS_SEED", "20261126"))
-# The full loop kills every 5–15 s; the short one more often, to fit as many kills in.
+# The full loop kills every 5-15 s; the short one more often, to fit as many kills in.
 PAUSES = (5.0, 15.0) if SECONDS >= 120 else (3.0, 7.0)
 SETTLE_SECONDS = 90.0
 STEP = {"handler": "sleep", "heartbeat_timeout_seconds": 2, "retry": {"max_attempts": 6}}
