@@ -42,14 +42,21 @@ async def baseline(uri: str, writes: int) -> float:
     return rate
 
 
-async def engine_run(uri: str, executions: int, workdir: Path) -> None:
-    engine_port, pioneer_port = free_port(), free_port()
-    env = {
+def services_env(uri: str, engine_port: int, pioneer_port: int) -> dict[str, str]:
+    """The environment of an engine and a pioneer that find each other and the database."""
+    return {
         "MONGODB_URI": uri,
         "ENGINE_PORT": str(engine_port),
         "PIONEER_PORT": str(pioneer_port),
         "PIONEER_URL": f"127.0.0.1:{pioneer_port}",
         "DISCOVERY_URL": f"127.0.0.1:{engine_port}",
+    }
+
+
+async def engine_run(uri: str, executions: int, workdir: Path) -> None:
+    engine_port, pioneer_port = free_port(), free_port()
+    env = {
+        **services_env(uri, engine_port, pioneer_port),
         "PIONEER_MAX_CONCURRENT_STEPS": str(executions),
         # The engine's own throughput, not the per-tenant start limit, is measured here.
         "ENGINE_START_RATE": "1000000",
