@@ -25,6 +25,8 @@ from discovery.engine.v1 import workflow_pb2 as wf
 from discovery.engine.v1 import workflow_service_pb2 as ws
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import json_format, struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services.auth import (
@@ -328,3 +330,20 @@ async def wait_serving(target: str, seconds: float = 20) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{target} not serving after {seconds} s")
             await asyncio.sleep(0.1)
+
+
+def error_info(exc: grpc.aio.AioRpcError) -> tuple[str, dict[str, str], list[str]]:
+    """(reason, metadata, fields named by BadRequest) of a rich error."""
+    status = rpc_status.from_call(exc)
+    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
+    reason, metadata, fields = "", {}, []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return reason, metadata, fields

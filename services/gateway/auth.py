@@ -66,6 +66,12 @@ def caller(request: web.Request) -> Caller:
         raise Forbidden("this route has no caller") from None
 
 
+def stream_owner(request: web.Request) -> str:
+    """What live-stream caps and rates count by: one principal, from whatever address."""
+    principal = caller(request).principal
+    return f"{principal.tenant}/{principal.subject}"
+
+
 def engine_for(request: web.Request) -> EngineClient:
     """The engine client that acts as this request's caller."""
     return request.app[ENGINE].as_caller(BearerToken(caller(request).token))

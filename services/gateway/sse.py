@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway import legacy
-from services.gateway.auth import caller, engine_for
+from services.gateway.auth import caller, engine_for, stream_owner
 from services.gateway.config import Settings
 from services.gateway.errors import BadRequest, GatewayError
 from services.gateway.feeds import FeedRegistry
@@ -135,9 +135,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     last_event_id = sequence_number(request.headers.get("Last-Event-ID"), "Last-Event-ID")
     query_after_seq = sequence_number(request.query.get("after_seq"), "after_seq")
     after_seq = query_after_seq if last_event_id is None else last_event_id
-    # Stream caps count per principal (the same key from many addresses is one caller).
-    principal = caller(request).principal
-    client = f"{principal.tenant}/{principal.subject}"
+    client = stream_owner(request)
     streams.admit(client)
     try:
         execution = await engine_for(request).get_execution(execution_id)

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from services.gateway import legacy
-from services.gateway.auth import caller, engine_for
+from services.gateway.auth import caller, engine_for, stream_owner
 from services.gateway.config import Settings
 from services.gateway.errors import (
     BadRequest,
@@ -202,9 +202,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             headers={"Upgrade": "websocket"},
         )
     check_origin(request, settings)
-    # Stream caps count per principal (the same key from many addresses is one caller).
-    principal = caller(request).principal
-    client = f"{principal.tenant}/{principal.subject}"
+    client = stream_owner(request)
     streams.admit(client)
     try:
         try:

@@ -11,30 +11,11 @@ import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_report_service_pb2 as sr
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from pymongo import AsyncMongoClient
 
-from tests.stack import Stack, as_dict, struct
+from tests.stack import Stack, as_dict, error_info, struct
 
 SLEEP = {"handler": "sleep", "heartbeat_timeout_seconds": 5}
-
-
-def error_info(exc: grpc.aio.AioRpcError) -> tuple[str, dict[str, str], list[str]]:
-    """(reason, metadata, fields named by BadRequest) of a rich error."""
-    status = rpc_status.from_call(exc)
-    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
-    reason, metadata, fields = "", {}, []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, metadata, fields
 
 
 async def test_lifecycle_runs_steps_in_order_and_logs_everything(stack: Stack) -> None:

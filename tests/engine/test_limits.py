@@ -12,11 +12,9 @@ import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_report_service_pb2 as sr
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from pymongo import AsyncMongoClient
 
-from tests.stack import Client, Stack, start_stack, token
+from tests.stack import Client, Stack, error_info, start_stack, token
 
 
 @pytest.fixture
@@ -79,9 +77,9 @@ async def test_a_tenant_starting_too_fast_is_told_when_to_retry_and_others_go_on
         with pytest.raises(grpc.aio.AioRpcError) as limited:
             await c.start(workflow.workflow_id, {})
         assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        info = error_info(limited.value)
-        assert info.reason == "RATE_LIMITED"
-        retry_after = float(info.metadata["retry_after_seconds"])
+        reason, metadata, _ = error_info(limited.value)
+        assert reason == "RATE_LIMITED"
+        retry_after = float(metadata["retry_after_seconds"])
         assert 0 < retry_after <= 1.0
         # Another tenant has its own budget.
         theirs = await other.create_workflow("theirs", {"name": "e", "handler": "echo"})
@@ -145,12 +143,3 @@ async def running_attempt_token(stack: Stack, execution_id: str) -> str:
     finally:
         await client.close()
     raise AssertionError("the step never started")
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    [packed] = [d for d in status.details if d.Is(info.DESCRIPTOR)]
-    packed.Unpack(info)
-    return info
