@@ -316,6 +316,31 @@ class PioneerProcess(ServiceProcess):
     module = "services.pioneer"
 
 
+@contextlib.asynccontextmanager
+async def restartable_engine(
+    mongo_uri: str, database: str, log_path: Path
+) -> AsyncIterator[tuple[Pioneer, EngineProcess, Client]]:
+    """A pioneer in this process and the engine as a child process on a fixed port and
+    ENGINE_ID, so that a restarted engine takes its executions back at once. PIONEER_URL is
+    given in the seed's http:// form, which the engine must accept."""
+    engine_port = free_port()
+    pioneer = Pioneer(engine_port)
+    await pioneer.start()
+    engine = EngineProcess(
+        engine_process_env(mongo_uri, database, engine_port, f"http://127.0.0.1:{pioneer.port}"),
+        log_path,
+    )
+    engine.start()
+    client = Client(f"127.0.0.1:{engine_port}")
+    try:
+        await wait_serving(client.target)
+        yield pioneer, engine, client
+    finally:
+        await client.close()
+        engine.stop()
+        await pioneer.stop()
+
+
 async def wait_serving(target: str, seconds: float = 20) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

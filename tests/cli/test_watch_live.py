@@ -24,10 +24,7 @@ from tests.stack import (
     ROOT,
     Client,
     EngineProcess,
-    Pioneer,
-    engine_process_env,
-    free_port,
-    wait_serving,
+    restartable_engine,
 )
 
 ARTIFACT = ROOT / "test-artifacts" / "cli-watch.txt"
@@ -37,24 +34,9 @@ ARTIFACT = ROOT / "test-artifacts" / "cli-watch.txt"
 async def restartable(
     mongo_server: str, database: str, tmp_path: Path
 ) -> AsyncIterator[tuple[EngineProcess, Client]]:
-    """A pioneer in this process and the engine as a child process on a fixed port and
-    ENGINE_ID, so that a restarted engine takes its executions back at once."""
-    engine_port = free_port()
-    pioneer = Pioneer(engine_port)
-    await pioneer.start()
-    engine = EngineProcess(
-        engine_process_env(mongo_server, database, engine_port, f"127.0.0.1:{pioneer.port}"),
-        tmp_path / "engine.log",
-    )
-    engine.start()
-    client = Client(f"127.0.0.1:{engine_port}")
-    try:
-        await wait_serving(client.target)
+    async with restartable_engine(mongo_server, database, tmp_path / "engine.log") as running:
+        _, engine, client = running
         yield engine, client
-    finally:
-        await client.close()
-        engine.stop()
-        await pioneer.stop()
 
 
 async def test_watch_survives_an_engine_restart_and_shows_each_seq_once(

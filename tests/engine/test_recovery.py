@@ -19,8 +19,7 @@ from tests.stack import (
     Client,
     EngineProcess,
     Pioneer,
-    engine_process_env,
-    free_port,
+    restartable_engine,
     wait_serving,
 )
 
@@ -31,22 +30,8 @@ IN_FLIGHT = 20
 async def pioneer_and_engine(
     mongo_server: str, database: str, tmp_path: Path
 ) -> AsyncIterator[tuple[Pioneer, EngineProcess, Client]]:
-    engine_port = free_port()
-    pioneer = Pioneer(engine_port)
-    await pioneer.start()
-    engine = EngineProcess(
-        engine_process_env(mongo_server, database, engine_port, f"http://127.0.0.1:{pioneer.port}"),
-        tmp_path / "engine.log",
-    )
-    engine.start()
-    client = Client(f"127.0.0.1:{engine_port}")
-    try:
-        await wait_serving(client.target)
-        yield pioneer, engine, client
-    finally:
-        await client.close()
-        engine.stop()
-        await pioneer.stop()
+    async with restartable_engine(mongo_server, database, tmp_path / "engine.log") as running:
+        yield running
 
 
 async def test_sigkill_mid_run_loses_and_duplicates_nothing(
