@@ -22,6 +22,7 @@ IDEMPOTENT_READS = (
     ("discovery.engine.v1.ExecutionService", "ListExecutionSteps"),
     ("discovery.engine.v1.WorkflowService", "GetWorkflow"),
     ("discovery.engine.v1.WorkflowService", "ListWorkflows"),
+    ("discovery.engine.v1.StepQueueService", "GetStepQueue"),
 )
 
 

@@ -62,12 +62,3 @@ def grpc_target(env: Mapping[str, str], name: str, default: str) -> str:
     if not sep or not host or "/" in target or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{name}={raw!r} is not host:port (or http://host:port)")
     return target
-
-
-def grpc_targets(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
-    """A comma-separated list of targets, each as `grpc_target` takes it."""
-    raw = env.get(name, "").strip() or default
-    targets = tuple(grpc_target({name: part}, name, "") for part in raw.split(",") if part.strip())
-    if not targets:
-        raise ConfigError(f"{name}={raw!r} names no target")
-    return targets

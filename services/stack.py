@@ -1,7 +1,8 @@
 """`make run`: the whole stack on its embedded default, as one supervised group.
 
 Starts the engine (with its embedded SecantusDB when MONGODB_URI is unset), pioneer and the
-gateway as child processes, makes sure the "Procesar Documentos" workflow exists, says where
+gateway as child processes, makes sure the "Procesar Documentos" workflow exists (once
+pioneer has polled the engine's step queue, so that its handlers are offered), says where
 everything is, and stops all of them together: on Ctrl-C or SIGTERM, or as soon as one of
 them dies, so nothing is left running behind.
 """
@@ -75,15 +76,15 @@ async def main() -> int:
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'generated'}"
     engine_port = env.setdefault("ENGINE_PORT", "50051")
     pioneer_port = env.setdefault("PIONEER_PORT", "50052")
-    env.setdefault("PIONEER_URL", f"127.0.0.1:{pioneer_port}")
     env.setdefault("DISCOVERY_URL", f"127.0.0.1:{engine_port}")
     env.setdefault("ENGINE_URL", f"127.0.0.1:{engine_port}")
     gateway_port = env.setdefault("GATEWAY_PORT", "8080")
     data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
     token = local_admin_token(env, Path(data_dir))
+    # Pioneer pulls its work from the engine (DISCOVERY_URL); the engine never dials it.
     services = [
-        Service("pioneer", "services.pioneer"),
         Service("engine", "services.engine"),
+        Service("pioneer", "services.pioneer"),
         Service("gateway", "services.gateway"),
     ]
     for service in services:
@@ -91,6 +92,7 @@ async def main() -> int:
             sys.executable, "-m", service.module, env=env, cwd=ROOT, preexec_fn=_die_with_parent
         )
     try:
+        # The engine refuses a workflow whose handlers no runner has offered in a poll.
         workflow = await ensure_document_workflow(
             f"127.0.0.1:{engine_port}",
             BearerToken(token),

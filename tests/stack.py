@@ -20,6 +20,8 @@ import grpc
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
 from discovery.engine.v1 import workflow_pb2 as wf
 from discovery.engine.v1 import workflow_service_pb2 as ws
@@ -27,6 +29,7 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from pymongo import AsyncMongoClient
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services.auth import (
@@ -43,6 +46,7 @@ from services.engine.config import Settings as EngineSettings
 from services.engine.store.repository import ExecutionStore
 from services.grpc_auth import BearerToken, bearer_interceptors
 from services.pioneer.config import Settings as PioneerSettings
+from services.pioneer.poller import StepPoller
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
@@ -100,27 +104,34 @@ def as_dict(message: struct_pb2.Struct) -> dict[str, Any]:
 
 
 class Pioneer:
-    """A pioneer server in this process."""
+    """A pioneer in this process: its server, and its poller pulling from the engine."""
 
-    def __init__(self, engine_port: int) -> None:
+    def __init__(self, engine_port: int, *, slots: int = 64, name: str = "test-pioneer") -> None:
         self.settings = PioneerSettings(
             port=0, discovery_url=f"127.0.0.1:{engine_port}", auth_keys=AUTH_KEYS
         )
+        self.slots = slots
+        self.name = name
         self.port = 0
         self.runner: StepRunner | None = None
         self._reporter: StepReporter | None = None
+        self._poller: StepPoller | None = None
         self._server: Any = None
 
     async def start(self) -> None:
-        self._reporter = StepReporter.connect(
-            self.settings.discovery_url,
-            ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER),
-        )
-        self.runner = StepRunner(self._reporter, max_concurrent_steps=64)
+        credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER)
+        self._reporter = StepReporter.connect(self.settings.discovery_url, credentials)
+        self.runner = StepRunner(self._reporter, max_concurrent_steps=self.slots)
         self._server, self.port = await build_pioneer(self.settings, registry, self.runner)
         await self._server.start()
+        self._poller = StepPoller(
+            self._reporter.channel, credentials, self.runner, registry, self.name
+        )
+        self._poller.start()
 
     async def stop(self) -> None:
+        assert self._poller is not None
+        await self._poller.stop()
         await self._server.stop(0)
         assert self.runner is not None and self._reporter is not None
         await self.runner.close()
@@ -147,6 +158,7 @@ class Client:
         )
         self.workflows = ws_grpc.WorkflowServiceStub(self.channel)
         self.executions = es_grpc.ExecutionServiceStub(self.channel)
+        self.queue = sq_grpc.StepQueueServiceStub(self.channel)
         # Reports come from step runners, with a runner's token.
         self.runner_channel = grpc.aio.insecure_channel(
             self.target, interceptors=authenticated(RUNNER)
@@ -167,11 +179,16 @@ class Client:
         return response.workflow
 
     async def start(
-        self, workflow_id: str, document: dict[str, Any] | None = None, **kw: Any
+        self,
+        workflow_id: str,
+        document: dict[str, Any] | None = None,
+        *,
+        deadline_seconds: float = 10,
+        **kw: Any,
     ) -> ex_pb.Execution:
         response: es.StartExecutionResponse = await self.executions.StartExecution(
             es.StartExecutionRequest(workflow_id=workflow_id, input=struct(document or {}), **kw),
-            timeout=10,
+            timeout=deadline_seconds,
         )
         return response.execution
 
@@ -223,14 +240,11 @@ class Stack:
         await self.pioneer.stop()
 
 
-def engine_settings(
-    mongo_uri: str, database: str, engine_port: int, pioneer_port: int
-) -> EngineSettings:
+def engine_settings(mongo_uri: str, database: str, engine_port: int) -> EngineSettings:
     return EngineSettings(
         port=engine_port,
         mongodb_uri=mongo_uri,
         mongodb_database=database,
-        pioneer_targets=(f"127.0.0.1:{pioneer_port}",),
         engine_id=f"test-engine-{engine_port}",
         lease_seconds=3.0,
         auth_keys=AUTH_KEYS,
@@ -242,15 +256,18 @@ async def start_stack(
     database: str,
     *,
     wrap_store: Callable[[ExecutionStore], ExecutionStore] | None = None,
+    pioneer_slots: int = 64,
     **overrides: Any,
 ) -> Stack:
     engine_port = free_port()
-    pioneer = Pioneer(engine_port)
-    await pioneer.start()
-    settings = replace(engine_settings(mongo_uri, database, engine_port, pioneer.port), **overrides)
+    settings = replace(engine_settings(mongo_uri, database, engine_port), **overrides)
     engine = Engine(settings, wrap_store=wrap_store)
     await engine.start()
-    return Stack(engine, pioneer, Client(f"127.0.0.1:{engine.port}"), mongo_uri, database)
+    pioneer = Pioneer(engine.port, slots=pioneer_slots)
+    await pioneer.start()
+    client = Client(f"127.0.0.1:{engine.port}")
+    await wait_for_runner(client, pioneer.name)
+    return Stack(engine, pioneer, client, mongo_uri, database)
 
 
 class ServiceProcess:
@@ -299,14 +316,13 @@ class EngineProcess(ServiceProcess):
     module = "services.engine"
 
 
-def engine_process_env(mongo_uri: str, database: str, port: int, pioneers: str) -> dict[str, str]:
+def engine_process_env(mongo_uri: str, database: str, port: int) -> dict[str, str]:
     """An engine child's environment: a fixed port and ENGINE_ID, so that a restart takes its
     executions back at once, and a short lease for the takeover tests."""
     return {
         "MONGODB_URI": mongo_uri,
         "MONGODB_DATABASE": database,
         "ENGINE_PORT": str(port),
-        "PIONEER_URL": pioneers,
         "ENGINE_ID": f"engine-{port}",
         "ENGINE_LEASE_SECONDS": "3",
     }
@@ -321,24 +337,67 @@ async def restartable_engine(
     mongo_uri: str, database: str, log_path: Path
 ) -> AsyncIterator[tuple[Pioneer, EngineProcess, Client]]:
     """A pioneer in this process and the engine as a child process on a fixed port and
-    ENGINE_ID, so that a restarted engine takes its executions back at once. PIONEER_URL is
-    given in the seed's http:// form, which the engine must accept."""
+    ENGINE_ID, so that a restarted engine takes its executions back at once."""
     engine_port = free_port()
-    pioneer = Pioneer(engine_port)
-    await pioneer.start()
-    engine = EngineProcess(
-        engine_process_env(mongo_uri, database, engine_port, f"http://127.0.0.1:{pioneer.port}"),
-        log_path,
-    )
+    engine = EngineProcess(engine_process_env(mongo_uri, database, engine_port), log_path)
     engine.start()
     client = Client(f"127.0.0.1:{engine_port}")
+    await wait_serving(client.target)
+    pioneer = Pioneer(engine_port)
+    await pioneer.start()
     try:
-        await wait_serving(client.target)
+        await wait_for_runner(client, pioneer.name)
         yield pioneer, engine, client
     finally:
         await client.close()
         engine.stop()
         await pioneer.stop()
+
+
+async def running_attempt_token(stack: Stack, execution_id: str, seconds: float = 10) -> str:
+    """The token of the execution's first attempt once a runner has taken it, read from the
+    database as only the engine and that runner know it."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_uri)
+    events = client[stack.database]["events"]
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if await events.find_one({"execution_id": execution_id, "type": "step_started"}):
+                queued = await events.find_one(
+                    {"execution_id": execution_id, "type": "step_queued"}, sort=[("seq", 1)]
+                )
+                assert queued is not None
+                return str(queued["attempt_token"])
+            await asyncio.sleep(0.02)
+    finally:
+        await client.close()
+    raise AssertionError(f"no runner took a step of {execution_id} in {seconds} s")
+
+
+async def wait_for_runner(client: Client, runner_id: str, seconds: float = 20) -> None:
+    """Until the engine lists the runner: it has polled, so its handlers may be named."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply = await client.queue.GetStepQueue(sq.GetStepQueueRequest(), timeout=5)
+            if any(r.runner_id == runner_id for r in reply.runners):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"runner {runner_id} has not polled {client.target} in {seconds} s")
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_handlers(client: Client, handlers: set[str], seconds: float = 30) -> None:
+    """Until runners offering `handlers` have polled the engine (whoever they are)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply = await client.queue.GetStepQueue(sq.GetStepQueueRequest(), timeout=5)
+            if handlers <= {h for r in reply.runners for h in r.handlers}:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no runner offered {sorted(handlers)} in {seconds} s")
+        await asyncio.sleep(0.05)
 
 
 async def wait_serving(target: str, seconds: float = 20) -> None:

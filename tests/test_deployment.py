@@ -69,8 +69,10 @@ def test_the_services_find_each_other_over_mutual_tls(tmp_path: Path) -> None:
     assert make_deployment_secrets(tmp_path, ("engine",)) == [], "a second run keeps them"
     assert engine.host == pioneer.host == gateway.host == "0.0.0.0"
     assert engine.mongodb_uri is not None and "mongo:27017" in engine.mongodb_uri
-    assert engine.pioneer_targets == (f"pioneer:{pioneer.port}",)
+    # Pioneer pulls its work from the engine's step queue: it dials the engine, never the
+    # other way round.
     assert pioneer.discovery_url == f"engine:{engine.port}"
+    assert not [name for name in env("engine") if name.startswith("PIONEER")]
     assert gateway.engine_target == f"engine:{engine.port}"
     assert f"{gateway.port}:{gateway.port}" in SERVICES["gateway"]["ports"]
     assert f"{engine.port}:{engine.port}" in SERVICES["engine"]["ports"]
@@ -80,6 +82,10 @@ def test_start_order_waits_for_health() -> None:
     assert "rs.initiate" in " ".join(SERVICES["mongo"]["healthcheck"]["test"])
     assert SERVICES["engine"]["depends_on"]["mongo"]["condition"] == "service_healthy"
     assert SERVICES["gateway"]["depends_on"]["engine"]["condition"] == "service_healthy"
+    # The engine starts without pioneer (a queued step waits for a runner); pioneer, which
+    # polls the engine, comes after it.
+    assert "pioneer" not in SERVICES["engine"]["depends_on"]
+    assert "engine" in SERVICES["pioneer"]["depends_on"]
     for service in ("engine", "pioneer", "gateway"):
         assert SERVICES[service]["build"] == "."
         assert "healthcheck" in SERVICES[service]

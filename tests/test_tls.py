@@ -9,6 +9,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -16,6 +17,8 @@ import aiohttp
 import grpc
 import pytest
 from aiohttp import web
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import workflow_service_pb2 as ws
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 
@@ -74,14 +77,17 @@ async def secure(
     engine = EngineProcess(
         {
             **env,
-            **engine_process_env(mongo_server, "tls", engine_port, f"127.0.0.1:{pioneer_port}"),
+            **engine_process_env(mongo_server, "tls", engine_port),
         },
         logs / "engine.log",
     )
-    pioneer.start()
     engine.start()
     try:
         await _wait_serving(f"127.0.0.1:{engine_port}", tls)
+        # Pioneer pulls its work over mutual TLS; the engine names only handlers it offered.
+        pioneer.start()
+        assert pioneer.process is not None
+        await _wait_for_pioneer(f"127.0.0.1:{engine_port}", tls, pioneer.process.pid)
         trust = ssl.create_default_context(cafile=env[CA_ENV])
         yield SecureStack(
             engine_target=f"127.0.0.1:{engine_port}",
@@ -108,6 +114,31 @@ async def _wait_serving(target: str, tls: Tls) -> None:
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.1)
     raise TimeoutError(f"{target} not serving over TLS")
+
+
+async def _wait_for_pioneer(target: str, tls: Tls, pid: int, seconds: float = 20) -> None:
+    """Until the engine lists the pioneer child (runner_id pioneer@host:pid) as a runner that
+    polled, over mutual TLS."""
+    deadline = time.monotonic() + seconds
+    async with grpc.aio.secure_channel(
+        target,
+        tls.channel_credentials(),
+        interceptors=bearer_interceptors(BearerToken(token())),
+    ) as channel:
+        stub = sq_grpc.StepQueueServiceStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = await stub.GetStepQueue(sq.GetStepQueueRequest(), timeout=5)
+            except grpc.aio.AioRpcError:
+                pass
+            else:
+                if any(
+                    r.runner_id.startswith("pioneer@") and r.runner_id.endswith(f":{pid}")
+                    for r in reply.runners
+                ):
+                    return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"pioneer (pid {pid}) has not polled {target} over TLS in {seconds} s")
 
 
 async def _list_workflows(channel: grpc.aio.Channel) -> ws.ListWorkflowsResponse:
@@ -138,7 +169,7 @@ async def test_a_run_goes_through_mutual_tls_end_to_end(secure: SecureStack) -> 
             ) as created:
                 assert created.status == 201, await created.text()
                 workflow_id = (await created.json())["workflow_id"]
-            # Engine → pioneer (StartStep) and pioneer → engine (reports) are TLS too.
+            # Pioneer's polls for the step and its reports to the engine are TLS too.
             async with browser.post(
                 f"{base}/execute/", json={"workflow_id": workflow_id, "data": {}}, ssl=secure.trust
             ) as finished:

@@ -45,6 +45,7 @@ examples:
   discovery workflows create -f naps.yaml
   discovery run "Procesar Documentos" --file contrato.pdf --watch
   discovery watch EXECUTION_ID --json
+  discovery queue
 """
 
 
@@ -142,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a workflow from a YAML or JSON definition",
         parents=[connection, output],
         description='The file: {"name", "description", "steps": [{"name", "handler", '
-        '"timeout_seconds", "heartbeat_timeout_seconds", "retry": {"max_attempts", '
+        '"timeout_seconds", "heartbeat_timeout_seconds", "schedule_to_start_timeout_seconds", '
+        '"retry": {"max_attempts", '
         '"initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"}}]}. '
         "Prints the new workflow id.",
     )
@@ -167,11 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--request-id", metavar="ID", help="idempotency key: the same key starts only once"
     )
+    run.add_argument(
+        "--priority",
+        type=int,
+        choices=range(1, 6),
+        metavar="1-5",
+        help="place of its steps in the step queue: 1 first, 5 last (default: 3)",
+    )
 
     status = sub.add_parser(
         "status", help="status, progress, ETA and step history", parents=[connection, output]
     )
     status.add_argument("execution_id", metavar="ID")
+
+    sub.add_parser(
+        "queue",
+        help="steps waiting for a runner, by handler, and the runners polling",
+        parents=[connection, output],
+        description="How many steps wait in the step queue for each handler, for your "
+        "tenant and for every tenant together, how long the oldest has waited, and the "
+        "runners that polled in the last minutes (their handlers, free slots and last poll).",
+    )
 
     watch = sub.add_parser(
         "watch",
@@ -246,10 +264,13 @@ def dispatch(args: argparse.Namespace) -> int:
                         manual=args.manual,
                         watch=args.watch,
                         request_id=args.request_id,
+                        priority=args.priority,
                     ),
                 )
             case "status":
                 return commands.status(ctx, args.execution_id)
+            case "queue":
+                return commands.queue(ctx)
             case "watch":
                 return commands.watch(ctx, args.execution_id, args.after_seq)
             case "cancel":

@@ -16,6 +16,8 @@ import grpc
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from discovery.engine.v1 import workflow_service_pb2 as ws
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
@@ -31,7 +33,10 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 CLOSE_SECONDS = 2.0
 # Starts are retried too: the CLI always sends a request_id, so a retry finds the same run.
 _CHANNEL_OPTIONS = channel_options(
-    retried=[*IDEMPOTENT_READS, ("discovery.engine.v1.ExecutionService", "StartExecution")],
+    retried=[
+        *IDEMPOTENT_READS,
+        ("discovery.engine.v1.ExecutionService", "StartExecution"),
+    ],
     reconnect_backoff_ms=(100, 1000),
 )
 
@@ -66,6 +71,7 @@ class EngineClient:
         self._channel = channel(target, tls, options=_CHANNEL_OPTIONS)
         self._workflows = ws_grpc.WorkflowServiceStub(self._channel)
         self._executions = es_grpc.ExecutionServiceStub(self._channel)
+        self._queue = sq_grpc.StepQueueServiceStub(self._channel)
 
     def close(self) -> None:
         # Bounded: a command that has done its work must exit. CI once saw `run --watch`
@@ -119,8 +125,15 @@ class EngineClient:
     # --- executions ------------------------------------------------------------------
 
     def start_execution(
-        self, workflow_id: str, document: Mapping[str, Any], *, manual: bool, request_id: str
+        self,
+        workflow_id: str,
+        document: Mapping[str, Any],
+        *,
+        manual: bool,
+        request_id: str,
+        priority: int = 0,
     ) -> ex_pb.Execution:
+        """`priority` 1 (first) to 5 (last) in the step queue; 0 takes the default."""
         response: es.StartExecutionResponse = self._call(
             self._executions.StartExecution,
             es.StartExecutionRequest(
@@ -128,6 +141,7 @@ class EngineClient:
                 input=struct(document),
                 manual=manual,
                 request_id=request_id,
+                priority=priority,
             ),
             # A large document takes a while to send and to be stored.
             timeout=max(self.timeout, 60.0),
@@ -160,6 +174,15 @@ class EngineClient:
             es.AdvanceExecutionRequest(execution_id=execution_id, data=struct(data)),
         )
         return response.execution
+
+    # --- the step queue ----------------------------------------------------------------
+
+    def get_step_queue(self) -> sq.GetStepQueueResponse:
+        """Ready attempts by handler (the caller's tenant, every tenant) and the runners."""
+        response: sq.GetStepQueueResponse = self._call(
+            self._queue.GetStepQueue, sq.GetStepQueueRequest()
+        )
+        return response
 
     def watch(self, execution_id: str, after_seq: int | None, timeout: float) -> WatchStream:
         """The raw stream; its errors surface as grpc.RpcError while iterating (follow.py

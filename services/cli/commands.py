@@ -118,6 +118,8 @@ class RunOptions:
     manual: bool = False
     watch: bool = False
     request_id: str | None = None
+    # 1 (first) to 5 (last) in the step queue; None: the engine's default.
+    priority: int | None = None
 
 
 def run(ctx: Context, options: RunOptions) -> int:
@@ -128,11 +130,17 @@ def run(ctx: Context, options: RunOptions) -> int:
         document.update(json_object(options.input, "--input"))
     if options.request_id is not None and not 0 < len(options.request_id) <= 128:
         raise UsageError("--request-id: 1 to 128 characters")
+    if options.priority is not None and not 1 <= options.priority <= 5:
+        raise UsageError("--priority: 1 (first) to 5 (last)")
     workflow = resolve_workflow(ctx, options.workflow)
     # Always an idempotency key: a start retried after UNAVAILABLE is then the same start.
     request_id = options.request_id or str(uuid.uuid4())
     execution = ctx.client.start_execution(
-        workflow.workflow_id, document, manual=options.manual, request_id=request_id
+        workflow.workflow_id,
+        document,
+        manual=options.manual,
+        request_id=request_id,
+        priority=options.priority or 0,
     )
     if ctx.json:
         render.print_json(render.message_json(execution))
@@ -229,6 +237,18 @@ def advance(ctx: Context, execution_id: str, data: str | None) -> int:
             step = execution.current_step
             text.append(f", step {step.order} of {execution.progress.total_steps}: {step.name}")
         ctx.out.print(text)
+    return EXIT_OK
+
+
+# --- the step queue ----------------------------------------------------------------------
+
+
+def queue(ctx: Context) -> int:
+    answer = ctx.client.get_step_queue()
+    if ctx.json:
+        render.print_json(render.message_json(answer))
+    else:
+        render.show_queue(ctx.out, answer)
     return EXIT_OK
 
 

@@ -11,11 +11,12 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
@@ -26,6 +27,7 @@ from rich.text import Text
 
 STATUS_STYLE = {
     "pending": "dim",
+    "queued": "yellow",
     "running": "cyan",
     "waiting": "yellow",
     "completed": "green",
@@ -36,6 +38,9 @@ STATUS_STYLE = {
     "retrying": "yellow",
 }
 
+
+# An attempt waiting in the step queue for a runner.
+QUEUED_MARK = "⧗"
 
 # Rich lays out for 80 columns when it cannot ask a terminal; tables with ids are wider.
 PLAIN_WIDTH = 120
@@ -121,6 +126,24 @@ def when(stamp: timestamp_pb2.Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def is_set(stamp: timestamp_pb2.Timestamp) -> bool:
+    return bool(stamp.seconds or stamp.nanos)
+
+
+def since(stamp: timestamp_pb2.Timestamp, now: datetime | None = None) -> float | None:
+    """Seconds from `stamp` to `now` (never negative: clocks differ a little); None unset."""
+    if not is_set(stamp):
+        return None
+    now = now or datetime.now(UTC)
+    return max((now - stamp.ToDatetime(tzinfo=UTC)).total_seconds(), 0.0)
+
+
+def queued_text(waited: float | None, *, mark: bool = True) -> str:
+    """ "⧗ queued 3.2 s": an attempt that waits for a runner, and for how long."""
+    text = f"{QUEUED_MARK} queued" if mark else "queued"
+    return text + (f" {seconds(waited)}" if waited is not None else "")
+
+
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -155,7 +178,7 @@ def show_workflow(console: Console, workflow: wf_pb.Workflow) -> None:
         console.print(f"About     {workflow.description}", markup=False)
     console.print(f"Created   {when(workflow.create_time)}", markup=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    for column in ("#", "Step", "Handler", "Timeout", "Heartbeat", "Retry"):
+    for column in ("#", "Step", "Handler", "Timeout", "Heartbeat", "Queue limit", "Retry"):
         table.add_column(column)
     for order, step in enumerate(workflow.steps, 1):
         retry = step.retry
@@ -165,6 +188,10 @@ def show_workflow(console: Console, workflow: wf_pb.Workflow) -> None:
             step.handler,
             seconds(step.timeout_seconds),
             seconds(step.heartbeat_timeout_seconds),
+            # How long an attempt may wait for a runner; 0: as long as it takes.
+            seconds(step.schedule_to_start_timeout_seconds)
+            if step.schedule_to_start_timeout_seconds
+            else "none",
             plural(retry.max_attempts, "attempt")
             + f", backoff {seconds(retry.initial_backoff_seconds)} x"
             f" {retry.backoff_multiplier:g} up to {seconds(retry.max_backoff_seconds)}",
@@ -183,10 +210,20 @@ def show_status(
     mode = enum_word(ex_pb.ExecutionMode.Name(execution.mode))
     console.print(Text.assemble(("Execution  ", "bold"), execution.execution_id))
     console.print(Text(f"Workflow   {execution.workflow_name} ({execution.workflow_id})"))
-    console.print(Text.assemble("Status     ", styled(status), f"  ({mode})"))
+    priority = f", priority {execution.priority}" if execution.priority else ""
+    console.print(Text.assemble("Status     ", styled(status), f"  ({mode}{priority})"))
     if execution.HasField("current_step"):
         step = execution.current_step
-        console.print(Text(f"Step       {step.order} of {progress.total_steps}: {step.name}"))
+        at = Text(f"Step       {step.order} of {progress.total_steps}: {step.name}")
+        waiting = [
+            a
+            for a in execution.steps_history
+            if a.order == step.order and a.status == ex_pb.ATTEMPT_STATUS_QUEUED
+        ]
+        if waiting:
+            at.append(f"  {queued_text(since(waiting[-1].queue_time))}", style="yellow")
+            at.append(" for a runner")
+        console.print(at)
     eta = (
         progress.estimated_remaining_seconds
         if progress.HasField("estimated_remaining_seconds")
@@ -224,11 +261,24 @@ def history_table(execution: ex_pb.Execution, steps: Iterable[es.ExecutionStep])
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
     for column in ("#", "Step", "Attempt", "Status", "Started", "Duration", "Detail"):
         table.add_column(column, no_wrap=column != "Detail")
+    now = datetime.now(UTC)
     for step in steps:
         if not step.attempts:
             table.add_row(str(step.order), step.name, "", styled(step.state), "", "", "")
         for attempt in step.attempts:
             word = attempt_status(attempt)
+            if word == "queued":
+                # Nobody runs it yet: how long it has waited, and for which runners.
+                table.add_row(
+                    str(step.order),
+                    step.name,
+                    str(attempt.attempt),
+                    Text(queued_text(since(attempt.queue_time, now)), style="yellow"),
+                    "—",
+                    "",
+                    f"waiting for a runner of {step.handler}" if step.handler else "",
+                )
+                continue
             if word == "running":
                 duration = "running"
                 detail = progress_text(message_json(attempt.last_progress))
@@ -257,3 +307,68 @@ def progress_text(progress: Mapping[str, Any]) -> str:
     if eta is not None:
         parts.append(f"ETA {seconds(float(eta))}")
     return " · ".join(parts)
+
+
+# --- the step queue ----------------------------------------------------------------------
+
+
+def depth_table(depths: Iterable[sq.QueueDepth], now: datetime) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("Handler", no_wrap=True)
+    table.add_column("Ready", justify="right")
+    table.add_column("Oldest wait", justify="right", no_wrap=True)
+    table.add_column("Queued since", no_wrap=True)
+    for depth in depths:
+        table.add_row(
+            depth.handler,
+            str(depth.ready),
+            seconds(since(depth.oldest_queue_time, now)),
+            when(depth.oldest_queue_time),
+        )
+    return table
+
+
+def runners_table(runners: Iterable[sq.QueueRunner], now: datetime) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("Runner", no_wrap=True)
+    table.add_column("Handlers")
+    table.add_column("Free slots", justify="right")
+    table.add_column("Last poll", justify="right", no_wrap=True)
+    for runner in runners:
+        last = since(runner.last_poll_time, now)
+        table.add_row(
+            runner.runner_id,
+            ", ".join(sorted(runner.handlers)),
+            str(runner.free_slots),
+            "—" if last is None else f"{seconds(last)} ago",
+        )
+    return table
+
+
+def show_queue(
+    console: Console, queue: sq.GetStepQueueResponse, now: datetime | None = None
+) -> None:
+    """What waits for a runner, by handler: the caller's tenant, then every tenant; then
+    the runners that polled lately."""
+    now = now or datetime.now(UTC)
+    waiting = sum(d.ready for d in queue.tenant)
+    console.print(
+        Text.assemble(("Your tenant", "bold"), f"  {plural(waiting, 'step')} waiting for a runner")
+    )
+    if queue.tenant:
+        console.print(depth_table(queue.tenant, now))
+    console.print()
+    everyone = sum(d.ready for d in queue.total)
+    console.print(Text.assemble(("All tenants", "bold"), f"  {plural(everyone, 'step')} waiting"))
+    if queue.total:
+        console.print(depth_table(queue.total, now))
+    console.print()
+    console.print(
+        Text.assemble(
+            ("Runners", "bold"), f"  {plural(len(queue.runners), 'runner')} polled lately"
+        )
+    )
+    if queue.runners:
+        console.print(runners_table(queue.runners, now))
+    else:
+        console.print(Text("  none: a queued step waits until a runner offering its handler polls"))

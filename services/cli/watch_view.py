@@ -4,7 +4,8 @@ Three views of the same stream (follow.py):
 
 - `LiveView` (stdout is a terminal): one rich progress bar per step with its percentage,
   current task, message and ETA, an overall bar on top, and a line above the bars for every
-  step that starts, finishes or fails.
+  step that is queued, starts, finishes or fails. A step queued for a runner shows
+  "⧗ queued" and how long it has waited, counting live.
 - `PlainView` (stdout is a file or pipe): the same lines, plus a progress line per step each
   time it passes another tenth, so a log stays readable.
 - `JsonView` (`--json`): one JSON object per event line, with its seq; the snapshot, when one
@@ -15,19 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from google.protobuf import json_format
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.table import Column
 from rich.text import Text
 
 from services.cli.follow import Resumed
 from services.cli.render import (
+    QUEUED_MARK,
     attempt_status,
     enum_word,
     error_text,
@@ -35,6 +37,7 @@ from services.cli.render import (
     message_json,
     print_json,
     progress_text,
+    queued_text,
     seconds,
     whole_numbers,
 )
@@ -42,6 +45,7 @@ from services.cli.render import (
 MARKS = {
     "pending": ("·", "dim"),
     "waiting": ("⏸", "yellow"),
+    "queued": (QUEUED_MARK, "yellow"),
     "running": ("▶", "cyan"),
     "retrying": ("↻", "yellow"),
     "success": ("✓", "green"),
@@ -82,6 +86,16 @@ def event_name(event: ex_pb.ExecutionEvent) -> str:
     return enum_word(ex_pb.EventType.Name(event.type))
 
 
+def event_time(event: ex_pb.ExecutionEvent) -> datetime | None:
+    if not event.time.seconds and not event.time.nanos:
+        return None
+    return event.time.ToDatetime(tzinfo=UTC)
+
+
+# A start after a shorter wait in the step queue than this does not mention the wait.
+NOTABLE_QUEUE_SECONDS = 1.0
+
+
 # --- the state both human views draw from ----------------------------------------------
 
 
@@ -94,6 +108,15 @@ class StepLine:
     percentage: float = 0.0
     progress: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
+    # Set while the step's attempt waits in the step queue: since when.
+    queued_at: datetime | None = None
+
+    def waiting_text(self, now: datetime | None = None) -> str:
+        """ "queued 3.2 s, waiting for a runner", counted to `now`."""
+        waited = None
+        if self.queued_at is not None:
+            waited = max(((now or datetime.now(UTC)) - self.queued_at).total_seconds(), 0.0)
+        return queued_text(waited, mark=False) + ", waiting for a runner"
 
 
 class Board:
@@ -116,23 +139,38 @@ class Board:
             line.progress = message_json(attempt.last_progress)
             line.percentage = 100.0 if line.state == "success" else attempt.last_progress.percentage
             line.detail = error_text(attempt.error) if attempt.HasField("error") else ""
+            queued = line.state == "queued" and attempt.HasField("queue_time")
+            line.queued_at = attempt.queue_time.ToDatetime(tzinfo=UTC) if queued else None
         if execution_status(execution) == "waiting" and execution.HasField("current_step"):
             step = execution.current_step
             self.step(step.order, step.name).state = "waiting"
 
-    def apply(self, kind: str, data: Mapping[str, Any]) -> StepLine | None:
-        """Updates the board; returns the step the event is about."""
+    def apply(
+        self, kind: str, data: Mapping[str, Any], at: datetime | None = None
+    ) -> StepLine | None:
+        """Updates the board with an event logged `at`; returns the step it is about."""
+        if kind == "step_queued":
+            line = self.step(int(data["order"]), str(data["step"]))
+            line.attempt = int(data["attempt"])
+            line.state = "queued"
+            line.percentage = 0.0
+            line.progress = {}
+            line.queued_at = at
+            line.detail = f"attempt {line.attempt}" if line.attempt > 1 else ""
+            return line
         if kind == "step_started":
             line = self.step(int(data["order"]), str(data["step"]))
             line.attempt = int(data["attempt"])
             line.state = "running"
             line.percentage = 0.0
             line.progress = {}
+            line.queued_at = None
             line.detail = f"attempt {line.attempt}" if line.attempt > 1 else ""
             return line
         if kind == "step_progress":
             line = self.step(int(data["order"]), str(data["step_name"]))
-            if line.state in ("pending", "waiting"):  # replay that began after its start
+            if line.state in ("pending", "waiting", "queued"):  # replay begun after its start
+                line.queued_at = None
                 line.state = "running"
                 line.attempt = int(data["attempt"])
             line.progress = dict(data.get("progress") or {})
@@ -142,6 +180,7 @@ class Board:
         if kind == "step_finished":
             line = self.step(int(data["order"]), str(data["step"]))
             line.state = str(data["status"])
+            line.queued_at = None
             if line.state == "success":
                 line.percentage = 100.0
                 line.detail = ""
@@ -154,8 +193,9 @@ class Board:
             return line
         if kind in ("workflow_failed", "workflow_cancelled"):
             for line in self.steps.values():
-                if line.state in ("running", "waiting"):
+                if line.state in ("running", "waiting", "queued"):
                     line.state = "cancelled" if kind == "workflow_cancelled" else "failed"
+                    line.queued_at = None
         return None
 
     @property
@@ -175,9 +215,18 @@ def describe(
     """The one line a human reads for an event; None for progress (drawn separately)."""
     if kind == "workflow_started":
         return Text(f"▶ workflow started ({data.get('mode', 'automatic')})", style="bold")
+    if kind == "step_queued" and line is not None:
+        again = f" (attempt {line.attempt})" if line.attempt > 1 else ""
+        handler = data.get("handler")
+        runner = f" for a {handler} runner" if handler else " for a runner"
+        return Text.assemble(
+            (f"{QUEUED_MARK} ", "yellow"), (line.name, "bold"), f" queued{again}{runner}"
+        )
     if kind == "step_started" and line is not None:
         again = f" (attempt {line.attempt})" if line.attempt > 1 else ""
-        return Text.assemble(("▶ ", "cyan"), (line.name, "bold"), f" started{again}")
+        waited = float(data.get("queued_seconds") or 0.0)
+        wait = f" after {seconds(waited)} in the queue" if waited >= NOTABLE_QUEUE_SECONDS else ""
+        return Text.assemble(("▶ ", "cyan"), (line.name, "bold"), f" started{again}{wait}")
     if kind == "step_finished" and line is not None:
         took = seconds(float(data.get("duration_seconds") or 0.0))
         if line.state == "success":
@@ -269,7 +318,7 @@ class PlainView:
     def event(self, event: ex_pb.ExecutionEvent) -> None:
         kind = event_name(event)
         data = event_data(event)
-        line = self.board.apply(kind, data)
+        line = self.board.apply(kind, data, event_time(event))
         text = describe(kind, data, line, self.execution_id)
         if text is not None:
             self.print(Text(_clock(event), style="dim") + text)
@@ -289,6 +338,8 @@ class PlainView:
         mark, style = MARKS.get(line.state, ("·", ""))
         if line.state == "running" and line.progress:
             detail = progress_text(line.progress)
+        elif line.state == "queued":
+            detail = line.waiting_text()
         else:
             detail = f"{line.percentage:.0f}% {line.state}"
         if line.detail:
@@ -309,6 +360,17 @@ class PlainView:
         self.console.print(text, soft_wrap=True)
 
 
+class DetailColumn(ProgressColumn):
+    """A step's detail; for a queued step, its wait in the queue, counting at every refresh
+    rather than only when an event comes."""
+
+    def render(self, task: Task) -> Text:
+        line = task.fields.get("line")
+        if isinstance(line, StepLine) and line.state == "queued":
+            return Text(line.waiting_text() + (f" · {line.detail}" if line.detail else ""))
+        return Text(str(task.fields.get("detail", "")))
+
+
 class LiveView(PlainView):
     """Progress bars on a terminal; lines for the events above them."""
 
@@ -320,11 +382,7 @@ class LiveView(PlainView):
             BarColumn(bar_width=28),
             TextColumn("{task.percentage:>3.0f}%"),
             TextColumn("{task.fields[eta]}", style="cyan"),
-            TextColumn(
-                "{task.fields[detail]}",
-                markup=False,
-                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
-            ),
+            DetailColumn(table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
             console=console,
             refresh_per_second=8,
             expand=True,
@@ -339,7 +397,7 @@ class LiveView(PlainView):
         )
         for line in self.board.steps.values():
             self._tasks[line.order] = self.progress.add_task(
-                line.name, total=100, mark="", eta="", detail=""
+                line.name, total=100, mark="", eta="", detail="", line=None
             )
             self._draw(line)
         self.progress.start()
@@ -352,7 +410,7 @@ class LiveView(PlainView):
     def event(self, event: ex_pb.ExecutionEvent) -> None:
         kind = event_name(event)
         data = event_data(event)
-        line = self.board.apply(kind, data)
+        line = self.board.apply(kind, data, event_time(event))
         text = describe(kind, data, line, self.execution_id)
         if text is not None:
             self.progress.console.print(Text(_clock(event), style="dim") + text, soft_wrap=True)
@@ -361,7 +419,9 @@ class LiveView(PlainView):
 
     def _draw(self, line: StepLine) -> None:
         if line.order not in self._tasks:
-            self._tasks[line.order] = self.progress.add_task(line.name, total=100)
+            self._tasks[line.order] = self.progress.add_task(
+                line.name, total=100, mark="", eta="", detail="", line=None
+            )
         mark, style = MARKS.get(line.state, ("·", ""))
         eta = line.progress.get("estimated_remaining_seconds")
         running = line.state == "running"
@@ -377,6 +437,8 @@ class LiveView(PlainView):
             mark=f"[{style}]{mark}[/]" if style else mark,
             eta=f"ETA {seconds(float(eta))}" if running and eta is not None else "",
             detail=detail,
+            # A queued step's wait is drawn from its line at every refresh (DetailColumn).
+            line=line if line.state == "queued" else None,
         )
         if self._overall is not None:
             self.progress.update(self._overall, completed=self.board.percentage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -18,6 +19,11 @@ async def main() -> int:
     except ConfigError as exc:
         logging.getLogger(__name__).error("bad configuration: %s", exc)
         return 2
+    if os.environ.get("PIONEER_URL", "").strip():
+        # Kept by deployments from before the step queue; say so rather than ignore it.
+        logging.getLogger(__name__).warning(
+            "PIONEER_URL is not used: step runners pull their work from the engine's step queue"
+        )
     engine = Engine(settings)
     await engine.start()
     stop = asyncio.Event()

@@ -1,4 +1,4 @@
-"""Assembles the engine: database, store, pioneer client, runner and gRPC server."""
+"""Assembles the engine: database, store, runner (with its step queue) and gRPC server."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from typing import Any
 from grpc_health.v1 import health_pb2
 from pymongo import AsyncMongoClient
 
-from services.auth import ENGINE, ServiceToken, TokenAuthority
+from services.auth import TokenAuthority
 from services.engine.config import ConfigError, Settings
 from services.engine.hub import EventHub
-from services.engine.pioneers import PioneerPool
 from services.engine.rpc.server import SERVICE_NAMES, build_server
 from services.engine.rpc.servicers import Limits
 from services.engine.runner import Runner, RunnerSettings
@@ -40,7 +39,6 @@ class Engine:
         self._embedded: EmbeddedMongo | None = None
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._store: MongoStore | None = None
-        self._pioneers: PioneerPool | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
@@ -57,15 +55,8 @@ class Engine:
         self._client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         self._store = MongoStore(self._client, settings.mongodb_database)
         await self._store.open()
-        self._pioneers = PioneerPool(
-            settings.pioneer_targets,
-            settings.max_message_bytes,
-            ServiceToken(authority, subject=settings.engine_id, role=ENGINE),
-            settings.tls,
-        )
         self.runner = Runner(
             self._wrap_store(self._store) if self._wrap_store else self._store,
-            self._pioneers,
             EventHub(settings.watch_queue),
             RunnerSettings(
                 engine_id=settings.engine_id,
@@ -102,12 +93,14 @@ class Engine:
         """New RPCs get UNAVAILABLE at once; calls in flight get `grace` seconds to finish."""
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.runner is not None:
+            # Long polls answer now rather than hold the grace period: runners poll again
+            # elsewhere, or here after the restart.
+            self.runner.stop_polls()
         if self._server is not None:
             await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.runner is not None:
             await self.runner.close()
-        if self._pioneers is not None:
-            await self._pioneers.close()
         if self._store is not None:
             await self._store.close()
         if self._client is not None:

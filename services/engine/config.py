@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.auth import keys_from_env
-from services.envconfig import ConfigError, grpc_targets, integer, number, text
+from services.envconfig import ConfigError, integer, number, text
 from services.tls import Tls, tls_from_env
 
 __all__ = ["ConfigError", "Settings"]
@@ -23,7 +23,6 @@ class Settings:
     mongodb_uri: str | None = None
     mongodb_database: str = "discovery"
     data_dir: Path = Path(".discovery")
-    pioneer_targets: tuple[str, ...] = ("localhost:50052",)
     # Stable across restarts, so a restarted engine takes its own executions back at once
     # instead of waiting for their leases to expire.
     engine_id: str = ""
@@ -46,7 +45,7 @@ class Settings:
     progress_burst: int = 200
     # The secrets tokens are signed under (services/auth.py); never printed.
     auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
-    # Mutual TLS for its server and its calls to pioneer (services/tls.py); None: plaintext.
+    # Mutual TLS for its server (services/tls.py); None: plaintext.
     tls: Tls | None = field(default=None, repr=False)
 
     @classmethod
@@ -60,7 +59,6 @@ class Settings:
             mongodb_uri=env.get("MONGODB_URI", "").strip() or None,
             mongodb_database=text(env, "MONGODB_DATABASE", d.mongodb_database),
             data_dir=Path(text(env, "DISCOVERY_DATA_DIR", str(d.data_dir))),
-            pioneer_targets=grpc_targets(env, "PIONEER_URL", ",".join(d.pioneer_targets)),
             engine_id=text(env, "ENGINE_ID", f"{socket.gethostname()}:{port}"),
             lease_seconds=number(env, "ENGINE_LEASE_SECONDS", d.lease_seconds, low=1.0),
             grace_seconds=number(env, "ENGINE_GRACE_SECONDS", d.grace_seconds, low=0.0),

@@ -1,11 +1,15 @@
 """Drives executions: every change goes through here, is logged, then acted on.
 
 Each execution this engine holds is an actor: its state (the fold of its log), a lock, and
-at most one timer. A change, whether a report from a step, a cancel, an advance or a timer,
-runs under the lock as: events from the command, then whatever `decide` adds (next step,
-retry, timeout, end), then one durable append, then the side effects (dispatch to pioneer,
-cancel, publish to watchers). A failed append drops the actor; the next touch reloads it from
-the log, which is the truth.
+at most one timer. A change, whether a report from a step, a runner taking a queued attempt,
+a cancel, an advance or a timer, runs under the lock as: events from the command, then
+whatever `decide` adds (queue the next step, retry, timeout, end), then one durable append,
+then the side effects (the step queue, publishing to watchers). A failed append drops the
+actor; the next touch reloads it from the log, which is the truth.
+
+Runners pull: a queued attempt waits in the step queue until a runner's poll takes it, and the
+take is logged (`step_started`) before the runner is told, so an attempt is handed to one
+runner at a time and a crash in between loses nothing.
 
 Executions are leased to an engine id. The lease loop renews what this engine holds and
 claims what nobody holds any more, so a restarted engine, or another replica, takes over the
@@ -22,8 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from discovery.pioneer.v1 import step_runner_service_pb2 as pioneer_pb
-from google.protobuf import json_format, struct_pb2
 from pymongo.errors import PyMongoError
 
 from services.engine.clock import utc_now
@@ -45,8 +47,14 @@ from services.engine.domain.payload import check_payload, check_progress
 from services.engine.domain.workflow import Workflow, new_workflow
 from services.engine.hub import EventHub
 from services.engine.intake import request_hash, set_large_values_apart
-from services.engine.pioneers import StepRunners
-from services.engine.store.repository import BlobRef, ExecutionStore, RequestIdTaken
+from services.engine.step_queue import ReadyAttempt, StepQueue
+from services.engine.store.repository import (
+    BlobRef,
+    ExecutionStore,
+    QueueDepth,
+    RequestIdTaken,
+    RunnerSeen,
+)
 from services.engine.watch import watch
 
 log = logging.getLogger(__name__)
@@ -64,12 +72,36 @@ class RunnerSettings:
     max_custom_data_bytes: int = 16 * 1024
     max_blob_bytes: int = 64 * 1024 * 1024
     max_wait_seconds: float = 300.0
-    # How long a dispatch keeps trying pioneers before leaving it to the heartbeat timeout.
-    dispatch_backoff_seconds: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+# A runner that polled within this long counts as offering its handlers.
+RUNNER_SEEN_SECONDS = 300.0
+# How often a polling runner's record in the database is refreshed.
+RUNNER_RECORD_SECONDS = 10.0
 
 
 class _Released(NotOwner):
     """The actor was let go (terminal, lease lost, failed write) while a change waited."""
+
+
+class _NotQueued(Exception):
+    """The attempt left the queue (cancelled, timed out, taken) before a runner took it."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A queued attempt, taken for the runner that polled: everything it needs to run it."""
+
+    execution_id: str
+    step_name: str
+    handler: str
+    attempt: int
+    attempt_token: str
+    input_payload: dict[str, Any]
+    timeout_seconds: float
+    heartbeat_timeout_seconds: float
+    queued_at: datetime
+    started_at: datetime
 
 
 @dataclass
@@ -80,17 +112,13 @@ class _Actor:
 
 
 class Runner:
-    def __init__(
-        self,
-        store: ExecutionStore,
-        pioneers: StepRunners,
-        hub: EventHub,
-        settings: RunnerSettings,
-    ) -> None:
+    def __init__(self, store: ExecutionStore, hub: EventHub, settings: RunnerSettings) -> None:
         self.store = store
         self.hub = hub
-        self._pioneers = pioneers
+        self.queue = StepQueue()
         self._settings = settings
+        # runner_id -> when its record was last written, and what it said then.
+        self._runners_recorded: dict[str, tuple[float, frozenset[str]]] = {}
         self._actors: dict[str, _Actor] = {}
         self._load_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -104,7 +132,12 @@ class Runner:
         await self._claim()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
 
+    def stop_polls(self) -> None:
+        """Answers every waiting poll now, and every later one at once: the engine stops."""
+        self.queue.close()
+
     async def close(self) -> None:
+        self.queue.close()
         if self._lease_task is not None:
             self._lease_task.cancel()
         for actor in self._actors.values():
@@ -176,13 +209,15 @@ class Runner:
             self._actors[execution_id] = actor
         log.info("execution recovered", extra={"execution_id": execution_id})
         current = state.current_attempt()
-        if current is not None and current.status == ex.ATTEMPT_RUNNING:
-            # The attempt may or may not have reached pioneer before the crash. StartStep
-            # is idempotent per attempt token, so sending it again is safe.
-            self._spawn(self._dispatch(actor, current))
+        if current is not None and current.status == ex.ATTEMPT_QUEUED:
+            self._enqueue(state, current)
+        # A running attempt needs nothing: its runner goes on reporting with its token, and
+        # if the runner is gone too the heartbeat timeout retries the step.
         await self._change(actor, lambda s, n: [])
 
     def _drop(self, execution_id: str) -> None:
+        # Only the engine that holds an execution hands its attempts out.
+        self.queue.discard_execution(execution_id)
         actor = self._actors.pop(execution_id, None)
         if actor is not None and actor.timer is not None:
             actor.timer.cancel()
@@ -204,10 +239,11 @@ class Runner:
 
     async def _recover_if_ours(self, execution_id: str) -> None:
         now = utc_now()
-        ids = await self.store.claim_executions(
-            self._settings.engine_id, now, self._lease_until(now)
-        )
-        if execution_id in ids:
+        # One execution by its _id: a touch of a dropped actor must not cost a scan of
+        # every execution this engine holds.
+        if await self.store.claim_execution(
+            self._settings.engine_id, execution_id, now, self._lease_until(now)
+        ):
             await self._recover(execution_id)
 
     async def _command(self, execution_id: str, produce: Produce) -> ex.ExecutionState:
@@ -268,21 +304,21 @@ class Runner:
             extra = {"execution_id": state.execution_id, "seq": event.seq, "event": event.type}
             if event.type != ex.STEP_PROGRESS:
                 log.info(event.type, extra=extra)
-            if event.type == ex.STEP_STARTED:
-                attempt = state.history[-1]
-                if attempt.token == event.attempt_token and attempt.status == ex.ATTEMPT_RUNNING:
-                    self._spawn(self._dispatch(actor, attempt))
+            if event.type == ex.STEP_QUEUED:
+                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                if attempt.status == ex.ATTEMPT_QUEUED:
+                    self._enqueue(state, attempt)
             elif event.type == ex.STEP_FINISHED:
-                status = event.data["status"]
-                if status in (ex.ATTEMPT_TIMED_OUT, ex.ATTEMPT_CANCELLED):
-                    attempt = state.attempt(event.data["order"], event.data["attempt"])
-                    self._spawn(self._cancel_on_pioneer(state.execution_id, attempt))
-                elif status == ex.ATTEMPT_SUCCESS:
+                # A runner running the attempt learns that it ended from its next report.
+                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                self.queue.discard(attempt.token)
+                if attempt.status == ex.ATTEMPT_SUCCESS and attempt.finished_at is not None:
+                    # From the queue on: estimates count the wait for a runner too.
                     self._spawn(
                         self._record_duration(
                             state.workflow.workflow_id,
-                            event.data["step"],
-                            float(event.data["duration_seconds"]),
+                            attempt.step_name,
+                            (attempt.finished_at - attempt.queued_at).total_seconds(),
                         )
                     )
         if state.is_terminal:
@@ -321,51 +357,131 @@ class Runner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # --- side effects ----------------------------------------------------------------
+    # --- the step queue ---------------------------------------------------------------
 
-    async def _dispatch(self, actor: _Actor, attempt: ex.Attempt) -> None:
-        state = actor.state
+    def _enqueue(self, state: ex.ExecutionState, attempt: ex.Attempt) -> None:
+        self.queue.put(
+            ReadyAttempt(
+                execution_id=state.execution_id,
+                token=attempt.token,
+                handler=state.workflow.steps[attempt.order - 1].handler,
+                tenant=state.workflow.tenant_id,
+                priority=state.priority,
+                queued_at=attempt.queued_at,
+            )
+        )
+
+    async def poll(
+        self, runner_id: str, handlers: frozenset[str], max_attempts: int, wait_seconds: float
+    ) -> list[Assignment]:
+        """Takes up to `max_attempts` queued attempts of `handlers` for the runner, waiting
+        up to `wait_seconds` for the first; empty when none came."""
+        await self._record_runner(runner_id, handlers, max_attempts)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while not self.queue.closed:
+            ready: list[ReadyAttempt] = []
+            while len(ready) < max_attempts and (item := self.queue.pop(handlers)) is not None:
+                ready.append(item)
+            if ready:
+                # Taken together, the takes share one commit of the event log.
+                results = await asyncio.gather(
+                    *(self._take(item, runner_id) for item in ready), return_exceptions=True
+                )
+                taken = [r for r in results if isinstance(r, Assignment)]
+                failures = [r for r in results if isinstance(r, BaseException)]
+                if taken:
+                    return taken
+                if failures:
+                    raise failures[0]
+                continue  # every one had left the queue meanwhile: look again
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await self.queue.wait(handlers, remaining)
+        return []
+
+    async def _take(self, item: ReadyAttempt, runner_id: str) -> Assignment | None:
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+            attempt = state.attempt_by_token(item.token)
+            if (
+                attempt is None
+                or attempt.status != ex.ATTEMPT_QUEUED
+                or attempt is not state.current_attempt()
+            ):
+                raise _NotQueued(item.token)
+            return [ex.step_started(state, attempt, runner_id, now)]
+
+        try:
+            state = await self._command(item.execution_id, produce)
+        except (_NotQueued, ExecutionNotFound, AlreadyTerminal, NotOwner):
+            return None
+        attempt = state.attempt_by_token(item.token)
+        assert attempt is not None and attempt.started_at is not None
         step = state.workflow.steps[attempt.order - 1]
-        request = pioneer_pb.StartStepRequest(
+        log.info(
+            "step taken",
+            extra={
+                "execution_id": state.execution_id,
+                "step": attempt.step_name,
+                "attempt": attempt.attempt,
+                "runner": runner_id,
+                "queued_seconds": (attempt.started_at - attempt.queued_at).total_seconds(),
+            },
+        )
+        return Assignment(
             execution_id=state.execution_id,
             step_name=attempt.step_name,
             handler=step.handler,
             attempt=attempt.attempt,
             attempt_token=attempt.token,
-            input=_struct(attempt.input_payload),
+            input_payload=attempt.input_payload,
             timeout_seconds=step.timeout_seconds,
             heartbeat_timeout_seconds=step.heartbeat_timeout_seconds,
+            queued_at=attempt.queued_at,
+            started_at=attempt.started_at,
         )
-        delays = iter(self._settings.dispatch_backoff_seconds)
-        while attempt.status == ex.ATTEMPT_RUNNING and self._actors.get(state.execution_id):
-            try:
-                target = await self._pioneers.start_step(request)
-                log.info(
-                    "step dispatched",
-                    extra={
-                        "execution_id": state.execution_id,
-                        "step": attempt.step_name,
-                        "attempt": attempt.attempt,
-                        "pioneer": target,
-                    },
-                )
-                return
-            except DiscoveryError as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    # The heartbeat timeout turns this into a failed attempt and a retry.
-                    log.warning(
-                        "dispatch gave up: %s", exc, extra={"execution_id": state.execution_id}
-                    )
-                    return
-                await asyncio.sleep(delay)
 
-    async def _cancel_on_pioneer(self, execution_id: str, attempt: ex.Attempt) -> None:
-        await self._pioneers.cancel_step(
-            pioneer_pb.CancelStepRequest(
-                execution_id=execution_id, step_name=attempt.step_name, attempt_token=attempt.token
+    async def _record_runner(
+        self, runner_id: str, handlers: frozenset[str], free_slots: int
+    ) -> None:
+        """Keeps the runner's record fresh, at most every few seconds: it is how any engine
+        knows which handlers are offered (CreateWorkflow) and who polls (GetStepQueue)."""
+        now = asyncio.get_running_loop().time()
+        last = self._runners_recorded.get(runner_id)
+        if last is not None and last[1] == handlers and now - last[0] < RUNNER_RECORD_SECONDS:
+            return
+        try:
+            await self.store.record_runner(
+                RunnerSeen(runner_id, tuple(sorted(handlers)), free_slots, utc_now())
             )
-        )
+        except (PyMongoError, DiscoveryError) as exc:
+            log.warning("runner %s not recorded: %s", runner_id, exc)
+            return
+        self._runners_recorded[runner_id] = (now, handlers)
+        if len(self._runners_recorded) > 10_000:
+            self._runners_recorded.clear()  # a bound, not an expected state
+
+    async def queue_depths(self, tenant: str) -> tuple[list[QueueDepth], list[QueueDepth]]:
+        """(the tenant's ready attempts by handler, every tenant's by handler)."""
+        depths = await self.store.queue_depths()
+        by_handler: dict[str, QueueDepth] = {}
+        for d in depths:
+            total = by_handler.get(d.handler)
+            by_handler[d.handler] = QueueDepth(
+                d.handler,
+                "",
+                d.ready + (total.ready if total else 0),
+                min(d.oldest_queued_at, total.oldest_queued_at) if total else d.oldest_queued_at,
+            )
+        mine = [d for d in depths if d.tenant == tenant]
+        return mine, sorted(by_handler.values(), key=lambda d: d.handler)
+
+    async def runners(self) -> list[RunnerSeen]:
+        since = utc_now() - timedelta(seconds=RUNNER_SEEN_SECONDS)
+        return await self.store.list_runners(since)
+
+    # --- side effects ----------------------------------------------------------------
 
     async def _record_duration(self, workflow_id: str, step_name: str, seconds: float) -> None:
         try:
@@ -387,13 +503,13 @@ class Runner:
         self, name: str, description: str, steps: list[dict[str, Any]], *, tenant: str
     ) -> Workflow:
         workflow = new_workflow(name, description, steps, utc_now(), tenant_id=tenant)
-        offered = await self._pioneers.handlers()
+        offered = {h for runner in await self.runners() for h in runner.handlers}
         for i, step in enumerate(workflow.steps):
             if step.handler not in offered:
                 raise InvalidArgument(
                     f"steps[{i}].handler",
-                    f"no pioneer offers a handler named {step.handler!r}"
-                    f" (offered: {', '.join(sorted(offered))})",
+                    f"no step runner offers a handler named {step.handler!r}"
+                    f" (offered: {', '.join(sorted(offered)) or 'none: no runner has polled'})",
                 )
         await self.store.create_workflow(workflow)
         return workflow
@@ -414,9 +530,14 @@ class Runner:
         request_id: str,
         *,
         tenant: str,
+        priority: int = ex.DEFAULT_PRIORITY,
     ) -> ex.ExecutionState:
         if len(request_id) > 128:
             raise InvalidArgument("request_id", "at most 128 characters")
+        if priority not in ex.PRIORITIES:
+            raise InvalidArgument(
+                "priority", f"must be {ex.PRIORITIES[0]} to {ex.PRIORITIES[-1]} (0: the default)"
+            )
         fingerprint = request_hash(workflow_id, manual, document) if request_id else None
         if request_id:
             existing = await self.store.find_by_request_id(tenant, request_id)
@@ -441,6 +562,7 @@ class Runner:
             updated_at=now,
             request_id=request_id or None,
             request_hash=fingerprint,
+            priority=priority,
         )
         try:
             await self.store.create_execution(
@@ -484,7 +606,7 @@ class Runner:
                 raise AlreadyTerminal(f"execution {execution_id} is already {state.status}")
             events: list[ex.NewEvent] = []
             current = state.current_attempt()
-            if current is not None and current.status == ex.ATTEMPT_RUNNING:
+            if current is not None and current.is_live:
                 events.append(
                     ex.step_finished(
                         current,
@@ -654,9 +776,3 @@ def _reporting_attempt(state: ex.ExecutionState, step_name: str, token: str) -> 
             metadata={"execution_id": state.execution_id, "step": step_name},
         )
     return attempt
-
-
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    json_format.ParseDict(value, message)
-    return message

@@ -16,6 +16,8 @@ import grpc
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import step_report_service_pb2 as sr
 from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
 from discovery.engine.v1 import workflow_pb2 as wf_pb
@@ -34,7 +36,9 @@ T = TypeVar("T")
 
 
 def channel_options(settings: Settings) -> list[tuple[str, Any]]:
-    return engine_channel.channel_options(max_message_bytes=settings.engine_max_message_bytes)
+    return engine_channel.channel_options(
+        max_message_bytes=settings.engine_max_message_bytes, retried=engine_channel.IDEMPOTENT_READS
+    )
 
 
 def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
@@ -57,6 +61,7 @@ class EngineClient:
         self._executions = es_grpc.ExecutionServiceStub(self._channel)
         self._workflows = ws_grpc.WorkflowServiceStub(self._channel)
         self._reports = sr_grpc.StepReportServiceStub(self._channel)
+        self._queue = sq_grpc.StepQueueServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     async def close(self) -> None:
@@ -82,9 +87,15 @@ class EngineClient:
     # --- executions ------------------------------------------------------------------
 
     async def start_execution(
-        self, workflow_id: str, document: Mapping[str, Any], manual: bool, request_id: str
+        self,
+        workflow_id: str,
+        document: Mapping[str, Any],
+        manual: bool,
+        request_id: str,
+        priority: int = 0,
     ) -> tuple[ex_pb.Execution, str]:
-        """The execution and a watch token for it (see StartExecutionResponse)."""
+        """The execution and a watch token for it (see StartExecutionResponse). A priority
+        of 0 takes the engine's default."""
         response: es.StartExecutionResponse = await self._call(
             self._executions.StartExecution(
                 es.StartExecutionRequest(
@@ -92,6 +103,7 @@ class EngineClient:
                     input=struct(document),
                     manual=manual,
                     request_id=request_id,
+                    priority=priority,
                 ),
                 timeout=self._timeout,
                 metadata=self._metadata,
@@ -106,6 +118,7 @@ class EngineClient:
         manual: bool,
         request_id: str,
         wait_seconds: float,
+        priority: int = 0,
     ) -> tuple[ex_pb.Execution, bool, str]:
         response: es.ExecuteWorkflowResponse = await self._call(
             self._executions.ExecuteWorkflow(
@@ -115,6 +128,7 @@ class EngineClient:
                     manual=manual,
                     request_id=request_id,
                     wait_seconds=wait_seconds,
+                    priority=priority,
                 ),
                 timeout=wait_seconds + self._timeout,
                 metadata=self._metadata,
@@ -267,6 +281,17 @@ class EngineClient:
             )
         )
         return list(response.workflows), response.next_page_token
+
+    # --- the step queue ----------------------------------------------------------------
+
+    async def get_step_queue(self) -> sq.GetStepQueueResponse:
+        """The caller's tenant's queue by handler, every tenant's, and the runners polling."""
+        response: sq.GetStepQueueResponse = await self._call(
+            self._queue.GetStepQueue(
+                sq.GetStepQueueRequest(), timeout=self._timeout, metadata=self._metadata
+            )
+        )
+        return response
 
     # --- health ----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -49,10 +50,18 @@ def iso(value: timestamp_pb2.Timestamp | datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def now_iso() -> str:
-    stamp = iso(datetime.now(UTC))
+    stamp = iso(utc_now())
     assert stamp is not None
     return stamp
+
+
+def _is_set(value: timestamp_pb2.Timestamp) -> bool:
+    return bool(value.seconds or value.nanos)
 
 
 def plain(value: struct_pb2.Value) -> Any:
@@ -123,12 +132,15 @@ def progress_body(message: ex_pb.StepProgress) -> dict[str, Any]:
 
 
 def history_entry(attempt: ex_pb.StepAttempt) -> dict[str, Any]:
+    """One attempt. `queued_at` is when it entered the step queue; `started_at` stays null
+    while it waits there (status `queued`) and is when a runner (`runner_id`) took it."""
     finished = attempt.HasField("finish_time") and iso(attempt.finish_time) is not None
     status = attempt_status(attempt.status)
     return {
         "step_name": attempt.step_name,
         "status": status,
         "attempt": attempt.attempt,
+        "queued_at": iso(attempt.queue_time),
         "started_at": iso(attempt.start_time),
         "finished_at": iso(attempt.finish_time) if finished else None,
         "duration_seconds": attempt.duration_seconds if finished else None,
@@ -139,6 +151,7 @@ def history_entry(attempt: ex_pb.StepAttempt) -> dict[str, Any]:
         "last_progress": (
             progress_body(attempt.last_progress) if attempt.HasField("last_progress") else None
         ),
+        "runner_id": attempt.runner_id or None,
     }
 
 
@@ -168,7 +181,8 @@ def current_step(execution: ex_pb.Execution) -> dict[str, Any] | None:
 
 def status_document(execution: ex_pb.Execution) -> dict[str, Any]:
     """`GET /executions/{id}/status`: exactly the contract's keys, plus `last_seq` (where a
-    WebSocket client resumes from) and `error` (why it failed or was cancelled)."""
+    WebSocket client resumes from), `error` (why it failed or was cancelled) and `priority`
+    (its steps' place in the step queue, 1 first to 5 last)."""
     return {
         "execution_id": execution.execution_id,
         "workflow_id": execution.workflow_id,
@@ -187,6 +201,7 @@ def status_document(execution: ex_pb.Execution) -> dict[str, Any]:
         "tracking_urls": urls(execution.execution_id),
         "last_seq": execution.last_seq,
         "error": error(execution.error) if execution.HasField("error") else None,
+        "priority": execution.priority or None,
     }
 
 
@@ -275,6 +290,8 @@ def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
                 "handler": step.handler,
                 "timeout_seconds": step.timeout_seconds,
                 "heartbeat_timeout_seconds": step.heartbeat_timeout_seconds,
+                # 0: an attempt waits in the step queue as long as it takes.
+                "schedule_to_start_timeout_seconds": step.schedule_to_start_timeout_seconds,
                 "retry": {
                     "max_attempts": step.retry.max_attempts,
                     "initial_backoff_seconds": step.retry.initial_backoff_seconds,
@@ -283,5 +300,37 @@ def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
                 },
             }
             for step in message.steps
+        ],
+    }
+
+
+def _depth(depth: sq.QueueDepth, now: datetime) -> dict[str, Any]:
+    oldest = depth.oldest_queue_time
+    waited = None
+    if _is_set(oldest):
+        waited = max((now - oldest.ToDatetime(tzinfo=UTC)).total_seconds(), 0.0)
+    return {
+        "handler": depth.handler,
+        "ready": depth.ready,
+        "oldest_queued_at": iso(oldest),
+        "oldest_wait_seconds": None if waited is None else round(waited, 3),
+    }
+
+
+def step_queue(queue: sq.GetStepQueueResponse, now: datetime) -> dict[str, Any]:
+    """`GET /queue`: ready attempts by handler for the caller's tenant and for every tenant
+    together (no tenant named), with how long the oldest has waited at `now`, and the runners
+    that polled in the last minutes with the free slots they last asked work for."""
+    return {
+        "tenant": [_depth(d, now) for d in queue.tenant],
+        "total": [_depth(d, now) for d in queue.total],
+        "runners": [
+            {
+                "runner_id": runner.runner_id,
+                "handlers": list(runner.handlers),
+                "free_slots": runner.free_slots,
+                "last_poll_at": iso(runner.last_poll_time),
+            }
+            for runner in queue.runners
         ],
     }

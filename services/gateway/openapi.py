@@ -16,8 +16,10 @@ from services.gateway.validation import (
     MAX_ID_CHARS,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_PAGE_SIZE,
+    MAX_PRIORITY,
     MAX_SEQ_DIGITS,
     MAX_TOKEN_CHARS,
+    MIN_PRIORITY,
     PAGE_TOKEN,
 )
 
@@ -27,10 +29,11 @@ Schema = dict[str, Any]
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 SEQ_PATTERN = f"^[0-9]{{1,{MAX_SEQ_DIGITS}}}$"
 EXECUTION_STATUSES = ["pending", "running", "waiting", "completed", "failed", "cancelled"]
-ATTEMPT_STATUSES = ["running", "success", "failed", "timed_out", "cancelled"]
+ATTEMPT_STATUSES = ["queued", "running", "success", "failed", "timed_out", "cancelled"]
 STEP_STATES = [
     "pending",
     "waiting",
+    "queued",
     "running",
     "retrying",
     "success",
@@ -103,7 +106,14 @@ SCHEMAS: dict[str, Schema] = {
             "step_name": STRING,
             "status": {"type": "string", "enum": ATTEMPT_STATUSES},
             "attempt": INT,
-            "started_at": nullable(TIME),
+            "queued_at": {
+                **nullable(TIME),
+                "description": "When the attempt entered the step queue.",
+            },
+            "started_at": {
+                **nullable(TIME),
+                "description": "When a runner took it; null while it is queued.",
+            },
             "finished_at": nullable(TIME),
             "duration_seconds": nullable(NUMBER),
             "input_payload": FREE,
@@ -111,6 +121,7 @@ SCHEMAS: dict[str, Schema] = {
             "order": INT,
             "error": nullable(ref("StepError")),
             "last_progress": nullable(ref("StepProgressReport")),
+            "runner_id": {**nullable(STRING), "description": "The runner that took it."},
         }
     ),
     "TrackingUrls": obj({"status": STRING, "steps": STRING, "websocket": STRING}),
@@ -146,6 +157,10 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "The last event this status reflects; resume a WebSocket here.",
             },
             "error": nullable(ref("StepError")),
+            "priority": {
+                **nullable({"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}),
+                "description": "Its steps' place in the step queue: 1 first, 5 last.",
+            },
         }
     ),
     "ExecutionSummary": obj(
@@ -221,8 +236,12 @@ SCHEMAS: dict[str, Schema] = {
             "workflow_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
             "data": nullable(ref("Document")),
             "manual": BOOL,
+            "priority": {
+                **nullable({"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}),
+                "description": "Place of its steps in the step queue: 1 first, 5 last (default 3).",
+            },
         },
-        optional=("data", "manual"),
+        optional=("data", "manual", "priority"),
     ),
     "ProgressRequest": {
         **obj(
@@ -309,9 +328,19 @@ SCHEMAS: dict[str, Schema] = {
             },
             "timeout_seconds": nullable({"type": "number", "minimum": 0}),
             "heartbeat_timeout_seconds": nullable({"type": "number", "minimum": 0}),
+            "schedule_to_start_timeout_seconds": {
+                **nullable({"type": "number", "minimum": 0}),
+                "description": "How long an attempt may wait in the step queue for a runner"
+                " before the step fails (not retried); 0 or absent: as long as it takes.",
+            },
             "retry": nullable(ref("RetryPolicy")),
         },
-        optional=("timeout_seconds", "heartbeat_timeout_seconds", "retry"),
+        optional=(
+            "timeout_seconds",
+            "heartbeat_timeout_seconds",
+            "schedule_to_start_timeout_seconds",
+            "retry",
+        ),
     ),
     "WorkflowDefinition": obj(
         {
@@ -341,6 +370,7 @@ SCHEMAS: dict[str, Schema] = {
                         "handler": STRING,
                         "timeout_seconds": NUMBER,
                         "heartbeat_timeout_seconds": NUMBER,
+                        "schedule_to_start_timeout_seconds": NUMBER,
                         "retry": obj(
                             {
                                 "max_attempts": INT,
@@ -392,6 +422,47 @@ SCHEMAS: dict[str, Schema] = {
         },
         "required": ["data"],
     },
+    "QueueDepth": obj(
+        {
+            "handler": STRING,
+            "ready": {**INT, "description": "Attempts waiting for a runner."},
+            "oldest_queued_at": {
+                **nullable(TIME),
+                "description": "When the oldest of them entered the queue.",
+            },
+            "oldest_wait_seconds": {
+                **nullable(NUMBER),
+                "description": "How long the oldest has waited, as of the answer.",
+            },
+        }
+    ),
+    "QueueRunner": obj(
+        {
+            "runner_id": STRING,
+            "handlers": {"type": "array", "items": STRING},
+            "free_slots": {**INT, "description": "The free slots it last asked work for."},
+            "last_poll_at": nullable(TIME),
+        }
+    ),
+    "StepQueue": obj(
+        {
+            "tenant": {
+                "type": "array",
+                "items": ref("QueueDepth"),
+                "description": "The caller's tenant, by handler.",
+            },
+            "total": {
+                "type": "array",
+                "items": ref("QueueDepth"),
+                "description": "Every tenant together, by handler (no tenant named).",
+            },
+            "runners": {
+                "type": "array",
+                "items": ref("QueueRunner"),
+                "description": "Runners that polled in the last minutes.",
+            },
+        }
+    ),
     "Health": obj(
         {
             "status": {"type": "string", "enum": ["ok", "unavailable"]},
@@ -466,7 +537,7 @@ ATTEMPT_TOKEN: Schema = {
     "name": "X-Attempt-Token",
     "in": "header",
     "required": True,
-    "description": "The attempt token the engine gave the step runner with StartStep.",
+    "description": "The attempt token the step runner got with the attempt (PollStepAttempts).",
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS},
 }
 AFTER_SEQ: Schema = {
@@ -821,6 +892,15 @@ def _spec() -> Schema:
                     "parameters": [WORKFLOW_ID],
                     "responses": responses(
                         {"200": _json("The definition.", ref("Workflow"))}, "404", "503"
+                    ),
+                }
+            },
+            "/queue": {
+                "get": {
+                    "operationId": "getQueue",
+                    "summary": "The step queue: ready attempts by handler, and the runners.",
+                    "responses": responses(
+                        {"200": _json("The queue now.", ref("StepQueue"))}, "503"
                     ),
                 }
             },

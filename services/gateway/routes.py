@@ -36,6 +36,7 @@ async def _start(request: web.Request, start: StartRequest) -> web.Response:
         start.document,
         start.manual,
         validation.idempotency_key(request.headers),
+        start.priority,
     )
     answer = legacy.accepted(execution, watch_token)
     return _json(answer, 202, Location=answer["tracking_url"])
@@ -63,6 +64,7 @@ async def execute_sync(request: web.Request) -> web.Response:
         start.manual,
         validation.idempotency_key(request.headers),
         request.app[SETTINGS].sync_wait_seconds,
+        start.priority,
     )
     if finished:
         return _json(legacy.status_document(execution))
@@ -179,6 +181,15 @@ async def get_workflow(request: web.Request) -> web.Response:
     return _json(legacy.workflow(await engine_for(request).get_workflow(workflow_id)))
 
 
+# --- the step queue ------------------------------------------------------------------------
+
+
+async def queue(request: web.Request) -> web.Response:
+    """What waits in the step queue, by handler (the caller's tenant, and every tenant
+    together), and the runners that polled lately."""
+    return _json(legacy.step_queue(await engine_for(request).get_step_queue(), legacy.utc_now()))
+
+
 # --- the gateway itself --------------------------------------------------------------------
 
 
@@ -218,5 +229,6 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/workflows", create_workflow)
     app.router.add_get("/workflows", list_workflows)
     app.router.add_get("/workflows/{workflow_id}", get_workflow)
+    app.router.add_get("/queue", queue)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)

@@ -27,11 +27,18 @@ PROGRESS_FIELDS = frozenset(
     {"percentage", "message", "current_task", "estimated_remaining_seconds", "custom_data"}
 )
 DOCUMENT_STRINGS = ("mime", "nombre_documento", "uuid_proceso")
-EXECUTE_FIELDS = frozenset({"workflow_id", "data", "manual"})
+EXECUTE_FIELDS = frozenset({"workflow_id", "data", "manual", "priority"})
+# An execution's place in the step queue within its tenant: 1 first, 5 last (the engine's
+# default, 3, when the request leaves it out).
+MIN_PRIORITY = 1
+MAX_PRIORITY = 5
 WORKFLOW_FIELDS = frozenset({"name", "description", "steps"})
-STEP_FIELDS = frozenset(
-    {"name", "handler", "timeout_seconds", "heartbeat_timeout_seconds", "retry"}
+STEP_TIMEOUTS = (
+    "timeout_seconds",
+    "heartbeat_timeout_seconds",
+    "schedule_to_start_timeout_seconds",
 )
+STEP_FIELDS = frozenset({"name", "handler", "retry", *STEP_TIMEOUTS})
 RETRY_FIELDS = frozenset(
     {"max_attempts", "initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"}
 )
@@ -42,6 +49,8 @@ class StartRequest:
     workflow_id: str
     document: dict[str, Any]
     manual: bool
+    # 0: the engine's default.
+    priority: int = 0
 
 
 # --- small typed readers ----------------------------------------------------------------
@@ -151,8 +160,8 @@ def idempotency_key(headers: Mapping[str, str]) -> str:
 
 
 def attempt_token(headers: Mapping[str, str]) -> str:
-    """The attempt's capability, from `X-Attempt-Token`: what the engine gave the runner with
-    StartStep. Without it a report proves nothing, so it is refused before the engine."""
+    """The attempt's capability, from `X-Attempt-Token`: what the runner got with the attempt
+    (PollStepAttempts). Without it a report proves nothing, so it is refused before the engine."""
     token = headers.get("X-Attempt-Token", "").strip()
     if not token:
         raise Unauthorized(
@@ -258,7 +267,9 @@ def start_by_path(workflow_id: str, body: object) -> StartRequest:
 
 
 def start_legacy(body: object) -> StartRequest:
-    """`POST /execute-async/` and `POST /execute/`: `{"workflow_id", "data", "manual"}`."""
+    """`POST /execute-async/` and `POST /execute/`: `{"workflow_id", "data", "manual",
+    "priority"}`. The path form takes no priority: its body is the document itself, whose
+    keys are the client's own."""
     value = body_object(body)
     _known(value, EXECUTE_FIELDS, "")
     workflow_id = _string(
@@ -268,7 +279,10 @@ def start_legacy(body: object) -> StartRequest:
     document, manual = _document(body_object({} if data is None else data, "data"), "data.")
     if "manual" in value:
         manual = _boolean(value["manual"], "manual")
-    return StartRequest(workflow_id, document, bool(manual))
+    priority = 0
+    if value.get("priority") is not None:
+        priority = _integer(value["priority"], "priority", low=MIN_PRIORITY, high=MAX_PRIORITY)
+    return StartRequest(workflow_id, document, bool(manual), priority)
 
 
 def progress(body: object) -> ex_pb.StepProgress | None:
@@ -339,7 +353,7 @@ def workflow_definition(body: object) -> wf_pb.Workflow:
             name=_string(step.get("name"), f"{where}.name", max_chars=200, required=True),
             handler=_string(step.get("handler"), f"{where}.handler", max_chars=200, required=True),
         )
-        for key in ("timeout_seconds", "heartbeat_timeout_seconds"):
+        for key in STEP_TIMEOUTS:
             if step.get(key) is not None:
                 setattr(definition, key, _number(step[key], f"{where}.{key}"))
         retry_raw = step.get("retry")

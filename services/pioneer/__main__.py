@@ -1,9 +1,11 @@
-"""`python -m services.pioneer`: serves the built-in steps until SIGTERM or SIGINT."""
+"""`python -m services.pioneer`: runs the built-in steps, pulled from the engine's step queue,
+until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 
@@ -12,6 +14,7 @@ from services import jsonlog
 from services.auth import RUNNER, ServiceToken, TokenAuthority
 from services.envconfig import ConfigError
 from services.pioneer.config import Settings
+from services.pioneer.poller import StepPoller
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
@@ -35,29 +38,29 @@ async def serve(settings: Settings) -> None:
             max_document_bytes=settings.max_document_bytes, max_pages=settings.max_pdf_pages
         )
     )
-    reporter = StepReporter.connect(
-        settings.discovery_url,
-        ServiceToken(
-            TokenAuthority(settings.auth_keys),
-            subject=f"pioneer@{socket.gethostname()}:{settings.port}",
-            role=RUNNER,
-        ),
-        tls=settings.tls,
-    )
+    # One name per process: what the engine shows in the step's history and its queue listing.
+    runner_id = f"pioneer@{socket.gethostname()}:{os.getpid()}"
+    credentials = ServiceToken(TokenAuthority(settings.auth_keys), subject=runner_id, role=RUNNER)
+    reporter = StepReporter.connect(settings.discovery_url, credentials, tls=settings.tls)
     runner = StepRunner(reporter, max_concurrent_steps=settings.max_concurrent_steps)
     server, port = await build_server(settings, registry, runner)
     await server.start()
+    poller = StepPoller(reporter.channel, credentials, runner, registry, runner_id)
+    poller.start()
     log.info(
         "pioneer serving",
         extra={
             "host": settings.host,
             "port": port,
             "discovery_url": settings.discovery_url,
+            "runner_id": runner_id,
+            "max_concurrent_steps": settings.max_concurrent_steps,
             "handlers": [spec.name for spec in registry.handlers()],
         },
     )
     await stop.wait()
     log.info("pioneer stopping", extra={"running_steps": runner.running_count})
+    await poller.stop()
     await server.stop(SHUTDOWN_GRACE_SECONDS)
     await runner.close()
     await reporter.close()

@@ -88,6 +88,11 @@ class StepReporter:
         channel = aio_channel(target, tls, options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS)
         return cls(channel, credentials, policy)
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the engine, shared with the step poller."""
+        return self._channel
+
     async def close(self) -> None:
         await self._channel.close()
 

@@ -1,5 +1,8 @@
 """Runs accepted attempts in the background and reports how each one ended.
 
+Attempts come from the engine's step queue (services/pioneer/poller.py asks for as many as
+there are free slots) or, for tools that push, from StartStep.
+
 Per attempt, a supervisor task starts the handler in a task of its own (bound to its
 `StepContext`), keeps the attempt alive with heartbeats, bounds it by `timeout_seconds`, and
 reports the completion the handler did not report itself. A handler that raises is reported
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from discovery.engine.v1.step_queue_service_pb2 import StepTask
 from discovery.pioneer.v1.step_runner_service_pb2 import StartStepRequest
 
 from services.pioneer.context import StepContext, StepInfo, StopReason, bind
@@ -54,12 +58,23 @@ class StepRunner:
         self._running: dict[str, _Running] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._closing = False
+        self._slot_freed = asyncio.Event()
 
     @property
     def running_count(self) -> int:
         return len(self._running)
 
-    def accept(self, request: StartStepRequest, handler: StepHandler) -> bool:
+    @property
+    def free_slots(self) -> int:
+        return 0 if self._closing else self._max_concurrent_steps - len(self._running)
+
+    async def wait_for_slot(self) -> None:
+        """Returns once a slot is free (at once when one is)."""
+        while self.free_slots <= 0 and not self._closing:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    def accept(self, request: StartStepRequest | StepTask, handler: StepHandler) -> bool:
         """Starts the attempt in the background; False when this token was already accepted."""
         info = _step_info(request)
         token = request.attempt_token
@@ -95,6 +110,7 @@ class StepRunner:
     async def close(self) -> None:
         """Stops every running step, reporting nothing: the engine reschedules them."""
         self._closing = True
+        self._slot_freed.set()
         running = list(self._running.values())
         for entry in running:
             entry.ctx.stop(StopReason.SHUTDOWN)
@@ -115,6 +131,7 @@ class StepRunner:
             handler_task.cancel()
             del self._running[ctx.attempt_token]
             self._remember(ctx.attempt_token)
+            self._slot_freed.set()
 
     async def _outcome(
         self, ctx: StepContext, handler_task: asyncio.Task[Mapping[str, Any] | None]
@@ -213,7 +230,7 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _step_info(request: StartStepRequest) -> StepInfo:
+def _step_info(request: StartStepRequest | StepTask) -> StepInfo:
     for field in ("execution_id", "step_name", "handler", "attempt_token"):
         if not getattr(request, field):
             raise InvalidAttempt(field, "required")

@@ -15,6 +15,8 @@ import sys
 from typing import Any
 
 import grpc
+from discovery.engine.v1 import step_queue_service_pb2 as sq_pb
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from discovery.engine.v1 import workflow_service_pb2 as ws_pb
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
@@ -112,8 +114,14 @@ async def ensure_document_workflow(
     workflow has that name in the tenant of `credentials` (an admin's). Waits up to
     `wait_seconds` for the engine to answer.
 
+    The engine refuses a definition whose handlers no runner has offered yet, so before
+    creating it this waits, within the same `wait_seconds`, for runners (a pioneer started
+    at the same time) to poll with them.
+
     Raises EngineUnavailable when the engine does not answer in time, WorkflowRejected when it
-    refuses the definition (e.g. no pioneer offers its handlers yet)."""
+    refuses the definition (e.g. no runner offered its handlers in time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
     async with aio_channel(
         engine_target, tls, interceptors=bearer_interceptors(credentials)
     ) as channel:
@@ -129,9 +137,10 @@ async def ensure_document_workflow(
                 _warn_if_different(existing)
                 log.info("workflow found", extra=_fields(existing))
                 return existing
+            await _wait_for_handlers(channel, deadline)
             created: ws_pb.CreateWorkflowResponse = await stub.CreateWorkflow(
                 ws_pb.CreateWorkflowRequest(workflow=document_workflow()),
-                timeout=wait_seconds,
+                timeout=max(deadline - loop.time(), 1.0),
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
@@ -146,6 +155,21 @@ async def ensure_document_workflow(
             ) from None
     log.info("workflow created", extra=_fields(created.workflow))
     return created.workflow
+
+
+async def _wait_for_handlers(channel: grpc.aio.Channel, deadline: float) -> None:
+    """Until runners that offer every handler of the workflow have polled the engine, or
+    `deadline` (loop time): CreateWorkflow then says what is missing."""
+    needed = {step["handler"] for step in DOCUMENT_WORKFLOW_STEPS}
+    stub = sq_grpc.StepQueueServiceStub(channel)
+    loop = asyncio.get_running_loop()
+    while (left := deadline - loop.time()) > 0:
+        reply: sq_pb.GetStepQueueResponse = await stub.GetStepQueue(
+            sq_pb.GetStepQueueRequest(), timeout=left, wait_for_ready=True
+        )
+        if needed <= {h for runner in reply.runners for h in runner.handlers}:
+            return
+        await asyncio.sleep(0.2)
 
 
 def _warn_if_different(existing: wf_pb.Workflow) -> None:

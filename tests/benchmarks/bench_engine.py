@@ -25,7 +25,14 @@ from pymongo import AsyncMongoClient
 from pymongo.write_concern import WriteConcern
 
 from services.engine.store.embedded import mongo_uri
-from tests.stack import Client, EngineProcess, PioneerProcess, free_port, wait_serving
+from tests.stack import (
+    Client,
+    EngineProcess,
+    PioneerProcess,
+    free_port,
+    wait_for_handlers,
+    wait_serving,
+)
 
 
 async def baseline(uri: str, writes: int) -> float:
@@ -48,7 +55,6 @@ def services_env(uri: str, engine_port: int, pioneer_port: int) -> dict[str, str
         "MONGODB_URI": uri,
         "ENGINE_PORT": str(engine_port),
         "PIONEER_PORT": str(pioneer_port),
-        "PIONEER_URL": f"127.0.0.1:{pioneer_port}",
         "DISCOVERY_URL": f"127.0.0.1:{engine_port}",
     }
 
@@ -69,7 +75,7 @@ async def engine_run(uri: str, executions: int, workdir: Path) -> None:
     c = Client(f"127.0.0.1:{engine_port}")
     try:
         await wait_serving(c.target)
-        await wait_serving(f"127.0.0.1:{pioneer_port}")
+        await wait_for_handlers(c, {"sleep"})
         step = {"handler": "sleep", "heartbeat_timeout_seconds": 30}
         workflow = await c.create_workflow("bench", {"name": "a", **step}, {"name": "b", **step})
         began = time.perf_counter()

@@ -24,7 +24,15 @@ from pymongo import AsyncMongoClient
 
 from services.engine.store.embedded import mongo_uri
 from tests.benchmarks.bench_engine import services_env, start_database
-from tests.stack import TERMINAL, Client, EngineProcess, PioneerProcess, free_port, wait_serving
+from tests.stack import (
+    TERMINAL,
+    Client,
+    EngineProcess,
+    PioneerProcess,
+    free_port,
+    wait_for_handlers,
+    wait_serving,
+)
 
 SAMPLE_SECONDS = 15.0
 WARM_UP_SECONDS = 120.0
@@ -60,6 +68,7 @@ async def soak(uri: str, minutes: float, per_second: float, workdir: Path) -> bo
     db: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     try:
         await wait_serving(c.target)
+        await wait_for_handlers(c, {"sleep"})
         step = {"handler": "sleep", "heartbeat_timeout_seconds": 10}
         workflow = await c.create_workflow("soak", {"name": "a", **step}, {"name": "b", **step})
         assert engine.process is not None

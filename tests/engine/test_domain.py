@@ -34,6 +34,15 @@ def run(state: ex.ExecutionState, now: datetime) -> list[ex.Event]:
     return out
 
 
+def take(state: ex.ExecutionState, now: datetime, runner: str = "r1") -> ex.Event:
+    """A runner takes the queued attempt, as the engine logs it."""
+    attempt = state.current_attempt()
+    assert attempt is not None and attempt.status == ex.ATTEMPT_QUEUED
+    event = state.numbered(ex.step_started(state, attempt, runner, now), now)
+    state.apply(event)
+    return event
+
+
 def finish(state: ex.ExecutionState, status: str, now: datetime, **kw: object) -> None:
     attempt = state.current_attempt()
     assert attempt is not None
@@ -44,23 +53,30 @@ def finish(state: ex.ExecutionState, status: str, now: datetime, **kw: object) -
 def test_automatic_run_goes_step_by_step_and_merges_outputs() -> None:
     state = make_state()
     events = run(state, T0)
-    assert [e.type for e in events] == [ex.WORKFLOW_STARTED, ex.STEP_STARTED]
-    assert events[1].data["input_payload"] == {"k": 1}
+    assert [e.type for e in events] == [ex.WORKFLOW_STARTED, ex.STEP_QUEUED]
+    assert events[1].data["handler"] == "sleep"
     assert events[1].attempt_token
-    finish(state, ex.ATTEMPT_SUCCESS, T0, output={"pages": 3})
+    assert ex.step_state(state, 0) == "queued"
+    started = take(state, T0 + timedelta(seconds=2))
+    assert started.data["input_payload"] == {"k": 1}
+    assert started.data["queued_seconds"] == 2.0
+    assert ex.step_state(state, 0) == "running"
+    finish(state, ex.ATTEMPT_SUCCESS, T0 + timedelta(seconds=3), output={"pages": 3})
+    assert state.history[0].duration_seconds == 1.0, "the run, not the wait"
     events = run(state, T0)
-    assert [e.type for e in events] == [ex.STEP_STARTED]
-    assert events[0].data["input_payload"] == {"k": 1, "pages": 3}
+    assert [e.type for e in events] == [ex.STEP_QUEUED]
+    assert take(state, T0).data["input_payload"] == {"k": 1, "pages": 3}
     finish(state, ex.ATTEMPT_SUCCESS, T0, output={"sections": 2})
     assert [e.type for e in run(state, T0)] == [ex.WORKFLOW_COMPLETED]
     assert state.status == ex.COMPLETED
     assert state.dynamic_properties == {"pages": 3, "sections": 2}
-    assert state.last_seq == 6
+    assert state.last_seq == 8
 
 
 def test_heartbeat_timeout_then_retry_with_backoff_then_failure() -> None:
     state = make_state(retry={"max_attempts": 2, "initial_backoff_seconds": 3})
     run(state, T0)
+    take(state, T0)
     decision = ex.decide(state, T0)
     assert decision.wake_at == T0 + timedelta(seconds=5)
     events = run(state, T0 + timedelta(seconds=5))
@@ -68,7 +84,8 @@ def test_heartbeat_timeout_then_retry_with_backoff_then_failure() -> None:
     assert events[0].data["error"]["reason"] == "heartbeat_timeout"
     assert ex.decide(state, T0 + timedelta(seconds=6)).wake_at == T0 + timedelta(seconds=8)
     events = run(state, T0 + timedelta(seconds=8))
-    assert [(e.type, e.data["attempt"]) for e in events] == [(ex.STEP_STARTED, 2)]
+    assert [(e.type, e.data["attempt"]) for e in events] == [(ex.STEP_QUEUED, 2)]
+    take(state, T0 + timedelta(seconds=8))
     finish(state, ex.ATTEMPT_FAILED, T0 + timedelta(seconds=9), error={"reason": "step_failed"})
     events = run(state, T0 + timedelta(seconds=9))
     assert [e.type for e in events] == [ex.WORKFLOW_FAILED]
@@ -80,6 +97,7 @@ def test_heartbeat_timeout_then_retry_with_backoff_then_failure() -> None:
 def test_hard_timeout_wins_over_heartbeats() -> None:
     state = make_state(timeout_seconds=4, retry={"max_attempts": 1})
     run(state, T0)
+    take(state, T0)
     state.last_heartbeat = T0 + timedelta(seconds=3.9)
     events = run(state, T0 + timedelta(seconds=4))
     assert events[0].data["error"]["reason"] == "timeout"
@@ -93,8 +111,8 @@ def test_manual_mode_waits_before_each_step() -> None:
     assert ex.step_state(state, 0) == "waiting"
     state.apply(state.numbered(ex.NewEvent(ex.WORKFLOW_ADVANCED, {"data": {"ok": True}}), T0))
     events = run(state, T0)
-    assert [e.type for e in events] == [ex.STEP_STARTED]
-    assert events[0].data["input_payload"]["ok"] is True
+    assert [e.type for e in events] == [ex.STEP_QUEUED]
+    assert take(state, T0).data["input_payload"]["ok"] is True
     finish(state, ex.ATTEMPT_SUCCESS, T0, output={})
     assert [e.type for e in run(state, T0)] == [ex.WORKFLOW_WAITING]
     assert state.step_index == 1
@@ -103,6 +121,7 @@ def test_manual_mode_waits_before_each_step() -> None:
 def test_progress_and_estimate() -> None:
     state = make_state()
     run(state, T0)
+    take(state, T0)
     attempt = state.current_attempt()
     assert attempt is not None
     attempt.last_progress = {"percentage": 50.0, "estimated_remaining_seconds": 10}
@@ -155,7 +174,55 @@ def test_domain_imports_no_transport_or_driver() -> None:
 def test_invalid_input_is_not_retried() -> None:
     state = make_state(retry={"max_attempts": 5})
     run(state, T0)
+    take(state, T0)
     finish(state, ex.ATTEMPT_FAILED, T0, error={"reason": "invalid_input", "message": "not a PDF"})
     events = run(state, T0)
     assert [e.type for e in events] == [ex.WORKFLOW_FAILED]
     assert events[0].data["error"]["message"] == "not a PDF"
+
+
+def test_a_queued_attempt_waits_without_a_deadline() -> None:
+    state = make_state(timeout_seconds=4)
+    run(state, T0)
+    # Neither the step's timeout nor its heartbeat timeout runs while it waits.
+    assert ex.decide(state, T0 + timedelta(days=30)) == ex.Decision()
+    assert state.current_attempt() is not None
+    assert state.current_attempt().status == ex.ATTEMPT_QUEUED  # type: ignore[union-attr]
+    take(state, T0 + timedelta(days=30))
+    assert ex.decide(state, T0 + timedelta(days=30)).wake_at == T0 + timedelta(days=30, seconds=4)
+
+
+def test_schedule_to_start_timeout_fails_the_step_without_retry() -> None:
+    state = make_state(schedule_to_start_timeout_seconds=10, retry={"max_attempts": 5})
+    run(state, T0)
+    assert ex.decide(state, T0).wake_at == T0 + timedelta(seconds=10)
+    events = run(state, T0 + timedelta(seconds=10))
+    assert [e.type for e in events] == [ex.STEP_FINISHED, ex.WORKFLOW_FAILED]
+    assert events[0].data["error"]["reason"] == "schedule_to_start_timeout"
+    assert events[0].data["duration_seconds"] == 0.0
+    assert state.history[0].started_at is None
+
+
+def test_the_estimate_counts_the_wait_in_the_queue() -> None:
+    state = make_state()
+    run(state, T0)
+    # Typical times run from the queue to the end: 20 s for load, 30 s for extract.
+    typical = {"load": 20.0, "extract": 30.0}
+    assert ex.estimate_remaining(state, typical, T0 + timedelta(seconds=5)) == 45.0
+    take(state, T0 + timedelta(seconds=8))
+    assert ex.estimate_remaining(state, typical, T0 + timedelta(seconds=10)) == 40.0
+
+
+def test_a_log_from_before_the_step_queue_still_folds() -> None:
+    state = make_state()
+    state.apply(state.numbered(ex.NewEvent(ex.WORKFLOW_STARTED, {"mode": ex.AUTOMATIC}), T0))
+    legacy = ex.NewEvent(
+        ex.STEP_STARTED,
+        {"step": "load", "step_id": "s", "order": 1, "attempt": 1, "input_payload": {"k": 1}},
+        attempt_token="tok",
+    )
+    state.apply(state.numbered(legacy, T0))
+    attempt = state.current_attempt()
+    assert attempt is not None
+    assert (attempt.status, attempt.token, attempt.queued_at) == (ex.ATTEMPT_RUNNING, "tok", T0)
+    assert attempt.input_payload == {"k": 1}

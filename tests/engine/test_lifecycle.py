@@ -13,7 +13,7 @@ from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_report_service_pb2 as sr
 from pymongo import AsyncMongoClient
 
-from tests.stack import Stack, as_dict, error_info, struct
+from tests.stack import Stack, as_dict, error_info, running_attempt_token, struct
 
 SLEEP = {"handler": "sleep", "heartbeat_timeout_seconds": 5}
 
@@ -106,7 +106,7 @@ async def test_step_over_its_timeout_is_timed_out(stack: Stack) -> None:
     assert final.error.reason == "timeout"
 
 
-async def test_unreachable_pioneer_means_heartbeat_timeouts(stack: Stack) -> None:
+async def test_with_no_runner_a_step_waits_queued_and_runs_once_one_polls(stack: Stack) -> None:
     c = stack.client
     workflow = await c.create_workflow(
         "orphan",
@@ -117,12 +117,59 @@ async def test_unreachable_pioneer_means_heartbeat_timeouts(stack: Stack) -> Non
             "retry": {"max_attempts": 2, "initial_backoff_seconds": 0.1},
         },
     )
-    await stack.pioneer.stop()  # nobody will take the attempts now
-    started = await c.start(workflow.workflow_id, {"seconds": 1})
+    await stack.pioneer.stop()  # nobody polls now
+    started = await c.start(workflow.workflow_id, {"seconds": 0.2})
+    # Well past the heartbeat timeout: waiting for a runner is not a failure.
+    await asyncio.sleep(1.5)
+    waiting = await c.get(started.execution_id)
+    assert waiting.status == ex_pb.EXECUTION_STATUS_RUNNING
+    assert [a.status for a in waiting.steps_history] == [ex_pb.ATTEMPT_STATUS_QUEUED]
+    assert waiting.steps_history[0].HasField("queue_time")
+    assert not waiting.steps_history[0].HasField("start_time")
+    await stack.pioneer.start()
     final = await c.wait_terminal(started.execution_id, 20)
-    assert [a.status for a in final.steps_history] == [ex_pb.ATTEMPT_STATUS_TIMED_OUT] * 2
-    assert final.error.reason == "heartbeat_timeout"
-    await stack.pioneer.start()  # for the fixture's teardown
+    assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
+    (attempt,) = final.steps_history
+    assert attempt.status == ex_pb.ATTEMPT_STATUS_SUCCESS
+    assert attempt.runner_id == stack.pioneer.name
+    queued_for = attempt.start_time.ToDatetime() - attempt.queue_time.ToDatetime()
+    assert queued_for.total_seconds() >= 1.5
+    # The run time counts from the start, not from the queue.
+    assert 0.2 <= attempt.duration_seconds < 1.5
+    events = await c.events(started.execution_id)
+    types = [e.type for e in events if e.type != ex_pb.EVENT_TYPE_STEP_PROGRESS]
+    assert types == [
+        ex_pb.EVENT_TYPE_WORKFLOW_STARTED,
+        ex_pb.EVENT_TYPE_STEP_QUEUED,
+        ex_pb.EVENT_TYPE_STEP_STARTED,
+        ex_pb.EVENT_TYPE_STEP_FINISHED,
+        ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED,
+    ]
+
+
+async def test_a_schedule_to_start_timeout_fails_a_step_nobody_takes(stack: Stack) -> None:
+    c = stack.client
+    workflow = await c.create_workflow(
+        "impatient",
+        {
+            "name": "nap",
+            "handler": "sleep",
+            "schedule_to_start_timeout_seconds": 0.5,
+            "retry": {"max_attempts": 3, "initial_backoff_seconds": 0.1},
+        },
+    )
+    assert workflow.steps[0].schedule_to_start_timeout_seconds == 0.5
+    await stack.pioneer.stop()
+    try:
+        started = await c.start(workflow.workflow_id, {"seconds": 0.1})
+        final = await c.wait_terminal(started.execution_id, 20)
+    finally:
+        await stack.pioneer.start()
+    assert final.status == ex_pb.EXECUTION_STATUS_FAILED
+    # Not retried: another attempt would wait in the same queue.
+    assert [a.status for a in final.steps_history] == [ex_pb.ATTEMPT_STATUS_TIMED_OUT]
+    assert final.error.reason == "schedule_to_start_timeout"
+    assert final.steps_history[0].duration_seconds == 0
 
 
 async def test_cancel_stops_the_running_step(stack: Stack) -> None:
@@ -307,14 +354,10 @@ async def test_large_input_is_kept_apart_as_a_blob(stack: Stack) -> None:
     ref = as_dict(started.input)["base64"]
     assert ref["size_bytes"] == len(document)
     assert ref["sha256"] == hashlib.sha256(document.encode()).hexdigest()
+    token = await running_attempt_token(stack, started.execution_id)
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
     try:
         db = client[stack.database]
-        event = await db["events"].find_one(
-            {"execution_id": started.execution_id, "type": "step_started"}
-        )
-        assert event is not None
-        token = str(event["attempt_token"])
         for doc in await db["events"].find({"execution_id": started.execution_id}).to_list():
             assert document not in str(doc)
         status_doc = await db["executions"].find_one({"_id": started.execution_id})
@@ -365,19 +408,7 @@ async def test_a_running_step_can_store_a_blob_and_read_it_back(stack: Stack) ->
     c = stack.client
     workflow = await c.create_workflow("store", {"name": "nap", **SLEEP})
     started = await c.start(workflow.workflow_id, {"seconds": 2})
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
-    try:
-        for _ in range(100):
-            event = await client[stack.database]["events"].find_one(
-                {"execution_id": started.execution_id, "type": "step_started"}
-            )
-            if event is not None:
-                break
-            await asyncio.sleep(0.02)
-        assert event is not None
-        token = str(event["attempt_token"])
-    finally:
-        await client.close()
+    token = await running_attempt_token(stack, started.execution_id)
     payload = bytes(range(256)) * 40_000  # 10 MB, several chunks
 
     async def parts(header_token: str, data: bytes) -> AsyncIterator[sr.WriteBlobRequest]:

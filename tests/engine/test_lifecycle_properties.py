@@ -1,9 +1,11 @@
 """A Hypothesis state machine drives the execution lifecycle through the runner, with an
-in-memory store and a recording stand-in for pioneer, including duplicate and stale reports,
-crashes with recovery from the store, and watchers that reconnect anywhere in the log.
+in-memory store and a runner that polls the step queue when the machine says so, including
+duplicate and stale reports, crashes with recovery from the store, and watchers that
+reconnect anywhere in the log.
 
 Invariants: legal transitions only, terminal states final, seq contiguous, history matching
-the events, and every watcher receiving a prefix of the log without duplicates.
+the events, every queued attempt taken at most once, and every watcher receiving a prefix of
+the log without duplicates.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from services.engine.domain.errors import DiscoveryError, StaleAttempt
 from services.engine.hub import EventHub
 from services.engine.runner import Runner, RunnerSettings
 from tests.fakes.memory_store import InMemoryStore
-from tests.fakes.step_runners import RecordingStepRunners
 
 LEGAL = {
     ex.PENDING: {ex.PENDING, ex.RUNNING, ex.WAITING, ex.CANCELLED},
@@ -47,7 +48,8 @@ class Lifecycle(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.store = InMemoryStore()
-        self.pioneers = RecordingStepRunners({"sleep"})
+        # Attempt tokens the machine's step runner took, by execution, oldest first.
+        self.taken: dict[str, list[str]] = {}
         self.runner = self._new_runner()
         self.statuses: dict[str, str] = {}
         self.completions: dict[str, tuple[str, bool, dict[str, Any]]] = {}
@@ -55,7 +57,6 @@ class Lifecycle(RuleBasedStateMachine):
     def _new_runner(self) -> Runner:
         runner = Runner(
             self.store,
-            self.pioneers,
             EventHub(capacity=10_000),
             RunnerSettings(engine_id="machine", lease_seconds=3600),
         )
@@ -66,7 +67,7 @@ class Lifecycle(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def settle(self) -> None:
-        """Lets what is due run: dispatches, and retries after their 1 ms backoff."""
+        """Lets what is due run: retries after their 1 ms backoff."""
         self.loop.run_until_complete(asyncio.sleep(0.01))
 
     def teardown(self) -> None:
@@ -75,6 +76,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @initialize()
     def workflow(self) -> None:
+        self.poll()  # the runner makes its handler known
         self.workflow_id = self.run(
             self.runner.create_workflow(
                 "machine",
@@ -97,9 +99,15 @@ class Lifecycle(RuleBasedStateMachine):
         self.statuses[state.execution_id] = state.status
         return str(state.execution_id)
 
+    @rule()
+    def poll(self) -> None:
+        for task in self.run(self.runner.poll("machine-runner", frozenset({"sleep"}), 5, 0)):
+            assert task.attempt_token not in self.taken.get(task.execution_id, [])
+            self.taken.setdefault(task.execution_id, []).append(task.attempt_token)
+
     def _current(self, execution_id: str) -> tuple[ex.ExecutionState, str | None]:
         state = self.run(self.runner.get(execution_id, tenant=TENANT))
-        tokens = self.pioneers.tokens(execution_id)
+        tokens = self.taken.get(execution_id, [])
         return state, (tokens[-1] if tokens else None)
 
     def _step_name(self, state: ex.ExecutionState) -> str:
@@ -157,7 +165,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(execution_id=executions)
     def stale_send(self, execution_id: str) -> None:
-        tokens = self.pioneers.tokens(execution_id)
+        tokens = self.taken.get(execution_id, [])
         if len(tokens) < 2:
             return
         state = self.run(self.runner.get(execution_id, tenant=TENANT))
@@ -230,8 +238,19 @@ class Lifecycle(RuleBasedStateMachine):
             assert state is not None and state.last_seq == len(events)
             assert state.status in LEGAL[previous], f"{previous} -> {state.status}"
             self.statuses[execution_id] = state.status
-            started = sum(1 for d in events if d["type"] == ex.STEP_STARTED)
-            assert started == len(state.history)
+            queued = [
+                (d["data"]["order"], d["data"]["attempt"])
+                for d in events
+                if d["type"] == ex.STEP_QUEUED
+            ]
+            started = [
+                (d["data"]["order"], d["data"]["attempt"])
+                for d in events
+                if d["type"] == ex.STEP_STARTED
+            ]
+            assert len(queued) == len(state.history)
+            assert len(set(started)) == len(started), "an attempt was taken twice"
+            assert set(started) <= set(queued)
             finished = [d for d in events if d["type"] == ex.STEP_FINISHED]
             assert len({(d["data"]["order"], d["data"]["attempt"]) for d in finished}) == len(
                 finished

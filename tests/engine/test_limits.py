@@ -12,9 +12,8 @@ import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_report_service_pb2 as sr
-from pymongo import AsyncMongoClient
 
-from tests.stack import Client, Stack, error_info, start_stack, token
+from tests.stack import Client, Stack, error_info, running_attempt_token, start_stack, token
 
 
 @pytest.fixture
@@ -45,6 +44,8 @@ async def test_calls_over_the_concurrency_cap_are_shed_at_once(small_stack: Stac
         "held", {"name": "nap", "handler": "sleep", "heartbeat_timeout_seconds": 5}
     )
     started = await c.start(workflow.workflow_id, {"seconds": 5})
+    # The pioneer's long poll would hold one of the three slots while it waits for work.
+    await small_stack.pioneer.stop()
     streams = [
         c.executions.WatchExecution(es.WatchExecutionRequest(execution_id=started.execution_id))
         for _ in range(3)
@@ -62,6 +63,7 @@ async def test_calls_over_the_concurrency_cap_are_shed_at_once(small_stack: Stac
             stream.cancel()
     await asyncio.sleep(0.2)
     assert (await c.get(started.execution_id)).execution_id == started.execution_id
+    await small_stack.pioneer.start()  # for the fixture's teardown
 
 
 async def test_a_tenant_starting_too_fast_is_told_when_to_retry_and_others_go_on(
@@ -128,18 +130,3 @@ async def test_a_progress_flood_is_kept_as_heartbeats_beyond_the_rate(
         assert len(logged) < flood
     finally:
         await stack.stop()
-
-
-async def running_attempt_token(stack: Stack, execution_id: str) -> str:
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack.mongo_uri)
-    try:
-        for _ in range(100):
-            event = await client[stack.database]["events"].find_one(
-                {"execution_id": execution_id, "type": "step_started"}
-            )
-            if event is not None:
-                return str(event["attempt_token"])
-            await asyncio.sleep(0.05)
-    finally:
-        await client.close()
-    raise AssertionError("the step never started")

@@ -25,6 +25,7 @@ METHODS = frozenset(
         "create_execution",
         "find_by_request_id",
         "claim_executions",
+        "claim_execution",
         "renew_leases",
         "record_step_duration",
         "typical_step_seconds",

@@ -22,7 +22,13 @@ from services.engine.store.documents import (
     execution_from_doc,
     execution_to_doc,
 )
-from services.engine.store.repository import BlobRef, Page, RequestIdTaken
+from services.engine.store.repository import (
+    BlobRef,
+    Page,
+    QueueDepth,
+    RequestIdTaken,
+    RunnerSeen,
+)
 
 
 class InMemoryStore:
@@ -32,6 +38,7 @@ class InMemoryStore:
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.blobs: dict[str, tuple[str, bytes]] = {}
         self.durations: dict[tuple[str, str], list[float]] = {}
+        self.runners: dict[str, RunnerSeen] = {}
 
     async def create_workflow(self, workflow: Workflow) -> None:
         self.workflows[workflow.workflow_id] = workflow
@@ -108,10 +115,23 @@ class InMemoryStore:
         claimed = []
         for execution_id, doc in self.executions.items():
             expires = doc.get("lease_expires_at")
-            if expires is not None and (doc.get("lease_owner") == owner or expires < now):
+            if expires is not None and expires < now:
                 doc.update(lease_owner=owner, lease_expires_at=lease_until)
+            if expires is not None and doc.get("lease_owner") == owner:
                 claimed.append(execution_id)
         return claimed
+
+    async def claim_execution(
+        self, owner: str, execution_id: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        doc = self.executions.get(execution_id)
+        expires = doc.get("lease_expires_at") if doc else None
+        if doc is None or expires is None:
+            return False
+        if doc.get("lease_owner") != owner and expires >= now:
+            return False
+        doc.update(lease_owner=owner, lease_expires_at=lease_until)
+        return True
 
     async def renew_leases(
         self, owner: str, execution_ids: Sequence[str], lease_until: datetime
@@ -158,3 +178,19 @@ class InMemoryStore:
             for (workflow, step), values in self.durations.items()
             if workflow == workflow_id
         }
+
+    async def queue_depths(self) -> list[QueueDepth]:
+        counts: dict[tuple[str, str], tuple[int, datetime]] = {}
+        for doc in self.executions.values():
+            queue = doc.get("queue")
+            if queue:
+                key = (doc["tenant_id"], queue["handler"])
+                count, oldest = counts.get(key, (0, queue["queued_at"]))
+                counts[key] = (count + 1, min(oldest, queue["queued_at"]))
+        return [QueueDepth(h, t, n, oldest) for (t, h), (n, oldest) in sorted(counts.items())]
+
+    async def record_runner(self, runner: RunnerSeen) -> None:
+        self.runners[runner.runner_id] = runner
+
+    async def list_runners(self, since: datetime) -> list[RunnerSeen]:
+        return [r for r in self.runners.values() if r.last_poll_at >= since]

@@ -9,6 +9,7 @@ execution is terminal, and its log holds the invariants (../shared/RELIABILITY.m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import grpc
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import step_queue_service_pb2 as sq
 from pymongo import AsyncMongoClient
 
 from tests.stack import (
@@ -49,18 +51,20 @@ async def test_kills_at_random_lose_and_duplicate_nothing(
     chance = random.Random(SEED)
     engine_port, pioneer_port = free_port(), free_port()
     engine = EngineProcess(
-        engine_process_env(mongo_server, database, engine_port, f"127.0.0.1:{pioneer_port}"),
-        tmp_path / "engine.log",
+        engine_process_env(mongo_server, database, engine_port), tmp_path / "engine.log"
     )
+    # Pioneer pulls its work from the engine: a restarted pioneer (a new runner_id) polls
+    # again, a restarted engine is polled again after pioneer's backoff.
     pioneer = PioneerProcess(
         {"PIONEER_PORT": str(pioneer_port), "DISCOVERY_URL": f"127.0.0.1:{engine_port}"},
         tmp_path / "pioneer.log",
     )
-    pioneer.start()
     engine.start()
     client = Client(f"127.0.0.1:{engine_port}")
     try:
         await wait_serving(client.target)
+        pioneer.start()
+        await _wait_for_pioneer(client, pioneer)
         workflow = await client.create_workflow(
             "chaos", {"name": "a", **STEP}, {"name": "b", **STEP}, {"name": "c", **STEP}
         )
@@ -94,6 +98,26 @@ async def test_kills_at_random_lose_and_duplicate_nothing(
         await client.close()
         engine.stop()
         pioneer.stop()
+
+
+async def _wait_for_pioneer(client: Client, pioneer: PioneerProcess, seconds: float = 20) -> None:
+    """Until the engine lists the pioneer child (runner_id pioneer@host:pid): it has polled,
+    so its handlers may be named in a workflow."""
+    assert pioneer.process is not None
+    suffix = f":{pioneer.process.pid}"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply: sq.GetStepQueueResponse = await client.queue.GetStepQueue(
+                sq.GetStepQueueRequest(), timeout=5
+            )
+            if any(
+                r.runner_id.startswith("pioneer@") and r.runner_id.endswith(suffix)
+                for r in reply.runners
+            ):
+                return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"pioneer {suffix} has not polled in {seconds} s:\n{pioneer.log_tail()}")
 
 
 async def _start_all(

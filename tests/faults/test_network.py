@@ -1,6 +1,7 @@
 """Network faults between the real services, through the fault proxy (tests/faults/proxy.py):
-latency and a blackhole between pioneer and the engine, resets and a silent dead connection
-under a WatchExecution stream, cut and sliced traffic between the gateway and the engine.
+latency and a blackhole between pioneer (its polls for work and its reports) and the engine,
+resets and a silent dead connection under a WatchExecution stream, cut and sliced traffic
+between the gateway and the engine.
 
 Each test prints what it measured; `pytest -s` shows it.
 """
@@ -30,6 +31,7 @@ from services.auth import RUNNER, ServiceToken
 from services.engine.app import Engine
 from services.gateway.config import Settings as GatewaySettings
 from services.gateway.engine import channel_options as gateway_channel_options
+from services.pioneer.poller import StepPoller
 from services.pioneer.registry import registry as step_registry
 from services.pioneer.reporter import (
     MESSAGE_SIZE_OPTIONS,
@@ -51,6 +53,7 @@ from tests.stack import (
     engine_settings,
     free_port,
     token,
+    wait_for_runner,
 )
 
 TERMINAL_EVENTS = {
@@ -91,7 +94,8 @@ class ReportCall:
 
 
 class _CallRecorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """Records the outcome and duration of each of pioneer's unary calls to the engine."""
+    """Records the outcome and duration of each of pioneer's unary calls to the engine: its
+    reports and its polls for work."""
 
     def __init__(self, calls: list[ReportCall]) -> None:
         self.calls = calls
@@ -119,8 +123,17 @@ class _CallRecorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return call
 
 
+def is_report(call: ReportCall) -> bool:
+    return "/discovery.engine.v1.StepReportService/" in call.method
+
+
+def is_poll(call: ReportCall) -> bool:
+    return call.method.endswith("/discovery.engine.v1.StepQueueService/PollStepAttempts")
+
+
 class RecordingPioneer(Pioneer):
-    """tests.stack.Pioneer whose reporter records its calls (the same reporter otherwise)."""
+    """tests.stack.Pioneer whose channel to the engine records its calls (the same reporter
+    and poller otherwise): work reaches it, and its reports leave it, through that channel."""
 
     def __init__(self, engine_port: int) -> None:
         super().__init__(engine_port)
@@ -132,12 +145,13 @@ class RecordingPioneer(Pioneer):
             options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS,
             interceptors=[_CallRecorder(self.calls)],
         )
-        self._reporter = StepReporter(
-            channel, ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER)
-        )
-        self.runner = StepRunner(self._reporter, max_concurrent_steps=64)
+        credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER)
+        self._reporter = StepReporter(channel, credentials)
+        self.runner = StepRunner(self._reporter, max_concurrent_steps=self.slots)
         self._server, self.port = await build_pioneer(self.settings, step_registry, self.runner)
         await self._server.start()
+        self._poller = StepPoller(channel, credentials, self.runner, step_registry, self.name)
+        self._poller.start()
 
 
 @dataclass
@@ -149,20 +163,23 @@ class ProxiedPioneer:
 
 @asynccontextmanager
 async def pioneer_behind_proxy(mongo_server: str, database: str) -> AsyncIterator[ProxiedPioneer]:
-    """Engine and pioneer in this process; pioneer's DISCOVERY_URL is the proxy."""
+    """Engine and pioneer in this process; pioneer's DISCOVERY_URL is the proxy, so that its
+    polls for work and its reports go through it."""
     engine_port = free_port()
     async with FaultProxy("127.0.0.1", engine_port, seed=12) as proxy:
+        engine = Engine(engine_settings(mongo_server, database, engine_port))
+        await engine.start()
         pioneer = RecordingPioneer(proxy.port)
         await pioneer.start()
-        engine = Engine(engine_settings(mongo_server, database, engine_port, pioneer.port))
-        await engine.start()
         client = Client(f"127.0.0.1:{engine.port}")
         try:
+            await wait_for_runner(client, pioneer.name)
             yield ProxiedPioneer(proxy, pioneer, client)
         finally:
             await client.close()
-            await engine.stop(grace=0)
+            # Pioneer first: a poll it sent to an engine already stopped would be recorded.
             await pioneer.stop()
+            await engine.stop(grace=0)
 
 
 def finished_steps(events: list[ex_pb.ExecutionEvent]) -> list[tuple[str, str]]:
@@ -185,12 +202,15 @@ async def test_latency_between_pioneer_and_engine_costs_time_not_attempts(
         events = await s.client.events(started.execution_id)
 
     calls = s.pioneer.calls
-    ok = [c.seconds for c in calls if c.code == grpc.StatusCode.OK]
+    # A poll lasts as long as it waits for work: only the reports measure a round trip.
+    ok = [c.seconds for c in calls if is_report(c) and c.code == grpc.StatusCode.OK]
+    polls = [c for c in calls if is_poll(c)]
     refused = [c for c in calls if c.code != grpc.StatusCode.OK]
     print(
         f"\nlatency 500±100 ms each way: 2 x 1 s steps completed in {took:.2f} s; "
         f"{len(ok)} report calls OK, round trip median {statistics.median(ok):.2f} s, "
-        f"max {max(ok):.2f} s (deadline {PIONEER_CALL_SECONDS:g} s); "
+        f"max {max(ok):.2f} s (deadline {PIONEER_CALL_SECONDS:g} s); {len(polls)} polls "
+        f"({sorted(c.code.name for c in polls)}); "
         f"{len(refused)} refused at once while connecting: "
         f"{sorted({(c.code.name, c.details) for c in refused})}"
     )
@@ -200,14 +220,17 @@ async def test_latency_between_pioneer_and_engine_costs_time_not_attempts(
         ("second", 1, ex_pb.ATTEMPT_STATUS_SUCCESS),
     ]
     assert finished_steps(events) == [("first", "success"), ("second", "success")]
-    # Zero DEADLINE_EXCEEDED. The only refusals are pioneer's connection attempts, which its
-    # reconnect options cut short (see test_a_distant_engine_is_reached_at_the_first_call);
-    # the reporter retries them.
+    # Zero DEADLINE_EXCEEDED, reports and polls alike. The only refusals are pioneer's
+    # connection attempts, which its reconnect options cut short (see
+    # test_a_distant_engine_is_reached_at_the_first_call); the reporter and the poller retry
+    # them.
     assert grpc.StatusCode.DEADLINE_EXCEEDED not in {c.code for c in calls}
     for call in refused:
         assert call.code == grpc.StatusCode.UNAVAILABLE, call
         assert "before receiving SETTINGS frame" in call.details, call
     assert any(c.method.endswith("/CompleteStep") for c in calls)
+    # Both steps came to pioneer through the delayed path, in answer to its polls.
+    assert sum(1 for c in polls if c.code == grpc.StatusCode.OK) >= 2
     # The reports really went through the delay: no round trip is shorter than 2 x 400 ms.
     assert min(ok) >= 0.8
 

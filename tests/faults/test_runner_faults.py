@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
-from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import step_queue_service_pb2 as sq
 
 from tests.stack import (
     Client,
@@ -19,53 +21,75 @@ from tests.stack import (
     PioneerProcess,
     engine_process_env,
     free_port,
+    restartable_engine,
+    wait_for_runner,
     wait_serving,
 )
 
+# Pioneer #1 runs one step at a time: once it has taken the attempt it has no free slot, so
+# no poll of its is open when it is paused. (A paused runner's open long poll would take the
+# retry too, as any runner the engine cannot tell from a live one.)
+FIRST_PIONEER_SLOTS = 1
+
+
+async def wait_for_pioneer_process(client: Client, process: PioneerProcess) -> str:
+    """The runner_id of a pioneer child (pioneer@host:pid), once the engine lists it: it has
+    polled the step queue."""
+    assert process.process is not None
+    suffix = f":{process.process.pid}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply: sq.GetStepQueueResponse = await client.queue.GetStepQueue(
+                sq.GetStepQueueRequest(), timeout=5
+            )
+            for runner in reply.runners:
+                if runner.runner_id.startswith("pioneer@") and runner.runner_id.endswith(suffix):
+                    return runner.runner_id
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"pioneer {suffix} has not polled:\n{process.log_tail()}")
+
 
 @pytest.fixture
-def engine_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def two_pioneers(
-    mongo_server: str, database: str, engine_port: int, tmp_path: Path
-) -> AsyncIterator[tuple[PioneerProcess, Pioneer, Client]]:
-    """Pioneer #1 a child process (so it can be paused), #2 in this process; one engine."""
-    first_port = free_port()
-    first = PioneerProcess(
-        {"PIONEER_PORT": str(first_port), "DISCOVERY_URL": f"127.0.0.1:{engine_port}"},
-        tmp_path / "pioneer-1.log",
-    )
-    first.start()
-    second = Pioneer(engine_port)
-    await second.start()
+async def engine_and_paused_pioneer(
+    mongo_server: str, database: str, tmp_path: Path
+) -> AsyncIterator[tuple[PioneerProcess, str, Pioneer, Client]]:
+    """One engine (a child); pioneer #1 a child process (so that it can be paused), already
+    polling; pioneer #2 in this process, not started yet."""
+    engine_port = free_port()
     engine = EngineProcess(
-        engine_process_env(
-            mongo_server, database, engine_port, f"127.0.0.1:{first_port},127.0.0.1:{second.port}"
-        ),
-        tmp_path / "engine.log",
+        engine_process_env(mongo_server, database, engine_port), tmp_path / "engine.log"
     )
     engine.start()
     client = Client(f"127.0.0.1:{engine_port}")
+    first = PioneerProcess(
+        {
+            "PIONEER_PORT": str(free_port()),
+            "DISCOVERY_URL": f"127.0.0.1:{engine_port}",
+            "PIONEER_MAX_CONCURRENT_STEPS": str(FIRST_PIONEER_SLOTS),
+        },
+        tmp_path / "pioneer-1.log",
+    )
+    second = Pioneer(engine_port, name="test-pioneer-2")
     try:
         await wait_serving(client.target)
-        await wait_serving(f"127.0.0.1:{first_port}")
-        yield first, second, client
+        first.start()
+        first_id = await wait_for_pioneer_process(client, first)
+        yield first, first_id, second, client
     finally:
         await client.close()
         if first.process is not None:
             first.process.send_signal(signal.SIGCONT)
         engine.stop()
         first.stop()
-        await second.stop()
+        if second.runner is not None:
+            await second.stop()
 
 
 async def test_a_paused_runner_is_replaced_and_its_late_reports_refused(
-    two_pioneers: tuple[PioneerProcess, Pioneer, Client], tmp_path: Path
+    engine_and_paused_pioneer: tuple[PioneerProcess, str, Pioneer, Client], tmp_path: Path
 ) -> None:
-    first, second, c = two_pioneers
+    first, first_id, second, c = engine_and_paused_pioneer
     workflow = await c.create_workflow(
         "pause",
         {
@@ -75,22 +99,32 @@ async def test_a_paused_runner_is_replaced_and_its_late_reports_refused(
             "retry": {"max_attempts": 3, "initial_backoff_seconds": 0.1},
         },
     )
-    assert second.runner is not None
-    # Round-robin: find an execution whose first attempt went to pioneer #1 (the child).
-    for _ in range(4):
-        started = await c.start(workflow.workflow_id, {"seconds": 3})
-        await asyncio.sleep(0.3)
-        if second.runner.running_count == 0:
+    # Pioneer #1 is the only runner: it takes attempt 1. Wait until it runs it there (its
+    # progress reports arrive), so that it holds its only slot and polls no more.
+    started = await c.start(workflow.workflow_id, {"seconds": 3})
+    for _ in range(100):
+        current = (await c.get(started.execution_id)).steps_history
+        if (
+            current
+            and current[-1].status == ex_pb.ATTEMPT_STATUS_RUNNING
+            and current[-1].last_progress.percentage > 0
+        ):
             break
-        await c.executions.CancelExecution(
-            es.CancelExecutionRequest(execution_id=started.execution_id)
-        )
-    assert second.runner.running_count == 0, "no attempt reached pioneer #1"
+        await asyncio.sleep(0.05)
+    assert [(a.attempt, a.status, a.runner_id) for a in current] == [
+        (1, ex_pb.ATTEMPT_STATUS_RUNNING, first_id)
+    ], "attempt 1 did not run on pioneer #1"
+    assert current[-1].last_progress.percentage > 0
+    # Pioneer #2 joins, and waits for work.
+    await second.start()
+    await wait_for_runner(c, second.name)
+    assert second.runner is not None
+    assert second.runner.running_count == 0
     assert first.process is not None
     first.process.send_signal(signal.SIGSTOP)
     paused_at = time.monotonic()
 
-    # The heartbeat stops; the engine times the attempt out and pioneer #2 runs attempt 2.
+    # The heartbeat stops; the engine times the attempt out and pioneer #2 takes attempt 2.
     for _ in range(100):
         if second.runner.running_count:
             break
@@ -105,36 +139,32 @@ async def test_a_paused_runner_is_replaced_and_its_late_reports_refused(
         "after the pause (heartbeat timeout 1.5 s)"
     )
     assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
-    assert [a.status for a in final.steps_history] == [
-        ex_pb.ATTEMPT_STATUS_TIMED_OUT,
-        ex_pb.ATTEMPT_STATUS_SUCCESS,
+    assert [(a.status, a.runner_id) for a in final.steps_history] == [
+        (ex_pb.ATTEMPT_STATUS_TIMED_OUT, first_id),
+        (ex_pb.ATTEMPT_STATUS_SUCCESS, second.name),
     ]
     assert final.steps_history[0].error.reason == "heartbeat_timeout"
     assert rescheduled_after < 1.5 + 1.0 + 0.5
     events = await c.events(started.execution_id, 0)
     finished = [e for e in events if e.type == ex_pb.EVENT_TYPE_STEP_FINISHED]
     assert len(finished) == 2
-    # Pioneer #1 woke up to the engine's CancelStep or a stale refusal of its next report;
-    # either way its attempt stopped and wrote nothing.
+    # Pioneer #1 woke up to a stale refusal of its next report (the engine no longer tells a
+    # runner anything but in the reply to its reports): its attempt stopped and wrote nothing.
     await asyncio.sleep(1.0)
     log = (tmp_path / "pioneer-1.log").read_text()
     assert "stale" in log.lower() or '"reason": "cancelled"' in log
     assert [e.seq for e in await c.events(started.execution_id, 0)] == [e.seq for e in events]
+    assert first.process.poll() is None, "pioneer #1 did not survive its pause"
 
 
 async def test_a_step_finishing_while_the_engine_is_down_keeps_its_completion(
-    mongo_server: str, database: str, engine_port: int, tmp_path: Path
+    mongo_server: str, database: str, tmp_path: Path
 ) -> None:
-    pioneer = Pioneer(engine_port)
-    await pioneer.start()
-    engine = EngineProcess(
-        engine_process_env(mongo_server, database, engine_port, f"127.0.0.1:{pioneer.port}"),
-        tmp_path / "engine.log",
-    )
-    engine.start()
-    c = Client(f"127.0.0.1:{engine_port}")
-    try:
-        await wait_serving(c.target)
+    async with restartable_engine(mongo_server, database, tmp_path / "engine.log") as (
+        pioneer,
+        engine,
+        c,
+    ):
         workflow = await c.create_workflow(
             "outage", {"name": "nap", "handler": "sleep", "heartbeat_timeout_seconds": 5}
         )
@@ -148,10 +178,6 @@ async def test_a_step_finishing_while_the_engine_is_down_keeps_its_completion(
         await wait_serving(c.target)
         final = await c.wait_terminal(started.execution_id, 20)
         assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
-        assert [(a.attempt, a.status) for a in final.steps_history] == [
-            (1, ex_pb.ATTEMPT_STATUS_SUCCESS)
+        assert [(a.attempt, a.status, a.runner_id) for a in final.steps_history] == [
+            (1, ex_pb.ATTEMPT_STATUS_SUCCESS, pioneer.name)
         ]
-    finally:
-        await c.close()
-        engine.stop()
-        await pioneer.stop()

@@ -24,7 +24,12 @@ async def start_until_accepted(c: Client, workflow_id: str, i: int, codes: Count
     """A client's start, retried with its idempotency key while the engine says UNAVAILABLE."""
     for _ in range(50):
         try:
-            started = await c.start(workflow_id, {"seconds": 0.2, "i": i}, request_id=f"run-{i}")
+            # 200 starts at once queue behind one in-process database: 10 s is not always
+            # enough on a 2-core machine (it timed out before the step queue too). The
+            # deadline is the client's patience, not a fault this test injects.
+            started = await c.start(
+                workflow_id, {"seconds": 0.2, "i": i}, request_id=f"run-{i}", deadline_seconds=60
+            )
             return started.execution_id
         except grpc.aio.AioRpcError as exc:
             codes[exc.code().name] += 1

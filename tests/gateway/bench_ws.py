@@ -39,7 +39,8 @@ from tests.gateway.external_runner import ExternalRunner
 from tests.stack import free_port, token, wait_serving
 
 ADMIN = {"Authorization": f"Bearer {token()}"}
-AS_RUNNER = {"Authorization": f"Bearer {token(RUNNER)}"}
+RUNNER_TOKEN = token(RUNNER)
+AS_RUNNER = {"Authorization": f"Bearer {RUNNER_TOKEN}"}
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,16 +104,14 @@ async def main(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-ws-"))
     server = SecantusDBServer(host="127.0.0.1", port=0, storage_path=str(workdir / "db"))
     server.start()
-    runner = ExternalRunner()
-    await runner.start()
     engine_port, gateway_port = free_port(), free_port()
+    runner = ExternalRunner(f"127.0.0.1:{engine_port}", RUNNER_TOKEN)
     engine = spawn(
         "services.engine",
         {
             "MONGODB_URI": mongo_uri(server.uri),
             "MONGODB_DATABASE": "bench",
             "ENGINE_PORT": str(engine_port),
-            "PIONEER_URL": f"127.0.0.1:{runner.port}",
         },
         workdir / "engine.log",
     )
@@ -130,18 +129,21 @@ async def main(args: argparse.Namespace) -> None:
     connector = aiohttp.TCPConnector(limit=0)
     try:
         await wait_serving(f"127.0.0.1:{engine_port}")
+        await runner.start()  # pulls the `external` steps from the engine's queue
         await wait_http(f"{base}/health")
         async with aiohttp.ClientSession(connector=connector, headers=ADMIN) as session:
-            async with session.post(
-                f"{base}/workflows",
-                json={
-                    "name": "bench",
-                    "steps": [
-                        {"name": "work", "handler": "external", "heartbeat_timeout_seconds": 600}
-                    ],
-                },
-            ) as response:
-                workflow_id = (await response.json())["workflow_id"]
+            definition = {
+                "name": "bench",
+                "steps": [
+                    {"name": "work", "handler": "external", "heartbeat_timeout_seconds": 600}
+                ],
+            }
+            while True:  # refused until the runner's first poll has named its handler
+                async with session.post(f"{base}/workflows", json=definition) as response:
+                    if response.status == 201:
+                        workflow_id = (await response.json())["workflow_id"]
+                        break
+                await asyncio.sleep(0.1)
 
             async def start() -> tuple[str, str]:
                 async with session.post(

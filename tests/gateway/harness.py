@@ -15,11 +15,20 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from services.auth import RUNNER
 from services.engine.app import Engine
 from services.gateway.app import create_runner
 from services.gateway.config import Settings
-from tests.gateway.external_runner import ExternalRunner
-from tests.stack import AUTH_KEYS, Client, Pioneer, engine_settings, free_port
+from tests.gateway.external_runner import RUNNER_ID, ExternalRunner
+from tests.stack import (
+    AUTH_KEYS,
+    Client,
+    Pioneer,
+    engine_settings,
+    free_port,
+    token,
+    wait_for_runner,
+)
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -85,13 +94,8 @@ class GatewayStack:
 
 async def start_gateway_stack(mongo_uri: str, **overrides: Any) -> GatewayStack:
     engine_port = free_port()
-    pioneer = Pioneer(engine_port)
-    await pioneer.start()
-    external = ExternalRunner()
-    await external.start()
     settings = replace(
-        engine_settings(mongo_uri, f"gw{uuid.uuid4().hex[:10]}", engine_port, pioneer.port),
-        pioneer_targets=(f"127.0.0.1:{pioneer.port}", f"127.0.0.1:{external.port}"),
+        engine_settings(mongo_uri, f"gw{uuid.uuid4().hex[:10]}", engine_port),
         # The slow-consumer tests flood progress on purpose; the engine's own progress rate
         # would keep most of it out of the log (tests/engine/test_limits.py covers that).
         progress_rate=1e6,
@@ -100,7 +104,15 @@ async def start_gateway_stack(mongo_uri: str, **overrides: Any) -> GatewayStack:
     )
     engine = Engine(settings)
     await engine.start()
-    return GatewayStack(engine, pioneer, external, Client(f"127.0.0.1:{engine.port}"))
+    target = f"127.0.0.1:{engine.port}"
+    pioneer = Pioneer(engine.port)
+    await pioneer.start()
+    external = ExternalRunner(target, token(RUNNER))
+    await external.start()
+    client = Client(target)
+    await wait_for_runner(client, pioneer.name)
+    await wait_for_runner(client, RUNNER_ID)
+    return GatewayStack(engine, pioneer, external, client)
 
 
 @dataclass

@@ -6,9 +6,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import step_queue_service_pb2 as sq
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from services.gateway import legacy
+
+
+def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
 
 
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
@@ -64,3 +71,63 @@ def test_status_names_are_the_lower_case_suffixes() -> None:
     assert legacy.attempt_status(ex_pb.ATTEMPT_STATUS_TIMED_OUT) == "timed_out"
     assert legacy.event_name(ex_pb.EVENT_TYPE_WORKFLOW_FAILED) == "workflow_failed"
     assert legacy.event_name(999) == "event_type_999"
+
+
+def test_a_queued_attempt_has_its_queue_time_and_no_start() -> None:
+    queued = ex_pb.StepAttempt(
+        step_name="nap",
+        order=1,
+        attempt=2,
+        status=ex_pb.ATTEMPT_STATUS_QUEUED,
+        queue_time=_stamp(datetime(2025, 8, 22, 10, 30, 0, tzinfo=UTC)),
+    )
+    entry = legacy.history_entry(queued)
+    assert entry["status"] == "queued"
+    assert entry["queued_at"] == "2025-08-22T10:30:00.000Z"
+    assert entry["started_at"] is None and entry["finished_at"] is None
+    assert entry["duration_seconds"] is None and entry["output_payload"] is None
+    assert entry["runner_id"] is None
+    queued.status = ex_pb.ATTEMPT_STATUS_RUNNING
+    queued.start_time.CopyFrom(_stamp(datetime(2025, 8, 22, 10, 30, 4, tzinfo=UTC)))
+    queued.runner_id = "pioneer@host:1"
+    entry = legacy.history_entry(queued)
+    assert entry["status"] == "running" and entry["runner_id"] == "pioneer@host:1"
+    assert entry["started_at"] == "2025-08-22T10:30:04.000Z"
+
+
+def test_the_queue_in_its_rest_shape_counts_the_oldest_wait_at_now() -> None:
+    oldest = _stamp(datetime(2025, 8, 22, 10, 30, 0, tzinfo=UTC))
+    polled = _stamp(datetime(2025, 8, 22, 10, 30, 9, 500000, tzinfo=UTC))
+    answer = sq.GetStepQueueResponse(
+        tenant=[sq.QueueDepth(handler="sleep", tenant="acme", ready=2, oldest_queue_time=oldest)],
+        total=[sq.QueueDepth(handler="sleep", ready=5, oldest_queue_time=oldest)],
+        runners=[
+            sq.QueueRunner(
+                runner_id="pioneer@a:1",
+                handlers=["echo", "sleep"],
+                free_slots=3,
+                last_poll_time=polled,
+            )
+        ],
+    )
+    now = datetime(2025, 8, 22, 10, 30, 12, 250000, tzinfo=UTC)
+    depth = {
+        "handler": "sleep",
+        "ready": 2,
+        "oldest_queued_at": "2025-08-22T10:30:00.000Z",
+        "oldest_wait_seconds": 12.25,
+    }
+    assert legacy.step_queue(answer, now) == {
+        "tenant": [depth],
+        "total": [{**depth, "ready": 5}],
+        "runners": [
+            {
+                "runner_id": "pioneer@a:1",
+                "handlers": ["echo", "sleep"],
+                "free_slots": 3,
+                "last_poll_at": "2025-08-22T10:30:09.500Z",
+            }
+        ],
+    }
+    assert legacy.attempt_status(ex_pb.ATTEMPT_STATUS_QUEUED) == "queued"
+    assert legacy.event_name(ex_pb.EVENT_TYPE_STEP_QUEUED) == "step_queued"

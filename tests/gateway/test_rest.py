@@ -198,6 +198,7 @@ async def test_workflow_definitions_round_trip(api: Api) -> None:
                 "handler": "echo",
                 "timeout_seconds": 60,
                 "heartbeat_timeout_seconds": 10,
+                "schedule_to_start_timeout_seconds": 300,
                 "retry": {
                     "max_attempts": 2,
                     "initial_backoff_seconds": 0.5,
@@ -211,6 +212,7 @@ async def test_workflow_definitions_round_trip(api: Api) -> None:
     workflow_id = created["workflow_id"]
     assert created["steps"][0]["retry"]["max_attempts"] == 2
     assert created["steps"][0]["timeout_seconds"] == 60
+    assert created["steps"][0]["schedule_to_start_timeout_seconds"] == 300
     status, fetched = await api.call("GET", f"/workflows/{workflow_id}")
     assert status == 200 and fetched == created
     status, listed = await api.call("GET", "/workflows")

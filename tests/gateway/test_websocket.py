@@ -74,12 +74,16 @@ async def test_javascript_style_client_sees_every_kind_of_event(api: Api, gatewa
     assert_contiguous(messages, 0)
     assert list(seen) == [
         "workflow_started",
+        "step_queued",
         "step_started",
         "step_progress",
         "step_finished",
         "workflow_completed",
     ]
+    assert [e["step"] for e in seen["step_queued"]] == ["fetch_user", "store"]
+    # The legacy step_started keeps its keys and meaning: the step began to run.
     assert [e["step"] for e in seen["step_started"]] == ["fetch_user", "store"]
+    assert all(e["runner_id"] == "test-pioneer" for e in seen["step_started"])
     progress = seen["step_progress"][0]
     assert progress["step_name"] == "fetch_user"
     assert 0 < progress["progress"]["percentage"] <= 100
@@ -105,11 +109,12 @@ async def test_a_failing_run_ends_with_workflow_failed_and_its_error(
     assert_contiguous(messages, 0)
     assert [m["event"] for m in messages] == [
         "workflow_started",
+        "step_queued",
         "step_started",
         "step_finished",
         "workflow_failed",
     ]
-    assert messages[2]["status"] == "failed"
+    assert messages[3]["status"] == "failed"
     error = messages[-1]["error"]
     assert error["message"] == "usuario no válido" and error["step_name"] == "validate"
 

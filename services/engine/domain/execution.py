@@ -5,8 +5,13 @@ state changes, so the status a client reads, the state the engine recovers after
 the history a watcher replays are one and the same thing.
 
 `decide(state, now)` is level-triggered: given the state and the time it says which event
-comes next (start the next step, retry, time out, finish) or when to look again. The runner
+comes next (queue the next step, retry, time out, finish) or when to look again. The runner
 calls it after every change and on every timer, and after a crash it simply calls it again.
+
+An attempt lives in two phases. `step_queued` puts it in the step queue, where it waits,
+without a deadline unless its step sets a schedule-to-start timeout, for a runner to ask for
+work; `step_started` records that a runner took it, and from then on its timeout and
+heartbeat timeout run.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ AUTOMATIC = "automatic"
 MANUAL = "manual"
 
 # Attempt status values.
+ATTEMPT_QUEUED = "queued"
 ATTEMPT_RUNNING = "running"
 ATTEMPT_SUCCESS = "success"
 ATTEMPT_FAILED = "failed"
@@ -40,6 +46,7 @@ ATTEMPT_CANCELLED = "cancelled"
 
 # Event types; the legacy WebSocket event names.
 WORKFLOW_STARTED = "workflow_started"
+STEP_QUEUED = "step_queued"
 STEP_STARTED = "step_started"
 STEP_PROGRESS = "step_progress"
 STEP_FINISHED = "step_finished"
@@ -50,6 +57,7 @@ WORKFLOW_FAILED = "workflow_failed"
 WORKFLOW_CANCELLED = "workflow_cancelled"
 EVENT_TYPES = (
     WORKFLOW_STARTED,
+    STEP_QUEUED,
     STEP_STARTED,
     STEP_PROGRESS,
     STEP_FINISHED,
@@ -60,8 +68,13 @@ EVENT_TYPES = (
     WORKFLOW_CANCELLED,
 )
 TERMINAL_EVENTS = frozenset({WORKFLOW_COMPLETED, WORKFLOW_FAILED, WORKFLOW_CANCELLED})
-# A step that failed for one of these reasons would fail the same way again: no retry.
-NON_RETRYABLE_REASONS = frozenset({"invalid_input"})
+# A step that failed for one of these reasons would fail the same way again: no retry. A
+# step that waited past its schedule-to-start timeout found no runner; another attempt
+# would wait in the same queue.
+NON_RETRYABLE_REASONS = frozenset({"invalid_input", "schedule_to_start_timeout"})
+# Place in the step queue within a tenant: 1 runs first.
+PRIORITIES = range(1, 6)
+DEFAULT_PRIORITY = 3
 
 
 @dataclass(frozen=True)
@@ -73,8 +86,8 @@ class Event:
     type: str
     time: datetime
     data: dict[str, Any]
-    # Only on step_started: the capability a step runner must present. Never shown to
-    # watchers or in the status.
+    # Only on step_queued (step_started in logs written before the step queue): the
+    # capability a step runner must present. Never shown to watchers or in the status.
     attempt_token: str | None = None
 
     @property
@@ -97,19 +110,28 @@ class Attempt:
     order: int
     attempt: int
     token: str
-    started_at: datetime
+    queued_at: datetime
+    # When a runner took it; None while it is queued (and for one cancelled in the queue).
+    started_at: datetime | None
     input_payload: dict[str, Any]
     status: str = ATTEMPT_RUNNING
     finished_at: datetime | None = None
     output_payload: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     last_progress: dict[str, Any] | None = None
+    runner_id: str | None = None
 
     @property
     def duration_seconds(self) -> float | None:
-        if self.finished_at is None:
+        """How long it ran, from its start (not its time in the queue) to its end."""
+        if self.finished_at is None or self.started_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def is_live(self) -> bool:
+        """Queued or running: the attempt has not ended."""
+        return self.status in (ATTEMPT_QUEUED, ATTEMPT_RUNNING)
 
     def same_outcome(self, success: bool, output: dict[str, Any]) -> bool:
         """Whether a completion report repeats the one already recorded."""
@@ -129,6 +151,7 @@ class ExecutionState:
     updated_at: datetime
     request_id: str | None = None
     request_hash: str | None = None
+    priority: int = DEFAULT_PRIORITY
     status: str = PENDING
     dynamic_properties: dict[str, Any] = field(default_factory=dict)
     step_index: int | None = None
@@ -185,7 +208,7 @@ class ExecutionState:
         elif kind == WORKFLOW_ADVANCED:
             self.status = RUNNING
             self.dynamic_properties.update(data.get("data") or {})
-        elif kind == STEP_STARTED:
+        elif kind == STEP_QUEUED:
             self.status = RUNNING
             self.step_index = int(data["order"]) - 1
             self.history.append(
@@ -194,10 +217,32 @@ class ExecutionState:
                     order=int(data["order"]),
                     attempt=int(data["attempt"]),
                     token=event.attempt_token or "",
-                    started_at=event.time,
-                    input_payload=data.get("input_payload") or {},
+                    queued_at=event.time,
+                    started_at=None,
+                    input_payload={},
+                    status=ATTEMPT_QUEUED,
                 )
             )
+        elif kind == STEP_STARTED:
+            self.status = RUNNING
+            self.step_index = int(data["order"]) - 1
+            taken = self._find_attempt(int(data["order"]), int(data["attempt"]))
+            if taken is None:
+                # Logged before the step queue existed: the attempt began with its start.
+                taken = Attempt(
+                    step_name=data["step"],
+                    order=int(data["order"]),
+                    attempt=int(data["attempt"]),
+                    token=event.attempt_token or "",
+                    queued_at=event.time,
+                    started_at=None,
+                    input_payload={},
+                )
+                self.history.append(taken)
+            taken.status = ATTEMPT_RUNNING
+            taken.started_at = event.time
+            taken.input_payload = data.get("input_payload") or {}
+            taken.runner_id = data.get("runner_id")
             self.last_heartbeat = event.time
         elif kind == STEP_PROGRESS:
             attempt = self.attempt(int(data["order"]), int(data["attempt"]))
@@ -225,10 +270,16 @@ class ExecutionState:
 
     def attempt(self, order: int, number: int) -> Attempt:
         """Attempt `number` of the step at `order` (both 1-based)."""
+        found = self._find_attempt(order, number)
+        if found is None:
+            raise ValueError(f"{self.execution_id}: no attempt {number} of step {order}")
+        return found
+
+    def _find_attempt(self, order: int, number: int) -> Attempt | None:
         for attempt in reversed(self.history):
             if attempt.order == order and attempt.attempt == number:
                 return attempt
-        raise ValueError(f"{self.execution_id}: no attempt {number} of step {order}")
+        return None
 
     def numbered(self, new: NewEvent, time: datetime) -> Event:
         return Event(
@@ -250,18 +301,39 @@ class Decision:
     wake_at: datetime | None = None
 
 
-def step_started(state: ExecutionState, index: int, attempt: int) -> NewEvent:
+def step_queued(state: ExecutionState, index: int, attempt: int) -> NewEvent:
     step = state.workflow.steps[index]
     return NewEvent(
-        STEP_STARTED,
+        STEP_QUEUED,
         {
             "step": step.name,
             "step_id": step.step_id,
             "order": index + 1,
             "attempt": attempt,
-            "input_payload": state.step_input(),
+            "handler": step.handler,
+            "priority": state.priority,
         },
         attempt_token=secrets.token_urlsafe(24),
+    )
+
+
+def step_started(
+    state: ExecutionState, attempt: Attempt, runner_id: str, now: datetime
+) -> NewEvent:
+    """A runner took a queued attempt. The legacy step_started keys come first; the input is
+    the context as it is now, which nothing changes while a step waits in the queue."""
+    step = state.workflow.steps[attempt.order - 1]
+    return NewEvent(
+        STEP_STARTED,
+        {
+            "step": step.name,
+            "step_id": step.step_id,
+            "order": attempt.order,
+            "attempt": attempt.attempt,
+            "input_payload": state.step_input(),
+            "runner_id": runner_id,
+            "queued_seconds": (now - attempt.queued_at).total_seconds(),
+        },
     )
 
 
@@ -282,7 +354,9 @@ def step_finished(
             "status": status,
             "output": output,
             "error": error,
-            "duration_seconds": (now - attempt.started_at).total_seconds(),
+            "duration_seconds": (
+                (now - attempt.started_at).total_seconds() if attempt.started_at else 0.0
+            ),
         },
     )
 
@@ -310,13 +384,34 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
                     {"step": step.name, "step_id": step.step_id, "order": following + 1},
                 )
             )
-        return Decision(step_started(state, following, 1))
+        return Decision(step_queued(state, following, 1))
 
     if current is None:  # advanced past a manual wait; the step has not run yet
-        return Decision(step_started(state, state.step_index, 1))
+        return Decision(step_queued(state, state.step_index, 1))
 
     step = steps[state.step_index]
+    if current.status == ATTEMPT_QUEUED:
+        # Waiting for a runner is the normal state of a busy system, not an error: only the
+        # step's own schedule-to-start timeout ends it.
+        if step.schedule_to_start_timeout_seconds is None:
+            return Decision()
+        expires = current.queued_at + timedelta(seconds=step.schedule_to_start_timeout_seconds)
+        if now >= expires:
+            return Decision(
+                step_finished(
+                    current,
+                    ATTEMPT_TIMED_OUT,
+                    error={
+                        "reason": "schedule_to_start_timeout",
+                        "message": "no runner took the step within"
+                        f" {step.schedule_to_start_timeout_seconds:g} s",
+                    },
+                    now=now,
+                )
+            )
+        return Decision(wake_at=expires)
     if current.status == ATTEMPT_RUNNING:
+        assert current.started_at is not None
         hard = current.started_at + timedelta(seconds=step.timeout_seconds)
         heartbeat = _last_heartbeat(current, state) + timedelta(
             seconds=step.heartbeat_timeout_seconds
@@ -353,7 +448,7 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
         assert current.finished_at is not None
         retry_at = current.finished_at + timedelta(seconds=step.retry.backoff(current.attempt))
         if now >= retry_at:
-            return Decision(step_started(state, state.step_index, current.attempt + 1))
+            return Decision(step_queued(state, state.step_index, current.attempt + 1))
         return Decision(wake_at=retry_at)
     error = dict(current.error or {"reason": "step_failed", "message": "step failed"})
     error["step_name"] = current.step_name
@@ -362,6 +457,7 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
 
 
 def _last_heartbeat(attempt: Attempt, state: ExecutionState) -> datetime:
+    assert attempt.started_at is not None
     if state.last_heartbeat is None or state.last_heartbeat < attempt.started_at:
         return attempt.started_at
     return state.last_heartbeat
@@ -412,8 +508,11 @@ def progress(
 def estimate_remaining(
     state: ExecutionState, typical_seconds: Mapping[str, float], now: datetime
 ) -> float | None:
-    """The running step's own ETA (or its typical duration less the time it has run) plus
-    the typical durations of the steps after it. None when any part is unknown."""
+    """The running step's own ETA, or its typical time less the time it has had, plus the
+    typical times of the steps after it. None when any part is unknown.
+
+    `typical_seconds` counts a step from the time it was queued to its end, so a queued
+    step's wait for a runner, and the waits to come, are in the estimate."""
     if state.status == COMPLETED:
         return 0.0
     if state.is_terminal:
@@ -422,12 +521,12 @@ def estimate_remaining(
     start = 0 if state.step_index is None else state.step_index
     remaining = 0.0
     current = state.current_attempt()
-    if current is not None and current.status == ATTEMPT_RUNNING:
+    if current is not None and current.is_live:
         reported = (current.last_progress or {}).get("estimated_remaining_seconds")
         if reported is not None:
             remaining += float(reported)
         elif steps[start].name in typical_seconds:
-            elapsed = (now - current.started_at).total_seconds()
+            elapsed = (now - current.queued_at).total_seconds()
             remaining += max(typical_seconds[steps[start].name] - elapsed, 0.0)
         else:
             return None

@@ -37,6 +37,8 @@ class StepDefinition:
     timeout_seconds: float = 3600.0
     heartbeat_timeout_seconds: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long an attempt may wait in the step queue; None: as long as it takes.
+    schedule_to_start_timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ def _positive(value: float, default: float, field_name: str, upper: float) -> fl
     return float(value)
 
 
+def _optional_positive(value: float, field_name: str, upper: float) -> float | None:
+    return None if value == 0 else _positive(value, 0.0, field_name, upper)
+
+
 def new_workflow(
     name: str,
     description: str,
@@ -75,8 +81,9 @@ def new_workflow(
     """Validates a definition as a client sent it and gives it its ids.
 
     `steps` items: {"name", "handler", "timeout_seconds", "heartbeat_timeout_seconds",
-    "retry": {"max_attempts", "initial_backoff_seconds", "backoff_multiplier",
-    "max_backoff_seconds"}}; a 0 or missing number takes the default.
+    "schedule_to_start_timeout_seconds", "retry": {"max_attempts", "initial_backoff_seconds",
+    "backoff_multiplier", "max_backoff_seconds"}}; a 0 or missing number takes the default
+    (for the schedule-to-start timeout: none).
     """
     if not _NAME.match(name or ""):
         raise InvalidArgument("name", "required, 1 to 200 printable characters")
@@ -140,6 +147,11 @@ def new_workflow(
                     MAX_TIMEOUT_SECONDS,
                 ),
                 retry=retry,
+                schedule_to_start_timeout_seconds=_optional_positive(
+                    float(raw.get("schedule_to_start_timeout_seconds") or 0),
+                    f"{where}.schedule_to_start_timeout_seconds",
+                    MAX_TIMEOUT_SECONDS,
+                ),
             )
         )
     return Workflow(

@@ -12,6 +12,7 @@ from services.grpc_auth import REFLECTION
 _WORKFLOWS = "/discovery.engine.v1.WorkflowService/"
 _EXECUTIONS = "/discovery.engine.v1.ExecutionService/"
 _REPORTS = "/discovery.engine.v1.StepReportService/"
+_QUEUE = "/discovery.engine.v1.StepQueueService/"
 
 _DRIVERS = frozenset({CLIENT, ADMIN})
 _READERS = frozenset({CLIENT, ADMIN, WATCHER})
@@ -33,6 +34,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     _REPORTS + "CompleteStep": _RUNNERS,
     _REPORTS + "ReadBlob": _RUNNERS,
     _REPORTS + "WriteBlob": _RUNNERS,
+    _QUEUE + "PollStepAttempts": _RUNNERS,
+    _QUEUE + "GetStepQueue": _DRIVERS,
     REFLECTION: frozenset({CLIENT, ADMIN, RUNNER}),
     # Check and Watch are open (services/grpc_auth.py); the list of every service is not.
     "/grpc.health.v1.Health/List": frozenset({ADMIN}),

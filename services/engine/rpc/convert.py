@@ -8,11 +8,14 @@ from typing import Any
 
 from discovery.engine.v1 import execution_pb2 as pb
 from discovery.engine.v1 import execution_service_pb2 as service_pb
+from discovery.engine.v1 import step_queue_service_pb2 as queue_pb
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from services.engine.domain import execution as ex
 from services.engine.domain.workflow import Workflow
+from services.engine.runner import Assignment
+from services.engine.store.repository import QueueDepth, RunnerSeen
 
 _STATUS = {
     ex.PENDING: pb.EXECUTION_STATUS_PENDING,
@@ -23,6 +26,7 @@ _STATUS = {
     ex.CANCELLED: pb.EXECUTION_STATUS_CANCELLED,
 }
 _ATTEMPT = {
+    ex.ATTEMPT_QUEUED: pb.ATTEMPT_STATUS_QUEUED,
     ex.ATTEMPT_RUNNING: pb.ATTEMPT_STATUS_RUNNING,
     ex.ATTEMPT_SUCCESS: pb.ATTEMPT_STATUS_SUCCESS,
     ex.ATTEMPT_FAILED: pb.ATTEMPT_STATUS_FAILED,
@@ -66,6 +70,7 @@ def workflow(value: Workflow) -> wf_pb.Workflow:
                 handler=s.handler,
                 timeout_seconds=s.timeout_seconds,
                 heartbeat_timeout_seconds=s.heartbeat_timeout_seconds,
+                schedule_to_start_timeout_seconds=s.schedule_to_start_timeout_seconds or 0.0,
                 retry=wf_pb.RetryPolicy(
                     max_attempts=s.retry.max_attempts,
                     initial_backoff_seconds=s.retry.initial_backoff_seconds,
@@ -86,6 +91,7 @@ def step_definitions(message: wf_pb.Workflow) -> list[dict[str, Any]]:
             "handler": s.handler,
             "timeout_seconds": s.timeout_seconds,
             "heartbeat_timeout_seconds": s.heartbeat_timeout_seconds,
+            "schedule_to_start_timeout_seconds": s.schedule_to_start_timeout_seconds,
             "retry": {
                 "max_attempts": s.retry.max_attempts,
                 "initial_backoff_seconds": s.retry.initial_backoff_seconds,
@@ -150,6 +156,8 @@ def attempt(value: ex.Attempt) -> pb.StepAttempt:
         output_payload=struct(value.output_payload),
         error=error(value.error),
         last_progress=progress_from_dict(value.last_progress),
+        queue_time=timestamp(value.queued_at),
+        runner_id=value.runner_id or "",
     )
 
 
@@ -183,6 +191,7 @@ def execution(
         progress=progress,
         last_seq=state.last_seq,
         error=error(state.error),
+        priority=state.priority,
     )
     step = state.current_step
     if step is not None and state.step_index is not None:
@@ -218,3 +227,36 @@ def execution_steps(state: ex.ExecutionState) -> list[service_pb.ExecutionStep]:
         )
         for i, step in enumerate(state.workflow.steps)
     ]
+
+
+def step_task(value: Assignment) -> queue_pb.StepTask:
+    return queue_pb.StepTask(
+        execution_id=value.execution_id,
+        step_name=value.step_name,
+        handler=value.handler,
+        attempt=value.attempt,
+        attempt_token=value.attempt_token,
+        input=struct(value.input_payload),
+        timeout_seconds=value.timeout_seconds,
+        heartbeat_timeout_seconds=value.heartbeat_timeout_seconds,
+        queue_time=timestamp(value.queued_at),
+        start_time=timestamp(value.started_at),
+    )
+
+
+def queue_depth(value: QueueDepth) -> queue_pb.QueueDepth:
+    return queue_pb.QueueDepth(
+        handler=value.handler,
+        tenant=value.tenant,
+        ready=value.ready,
+        oldest_queue_time=timestamp(value.oldest_queued_at),
+    )
+
+
+def queue_runner(value: RunnerSeen) -> queue_pb.QueueRunner:
+    return queue_pb.QueueRunner(
+        runner_id=value.runner_id,
+        handlers=value.handlers,
+        free_slots=value.free_slots,
+        last_poll_time=timestamp(value.last_poll_at),
+    )

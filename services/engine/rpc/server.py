@@ -1,10 +1,12 @@
-"""Builds the engine's grpc.aio server: the three services, health, reflection, limits."""
+"""Builds the engine's grpc.aio server: the four services, health, reflection, limits."""
 
 from __future__ import annotations
 
 import grpc
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import step_report_service_pb2 as sr
 from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
 from discovery.engine.v1 import workflow_service_pb2 as ws
@@ -18,6 +20,7 @@ from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
 from services.engine.rpc.servicers import (
     ExecutionServicer,
     Limits,
+    StepQueueServicer,
     StepReportServicer,
     WorkflowServicer,
 )
@@ -28,6 +31,7 @@ SERVICE_NAMES = (
     ws.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
     es.DESCRIPTOR.services_by_name["ExecutionService"].full_name,
     sr.DESCRIPTOR.services_by_name["StepReportService"].full_name,
+    sq.DESCRIPTOR.services_by_name["StepQueueService"].full_name,
 )
 
 # Keepalive that lets long WatchExecution streams survive idle proxies without provoking
@@ -66,6 +70,9 @@ def build_server(
     )
     sr_grpc.add_StepReportServiceServicer_to_server(
         StepReportServicer(runner, authority, limits), server
+    )
+    sq_grpc.add_StepQueueServiceServicer_to_server(
+        StepQueueServicer(runner, authority, limits), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

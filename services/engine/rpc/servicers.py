@@ -10,6 +10,8 @@ from typing import Any, TypeAlias
 import grpc
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import step_report_service_pb2 as sr
 from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
 from discovery.engine.v1 import workflow_service_pb2 as ws
@@ -29,6 +31,13 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 DEFAULT_WAIT_SECONDS = 30.0
 READ_BLOB_MESSAGE_BYTES = 1024 * 1024
+DEFAULT_POLL_SECONDS = 20.0
+MAX_POLL_SECONDS = 60.0
+MAX_POLL_ATTEMPTS = 100
+MAX_HANDLERS = 200
+# A poll answers this much before the caller's deadline, so that what it took reaches the
+# runner instead of being lost with a call that already timed out.
+POLL_DEADLINE_MARGIN_SECONDS = 1.0
 
 
 def _required(value: str, field: str) -> str:
@@ -140,6 +149,7 @@ class ExecutionServicer(_Servicer, es_grpc.ExecutionServiceServicer):
             request.manual,
             request.request_id,
             tenant=caller.tenant,
+            priority=request.priority or ex.DEFAULT_PRIORITY,
         )
         return es.StartExecutionResponse(
             execution=await self._execution(state),
@@ -159,6 +169,7 @@ class ExecutionServicer(_Servicer, es_grpc.ExecutionServiceServicer):
             request.manual,
             request.request_id,
             tenant=caller.tenant,
+            priority=request.priority or ex.DEFAULT_PRIORITY,
         )
         finished = started.is_terminal or await self._runner.wait_for_end(
             started.execution_id,
@@ -320,4 +331,40 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
         )
         return sr.WriteBlobResponse(
             blob_id=ref.blob_id, size_bytes=ref.size_bytes, sha256=ref.sha256
+        )
+
+
+class StepQueueServicer(_Servicer, sq_grpc.StepQueueServiceServicer):
+    async def PollStepAttempts(
+        self, request: sq.PollStepAttemptsRequest, context: Context
+    ) -> sq.PollStepAttemptsResponse:
+        runner_id = _required(request.runner_id, "runner_id")
+        if not request.handlers:
+            raise InvalidArgument("handlers", "name at least one handler")
+        if len(request.handlers) > MAX_HANDLERS:
+            raise InvalidArgument("handlers", f"at most {MAX_HANDLERS}")
+        for i, handler in enumerate(request.handlers):
+            _required(handler, f"handlers[{i}]")
+        if not 1 <= request.max_attempts <= MAX_POLL_ATTEMPTS:
+            raise InvalidArgument("max_attempts", f"must be 1 to {MAX_POLL_ATTEMPTS}")
+        if not 0 <= request.wait_seconds <= MAX_POLL_SECONDS:
+            raise InvalidArgument("wait_seconds", f"must be 0 to {MAX_POLL_SECONDS:g}")
+        wait = request.wait_seconds or DEFAULT_POLL_SECONDS
+        left = context.time_remaining()
+        if left is not None:
+            wait = max(min(wait, left - POLL_DEADLINE_MARGIN_SECONDS), 0.0)
+        assignments = await self._runner.poll(
+            runner_id, frozenset(request.handlers), request.max_attempts, wait
+        )
+        return sq.PollStepAttemptsResponse(tasks=[convert.step_task(a) for a in assignments])
+
+    async def GetStepQueue(
+        self, request: sq.GetStepQueueRequest, context: Context
+    ) -> sq.GetStepQueueResponse:
+        mine, total = await self._runner.queue_depths(self._caller(context).tenant)
+        runners = await self._runner.runners()
+        return sq.GetStepQueueResponse(
+            tenant=[convert.queue_depth(d) for d in mine],
+            total=[convert.queue_depth(d) for d in total],
+            runners=[convert.queue_runner(r) for r in runners],
         )

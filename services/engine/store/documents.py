@@ -9,7 +9,13 @@ from typing import Any
 
 from services.auth import DEFAULT_TENANT
 from services.engine.domain.errors import InvalidArgument
-from services.engine.domain.execution import Attempt, Event, ExecutionState
+from services.engine.domain.execution import (
+    ATTEMPT_QUEUED,
+    DEFAULT_PRIORITY,
+    Attempt,
+    Event,
+    ExecutionState,
+)
 from services.engine.domain.workflow import RetryPolicy, StepDefinition, Workflow
 
 
@@ -27,6 +33,7 @@ def workflow_to_doc(workflow: Workflow) -> dict[str, Any]:
                 "handler": s.handler,
                 "timeout_seconds": s.timeout_seconds,
                 "heartbeat_timeout_seconds": s.heartbeat_timeout_seconds,
+                "schedule_to_start_timeout_seconds": s.schedule_to_start_timeout_seconds,
                 "retry": {
                     "max_attempts": s.retry.max_attempts,
                     "initial_backoff_seconds": s.retry.initial_backoff_seconds,
@@ -55,6 +62,7 @@ def workflow_from_doc(doc: dict[str, Any]) -> Workflow:
                 timeout_seconds=s["timeout_seconds"],
                 heartbeat_timeout_seconds=s["heartbeat_timeout_seconds"],
                 retry=RetryPolicy(**s["retry"]),
+                schedule_to_start_timeout_seconds=s.get("schedule_to_start_timeout_seconds"),
             )
             for s in doc["steps"]
         ),
@@ -68,7 +76,9 @@ def _attempt_to_doc(a: Attempt) -> dict[str, Any]:
         "attempt": a.attempt,
         "token": a.token,
         "status": a.status,
+        "queued_at": a.queued_at,
         "started_at": a.started_at,
+        "runner_id": a.runner_id,
         "finished_at": a.finished_at,
         "input_payload": a.input_payload,
         "output_payload": a.output_payload,
@@ -78,8 +88,9 @@ def _attempt_to_doc(a: Attempt) -> dict[str, Any]:
 
 
 def _attempt_from_doc(d: dict[str, Any]) -> Attempt:
-    # A listing reads attempts without their payloads.
-    return Attempt(**{"input_payload": {}, **d})
+    # A listing reads attempts without their payloads. Attempts stored before the step
+    # queue existed were queued when they started.
+    return Attempt(**{"input_payload": {}, "queued_at": d.get("started_at"), **d})
 
 
 def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
@@ -101,6 +112,8 @@ def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
         "history": [_attempt_to_doc(a) for a in state.history],
         "last_seq": state.last_seq,
         "error": state.error,
+        "priority": state.priority,
+        "queue": _queue_entry(state),
     }
     if state.request_id is not None:
         doc["request_id"] = state.request_id
@@ -109,6 +122,21 @@ def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
         doc["lease_owner"] = None
         doc["lease_expires_at"] = None
     return doc
+
+
+def _queue_entry(state: ExecutionState) -> dict[str, Any] | None:
+    """The execution's place in the step queue while its current attempt waits for a
+    runner: what GetStepQueue counts across engines. The log stays the truth; this field is
+    part of the projection and is caught up with it."""
+    current = state.current_attempt()
+    if current is None or current.status != ATTEMPT_QUEUED or state.current_step is None:
+        return None
+    return {
+        "state": "ready",
+        "handler": state.current_step.handler,
+        "priority": state.priority,
+        "queued_at": current.queued_at,
+    }
 
 
 def execution_from_doc(doc: dict[str, Any]) -> ExecutionState:
@@ -121,6 +149,7 @@ def execution_from_doc(doc: dict[str, Any]) -> ExecutionState:
         updated_at=doc["updated_at"],
         request_id=doc.get("request_id"),
         request_hash=doc.get("request_hash"),
+        priority=doc.get("priority", DEFAULT_PRIORITY),
         status=doc["status"],
         dynamic_properties=doc.get("dynamic_properties") or {},
         step_index=doc.get("step_index"),

@@ -38,12 +38,19 @@ from services.engine.store.documents import (
     workflow_from_doc,
     workflow_to_doc,
 )
-from services.engine.store.repository import BlobRef, Page, RequestIdTaken
+from services.engine.store.repository import (
+    BlobRef,
+    Page,
+    QueueDepth,
+    RequestIdTaken,
+    RunnerSeen,
+)
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 BLOB_CHUNK_BYTES = 4 * 1024 * 1024
+RUNNER_RECORD_TTL_SECONDS = 24 * 3600
 # What a listing leaves behind: the payloads. The attempts stay, without theirs, because
 # progress is computed from them.
 _SUMMARY_FIELDS = {
@@ -81,6 +88,7 @@ class MongoStore:
         self.blobs: AsyncCollection[dict[str, Any]] = db["blobs"]
         self.blob_chunks: AsyncCollection[dict[str, Any]] = db["blob_chunks"]
         self.step_stats: AsyncCollection[dict[str, Any]] = db["step_stats"]
+        self.runners: AsyncCollection[dict[str, Any]] = db["runners"]
         self._pending: list[_Append] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -112,6 +120,9 @@ class MongoStore:
                 ),
                 IndexModel([("lease_expires_at", ASCENDING)]),
                 IndexModel([("lease_owner", ASCENDING)]),
+                # One field, equality only: what the queue listing reads (a compound index
+                # here would slow with the backlog, see TOOLCHAIN.md).
+                IndexModel([("queue.state", ASCENDING)], sparse=True),
                 IndexModel(
                     [("tenant_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
                 ),
@@ -137,6 +148,10 @@ class MongoStore:
             [IndexModel([("blob_id", ASCENDING), ("n", ASCENDING)], unique=True)]
         )
         await self.step_stats.create_indexes([IndexModel("workflow_id")])
+        # Runners come and go with their hosts: a day after its last poll a record goes.
+        await self.runners.create_indexes(
+            [IndexModel("last_poll_at", expireAfterSeconds=RUNNER_RECORD_TTL_SECONDS)]
+        )
 
     async def _adopt_untenanted(self) -> None:
         """Data written before tenants existed belongs to the default tenant; the global
@@ -320,17 +335,30 @@ class MongoStore:
     # --- leases ----------------------------------------------------------------------
 
     async def claim_executions(self, owner: str, now: datetime, lease_until: datetime) -> list[str]:
+        # Only expired leases are written: the ones `owner` holds already are renewed by
+        # renew_leases. Rewriting every held status document here too, once a lease period,
+        # took the embedded server's whole write budget at a few hundred executions.
         await self.executions.update_many(
-            {
-                "lease_expires_at": {"$ne": None},
-                "$or": [{"lease_owner": owner}, {"lease_expires_at": {"$lt": now}}],
-            },
+            {"lease_expires_at": {"$ne": None, "$lt": now}},
             {"$set": {"lease_owner": owner, "lease_expires_at": lease_until}},
         )
         cursor = self.executions.find(
             {"lease_owner": owner, "lease_expires_at": {"$ne": None}}, {"_id": 1}
         )
         return [d["_id"] for d in await cursor.to_list()]
+
+    async def claim_execution(
+        self, owner: str, execution_id: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        result = await self.executions.update_one(
+            {
+                "_id": execution_id,
+                "lease_expires_at": {"$ne": None},
+                "$or": [{"lease_owner": owner}, {"lease_expires_at": {"$lt": now}}],
+            },
+            {"$set": {"lease_owner": owner, "lease_expires_at": lease_until}},
+        )
+        return result.matched_count == 1
 
     async def renew_leases(
         self, owner: str, execution_ids: Sequence[str], lease_until: datetime
@@ -409,3 +437,40 @@ class MongoStore:
     async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
         docs = await self.step_stats.find({"workflow_id": workflow_id}).to_list()
         return {d["step_name"]: d["total_seconds"] / d["count"] for d in docs if d["count"]}
+
+    # --- the step queue, as every engine sees it -------------------------------------
+
+    async def queue_depths(self) -> list[QueueDepth]:
+        cursor = self.executions.find(
+            {"queue.state": "ready"}, {"tenant_id": 1, "queue.handler": 1, "queue.queued_at": 1}
+        )
+        counts: dict[tuple[str, str], tuple[int, datetime]] = {}
+        async for doc in cursor:
+            key = (doc["tenant_id"], doc["queue"]["handler"])
+            queued_at = doc["queue"]["queued_at"]
+            count, oldest = counts.get(key, (0, queued_at))
+            counts[key] = (count + 1, min(oldest, queued_at))
+        return [
+            QueueDepth(handler, tenant, count, oldest)
+            for (tenant, handler), (count, oldest) in sorted(counts.items())
+        ]
+
+    async def record_runner(self, runner: RunnerSeen) -> None:
+        await self.runners.update_one(
+            {"_id": runner.runner_id},
+            {
+                "$set": {
+                    "handlers": list(runner.handlers),
+                    "free_slots": runner.free_slots,
+                    "last_poll_at": runner.last_poll_at,
+                }
+            },
+            upsert=True,
+        )
+
+    async def list_runners(self, since: datetime) -> list[RunnerSeen]:
+        cursor = self.runners.find({"last_poll_at": {"$gte": since}}).sort("_id", 1)
+        return [
+            RunnerSeen(d["_id"], tuple(d["handlers"]), d["free_slots"], d["last_poll_at"])
+            async for d in cursor
+        ]

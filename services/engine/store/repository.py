@@ -33,6 +33,26 @@ class BlobRef:
         return {"blob_id": self.blob_id, "size_bytes": self.size_bytes, "sha256": self.sha256}
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    """Attempts of one handler waiting in the step queue; `tenant` is empty on a total."""
+
+    handler: str
+    tenant: str
+    ready: int
+    oldest_queued_at: datetime
+
+
+@dataclass(frozen=True)
+class RunnerSeen:
+    """A step runner as its last recorded poll described it."""
+
+    runner_id: str
+    handlers: tuple[str, ...]
+    free_slots: int
+    last_poll_at: datetime
+
+
 class ExecutionStore(Protocol):
     async def create_workflow(self, workflow: Workflow) -> None: ...
 
@@ -78,7 +98,15 @@ class ExecutionStore(Protocol):
     async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]: ...
 
     async def claim_executions(self, owner: str, now: datetime, lease_until: datetime) -> list[str]:
-        """Leases to `owner` every unfinished execution it holds or whose lease expired."""
+        """Leases to `owner` every unfinished execution whose lease expired; returns every
+        unfinished one `owner` holds (those it held already keep their lease as it is)."""
+        ...
+
+    async def claim_execution(
+        self, owner: str, execution_id: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        """Leases one unfinished execution to `owner` if it holds it already or its lease
+        expired; whether `owner` holds it now."""
         ...
 
     async def renew_leases(
@@ -102,3 +130,14 @@ class ExecutionStore(Protocol):
     ) -> None: ...
 
     async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]: ...
+
+    async def queue_depths(self) -> list[QueueDepth]:
+        """Queued attempts by tenant and handler, as the status projections say, whichever
+        engine holds them."""
+        ...
+
+    async def record_runner(self, runner: RunnerSeen) -> None: ...
+
+    async def list_runners(self, since: datetime) -> list[RunnerSeen]:
+        """Runners whose last poll was at `since` or later."""
+        ...

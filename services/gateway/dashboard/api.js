@@ -55,6 +55,8 @@ export const api = {
   recentExecutions: (limit) => request("GET", `/executions?limit=${limit}`),
   status: (executionId) => request("GET", `/executions/${id(executionId)}/status`),
   steps: (executionId) => request("GET", `/executions/${id(executionId)}/steps`),
+  /** The step queue: what waits for a runner, by handler, and the runners polling. */
+  queue: () => request("GET", "/queue"),
   advance: (executionId) => request("POST", `/executions/${id(executionId)}/advance`, {}),
   /** A short-lived token that may watch this execution only: what the WebSocket URL carries. */
   watchToken: (executionId) => request("POST", `/executions/${id(executionId)}/watch-token`),

@@ -4,7 +4,8 @@
 import { adoptTokenFromHash, onSignOut, signIn, token } from "./auth.js";
 import { fill, h, setText } from "./dom.js";
 import { openExecution } from "./execution.js";
-import { overallPercentage, runningStep } from "./model.js";
+import { activeStep, overallPercentage } from "./model.js";
+import { setupQueue } from "./queue.js";
 import { setupRecent } from "./recent.js";
 import { setupUpload } from "./upload.js";
 
@@ -38,6 +39,14 @@ function start() {
     list: byId("recent-list"),
     empty: byId("recent-empty"),
     note: byId("recent-note"),
+  });
+
+  setupQueue({
+    summary: byId("queue-summary"),
+    table: byId("queue-depths"),
+    rows: byId("queue-rows"),
+    runners: byId("queue-runners"),
+    note: byId("queue-note"),
   });
 
   setupUpload(
@@ -93,7 +102,7 @@ function start() {
           executionId,
           status: model.status,
           percentage: overallPercentage(model),
-          current: runningStep(model)?.name ?? null,
+          current: activeStep(model)?.name ?? null,
         });
       },
     });

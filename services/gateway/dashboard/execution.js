@@ -13,6 +13,7 @@ import {
   createModel,
   history,
   overallPercentage,
+  queueWait,
   runningStep,
   stepPercentage,
   stepState,
@@ -71,6 +72,11 @@ function outputLine(output) {
 }
 
 function elapsed(attempt, now) {
+  if (attempt.status === "queued") {
+    // Nothing runs it yet: how long it has waited for a runner, counting.
+    const waited = queueWait(attempt, now);
+    return waited === null ? "queued" : `queued ${duration(waited)} …`;
+  }
   if (attempt.duration_seconds !== null && attempt.duration_seconds !== undefined) {
     return duration(attempt.duration_seconds);
   }
@@ -82,8 +88,18 @@ function elapsed(attempt, now) {
 
 function describeEvent(event) {
   switch (event.event) {
-    case "step_started":
-      return `${event.step} · attempt ${event.attempt}`;
+    case "step_queued":
+      return `${event.step} · attempt ${event.attempt} · waiting for a ${event.handler ?? ""} runner`;
+    case "step_started": {
+      const waited = Number(event.queued_seconds);
+      return [
+        `${event.step} · attempt ${event.attempt}`,
+        event.runner_id ? `on ${event.runner_id}` : "",
+        waited >= 1 ? `after ${duration(waited)} in the queue` : "",
+      ]
+        .filter(Boolean)
+        .join(" · ");
+    }
     case "step_progress": {
       const p = event.progress ?? {};
       return `${event.step_name} · ${percent(p.percentage)}${p.message ? ` · ${p.message}` : ""}`;
@@ -218,7 +234,7 @@ export function openExecution(container, executionId, { onChange } = {}) {
             h(
               "tr",
               {},
-              ["Step", "Status", "Attempt", "Started", "Finished", "Duration"].map((label) => h("th", { scope: "col" }, label)),
+              ["Step", "Status", "Attempt", "Queue wait", "Started", "Finished", "Duration"].map((label) => h("th", { scope: "col" }, label)),
             ),
           ),
           refs.history,
@@ -281,7 +297,8 @@ export function openExecution(container, executionId, { onChange } = {}) {
       card.refs.badge.className = `badge state-${state}`;
       setText(card.refs.badge, state);
       setText(card.refs.percentage, percent(value));
-      setText(card.refs.message, last?.error?.message || progress?.message || outputLine(last?.output_payload) || "—");
+      const queued = state === "queued" ? `Waiting for a runner${step.handler ? ` of ${step.handler}` : ""}` : "";
+      setText(card.refs.message, queued || last?.error?.message || progress?.message || outputLine(last?.output_payload) || "—");
       setText(card.refs.task, progress?.current_task || "—");
       setText(
         card.refs.eta,
@@ -302,9 +319,11 @@ export function openExecution(container, executionId, { onChange } = {}) {
           h("th", { scope: "row" }, a.step_name),
           h("td", {}, h("span", { class: `badge state-${a.status}` }, a.status), a.error?.message ? h("span", { class: "cell-note" }, a.error.message) : null),
           h("td", { class: "num" }, a.attempt),
+          h("td", { class: "num", title: a.queued_at ?? "" }, duration(queueWait(a, now))),
           h("td", {}, h("time", { datetime: a.started_at ?? "" }, time(a.started_at))),
           h("td", {}, h("time", { datetime: a.finished_at ?? "" }, time(a.finished_at))),
-          h("td", { class: "num" }, elapsed(a, now)),
+          // A queued attempt's wait is in its own column; it has not run at all yet.
+          h("td", { class: "num" }, a.status === "queued" ? "—" : elapsed(a, now)),
         ),
       ),
     );

@@ -96,15 +96,39 @@ export function applyEvent(model, event) {
       model.status = "running";
       model.waitingFor = null;
       return true;
-    case "step_started": {
+    case "step_queued": {
+      // The attempt waits in the step queue until a runner takes it: nothing runs it yet.
       model.status = "running";
       model.waitingFor = null;
       const step = stepNamed(model, event.step, event.order);
       step.attempts = step.attempts.filter((a) => a.attempt !== event.attempt);
       step.attempts.push({
         step_name: event.step,
+        status: "queued",
+        attempt: event.attempt,
+        queued_at: event.timestamp,
+        started_at: null,
+        finished_at: null,
+        duration_seconds: null,
+        output_payload: null,
+        order: event.order,
+        error: null,
+        last_progress: null,
+        runner_id: null,
+      });
+      return true;
+    }
+    case "step_started": {
+      model.status = "running";
+      model.waitingFor = null;
+      const step = stepNamed(model, event.step, event.order);
+      const queued = step.attempts.find((a) => a.attempt === event.attempt);
+      step.attempts = step.attempts.filter((a) => a.attempt !== event.attempt);
+      step.attempts.push({
+        step_name: event.step,
         status: "running",
         attempt: event.attempt,
+        queued_at: queued?.queued_at ?? null,
         started_at: event.timestamp,
         finished_at: null,
         duration_seconds: null,
@@ -112,6 +136,7 @@ export function applyEvent(model, event) {
         order: event.order,
         error: null,
         last_progress: null,
+        runner_id: event.runner_id ?? null,
       });
       return true;
     }
@@ -153,7 +178,7 @@ export function applyEvent(model, event) {
   }
 }
 
-/** What the step is doing now: pending, waiting, running, retrying, success, failed… */
+/** What the step is doing now: pending, waiting, queued, running, retrying, success, failed… */
 export function stepState(model, step) {
   const last = step.attempts.at(-1);
   if (last === undefined) {
@@ -190,11 +215,35 @@ export function runningStep(model) {
   return model.steps.find((s) => s.attempts.at(-1)?.status === "running") ?? null;
 }
 
+/** The step the execution is at: running, or queued for a runner. */
+export function activeStep(model) {
+  return model.steps.find((s) => ["running", "queued"].includes(s.attempts.at(-1)?.status)) ?? null;
+}
+
+/**
+ * Seconds the attempt waited in the step queue: until `now` while it is queued, until its
+ * start once a runner took it; null when that is not known.
+ */
+export function queueWait(attempt, now = Date.now()) {
+  if (!attempt?.queued_at) return null;
+  const from = new Date(attempt.queued_at).getTime();
+  let to = null;
+  if (attempt.status === "queued") to = now;
+  else if (attempt.started_at) to = new Date(attempt.started_at).getTime();
+  if (to === null || Number.isNaN(from) || Number.isNaN(to)) return null;
+  return Math.max(0, (to - from) / 1000);
+}
+
 /** Every attempt of every step, oldest first: the history table. */
 export function history(model) {
   return model.steps
     .flatMap((s) => s.attempts)
-    .sort((a, b) => (a.started_at ?? "").localeCompare(b.started_at ?? "") || a.order - b.order);
+    .sort((a, b) => since(a).localeCompare(since(b)) || a.order - b.order);
+}
+
+/** When the attempt began: it entered the queue (or, in older histories, it started). */
+function since(attempt) {
+  return attempt.queued_at ?? attempt.started_at ?? "";
 }
 
 function clampPercentage(value) {

@@ -35,6 +35,7 @@ class AttemptStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTEMPT_STATUS_FAILED: _ClassVar[AttemptStatus]
     ATTEMPT_STATUS_TIMED_OUT: _ClassVar[AttemptStatus]
     ATTEMPT_STATUS_CANCELLED: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_QUEUED: _ClassVar[AttemptStatus]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +49,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_WORKFLOW_COMPLETED: _ClassVar[EventType]
     EVENT_TYPE_WORKFLOW_FAILED: _ClassVar[EventType]
     EVENT_TYPE_WORKFLOW_CANCELLED: _ClassVar[EventType]
+    EVENT_TYPE_STEP_QUEUED: _ClassVar[EventType]
 EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
 EXECUTION_STATUS_PENDING: ExecutionStatus
 EXECUTION_STATUS_RUNNING: ExecutionStatus
@@ -64,6 +66,7 @@ ATTEMPT_STATUS_SUCCESS: AttemptStatus
 ATTEMPT_STATUS_FAILED: AttemptStatus
 ATTEMPT_STATUS_TIMED_OUT: AttemptStatus
 ATTEMPT_STATUS_CANCELLED: AttemptStatus
+ATTEMPT_STATUS_QUEUED: AttemptStatus
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_WORKFLOW_STARTED: EventType
 EVENT_TYPE_STEP_STARTED: EventType
@@ -74,6 +77,7 @@ EVENT_TYPE_WORKFLOW_ADVANCED: EventType
 EVENT_TYPE_WORKFLOW_COMPLETED: EventType
 EVENT_TYPE_WORKFLOW_FAILED: EventType
 EVENT_TYPE_WORKFLOW_CANCELLED: EventType
+EVENT_TYPE_STEP_QUEUED: EventType
 
 class StepProgress(_message.Message):
     __slots__ = ("percentage", "message", "current_task", "estimated_remaining_seconds", "custom_data")
@@ -102,7 +106,7 @@ class StepError(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., step_name: _Optional[str] = ...) -> None: ...
 
 class StepAttempt(_message.Message):
-    __slots__ = ("step_name", "order", "attempt", "status", "start_time", "finish_time", "duration_seconds", "input_payload", "output_payload", "error", "last_progress")
+    __slots__ = ("step_name", "order", "attempt", "status", "start_time", "finish_time", "duration_seconds", "input_payload", "output_payload", "error", "last_progress", "queue_time", "runner_id")
     STEP_NAME_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +118,8 @@ class StepAttempt(_message.Message):
     OUTPUT_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_ID_FIELD_NUMBER: _ClassVar[int]
     step_name: str
     order: int
     attempt: int
@@ -125,7 +131,9 @@ class StepAttempt(_message.Message):
     output_payload: _struct_pb2.Struct
     error: StepError
     last_progress: StepProgress
-    def __init__(self, step_name: _Optional[str] = ..., order: _Optional[int] = ..., attempt: _Optional[int] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., input_payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., last_progress: _Optional[_Union[StepProgress, _Mapping]] = ...) -> None: ...
+    queue_time: _timestamp_pb2.Timestamp
+    runner_id: str
+    def __init__(self, step_name: _Optional[str] = ..., order: _Optional[int] = ..., attempt: _Optional[int] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., input_payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., last_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runner_id: _Optional[str] = ...) -> None: ...
 
 class CurrentStep(_message.Message):
     __slots__ = ("step_id", "name", "order")
@@ -158,7 +166,7 @@ class ExecutionProgress(_message.Message):
     def __init__(self, total_steps: _Optional[int] = ..., completed_steps: _Optional[int] = ..., failed_steps: _Optional[int] = ..., percentage: _Optional[float] = ..., estimated_remaining_seconds: _Optional[float] = ..., is_completed: _Optional[bool] = ..., is_failed: _Optional[bool] = ..., is_running: _Optional[bool] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("execution_id", "workflow_id", "workflow_name", "status", "mode", "create_time", "update_time", "input", "dynamic_properties", "current_step", "progress", "steps_history", "last_seq", "error")
+    __slots__ = ("execution_id", "workflow_id", "workflow_name", "status", "mode", "create_time", "update_time", "input", "dynamic_properties", "current_step", "progress", "steps_history", "last_seq", "error", "priority")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +181,7 @@ class Execution(_message.Message):
     STEPS_HISTORY_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     workflow_id: str
     workflow_name: str
@@ -187,7 +196,8 @@ class Execution(_message.Message):
     steps_history: _containers.RepeatedCompositeFieldContainer[StepAttempt]
     last_seq: int
     error: StepError
-    def __init__(self, execution_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., mode: _Optional[_Union[ExecutionMode, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dynamic_properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., current_step: _Optional[_Union[CurrentStep, _Mapping]] = ..., progress: _Optional[_Union[ExecutionProgress, _Mapping]] = ..., steps_history: _Optional[_Iterable[_Union[StepAttempt, _Mapping]]] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[StepError, _Mapping]] = ...) -> None: ...
+    priority: int
+    def __init__(self, execution_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., mode: _Optional[_Union[ExecutionMode, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dynamic_properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., current_step: _Optional[_Union[CurrentStep, _Mapping]] = ..., progress: _Optional[_Union[ExecutionProgress, _Mapping]] = ..., steps_history: _Optional[_Iterable[_Union[StepAttempt, _Mapping]]] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ExecutionEvent(_message.Message):
     __slots__ = ("execution_id", "seq", "type", "time", "data")

@@ -9,16 +9,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartExecutionRequest(_message.Message):
-    __slots__ = ("workflow_id", "input", "manual", "request_id")
+    __slots__ = ("workflow_id", "input", "manual", "request_id", "priority")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     MANUAL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     input: _struct_pb2.Struct
     manual: bool
     request_id: str
-    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., manual: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    priority: int
+    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., manual: _Optional[bool] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
     __slots__ = ("execution", "watch_token")
@@ -29,18 +31,20 @@ class StartExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ..., watch_token: _Optional[str] = ...) -> None: ...
 
 class ExecuteWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id", "input", "manual", "request_id", "wait_seconds")
+    __slots__ = ("workflow_id", "input", "manual", "request_id", "wait_seconds", "priority")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     MANUAL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     input: _struct_pb2.Struct
     manual: bool
     request_id: str
     wait_seconds: float
-    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., manual: _Optional[bool] = ..., request_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    priority: int
+    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., manual: _Optional[bool] = ..., request_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ExecuteWorkflowResponse(_message.Message):
     __slots__ = ("execution", "finished", "watch_token")

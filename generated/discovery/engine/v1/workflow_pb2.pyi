@@ -22,20 +22,22 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., initial_backoff_seconds: _Optional[float] = ..., backoff_multiplier: _Optional[float] = ..., max_backoff_seconds: _Optional[float] = ...) -> None: ...
 
 class StepDefinition(_message.Message):
-    __slots__ = ("step_id", "name", "handler", "timeout_seconds", "heartbeat_timeout_seconds", "retry")
+    __slots__ = ("step_id", "name", "handler", "timeout_seconds", "heartbeat_timeout_seconds", "retry", "schedule_to_start_timeout_seconds")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HANDLER_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_TO_START_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     name: str
     handler: str
     timeout_seconds: float
     heartbeat_timeout_seconds: float
     retry: RetryPolicy
-    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., handler: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ...) -> None: ...
+    schedule_to_start_timeout_seconds: float
+    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., handler: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., schedule_to_start_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class Workflow(_message.Message):
     __slots__ = ("workflow_id", "name", "description", "steps", "create_time")
