@@ -1,6 +1,8 @@
 """The chaos loop: while executions keep being started, SIGKILL the engine or pioneer (chosen
 at random, seeded) every few seconds, and bring it back. At the end every acknowledged
 execution is terminal, and its log holds the invariants (../shared/RELIABILITY.md, I1-I4).
+Pioneer has fewer slots than the runs need (SLOTS), so the kills land while work waits in the
+step queue: queued attempts must survive both kills and be handed out once.
 
 `make test` runs a short loop. The full one (5 minutes, 300 executions, a kill every 5-15 s):
     DISCOVERY_CHAOS_SECONDS=300 DISCOVERY_CHAOS_EXECUTIONS=300 make test
@@ -41,6 +43,8 @@ SEED = int(os.environ.get("DISCOVERY_CHAOS_SEED", "20261126"))
 # The full loop kills every 5-15 s; the short one more often, to fit as many kills in.
 PAUSES = (5.0, 15.0) if SECONDS >= 120 else (3.0, 7.0)
 SETTLE_SECONDS = 90.0
+# About 4.5 steps run at once on average: three slots keep a backlog in the step queue.
+SLOTS = 3
 STEP = {"handler": "sleep", "heartbeat_timeout_seconds": 2, "retry": {"max_attempts": 6}}
 
 
@@ -56,7 +60,11 @@ async def test_kills_at_random_lose_and_duplicate_nothing(
     # Pioneer pulls its work from the engine: a restarted pioneer (a new runner_id) polls
     # again, a restarted engine is polled again after pioneer's backoff.
     pioneer = PioneerProcess(
-        {"PIONEER_PORT": str(pioneer_port), "DISCOVERY_URL": f"127.0.0.1:{engine_port}"},
+        {
+            "PIONEER_PORT": str(pioneer_port),
+            "DISCOVERY_URL": f"127.0.0.1:{engine_port}",
+            "PIONEER_MAX_CONCURRENT_STEPS": str(SLOTS),
+        },
         tmp_path / "pioneer.log",
     )
     engine.start()
@@ -93,6 +101,8 @@ async def test_kills_at_random_lose_and_duplicate_nothing(
         )
         assert len(acknowledged) == EXECUTIONS
         assert all(f.status in TERMINAL for f in finals)  # I1
+        # Kills cost retries (six attempts a step), never a run: work waits, it never fails.
+        assert outcomes == {"EXECUTION_STATUS_COMPLETED": EXECUTIONS}, outcomes
         await _check_logs(mongo_server, database, acknowledged, sum(kills.values()))
     finally:
         await client.close()

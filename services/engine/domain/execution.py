@@ -211,33 +211,14 @@ class ExecutionState:
         elif kind == STEP_QUEUED:
             self.status = RUNNING
             self.step_index = int(data["order"]) - 1
-            self.history.append(
-                Attempt(
-                    step_name=data["step"],
-                    order=int(data["order"]),
-                    attempt=int(data["attempt"]),
-                    token=event.attempt_token or "",
-                    queued_at=event.time,
-                    started_at=None,
-                    input_payload={},
-                    status=ATTEMPT_QUEUED,
-                )
-            )
+            self.history.append(_queued_attempt(event))
         elif kind == STEP_STARTED:
             self.status = RUNNING
             self.step_index = int(data["order"]) - 1
             taken = self._find_attempt(int(data["order"]), int(data["attempt"]))
             if taken is None:
                 # Logged before the step queue existed: the attempt began with its start.
-                taken = Attempt(
-                    step_name=data["step"],
-                    order=int(data["order"]),
-                    attempt=int(data["attempt"]),
-                    token=event.attempt_token or "",
-                    queued_at=event.time,
-                    started_at=None,
-                    input_payload={},
-                )
+                taken = _queued_attempt(event)
                 self.history.append(taken)
             taken.status = ATTEMPT_RUNNING
             taken.started_at = event.time
@@ -290,6 +271,20 @@ class ExecutionState:
             data=new.data,
             attempt_token=new.attempt_token,
         )
+
+
+def _queued_attempt(event: Event) -> Attempt:
+    data = event.data
+    return Attempt(
+        step_name=data["step"],
+        order=int(data["order"]),
+        attempt=int(data["attempt"]),
+        token=event.attempt_token or "",
+        queued_at=event.time,
+        started_at=None,
+        input_payload={},
+        status=ATTEMPT_QUEUED,
+    )
 
 
 # --- deciding what comes next ----------------------------------------------------------
