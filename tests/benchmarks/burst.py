@@ -8,9 +8,9 @@ a3b500f: the last engine that pushed steps to pioneer instead of queueing them),
 own database of one `secantusd-py` server, every service in its own process. The start rate
 limit is lifted for both (ENGINE_START_RATE/BURST): the burst, not the limit, is measured.
 
-Prints, for each: runs/s from the first start to the last terminal run, how many completed,
-failed or were still running at the deadline, attempts beyond the first (retries), and the
-longest wait in the step queue. Not collected by pytest: it prints figures.
+Prints, for each: completed runs/s from the first start to the last terminal run, how many
+completed, failed (and why) or were still running at the deadline, attempts beyond the first
+(retries), and the longest wait in the step queue. Not collected by pytest: it prints figures.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class Figures:
     unfinished: int
     retries: int
     longest_wait: float | None
+    reasons: Counter[str]
 
 
 class TreeProcess(ServiceProcess):
@@ -127,7 +129,9 @@ async def burst(name: str, root: Path, uri: str, runs: int, slots: int, logs: Pa
                 break
             await asyncio.sleep(1.0)
         seconds = time.monotonic() - began
-        attempts = [a for e in found for a in e.steps_history]
+        # Listings leave the history out: each run is read whole once the clock has stopped.
+        whole = [await c.get(e.execution_id) for e in found]
+        attempts = [a for e in whole for a in e.steps_history]
         waits = [
             (a.start_time.ToDatetime() - a.queue_time.ToDatetime()).total_seconds()
             for a in attempts
@@ -141,6 +145,7 @@ async def burst(name: str, root: Path, uri: str, runs: int, slots: int, logs: Pa
             failed=sum(e.status == ex_pb.EXECUTION_STATUS_FAILED for e in found),
             unfinished=runs - len(done),
             retries=sum(a.attempt > 1 for a in attempts),
+            reasons=Counter(e.error.reason for e in whole if e.error.reason),
             longest_wait=max(waits) if waits else None,
         )
     finally:
@@ -187,15 +192,14 @@ def main(runs: int, slots: int, ref: str) -> None:
         f"(baseline = {ref})"
     )
     print(
-        f"{'engine':10} {'runs/s':>7} {'seconds':>8} {'completed':>9} {'failed':>6} "
-        f"{'unfinished':>10} {'retries':>7} {'longest wait':>12}"
+        f"{'engine':10} {'completed/s':>11} {'seconds':>8} {'completed':>9} {'failed':>6} "
+        f"{'unfinished':>10} {'retries':>7} {'longest wait':>12}  failures"
     )
     for f in results:
         wait = f"{f.longest_wait:.1f} s" if f.longest_wait is not None else "-"
-        rate = (f.completed + f.failed) / f.seconds
         print(
-            f"{f.name:10} {rate:7.2f} {f.seconds:8.1f} {f.completed:9d} {f.failed:6d} "
-            f"{f.unfinished:10d} {f.retries:7d} {wait:>12}"
+            f"{f.name:10} {f.completed / f.seconds:11.2f} {f.seconds:8.1f} {f.completed:9d} "
+            f"{f.failed:6d} {f.unfinished:10d} {f.retries:7d} {wait:>12}  {dict(f.reasons)}"
         )
 
 
