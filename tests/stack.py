@@ -46,7 +46,7 @@ from services.engine.config import Settings as EngineSettings
 from services.engine.store.repository import ExecutionStore
 from services.grpc_auth import BearerToken, bearer_interceptors
 from services.pioneer.config import Settings as PioneerSettings
-from services.pioneer.poller import StepPoller
+from services.pioneer.poller import StepPoller, process_runner_id
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
@@ -266,7 +266,7 @@ async def start_stack(
     pioneer = Pioneer(engine.port, slots=pioneer_slots)
     await pioneer.start()
     client = Client(f"127.0.0.1:{engine.port}")
-    await wait_for_runner(client, pioneer.name)
+    await wait_for_runner(client.queue, pioneer.name)
     return Stack(engine, pioneer, client, mongo_uri, database)
 
 
@@ -331,6 +331,11 @@ def engine_process_env(mongo_uri: str, database: str, port: int) -> dict[str, st
 class PioneerProcess(ServiceProcess):
     module = "services.pioneer"
 
+    @property
+    def runner_id(self) -> str:
+        assert self.process is not None
+        return process_runner_id(self.process.pid)
+
 
 @contextlib.asynccontextmanager
 async def restartable_engine(
@@ -346,7 +351,7 @@ async def restartable_engine(
     pioneer = Pioneer(engine_port)
     await pioneer.start()
     try:
-        await wait_for_runner(client, pioneer.name)
+        await wait_for_runner(client.queue, pioneer.name)
         yield pioneer, engine, client
     finally:
         await client.close()
@@ -374,16 +379,22 @@ async def running_attempt_token(stack: Stack, execution_id: str, seconds: float 
     raise AssertionError(f"no runner took a step of {execution_id} in {seconds} s")
 
 
-async def wait_for_runner(client: Client, runner_id: str, seconds: float = 20) -> None:
-    """Until the engine lists the runner: it has polled, so its handlers may be named."""
+async def wait_for_runner(
+    queue: sq_grpc.StepQueueServiceStub,
+    runner_id: str,
+    seconds: float = 20,
+    explain: Callable[[], str] = str,
+) -> None:
+    """Until the engine behind `queue` lists the runner: it has polled, so its handlers may
+    be named. `explain` adds what a failure message should show (a child's log tail)."""
     deadline = time.monotonic() + seconds
     while True:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            reply = await client.queue.GetStepQueue(sq.GetStepQueueRequest(), timeout=5)
+            reply = await queue.GetStepQueue(sq.GetStepQueueRequest(), timeout=5)
             if any(r.runner_id == runner_id for r in reply.runners):
                 return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"runner {runner_id} has not polled {client.target} in {seconds} s")
+            raise TimeoutError(f"runner {runner_id} has not polled in {seconds} s\n{explain()}")
         await asyncio.sleep(0.05)
 
 

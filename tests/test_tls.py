@@ -9,7 +9,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -17,7 +16,6 @@ import aiohttp
 import grpc
 import pytest
 from aiohttp import web
-from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import workflow_service_pb2 as ws
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
@@ -35,6 +33,7 @@ from tests.stack import (
     engine_process_env,
     free_port,
     token,
+    wait_for_runner,
 )
 
 
@@ -86,8 +85,13 @@ async def secure(
         await _wait_serving(f"127.0.0.1:{engine_port}", tls)
         # Pioneer pulls its work over mutual TLS; the engine names only handlers it offered.
         pioneer.start()
-        assert pioneer.process is not None
-        await _wait_for_pioneer(f"127.0.0.1:{engine_port}", tls, pioneer.process.pid)
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{engine_port}",
+            tls.channel_credentials(),
+            interceptors=bearer_interceptors(BearerToken(token())),
+        ) as channel:
+            queue = sq_grpc.StepQueueServiceStub(channel)
+            await wait_for_runner(queue, pioneer.runner_id, explain=pioneer.log_tail)
         trust = ssl.create_default_context(cafile=env[CA_ENV])
         yield SecureStack(
             engine_target=f"127.0.0.1:{engine_port}",
@@ -114,31 +118,6 @@ async def _wait_serving(target: str, tls: Tls) -> None:
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.1)
     raise TimeoutError(f"{target} not serving over TLS")
-
-
-async def _wait_for_pioneer(target: str, tls: Tls, pid: int, seconds: float = 20) -> None:
-    """Until the engine lists the pioneer child (runner_id pioneer@host:pid) as a runner that
-    polled, over mutual TLS."""
-    deadline = time.monotonic() + seconds
-    async with grpc.aio.secure_channel(
-        target,
-        tls.channel_credentials(),
-        interceptors=bearer_interceptors(BearerToken(token())),
-    ) as channel:
-        stub = sq_grpc.StepQueueServiceStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = await stub.GetStepQueue(sq.GetStepQueueRequest(), timeout=5)
-            except grpc.aio.AioRpcError:
-                pass
-            else:
-                if any(
-                    r.runner_id.startswith("pioneer@") and r.runner_id.endswith(f":{pid}")
-                    for r in reply.runners
-                ):
-                    return
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"pioneer (pid {pid}) has not polled {target} over TLS in {seconds} s")
 
 
 async def _list_workflows(channel: grpc.aio.Channel) -> ws.ListWorkflowsResponse:

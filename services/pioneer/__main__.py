@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services import jsonlog
 from services.auth import RUNNER, ServiceToken, TokenAuthority
 from services.envconfig import ConfigError
 from services.pioneer.config import Settings
-from services.pioneer.poller import StepPoller
+from services.pioneer.poller import StepPoller, process_runner_id
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
@@ -38,8 +36,7 @@ async def serve(settings: Settings) -> None:
             max_document_bytes=settings.max_document_bytes, max_pages=settings.max_pdf_pages
         )
     )
-    # One name per process: what the engine shows in the step's history and its queue listing.
-    runner_id = f"pioneer@{socket.gethostname()}:{os.getpid()}"
+    runner_id = process_runner_id()
     credentials = ServiceToken(TokenAuthority(settings.auth_keys), subject=runner_id, role=RUNNER)
     reporter = StepReporter.connect(settings.discovery_url, credentials, tls=settings.tls)
     runner = StepRunner(reporter, max_concurrent_steps=settings.max_concurrent_steps)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
 
 import grpc
 from discovery.engine.v1 import step_queue_service_pb2 as queue_pb2
@@ -32,6 +34,12 @@ INITIAL_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 # The engine caps one poll at this many attempts.
 MAX_ATTEMPTS_PER_POLL = 100
+
+
+def process_runner_id(pid: int | None = None) -> str:
+    """The runner_id of a pioneer process: what the engine shows in a step's history and in
+    its queue listing."""
+    return f"pioneer@{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 class StepPoller:

@@ -169,4 +169,4 @@ async def test_the_queue_listing_shows_depth_and_runners(small_pioneer: Stack) -
         assert [d.ready for d in theirs.total] == [3]
     finally:
         await small_pioneer.pioneer.start()
-        await wait_for_runner(c, small_pioneer.pioneer.name)
+        await wait_for_runner(c.queue, small_pioneer.pioneer.name)

@@ -11,7 +11,6 @@ step queue: queued attempts must survive both kills and be handed out once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -23,7 +22,6 @@ from typing import Any
 import grpc
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
-from discovery.engine.v1 import step_queue_service_pb2 as sq
 from pymongo import AsyncMongoClient
 
 from tests.stack import (
@@ -34,6 +32,7 @@ from tests.stack import (
     ServiceProcess,
     engine_process_env,
     free_port,
+    wait_for_runner,
     wait_serving,
 )
 
@@ -72,7 +71,7 @@ async def test_kills_at_random_lose_and_duplicate_nothing(
     try:
         await wait_serving(client.target)
         pioneer.start()
-        await _wait_for_pioneer(client, pioneer)
+        await wait_for_runner(client.queue, pioneer.runner_id, explain=pioneer.log_tail)
         workflow = await client.create_workflow(
             "chaos", {"name": "a", **STEP}, {"name": "b", **STEP}, {"name": "c", **STEP}
         )
@@ -108,26 +107,6 @@ async def test_kills_at_random_lose_and_duplicate_nothing(
         await client.close()
         engine.stop()
         pioneer.stop()
-
-
-async def _wait_for_pioneer(client: Client, pioneer: PioneerProcess, seconds: float = 20) -> None:
-    """Until the engine lists the pioneer child (runner_id pioneer@host:pid): it has polled,
-    so its handlers may be named in a workflow."""
-    assert pioneer.process is not None
-    suffix = f":{pioneer.process.pid}"
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            reply: sq.GetStepQueueResponse = await client.queue.GetStepQueue(
-                sq.GetStepQueueRequest(), timeout=5
-            )
-            if any(
-                r.runner_id.startswith("pioneer@") and r.runner_id.endswith(suffix)
-                for r in reply.runners
-            ):
-                return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"pioneer {suffix} has not polled in {seconds} s:\n{pioneer.log_tail()}")
 
 
 async def _start_all(

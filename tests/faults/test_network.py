@@ -173,7 +173,7 @@ async def pioneer_behind_proxy(mongo_server: str, database: str) -> AsyncIterato
         await pioneer.start()
         client = Client(f"127.0.0.1:{engine.port}")
         try:
-            await wait_for_runner(client, pioneer.name)
+            await wait_for_runner(client.queue, pioneer.name)
             yield ProxiedPioneer(proxy, pioneer, client)
         finally:
             await client.close()

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
-from discovery.engine.v1 import step_queue_service_pb2 as sq
 
 from tests.stack import (
     Client,
@@ -30,24 +27,6 @@ from tests.stack import (
 # no poll of its is open when it is paused. (A paused runner's open long poll would take the
 # retry too, as any runner the engine cannot tell from a live one.)
 FIRST_PIONEER_SLOTS = 1
-
-
-async def wait_for_pioneer_process(client: Client, process: PioneerProcess) -> str:
-    """The runner_id of a pioneer child (pioneer@host:pid), once the engine lists it: it has
-    polled the step queue."""
-    assert process.process is not None
-    suffix = f":{process.process.pid}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            reply: sq.GetStepQueueResponse = await client.queue.GetStepQueue(
-                sq.GetStepQueueRequest(), timeout=5
-            )
-            for runner in reply.runners:
-                if runner.runner_id.startswith("pioneer@") and runner.runner_id.endswith(suffix):
-                    return runner.runner_id
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"pioneer {suffix} has not polled:\n{process.log_tail()}")
 
 
 @pytest.fixture
@@ -74,7 +53,8 @@ async def engine_and_paused_pioneer(
     try:
         await wait_serving(client.target)
         first.start()
-        first_id = await wait_for_pioneer_process(client, first)
+        first_id = first.runner_id
+        await wait_for_runner(client.queue, first_id, explain=first.log_tail)
         yield first, first_id, second, client
     finally:
         await client.close()
@@ -117,7 +97,7 @@ async def test_a_paused_runner_is_replaced_and_its_late_reports_refused(
     assert current[-1].last_progress.percentage > 0
     # Pioneer #2 joins, and waits for work.
     await second.start()
-    await wait_for_runner(c, second.name)
+    await wait_for_runner(c.queue, second.name)
     assert second.runner is not None
     assert second.runner.running_count == 0
     assert first.process is not None

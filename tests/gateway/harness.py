@@ -110,8 +110,8 @@ async def start_gateway_stack(mongo_uri: str, **overrides: Any) -> GatewayStack:
     external = ExternalRunner(target, token(RUNNER))
     await external.start()
     client = Client(target)
-    await wait_for_runner(client, pioneer.name)
-    await wait_for_runner(client, RUNNER_ID)
+    await wait_for_runner(client.queue, pioneer.name)
+    await wait_for_runner(client.queue, RUNNER_ID)
     return GatewayStack(engine, pioneer, external, client)
 
 
