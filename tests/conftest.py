@@ -1,5 +1,5 @@
-"""Shared fixtures: a real MongoDB wire-protocol server (SecantusDB) for the whole session,
-and a fresh database per test."""
+"""Shared fixtures: a real MongoDB wire-protocol server (SecantusDB, its own process, as in
+production) for the whole session, and a fresh database per test."""
 
 from __future__ import annotations
 
@@ -8,18 +8,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from secantus import SecantusDBServer
 
-from services.engine.store.embedded import mongo_uri
+from services.engine.store.embedded import DatabaseProcess
 from tests.stack import Stack, start_stack
 
 
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path: Path = tmp_path_factory.mktemp("secantus")
-    server = SecantusDBServer(host="127.0.0.1", port=0, storage_path=str(path))
-    server.start()
-    yield mongo_uri(server.uri)
+    server = DatabaseProcess(path)
+    yield server.start()
     server.stop()
 
 

@@ -16,7 +16,7 @@ from services.engine.hub import EventHub
 from services.engine.rpc.server import SERVICE_NAMES, build_server
 from services.engine.rpc.servicers import Limits
 from services.engine.runner import Runner, RunnerSettings
-from services.engine.store.embedded import EmbeddedMongo
+from services.engine.store.embedded import DatabaseProcess
 from services.engine.store.mongo import MongoStore
 from services.engine.store.repository import ExecutionStore
 from services.ratelimit import RateLimiter
@@ -36,7 +36,8 @@ class Engine:
         self.settings = settings
         self._wrap_store = wrap_store
         self.port = 0
-        self._embedded: EmbeddedMongo | None = None
+        self._embedded: DatabaseProcess | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._store: MongoStore | None = None
         self.runner: Runner | None = None
@@ -50,8 +51,16 @@ class Engine:
         authority = TokenAuthority(settings.auth_keys)
         uri = settings.mongodb_uri
         if uri is None:
-            self._embedded = EmbeddedMongo(settings.data_dir)
-            uri = await asyncio.to_thread(self._embedded.start)
+            self._embedded = DatabaseProcess(
+                settings.data_dir, sync_on_commit=settings.embedded_fsync
+            )
+            # From the event loop's thread, which outlives the child (see DatabaseProcess).
+            uri = await self._embedded.start_async()
+            self._supervisor = asyncio.create_task(self._supervise(self._embedded))
+            log.info(
+                "embedded database started",
+                extra={"path": str(self._embedded.path / "db"), "fsync": settings.embedded_fsync},
+            )
         self._client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         self._store = MongoStore(self._client, settings.mongodb_database)
         await self._store.open()
@@ -105,8 +114,33 @@ class Engine:
             await self._store.close()
         if self._client is not None:
             await self._client.close()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
+
+    @staticmethod
+    async def _supervise(database: DatabaseProcess) -> None:
+        """Starts the embedded database again, on the same port, if it dies: meanwhile every
+        write fails with UNAVAILABLE and nothing acknowledged is lost (its log is on disk)."""
+        backoff = 0.5
+        while True:
+            await asyncio.sleep(1.0)
+            if database.running:
+                backoff = 0.5
+                continue
+            assert database.process is not None
+            log.error(
+                "embedded database exited; starting it again",
+                extra={"returncode": database.process.returncode},
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            try:
+                await database.start_async()
+            except RuntimeError as exc:
+                log.error("embedded database did not start: %s", exc)
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()

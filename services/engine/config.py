@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.auth import keys_from_env
-from services.envconfig import ConfigError, integer, number, text
+from services.envconfig import ConfigError, boolean, integer, number, text
 from services.tls import Tls, tls_from_env
 
 __all__ = ["ConfigError", "Settings"]
@@ -23,6 +23,9 @@ class Settings:
     mongodb_uri: str | None = None
     mongodb_database: str = "discovery"
     data_dir: Path = Path(".discovery")
+    # The embedded database fsyncs its log at every commit: an acknowledged event then
+    # survives a power loss too, not only a crash (README, "Performance").
+    embedded_fsync: bool = False
     # Stable across restarts, so a restarted engine takes its own executions back at once
     # instead of waiting for their leases to expire.
     engine_id: str = ""
@@ -59,6 +62,7 @@ class Settings:
             mongodb_uri=env.get("MONGODB_URI", "").strip() or None,
             mongodb_database=text(env, "MONGODB_DATABASE", d.mongodb_database),
             data_dir=Path(text(env, "DISCOVERY_DATA_DIR", str(d.data_dir))),
+            embedded_fsync=boolean(env, "DISCOVERY_DB_FSYNC", d.embedded_fsync),
             engine_id=text(env, "ENGINE_ID", f"{socket.gethostname()}:{port}"),
             lease_seconds=number(env, "ENGINE_LEASE_SECONDS", d.lease_seconds, low=1.0),
             grace_seconds=number(env, "ENGINE_GRACE_SECONDS", d.grace_seconds, low=0.0),

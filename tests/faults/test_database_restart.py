@@ -4,8 +4,8 @@ down, the engine recovers without being restarted, nothing acknowledged is lost.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -16,46 +16,11 @@ import grpc
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import workflow_service_pb2 as wf_service
 from pymongo import AsyncMongoClient
 
-from services.engine.store.embedded import mongo_uri
-from tests.stack import Stack, free_port, start_stack
-
-
-class DatabaseProcess:
-    """`secantusd-py` on disk, as its own process, so that it can be killed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def uri(self) -> str:
-        return mongo_uri(f"mongodb://127.0.0.1:{self.port}/")
-
-    def start(self) -> None:
-        # cwd: secantusd-py silently reads a ./secantusd.toml; this folder has none.
-        self.process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("secantusd-py")),
-                *("--storage-path", str(self.path / "db"), "--port", str(self.port)),
-                *("--log-level", "WARNING"),
-            ],
-            cwd=self.path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+from services.engine.store.embedded import DatabaseProcess
+from tests.stack import Client, EngineProcess, Stack, free_port, start_stack, wait_serving
 
 
 async def reachable(uri: str, seconds: float = 20) -> None:
@@ -138,3 +103,48 @@ async def test_database_killed_and_restarted_under_load(
             assert successes == {1: 1, 2: 1}
     finally:
         await client.close()
+
+
+async def test_the_embedded_database_is_started_again_by_its_engine(tmp_path: Path) -> None:
+    """The embedded default runs the database as the engine's child: killed, it comes back on
+    the same port, and the engine serves again without being restarted."""
+    port = free_port()
+    env = {"DISCOVERY_DATA_DIR": str(tmp_path / "data"), "ENGINE_PORT": str(port)}
+    engine = EngineProcess(env, tmp_path / "engine.log")
+    engine.start()
+    c = Client(f"127.0.0.1:{port}")
+    try:
+        await wait_serving(c.target)
+        assert engine.process is not None
+        database = _children(engine.process.pid)
+        assert len(database) == 1, engine.log_tail()
+        await c.workflows.ListWorkflows(wf_service.ListWorkflowsRequest(), timeout=10)
+
+        os.kill(database[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await c.workflows.ListWorkflows(wf_service.ListWorkflowsRequest(), timeout=8)
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                assert time.monotonic() < deadline, engine.log_tail()
+                await asyncio.sleep(0.2)
+        again = _children(engine.process.pid)
+        assert len(again) == 1 and again != database
+        assert "embedded database exited; starting it again" in engine.log_tail()
+    finally:
+        await c.close()
+        assert engine.stop() == 0, engine.log_tail()
+    # Stopped with its engine: nothing is left running.
+    assert not _running(again[0])
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[1].split()[0] != "Z"

@@ -1,18 +1,41 @@
-"""The embedded default: a SecantusDB server (MongoDB wire protocol, WiredTiger) in-process.
+"""The embedded default: a SecantusDB server (MongoDB wire protocol, WiredTiger) as a child
+process of whoever starts it.
 
-Used when MONGODB_URI is unset, so that a new user needs nothing installed. SecantusDB is
-GPL-2.0-only and pre-release: a development and single-machine default; production points
-MONGODB_URI at MongoDB.
+Used when MONGODB_URI is unset, so that a new user needs nothing installed. It runs as its own
+process, not a thread of the engine: SecantusDB is pure Python, and in the engine's process the
+two shared one interpreter lock (74 % of an engine profile under load was the database). The
+child dies with its parent (Linux PR_SET_PDEATHSIG), even when the parent is killed.
+
+SecantusDB writes its log at every commit but fsyncs it only with `sync_on_commit`: without
+it an acknowledged write survives a crash of any process, not a power loss (mongod's
+`j: false`). It is GPL-2.0-only and pre-release: a development and single-machine default;
+production points MONGODB_URI at MongoDB.
+
+    python -m services.engine.store.embedded --storage-path DIR --port N [--sync-on-commit]
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from secantus import SecantusDBServer
-
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+# The parent's pid, so that the child can tell that its parent died before it asked to be
+# told (the parent may itself be pid 1 in a container).
+PARENT_ENV = "DISCOVERY_DATABASE_PARENT"
+START_SECONDS = 30.0
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def mongo_uri(base: str) -> str:
@@ -22,16 +45,128 @@ def mongo_uri(base: str) -> str:
     return f"{base}{separator}retryWrites=false"
 
 
-class EmbeddedMongo:
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "db"
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._server = SecantusDBServer(host="127.0.0.1", port=0, storage_path=str(self.path))
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    def start(self) -> str:
-        self._server.start()
-        log.info("embedded database started", extra={"path": str(self.path)})
-        return mongo_uri(self._server.uri)
 
-    def stop(self) -> None:
-        self._server.stop()
+class DatabaseProcess:
+    """`secantusd-py` on `path`, as a child process.
+
+    Start it from a thread that outlives it (the main thread, or the event loop's): the
+    parent-death signal follows the thread that forked the child."""
+
+    def __init__(self, path: Path, *, port: int = 0, sync_on_commit: bool = False) -> None:
+        self.path = path
+        self.port = port or _free_port()
+        self.sync_on_commit = sync_on_commit
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return mongo_uri(f"mongodb://127.0.0.1:{self.port}/")
+
+    def start(self, seconds: float = START_SECONDS) -> str:
+        """Starts the server and returns its URI once it accepts connections."""
+        self._spawn()
+        deadline = time.monotonic() + seconds
+        while not self._accepting(deadline, seconds):
+            time.sleep(0.05)
+        return self.uri
+
+    async def start_async(self, seconds: float = START_SECONDS) -> str:
+        """`start`, without blocking the event loop while the server comes up."""
+        self._spawn()
+        deadline = time.monotonic() + seconds
+        while not self._accepting(deadline, seconds):  # noqa: ASYNC110 - polls another process
+            await asyncio.sleep(0.05)
+        return self.uri
+
+    def _spawn(self) -> None:
+        db = self.path / "db"
+        db.mkdir(parents=True, exist_ok=True)
+        with self._log_path.open("ab") as out:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    *("-m", "services.engine.store.embedded"),
+                    *("--storage-path", str(db), "--port", str(self.port)),
+                    *("--log-level", "WARNING"),
+                    *(["--sync-on-commit"] if self.sync_on_commit else []),
+                ],
+                # secantusd-py silently reads a ./secantusd.toml: its own folder has none.
+                cwd=db,
+                env={
+                    **os.environ,
+                    PARENT_ENV: str(os.getpid()),
+                    # The child runs elsewhere (cwd): a relative PYTHONPATH would miss us.
+                    "PYTHONPATH": os.pathsep.join(
+                        [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]
+                    ),
+                },
+                stdout=out,
+                stderr=out,
+            )
+
+    def _accepting(self, deadline: float, seconds: float) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"the embedded database exited with {self.process.returncode}: "
+                f"{_tail(self._log_path)}"
+            )
+        # A local connect either succeeds or is refused at once: it does not block.
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+        ):
+            return True
+        if time.monotonic() > deadline:
+            self.kill()
+            raise RuntimeError(f"the embedded database did not start within {seconds} s")
+        return False
+
+    @property
+    def _log_path(self) -> Path:
+        return self.path / "database.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, seconds: float = 30.0) -> None:
+        if not self.running:
+            return
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+def main() -> int:
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        parent = os.environ.get(PARENT_ENV)
+        if parent and os.getppid() != int(parent):
+            return 1  # the parent died before the signal was asked for
+    from secantus.cli import main as secantus_main
+
+    return int(secantus_main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
