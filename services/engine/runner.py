@@ -45,9 +45,10 @@ from services.engine.domain.errors import (
 )
 from services.engine.domain.payload import check_payload, check_progress
 from services.engine.domain.workflow import Workflow, new_workflow
+from services.engine.estimates import StepDurations
 from services.engine.hub import EventHub
 from services.engine.intake import request_hash, set_large_values_apart
-from services.engine.step_queue import ReadyAttempt, StepQueue
+from services.engine.step_queue import Poll, ReadyAttempt, StepQueue
 from services.engine.store.repository import (
     BlobRef,
     ExecutionStore,
@@ -74,6 +75,8 @@ class RunnerSettings:
     max_wait_seconds: float = 300.0
 
 
+# Workflow definitions kept in memory (they never change); the least recently used go.
+MAX_CACHED_WORKFLOWS = 1000
 # A runner that polled within this long counts as offering its handlers.
 RUNNER_SEEN_SECONDS = 300.0
 # How often a polling runner's record in the database is refreshed.
@@ -123,7 +126,8 @@ class Runner:
         self._load_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lease_task: asyncio.Task[None] | None = None
-        self._typical: dict[str, dict[str, float]] = {}
+        self.durations = StepDurations(store)
+        self._workflows: dict[tuple[str, str], Workflow] = {}
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -147,6 +151,7 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.durations.flush()
         held = list(self._actors)
         self._actors.clear()
         try:
@@ -180,6 +185,7 @@ class Runner:
                 await self._claim()
             except (PyMongoError, DiscoveryError) as exc:
                 log.warning("lease renewal failed: %s", exc)
+            await self.durations.flush()
 
     async def _claim(self) -> None:
         now = utc_now()
@@ -276,22 +282,51 @@ class Runner:
             appended: list[ex.Event] = []
             for new in produce(state, now):
                 appended.append(self._apply(state, new, now))
-            decision = ex.decide(state, now)
-            while decision.event is not None:
-                appended.append(self._apply(state, decision.event, now))
-                decision = ex.decide(state, now)
+            decision = self._decide(state, appended, now)
+            # A step queued now goes straight to a runner whose poll waits for it: its take
+            # is logged in this same commit.
+            matched = []
+            for event in list(appended):
+                if event.type == ex.STEP_QUEUED:
+                    attempt = state.attempt(event.data["order"], event.data["attempt"])
+                    poll = self._match(state, attempt)
+                    if poll is not None:
+                        started = ex.step_started(state, attempt, poll.runner_id, now)
+                        appended.append(self._apply(state, started, now))
+                        matched.append((poll, attempt))
+            if matched:
+                decision = self._decide(state, appended, now)
             if appended:
                 try:
                     await self.store.append(appended, state)
                 except (DiscoveryError, PyMongoError) as exc:
+                    for poll, _ in matched:
+                        poll.release()
                     self._drop(state.execution_id)
                     if isinstance(exc, DiscoveryError):
                         raise
                     raise StoreUnavailable("the database is unavailable") from exc
                 self.hub.publish(appended)
                 self._after(actor, appended)
+                for poll, attempt in matched:
+                    poll.deliver(self._assignment(state, attempt, poll.runner_id))
             self._schedule(actor, decision.wake_at, now)
             return state
+
+    def _decide(
+        self, state: ex.ExecutionState, appended: list[ex.Event], now: datetime
+    ) -> ex.Decision:
+        """Applies what the execution's rules add after a change, until they add nothing."""
+        decision = ex.decide(state, now)
+        while decision.event is not None:
+            appended.append(self._apply(state, decision.event, now))
+            decision = ex.decide(state, now)
+        return decision
+
+    def _match(self, state: ex.ExecutionState, attempt: ex.Attempt) -> Poll | None:
+        if attempt.status != ex.ATTEMPT_QUEUED or attempt is not state.current_attempt():
+            return None
+        return self.queue.match(state.workflow.steps[attempt.order - 1].handler)
 
     def _apply(self, state: ex.ExecutionState, new: ex.NewEvent, now: datetime) -> ex.Event:
         event = state.numbered(new, now)
@@ -314,12 +349,10 @@ class Runner:
                 self.queue.discard(attempt.token)
                 if attempt.status == ex.ATTEMPT_SUCCESS and attempt.finished_at is not None:
                     # From the queue on: estimates count the wait for a runner too.
-                    self._spawn(
-                        self._record_duration(
-                            state.workflow.workflow_id,
-                            attempt.step_name,
-                            (attempt.finished_at - attempt.queued_at).total_seconds(),
-                        )
+                    self.durations.record(
+                        state.workflow.workflow_id,
+                        attempt.step_name,
+                        (attempt.finished_at - attempt.queued_at).total_seconds(),
                     )
         if state.is_terminal:
             self._drop(state.execution_id)
@@ -398,7 +431,9 @@ class Runner:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await self.queue.wait(handlers, remaining)
+            handed = await self.queue.wait(runner_id, handlers, max_attempts, remaining)
+            if handed:
+                return handed
         return []
 
     async def _take(self, item: ReadyAttempt, runner_id: str) -> Assignment | None:
@@ -417,7 +452,13 @@ class Runner:
         except (_NotQueued, ExecutionNotFound, AlreadyTerminal, NotOwner):
             return None
         attempt = state.attempt_by_token(item.token)
-        assert attempt is not None and attempt.started_at is not None
+        assert attempt is not None
+        return self._assignment(state, attempt, runner_id)
+
+    def _assignment(
+        self, state: ex.ExecutionState, attempt: ex.Attempt, runner_id: str
+    ) -> Assignment:
+        assert attempt.started_at is not None
         step = state.workflow.steps[attempt.order - 1]
         log.info(
             "step taken",
@@ -483,19 +524,8 @@ class Runner:
 
     # --- side effects ----------------------------------------------------------------
 
-    async def _record_duration(self, workflow_id: str, step_name: str, seconds: float) -> None:
-        try:
-            await self.store.record_step_duration(workflow_id, step_name, seconds)
-            self._typical.pop(workflow_id, None)
-        except PyMongoError as exc:
-            log.warning("step duration not recorded: %s", exc)
-
     async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
-        cached = self._typical.get(workflow_id)
-        if cached is None:
-            cached = await self.store.typical_step_seconds(workflow_id)
-            self._typical[workflow_id] = cached
-        return cached
+        return await self.durations.typical_seconds(workflow_id)
 
     # --- workflows -------------------------------------------------------------------
 
@@ -515,9 +545,15 @@ class Runner:
         return workflow
 
     async def get_workflow(self, workflow_id: str, *, tenant: str) -> Workflow:
-        workflow = await self.store.get_workflow(tenant, workflow_id) if workflow_id else None
+        # Definitions never change once created: a start need not read its workflow again.
+        workflow = self._workflows.pop((tenant, workflow_id), None)
+        if workflow is None and workflow_id:
+            workflow = await self.store.get_workflow(tenant, workflow_id)
         if workflow is None:
             raise WorkflowNotFound(workflow_id)
+        if len(self._workflows) >= MAX_CACHED_WORKFLOWS:
+            del self._workflows[next(iter(self._workflows))]
+        self._workflows[(tenant, workflow_id)] = workflow  # the most recently used last
         return workflow
 
     # --- executions: commands from clients -------------------------------------------
@@ -593,10 +629,21 @@ class Runner:
         return existing
 
     async def get(self, execution_id: str, *, tenant: str) -> ex.ExecutionState:
-        state = await self.store.load_execution(execution_id) if execution_id else None
+        state = await self._held_state(execution_id)
+        if state is None and execution_id:
+            state = await self.store.load_execution(execution_id)
         if state is None or not visible(state, tenant):
             raise ExecutionNotFound(execution_id)
         return state
+
+    async def _held_state(self, execution_id: str) -> ex.ExecutionState | None:
+        """The state of an execution this engine holds, between changes: never one whose
+        events are still being written (they could yet fail)."""
+        actor = self._actors.get(execution_id)
+        if actor is None:
+            return None
+        async with actor.lock:
+            return actor.state if self._actors.get(execution_id) is actor else None
 
     async def cancel(self, execution_id: str, reason: str, *, tenant: str) -> ex.ExecutionState:
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
@@ -656,11 +703,12 @@ class Runner:
     # --- executions: reports from steps ----------------------------------------------
 
     async def report_progress(
-        self, execution_id: str, step_name: str, token: str, progress: dict[str, Any] | None
+        self, execution_id: str, step_name: str, token: str, reports: list[dict[str, Any]]
     ) -> bool:
-        """Logs the progress (or only notes the heartbeat); True when the step should stop."""
-        if progress is not None:
-            check_progress(progress, self._settings.max_custom_data_bytes)
+        """Logs the progress reports, in order (none: only notes the heartbeat); True when
+        the step should stop."""
+        for report in reports:
+            check_progress(report, self._settings.max_custom_data_bytes)
         cancelled = False
 
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
@@ -675,23 +723,7 @@ class Runner:
                     metadata={"execution_id": execution_id, "step": step_name},
                 )
             state.last_heartbeat = now
-            if progress is None:
-                return []
-            previous = (attempt.last_progress or {}).get("percentage", 0.0)
-            if progress.get("percentage", 0.0) < previous:
-                # Reports can arrive out of order when retried; progress never goes back.
-                return []
-            return [
-                ex.NewEvent(
-                    ex.STEP_PROGRESS,
-                    {
-                        "step_name": step_name,
-                        "order": attempt.order,
-                        "attempt": attempt.attempt,
-                        "progress": progress,
-                    },
-                )
-            ]
+            return _progress_events(attempt, reports)
 
         await self._command(execution_id, produce)
         return cancelled
@@ -704,8 +736,13 @@ class Runner:
         success: bool,
         result: dict[str, Any],
         error: dict[str, Any] | None,
+        *,
+        progress: list[dict[str, Any]] | None = None,
     ) -> None:
+        """Logs the attempt's end, after the progress it reported last (in the same commit)."""
         check_payload(result, "result", self._settings.max_result_bytes)
+        for report in progress or ():
+            check_progress(report, self._settings.max_custom_data_bytes)
 
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
             attempt = _reporting_attempt(state, step_name, token)
@@ -718,13 +755,16 @@ class Runner:
                 )
             if attempt is not state.current_attempt():
                 raise StaleAttempt(f"attempt {attempt.attempt} of {step_name!r} is not current")
+            events = _progress_events(attempt, progress or [])
             if success:
-                return [ex.step_finished(attempt, ex.ATTEMPT_SUCCESS, output=result, now=now)]
+                end = ex.step_finished(attempt, ex.ATTEMPT_SUCCESS, output=result, now=now)
+                return [*events, end]
             failure = {"reason": "step_failed", "type": "", "message": "", **(error or {})}
             # A runner that enforced the step's timeout itself says so; it is the same outcome
             # as the engine's own timeout.
             status = ex.ATTEMPT_TIMED_OUT if failure["reason"] == "timeout" else ex.ATTEMPT_FAILED
-            return [ex.step_finished(attempt, status, output=result, error=failure, now=now)]
+            end = ex.step_finished(attempt, status, output=result, error=failure, now=now)
+            return [*events, end]
 
         await self._command(execution_id, produce)
 
@@ -761,6 +801,26 @@ def visible(state: ex.ExecutionState, tenant: str) -> bool:
     """Whether a caller of `tenant` may see the execution: another tenant's execution must
     look exactly like a missing one."""
     return state.workflow.tenant_id == tenant
+
+
+def _progress_events(attempt: ex.Attempt, reports: list[dict[str, Any]]) -> list[ex.NewEvent]:
+    """The reports as events of the attempt, leaving out any that would take its percentage
+    back: reports can arrive out of order when retried, and progress never goes back."""
+    events = []
+    latest = (attempt.last_progress or {}).get("percentage", 0.0)
+    for report in reports:
+        percentage = report.get("percentage", 0.0)
+        if percentage < latest:
+            continue
+        latest = percentage
+        data = {
+            "step_name": attempt.step_name,
+            "order": attempt.order,
+            "attempt": attempt.attempt,
+            "progress": report,
+        }
+        events.append(ex.NewEvent(ex.STEP_PROGRESS, data))
+    return events
 
 
 def _reporting_attempt(state: ex.ExecutionState, step_name: str, token: str) -> ex.Attempt:

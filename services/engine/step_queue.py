@@ -10,16 +10,21 @@ every queued attempt of the executions it takes back in here.
 Fairness: tenants with ready attempts take turns (round robin), so one tenant's backlog of a
 thousand attempts delays another tenant's single step by one turn at most. Within a tenant,
 priority 1 goes before 5, and the oldest goes first within a priority.
+
+A poll that waits can also be handed an attempt directly (`match`), when nothing of its
+handler waits in the queue: the runner then logs the attempt's queueing and its take in one
+commit, instead of one commit to queue it and another when the poll wakes up and takes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,37 @@ class ReadyAttempt:
     tenant: str
     priority: int
     queued_at: datetime
+
+
+@dataclass(eq=False)
+class Poll:
+    """A runner's poll while it waits; what is handed to it directly collects here."""
+
+    runner_id: str
+    handlers: frozenset[str]
+    # How many more attempts it may be handed.
+    capacity: int
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    handed: list[Any] = field(default_factory=list)
+    # Matched attempts whose take is being written; the poll answers once they settle.
+    pending: int = 0
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def deliver(self, assignment: Any) -> None:
+        """The take of a matched attempt is durable: it goes to this runner."""
+        self.handed.append(assignment)
+        self._settle()
+
+    def release(self) -> None:
+        """The take of a matched attempt was not written: the slot is free again."""
+        self.capacity += 1
+        self._settle()
+
+    def _settle(self) -> None:
+        self.pending -= 1
+        self.woken.set()
+        if self.pending == 0:
+            self.settled.set()
 
 
 @dataclass
@@ -46,8 +82,9 @@ class StepQueue:
         self._tenants: dict[str, _Tenant] = {}
         # Tenants in turn order; the one served last goes to the back.
         self._turns: OrderedDict[str, None] = OrderedDict()
-        self._waiters: dict[int, tuple[frozenset[str], asyncio.Event]] = {}
-        self._waiter_ids = itertools.count()
+        self._ready_by_handler: Counter[str] = Counter()
+        self._polls: dict[int, Poll] = {}
+        self._poll_ids = itertools.count()
         self._closed = False
 
     def __len__(self) -> int:
@@ -57,6 +94,7 @@ class StepQueue:
         if item.token in self._live:
             return
         self._live[item.token] = item
+        self._ready_by_handler[item.handler] += 1
         self._by_execution.setdefault(item.execution_id, set()).add(item.token)
         tenant = self._tenants.setdefault(item.tenant, _Tenant())
         lane = tenant.lanes.setdefault(item.handler, {})
@@ -65,13 +103,16 @@ class StepQueue:
         # Newest poll first: the oldest waiting poll is the likeliest to come from a runner
         # that froze or went away without closing its connection, and what it takes waits
         # for a heartbeat timeout. The others wake too and find what is left.
-        for handlers, event in reversed(self._waiters.values()):
-            if item.handler in handlers:
-                event.set()
+        for poll in reversed(self._polls.values()):
+            if item.handler in poll.handlers:
+                poll.woken.set()
 
     def discard(self, token: str) -> None:
         item = self._live.pop(token, None)
         if item is not None:
+            self._ready_by_handler[item.handler] -= 1
+            if not self._ready_by_handler[item.handler]:
+                del self._ready_by_handler[item.handler]
             tokens = self._by_execution.get(item.execution_id)
             if tokens is not None:
                 tokens.discard(token)
@@ -126,27 +167,46 @@ class StepQueue:
             del self._tenants[name]
             del self._turns[name]
 
-    async def wait(self, handlers: frozenset[str], seconds: float) -> None:
-        """Returns when an attempt for one of `handlers` may be ready, after `seconds`, or
-        at once once the queue is closed."""
+    def match(self, handler: str) -> Poll | None:
+        """A waiting poll to hand an attempt of `handler` to directly, newest first, and only
+        when no attempt of that handler waits here (those go first)."""
+        if self._closed or self._ready_by_handler[handler]:
+            return None
+        for poll in reversed(self._polls.values()):
+            if handler in poll.handlers and poll.capacity > 0:
+                poll.capacity -= 1
+                poll.pending += 1
+                poll.settled.clear()
+                return poll
+        return None
+
+    async def wait(
+        self, runner_id: str, handlers: frozenset[str], capacity: int, seconds: float
+    ) -> list[Any]:
+        """Waits until an attempt for one of `handlers` may be ready, for `seconds` at most,
+        or until the queue is closed; returns what was handed to the poll meanwhile."""
         if self._closed or seconds <= 0:
-            return
-        event = asyncio.Event()
-        key = next(self._waiter_ids)
-        self._waiters[key] = (handlers, event)
+            return []
+        poll = Poll(runner_id, handlers, capacity)
+        key = next(self._poll_ids)
+        self._polls[key] = poll
         try:
             async with asyncio.timeout(seconds):
-                await event.wait()
+                await poll.woken.wait()
         except TimeoutError:
             pass
         finally:
-            del self._waiters[key]
+            del self._polls[key]
+        if poll.pending:
+            # Matched attempts are being logged as taken by this runner: they are its own.
+            await poll.settled.wait()
+        return poll.handed
 
     def close(self) -> None:
         """Wakes every poller: the engine is stopping."""
         self._closed = True
-        for _, event in self._waiters.values():
-            event.set()
+        for poll in self._polls.values():
+            poll.woken.set()
 
     @property
     def closed(self) -> bool:
@@ -154,4 +214,4 @@ class StepQueue:
 
     @property
     def pollers(self) -> int:
-        return len(self._waiters)
+        return len(self._polls)

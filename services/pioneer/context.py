@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 10.0
 # Retry budgets for reports. A completion is worth waiting for: the engine may be restarting.
 MIN_PROGRESS_BUDGET_SECONDS = 5.0
+# Progress waiting to be sent for one attempt. Beyond it `report_progress` waits: a step that
+# reports faster than the engine takes its reports is slowed down rather than its memory grown.
+MAX_PENDING_REPORTS = 1000
+# Reports in one call (the engine takes up to 1000).
+MAX_REPORTS_PER_CALL = 500
+# How long a first report waits for company before it goes: a step that reports and ends
+# within it sends its reports with its completion, one call and one commit instead of two.
+PROGRESS_LINGER_SECONDS = 0.002
 MIN_COMPLETION_BUDGET_SECONDS = 10.0
 UNBOUNDED_STEP_COMPLETION_BUDGET_SECONDS = 300.0
 
@@ -85,6 +93,14 @@ class StepContext:
         self._stopped: StopReason | None = None
         self._completed = False
         self._last_contact = time.monotonic()
+        # Progress reported by the step and not sent yet, oldest first, and the task sending
+        # it: reports go out in order, one call at a time, those that piled up together.
+        self._pending: list[StepProgress] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
+        # Set once the completion is being sent: nothing is queued after it.
+        self._closing = False
+        self._lingering = False
 
     # -- what a step uses ---------------------------------------------------------------------
 
@@ -105,28 +121,33 @@ class StepContext:
         return self._stopped is not None
 
     async def report_progress(self, body: Mapping[str, Any]) -> None:
-        """Sends the seed's progress body. Raises ValueError naming a bad field,
-        StepCancelled when the engine answers that the attempt was cancelled.
+        """Queues the seed's progress body for the engine and returns: the step does not wait
+        for the database. Raises ValueError naming a bad field, StepCancelled once the engine
+        has answered that the attempt was cancelled (the handler is also cancelled then).
 
-        Progress is best effort: when the engine cannot be reached within the retry budget
-        (it may be restarting) the report is dropped and the step goes on. Whether the
-        attempt is still alive is the engine's call, through its heartbeat timeout; the
-        completion, which is never dropped, is what matters."""
-        try:
-            await self._send_progress(progress_from_body(body))
-        except EngineUnavailable as exc:
-            log.warning(
-                "progress not delivered",
-                extra={
-                    "execution_id": self.execution_id,
-                    "step": self.step_name,
-                    "error": str(exc),
-                },
-            )
+        Reports go out in order; those that pile up while a call is in flight go together in
+        the next one, and the completion carries whatever is left, so every report the step
+        made is logged before its completion. Progress is best effort otherwise: when the
+        engine cannot be reached within the retry budget (it may be restarting) the reports
+        are dropped and the step goes on. Whether the attempt is still alive is the engine's
+        call, through its heartbeat timeout; the completion, never dropped, is what matters."""
+        progress = progress_from_body(body)
+        self._raise_if_stopped()
+        if self._closing:
+            raise StaleAttempt(f"step {self.step_name!r} has already reported its completion")
+        while len(self._pending) >= MAX_PENDING_REPORTS:
+            self._room.clear()
+            await self._room.wait()
+            self._raise_if_stopped()
+        self._pending.append(progress)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_pending())
 
     async def heartbeat(self) -> None:
         """Tells the engine the attempt is alive. Raises StepCancelled when it was cancelled."""
-        await self._send_progress(None)
+        if self._sender is not None and not self._sender.done():
+            return  # a report is on its way: it is the heartbeat
+        await self._send_progress([])
 
     async def report_completion(self, body: Mapping[str, Any]) -> None:
         """Sends the seed's completion body; pioneer then reports nothing more for the attempt."""
@@ -215,6 +236,14 @@ class StepContext:
             self._task.cancel()
 
     async def send_completion(self, outcome: Outcome) -> None:
+        self._closing = True
+        if self._sender is not None:
+            if self._lingering:
+                self._sender.cancel()  # what it waited to send goes with the completion
+            # The call in flight first: its reports are logged before the ones sent here.
+            await asyncio.wait({self._sender})
+        left, self._pending = self._pending, []
+        self._room.set()
         request = report_pb2.CompleteStepRequest(
             execution_id=self.execution_id,
             step_name=self.step_name,
@@ -222,6 +251,7 @@ class StepContext:
             success=outcome.success,
             result=outcome.result,
             error=outcome.error,
+            progress=left,
         )
         try:
             await self._reporter.complete_step(request, budget_seconds=self.completion_budget)
@@ -230,15 +260,48 @@ class StepContext:
             raise
         self._completed = True
 
+    def discard_reports(self) -> None:
+        """The attempt ended without a completion from here: what was not sent never will be."""
+        self._pending.clear()
+        self._room.set()
+        if self._sender is not None:
+            self._sender.cancel()
+
     # -- internals ----------------------------------------------------------------------------
 
-    async def _send_progress(self, progress: StepProgress | None) -> None:
+    async def _send_pending(self) -> None:
+        self._lingering = True
+        try:
+            await asyncio.sleep(PROGRESS_LINGER_SECONDS)
+        finally:
+            self._lingering = False
+        while self._pending and not self._closing and self._stopped is None:
+            batch = self._pending[:MAX_REPORTS_PER_CALL]
+            del self._pending[:MAX_REPORTS_PER_CALL]
+            self._room.set()
+            try:
+                await self._send_progress(batch)
+            except (StepCancelled, StaleAttempt):
+                return  # the context has stopped the handler
+            except (EngineUnavailable, ReportRejected) as exc:
+                log.warning(
+                    "progress not delivered",
+                    extra={
+                        "execution_id": self.execution_id,
+                        "step": self.step_name,
+                        "reports": len(batch),
+                        "error": str(exc),
+                    },
+                )
+
+    async def _send_progress(self, reports: list[StepProgress]) -> None:
         self._raise_if_stopped()
         request = report_pb2.ReportStepProgressRequest(
             execution_id=self.execution_id,
             step_name=self.step_name,
             attempt_token=self._token,
-            progress=progress,
+            progress=reports[0] if reports else None,
+            more_progress=reports[1:],
         )
         # Counted from the try, not the answer: a failing engine is not asked again at once.
         self._last_contact = time.monotonic()

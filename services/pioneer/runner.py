@@ -129,6 +129,7 @@ class StepRunner:
         finally:
             keep_alive.cancel()
             handler_task.cancel()
+            ctx.discard_reports()
             del self._running[ctx.attempt_token]
             self._remember(ctx.attempt_token)
             self._slot_freed.set()

@@ -79,7 +79,8 @@ async def test_watch_json_prints_every_seq_once_in_order(
 async def test_watch_json_without_after_seq_starts_with_a_snapshot(
     stack: Stack, target: str, two_naps: wf_pb.Workflow
 ) -> None:
-    started = await stack.client.start(two_naps.workflow_id, {"seconds": 0.4})
+    # Long enough that the CLI (a new interpreter) starts watching before the end.
+    started = await stack.client.start(two_naps.workflow_id, {"seconds": 1.5})
     await asyncio.sleep(0.3)
 
     result = await run_cli(target, "watch", started.execution_id, "--json")

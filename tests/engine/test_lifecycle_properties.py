@@ -114,8 +114,9 @@ class Lifecycle(RuleBasedStateMachine):
         attempt = state.history[-1] if state.history else None
         return attempt.step_name if attempt else "a"
 
-    @rule(execution_id=executions, percentage=st.floats(0, 100))
-    def progress(self, execution_id: str, percentage: float) -> None:
+    @rule(execution_id=executions, percentages=st.lists(st.floats(0, 100), max_size=3))
+    def progress(self, execution_id: str, percentages: list[float]) -> None:
+        # None, one or several reports in one call: a heartbeat, or reports that piled up.
         state, token = self._current(execution_id)
         if token is None:
             return
@@ -123,7 +124,10 @@ class Lifecycle(RuleBasedStateMachine):
         try:
             self.run(
                 self.runner.report_progress(
-                    execution_id, self._step_name(state), token, {"percentage": percentage}
+                    execution_id,
+                    self._step_name(state),
+                    token,
+                    [{"percentage": p} for p in percentages],
                 )
             )
         except StaleAttempt:

@@ -80,7 +80,7 @@ def test_discarded_attempts_are_never_handed_out() -> None:
 
 async def test_a_waiting_poller_wakes_when_work_for_it_arrives() -> None:
     queue = StepQueue()
-    waiter = asyncio.create_task(queue.wait(frozenset({"h"}), 5))
+    waiter = asyncio.create_task(queue.wait("r", frozenset({"h"}), 1, 5))
     await asyncio.sleep(0.01)
     queue.put(ready("other", handler="x"))
     await asyncio.sleep(0.01)
@@ -92,11 +92,44 @@ async def test_a_waiting_poller_wakes_when_work_for_it_arrives() -> None:
 
 async def test_close_answers_every_poller_at_once() -> None:
     queue = StepQueue()
-    waiters = [asyncio.create_task(queue.wait(frozenset({"h"}), 30)) for _ in range(3)]
+    waiters = [asyncio.create_task(queue.wait("r", frozenset({"h"}), 1, 30)) for _ in range(3)]
     await asyncio.sleep(0.01)
     queue.close()
     await asyncio.wait_for(asyncio.gather(*waiters), 1)
-    await asyncio.wait_for(queue.wait(frozenset({"h"}), 30), 1)
+    await asyncio.wait_for(queue.wait("r", frozenset({"h"}), 1, 30), 1)
+
+
+async def test_a_waiting_poll_is_handed_work_directly_only_when_none_waits() -> None:
+    queue = StepQueue()
+    poll = asyncio.create_task(queue.wait("runner-1", frozenset({"h"}), 2, 5))
+    await asyncio.sleep(0.01)
+    assert queue.match("x") is None, "matched a handler the poll does not offer"
+    matched = queue.match("h")
+    assert matched is not None and matched.runner_id == "runner-1"
+    matched.woken.set()
+    await asyncio.sleep(0.01)
+    assert not poll.done(), "answered before the matched take was written"
+    matched.deliver("assignment-1")
+    assert await asyncio.wait_for(poll, 1) == ["assignment-1"]
+
+    # An attempt of the handler already waits in the queue: it goes first, nothing is matched.
+    queue.put(ready("queued"))
+    poll = asyncio.create_task(queue.wait("runner-1", frozenset({"h"}), 2, 0.05))
+    await asyncio.sleep(0.01)
+    assert queue.match("h") is None
+    assert await asyncio.wait_for(poll, 1) == []
+
+
+async def test_a_released_match_frees_the_slot_and_hands_nothing() -> None:
+    queue = StepQueue()
+    poll = asyncio.create_task(queue.wait("runner-1", frozenset({"h"}), 1, 0.2))
+    await asyncio.sleep(0.01)
+    matched = queue.match("h")
+    assert matched is not None
+    assert queue.match("h") is None, "matched beyond the poll's free slots"
+    matched.release()
+    assert matched.capacity == 1
+    assert await asyncio.wait_for(poll, 1) == []
 
 
 async def test_the_newest_poll_is_served_first() -> None:
@@ -104,7 +137,7 @@ async def test_the_newest_poll_is_served_first() -> None:
     order: list[str] = []
 
     async def poll(name: str) -> None:
-        await queue.wait(frozenset({"h"}), 5)
+        await queue.wait("r", frozenset({"h"}), 1, 5)
         if queue.pop({"h"}) is not None:
             order.append(name)
 

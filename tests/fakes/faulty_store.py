@@ -27,8 +27,8 @@ METHODS = frozenset(
         "claim_executions",
         "claim_execution",
         "renew_leases",
-        "record_step_duration",
-        "typical_step_seconds",
+        "add_step_totals",
+        "step_totals",
         "get_workflow",
     }
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from services.engine.store.repository import (
     QueueDepth,
     RequestIdTaken,
     RunnerSeen,
+    StepTotal,
 )
 
 
@@ -37,7 +38,7 @@ class InMemoryStore:
         self.executions: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.blobs: dict[str, tuple[str, bytes]] = {}
-        self.durations: dict[tuple[str, str], list[float]] = {}
+        self.durations: dict[tuple[str, str], StepTotal] = {}
         self.runners: dict[str, RunnerSeen] = {}
 
     async def create_workflow(self, workflow: Workflow) -> None:
@@ -169,13 +170,14 @@ class InMemoryStore:
         for blob_id in [b for b, (owner, _) in self.blobs.items() if owner == execution_id]:
             del self.blobs[blob_id]
 
-    async def record_step_duration(self, workflow_id: str, step_name: str, seconds: float) -> None:
-        self.durations.setdefault((workflow_id, step_name), []).append(seconds)
+    async def add_step_totals(self, totals: Mapping[tuple[str, str], StepTotal]) -> None:
+        for key, total in totals.items():
+            self.durations.setdefault(key, StepTotal()).add(total.count, total.seconds)
 
-    async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
+    async def step_totals(self, workflow_id: str) -> dict[str, StepTotal]:
         return {
-            step: sum(values) / len(values)
-            for (workflow, step), values in self.durations.items()
+            step: StepTotal(total.count, total.seconds)
+            for (workflow, step), total in self.durations.items()
             if workflow == workflow_id
         }
 

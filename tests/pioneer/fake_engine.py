@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from discovery.engine.v1 import step_report_service_pb2 as report_pb2
 from discovery.engine.v1 import step_report_service_pb2_grpc as report_grpc
+from discovery.engine.v1.execution_pb2 import StepProgress
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Script:
     progress_errors: list[grpc.StatusCode] = field(default_factory=list)
     complete_errors: list[grpc.StatusCode] = field(default_factory=list)
     blobs: dict[str, bytes] = field(default_factory=dict)
+    # How long a progress call takes to answer: a slow database.
+    progress_delay_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -41,25 +44,32 @@ class FakeEngine(report_grpc.StepReportServiceServicer):
         self.script = Script()
         self.progress_calls: list[Call] = []
         self.complete_calls: list[Call] = []
+        # "progress" when a progress call is answered, "complete" when a completion arrives.
+        self.order: list[str] = []
         self._changed = asyncio.Condition()
 
     # -- what tests read ----------------------------------------------------------------------
 
-    def progress(self, token: str) -> list[report_pb2.ReportStepProgressRequest]:
-        """Accepted progress reports (heartbeats excluded) of one attempt."""
-        return [
-            call.request
-            for call in self.progress_calls
-            if call.refused_with is None
-            and call.request.attempt_token == token
-            and call.request.HasField("progress")
-        ]
+    def progress(self, token: str) -> list[StepProgress]:
+        """Every progress report of one attempt the engine accepted, in order: those sent on
+        their own, several to a call, and those the completion carried."""
+        reports: list[StepProgress] = []
+        for call in self.progress_calls:
+            if call.refused_with is None and call.request.attempt_token == token:
+                if call.request.HasField("progress"):
+                    reports.append(call.request.progress)
+                reports.extend(call.request.more_progress)
+        for completion in self.completions(token)[:1]:
+            reports.extend(completion.progress)
+        return reports
 
     def heartbeats(self, token: str) -> list[report_pb2.ReportStepProgressRequest]:
         return [
             call.request
             for call in self.progress_calls
-            if call.request.attempt_token == token and not call.request.HasField("progress")
+            if call.request.attempt_token == token
+            and not call.request.HasField("progress")
+            and not call.request.more_progress
         ]
 
     def completions(self, token: str) -> list[report_pb2.CompleteStepRequest]:
@@ -92,6 +102,7 @@ class FakeEngine(report_grpc.StepReportServiceServicer):
         self, request: report_pb2.ReportStepProgressRequest, context: grpc.aio.ServicerContext
     ) -> report_pb2.ReportStepProgressResponse:
         code = self._refusal(request.attempt_token, self.script.progress_errors)
+        await asyncio.sleep(self.script.progress_delay_seconds)
         await self._record(self.progress_calls, Call(request, code))
         if code is not None:
             await context.abort(code, f"fake engine answers {code.name}")
@@ -126,6 +137,7 @@ class FakeEngine(report_grpc.StepReportServiceServicer):
     async def _record(self, calls: list[Call], call: Call) -> None:
         async with self._changed:
             calls.append(call)
+            self.order.append("complete" if calls is self.complete_calls else "progress")
             self._changed.notify_all()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from typing import Any
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
@@ -12,6 +13,16 @@ from services.pioneer.context import StepContext
 from services.pioneer.registry import registry as default_registry
 
 registry = default_registry.copy()
+
+
+@registry.step("burst", description="Reports `count` progress reports as fast as it can.")
+async def burst(ctx: StepContext) -> dict[str, Any]:
+    longest = 0.0
+    for i in range(1, int(ctx.input["count"]) + 1):
+        began = time.monotonic()
+        await sdk.report_progress(ctx.execution_id, ctx.step_name, {"percentage": i})
+        longest = max(longest, time.monotonic() - began)
+    return {"longest_report_seconds": longest}
 
 
 @registry.step("fetch_user", description="The seed's example step, written as in the seed.")

@@ -22,7 +22,7 @@ async def test_sleep_reports_progress_then_completes(pioneer: Pioneer, engine: F
     request = await pioneer.start("sleep", {"seconds": 0.6})
     completion = await engine.completion(request.attempt_token)
 
-    progress = [call.progress for call in engine.progress(request.attempt_token)]
+    progress = engine.progress(request.attempt_token)
     assert len(progress) >= 2
     percentages = [p.percentage for p in progress]
     assert percentages == sorted(percentages)
@@ -173,12 +173,29 @@ async def test_start_step_twice_with_one_token_runs_the_step_once(
     assert pioneer.runner.running_count == 0
 
 
+async def test_progress_does_not_wait_for_the_engine_and_arrives_in_order_before_the_end(
+    pioneer: Pioneer, engine: FakeEngine
+) -> None:
+    engine.script.progress_delay_seconds = 0.3  # a slow database
+    request = await pioneer.start("burst", {"count": 40})
+    completion = await engine.completion(request.attempt_token)
+
+    result = json_format.MessageToDict(completion.result)
+    assert result["longest_report_seconds"] < 0.1, "report_progress waited for the engine"
+    reports = engine.progress(request.attempt_token)
+    assert [r.percentage for r in reports] == list(range(1, 41))
+    # What piled up while a call was in flight went in one call (or with the completion).
+    assert len(engine.progress_calls) < 5
+    # The completion was sent once every progress call before it had been answered.
+    assert engine.order[-1] == "complete" and engine.order.count("complete") == 1
+
+
 async def test_the_seeds_calls_work_inside_a_step(pioneer: Pioneer, engine: FakeEngine) -> None:
     request = await pioneer.start("fetch_user")
     completion = await engine.completion(request.attempt_token)
     await pioneer.idle()
 
-    [progress] = [call.progress for call in engine.progress(request.attempt_token)]
+    [progress] = engine.progress(request.attempt_token)
     assert progress.percentage == 50
     assert progress.message == "Procesando documento..."
     assert progress.current_task == "Extrayendo texto"

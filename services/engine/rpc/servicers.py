@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
+from discovery.engine.v1 import execution_pb2 as pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
 from discovery.engine.v1 import step_queue_service_pb2 as sq
@@ -35,6 +36,8 @@ DEFAULT_POLL_SECONDS = 20.0
 MAX_POLL_SECONDS = 60.0
 MAX_POLL_ATTEMPTS = 100
 MAX_HANDLERS = 200
+# Progress reports in one ReportStepProgress or CompleteStep call.
+MAX_REPORTS_PER_CALL = 1000
 # A poll answers this much before the caller's deadline, so that what it took reaches the
 # runner instead of being lost with a call that already timed out.
 POLL_DEADLINE_MARGIN_SECONDS = 1.0
@@ -46,6 +49,14 @@ def _required(value: str, field: str) -> str:
     if len(value) > 200:
         raise InvalidArgument(field, "at most 200 characters")
     return value
+
+
+def _at_most(
+    reports: Sequence[pb.StepProgress], most: int, field: str
+) -> Sequence[pb.StepProgress]:
+    if len(reports) > most:
+        raise InvalidArgument(field, f"at most {most} progress reports in one call")
+    return reports
 
 
 def _page_size(value: int) -> int:
@@ -263,18 +274,14 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
     async def ReportStepProgress(
         self, request: sr.ReportStepProgressRequest, context: Context
     ) -> sr.ReportStepProgressResponse:
-        progress = (
-            convert.progress_to_dict(request.progress) if request.HasField("progress") else None
-        )
-        if progress is not None and self._limits.progress.take(request.attempt_token):
-            # Faster than the log should grow: kept as the heartbeat it also is. The step's
-            # completion, and its next progress within the rate, say where it got to.
-            progress = None
+        _at_most(request.more_progress, MAX_REPORTS_PER_CALL, "more_progress")
+        reports = [*([request.progress] if request.HasField("progress") else [])]
+        reports.extend(request.more_progress)
         cancelled = await self._runner.report_progress(
             _required(request.execution_id, "execution_id"),
             _required(request.step_name, "step_name"),
             _required(request.attempt_token, "attempt_token"),
-            progress,
+            self._within_rate(request.attempt_token, reports),
         )
         return sr.ReportStepProgressResponse(cancel_requested=cancelled)
 
@@ -295,8 +302,23 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
             request.success,
             convert.from_struct(request.result),
             error,
+            progress=self._within_rate(
+                request.attempt_token, _at_most(request.progress, MAX_REPORTS_PER_CALL, "progress")
+            ),
         )
         return sr.CompleteStepResponse()
+
+    def _within_rate(
+        self, attempt_token: str, reports: Iterable[pb.StepProgress]
+    ) -> list[dict[str, Any]]:
+        """The reports within the attempt's progress rate. The others are faster than the log
+        should grow: kept as the heartbeat they also are; the step's next progress within
+        the rate, and its completion, say where it got to."""
+        return [
+            convert.progress_to_dict(report)
+            for report in reports
+            if not self._limits.progress.take(attempt_token)
+        ]
 
     async def ReadBlob(
         self, request: sr.ReadBlobRequest, context: Context

@@ -1,9 +1,16 @@
 """The MongoDB store, through pymongo's AsyncMongoClient.
 
 Writes to the event log are group-committed: appends from every execution that arrive while
-a write is in flight go out together in one `insert_many` and one `bulk_write`. A lone append
-costs one round trip; two hundred busy executions cost a few. The unique index on
-(execution_id, seq) is what makes a lost race between two writers impossible to miss.
+a write is in flight go out together in one `insert_many`. A lone append costs one round
+trip; two hundred busy executions cost a few. The unique index on (execution_id, seq) is what
+makes a lost race between two writers impossible to miss.
+
+The status document (the projection of the log that listings read) is written apart from the
+events, at most once a `PROJECTION_SECONDS` per execution, and right after the events when the
+execution ends: rewriting the whole document for every event was most of what the database
+spent per event. Until it is written, this store answers listings from the unwritten
+document, and a load catches up from the log, so both are exact here; another engine's
+listing may be that much behind.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -44,6 +51,7 @@ from services.engine.store.repository import (
     QueueDepth,
     RequestIdTaken,
     RunnerSeen,
+    StepTotal,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,8 @@ log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
 BLOB_CHUNK_BYTES = 4 * 1024 * 1024
 RUNNER_RECORD_TTL_SECONDS = 24 * 3600
+# How far behind the log an execution's status document may be (see the module docstring).
+PROJECTION_SECONDS = 5.0
 # What a listing leaves behind: the payloads. The attempts stay, without theirs, because
 # progress is computed from them.
 _SUMMARY_FIELDS = {
@@ -68,6 +78,8 @@ class _Append:
     execution_id: str
     last_seq: int
     projection: dict[str, Any]
+    # Written right after the events rather than within PROJECTION_SECONDS: it ended.
+    urgent: bool
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -90,17 +102,29 @@ class MongoStore:
         self.step_stats: AsyncCollection[dict[str, Any]] = db["step_stats"]
         self.runners: AsyncCollection[dict[str, Any]] = db["runners"]
         self._pending: list[_Append] = []
+        # Status documents not written yet: the latest per execution, and since when the
+        # oldest of them waits (loop time).
+        self._projections: dict[str, _Append] = {}
+        self._projections_since: float | None = None
         self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._projection_due = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
         await self.ensure_indexes()
-        self._writer = asyncio.create_task(self._write_loop(), name="event-log-writer")
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="event-log-writer"),
+            asyncio.create_task(self._projection_loop(), name="status-writer"),
+        ]
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(PyMongoError):
+            # Not needed for correctness (loads catch up from the log), but listings are
+            # right at once after a clean stop.
+            await self._write_projections(list(self._projections.values()))
         for item in self._pending:
             if not item.done.done():
                 item.done.set_exception(StoreUnavailable("the store is closing"))
@@ -214,7 +238,7 @@ class MongoStore:
         doc = await self.executions.find_one({"_id": execution_id})
         if doc is None:
             return None
-        state = execution_from_doc(doc)
+        state = execution_from_doc(self._unwritten(doc))
         # The projection may trail the log by the writes a crash interrupted.
         while True:
             tail = await self.read_events(execution_id, state.last_seq, 1000)
@@ -239,11 +263,16 @@ class MongoStore:
             [("created_at", -1), ("_id", -1)]
         )
         docs = await cursor.limit(page_size + 1).to_list()
-        items = [execution_from_doc(d) for d in docs[:page_size]]
+        items = [execution_from_doc(self._unwritten(d)) for d in docs[:page_size]]
         token = ""
         if len(docs) > page_size:
             token = encode_page_token(items[-1].created_at, items[-1].execution_id)
         return Page(items, token)
+
+    def _unwritten(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The status document as this store last committed it, written yet or not."""
+        unwritten = self._projections.get(doc["_id"])
+        return doc if unwritten is None else {**doc, **unwritten.projection}
 
     # --- the event log ---------------------------------------------------------------
 
@@ -253,6 +282,7 @@ class MongoStore:
             execution_id=state.execution_id,
             last_seq=state.last_seq,
             projection=execution_to_doc(state),
+            urgent=state.is_terminal,
         )
         self._pending.append(item)
         self._wakeup.set()
@@ -263,8 +293,6 @@ class MongoStore:
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._pending = self._pending, []
-            if not batch:
-                continue
             try:
                 await self._flush(batch)
             except Exception:  # the loop must outlive any one batch
@@ -293,39 +321,70 @@ class MongoStore:
                             f"execution {batch[i].execution_id} was written by another engine"
                         )
                     else:
-                        log.warning("event write refused: %s", error.get("errmsg"))
+                        log.warning("event log write refused: %s", error.get("errmsg"))
                         failures[i] = StoreUnavailable("the event log write failed; retry")
             except PyMongoError as exc:
                 log.warning("event log write failed: %s", exc)
                 for i in range(len(batch)):
                     failures[i] = StoreUnavailable("the database is unavailable")
-        # One projection write per execution: the latest state stands for the batch.
-        latest: dict[str, _Append] = {}
+        now = asyncio.get_running_loop().time()
         for i, item in enumerate(batch):
-            if i not in failures:
-                latest[item.execution_id] = item
-        if latest:
+            if i in failures:
+                item.done.set_exception(failures[i])
+                continue
+            # Durable: the caller goes on, the status document follows.
+            self._projections[item.execution_id] = item
+            if self._projections_since is None:
+                self._projections_since = now
+            if item.urgent:
+                self._projection_due.set()
+            item.done.set_result(None)
+
+    async def _projection_loop(self) -> None:
+        """Writes the status documents that are due: an ended execution's at once, the others
+        once the oldest unwritten one has waited PROJECTION_SECONDS."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._projections_since is None:
+                await self._projection_due.wait()
+            else:
+                due = self._projections_since + PROJECTION_SECONDS - loop.time()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(due, 0.0)):
+                        await self._projection_due.wait()
+            self._projection_due.clear()
+            aged = self._projections_since is not None and (
+                loop.time() - self._projections_since >= PROJECTION_SECONDS
+            )
+            items = [p for p in self._projections.values() if aged or p.urgent]
             try:
-                await self.executions.bulk_write(
-                    [
-                        UpdateOne(
-                            {"_id": item.execution_id, "last_seq": {"$lt": item.last_seq}},
-                            {"$set": item.projection},
-                        )
-                        for item in latest.values()
-                    ],
-                    ordered=False,
-                )
+                await self._write_projections(items)
             except PyMongoError as exc:
                 # The events are durable; a stale projection is caught up on the next load.
                 log.warning("status projection write failed: %s", exc)
-        for i, item in enumerate(batch):
-            if item.done.done():
+                await asyncio.sleep(1.0)
                 continue
-            if i in failures:
-                item.done.set_exception(failures[i])
-            else:
-                item.done.set_result(None)
+            for item in items:
+                # A later append may have replaced it meanwhile: that one is still to write.
+                if self._projections.get(item.execution_id) is item:
+                    del self._projections[item.execution_id]
+            if not self._projections:
+                self._projections_since = None
+            elif aged:
+                self._projections_since = loop.time()
+
+    async def _write_projections(self, items: list[_Append]) -> None:
+        if items:
+            await self.executions.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": item.execution_id, "last_seq": {"$lt": item.last_seq}},
+                        {"$set": item.projection},
+                    )
+                    for item in items
+                ],
+                ordered=False,
+            )
 
     async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]:
         cursor = self.events.find({"execution_id": execution_id, "seq": {"$gt": after_seq}})
@@ -424,19 +483,26 @@ class MongoStore:
 
     # --- step durations, for estimates -----------------------------------------------
 
-    async def record_step_duration(self, workflow_id: str, step_name: str, seconds: float) -> None:
-        await self.step_stats.update_one(
-            {"_id": f"{workflow_id}/{step_name}"},
-            {
-                "$set": {"workflow_id": workflow_id, "step_name": step_name},
-                "$inc": {"count": 1, "total_seconds": seconds},
-            },
-            upsert=True,
-        )
+    async def add_step_totals(self, totals: Mapping[tuple[str, str], StepTotal]) -> None:
+        if totals:
+            await self.step_stats.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": f"{workflow_id}/{step_name}"},
+                        {
+                            "$set": {"workflow_id": workflow_id, "step_name": step_name},
+                            "$inc": {"count": total.count, "total_seconds": total.seconds},
+                        },
+                        upsert=True,
+                    )
+                    for (workflow_id, step_name), total in totals.items()
+                ],
+                ordered=False,
+            )
 
-    async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
+    async def step_totals(self, workflow_id: str) -> dict[str, StepTotal]:
         docs = await self.step_stats.find({"workflow_id": workflow_id}).to_list()
-        return {d["step_name"]: d["total_seconds"] / d["count"] for d in docs if d["count"]}
+        return {d["step_name"]: StepTotal(d["count"], d["total_seconds"]) for d in docs}
 
     # --- the step queue, as every engine sees it -------------------------------------
 
@@ -444,8 +510,14 @@ class MongoStore:
         cursor = self.executions.find(
             {"queue.state": "ready"}, {"tenant_id": 1, "queue.handler": 1, "queue.queued_at": 1}
         )
+        ready = {doc["_id"]: doc async for doc in cursor}
+        for execution_id, unwritten in self._projections.items():
+            if unwritten.projection["queue"] is None:
+                ready.pop(execution_id, None)
+            else:
+                ready[execution_id] = unwritten.projection
         counts: dict[tuple[str, str], tuple[int, datetime]] = {}
-        async for doc in cursor:
+        for doc in ready.values():
             key = (doc["tenant_id"], doc["queue"]["handler"])
             queued_at = doc["queue"]["queued_at"]
             count, oldest = counts.get(key, (0, queued_at))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -31,6 +31,18 @@ class BlobRef:
 
     def as_dict(self) -> dict[str, Any]:
         return {"blob_id": self.blob_id, "size_bytes": self.size_bytes, "sha256": self.sha256}
+
+
+@dataclass
+class StepTotal:
+    """Successful attempts of one step, and the seconds they took from queue to end."""
+
+    count: int = 0
+    seconds: float = 0.0
+
+    def add(self, count: int, seconds: float) -> None:
+        self.count += count
+        self.seconds += seconds
 
 
 @dataclass(frozen=True)
@@ -125,11 +137,11 @@ class ExecutionStore(Protocol):
 
     async def delete_blobs(self, execution_id: str) -> None: ...
 
-    async def record_step_duration(
-        self, workflow_id: str, step_name: str, seconds: float
-    ) -> None: ...
+    async def add_step_totals(self, totals: Mapping[tuple[str, str], StepTotal]) -> None:
+        """Adds to the totals of (workflow_id, step_name)."""
+        ...
 
-    async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]: ...
+    async def step_totals(self, workflow_id: str) -> dict[str, StepTotal]: ...
 
     async def queue_depths(self) -> list[QueueDepth]:
         """Queued attempts by tenant and handler, as the status projections say, whichever

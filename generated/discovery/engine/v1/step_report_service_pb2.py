@@ -26,7 +26,7 @@ from discovery.engine.v1 import execution_pb2 as discovery_dot_engine_dot_v1_dot
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-discovery/engine/v1/step_report_service.proto\x12\x13\x64iscovery.engine.v1\x1a#discovery/engine/v1/execution.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x90\x01\n\x19ReportStepProgressRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tstep_name\x18\x02 \x01(\t\x12\x15\n\rattempt_token\x18\x03 \x01(\t\x12\x33\n\x08progress\x18\x04 \x01(\x0b\x32!.discovery.engine.v1.StepProgress\"6\n\x1aReportStepProgressResponse\x12\x18\n\x10\x63\x61ncel_requested\x18\x01 \x01(\x08\"\xbe\x01\n\x13\x43ompleteStepRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tstep_name\x18\x02 \x01(\t\x12\x15\n\rattempt_token\x18\x03 \x01(\t\x12\x0f\n\x07success\x18\x04 \x01(\x08\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1e.discovery.engine.v1.StepError\"\x16\n\x14\x43ompleteStepResponse\"O\n\x0fReadBlobRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rattempt_token\x18\x02 \x01(\t\x12\x0f\n\x07\x62lob_id\x18\x03 \x01(\t\"!\n\x10ReadBlobResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\">\n\x0fWriteBlobHeader\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rattempt_token\x18\x02 \x01(\t\"c\n\x10WriteBlobRequest\x12\x36\n\x06header\x18\x01 \x01(\x0b\x32$.discovery.engine.v1.WriteBlobHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"H\n\x11WriteBlobResponse\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t2\xa8\x03\n\x11StepReportService\x12u\n\x12ReportStepProgress\x12..discovery.engine.v1.ReportStepProgressRequest\x1a/.discovery.engine.v1.ReportStepProgressResponse\x12\x63\n\x0c\x43ompleteStep\x12(.discovery.engine.v1.CompleteStepRequest\x1a).discovery.engine.v1.CompleteStepResponse\x12Y\n\x08ReadBlob\x12$.discovery.engine.v1.ReadBlobRequest\x1a%.discovery.engine.v1.ReadBlobResponse0\x01\x12\\\n\tWriteBlob\x12%.discovery.engine.v1.WriteBlobRequest\x1a&.discovery.engine.v1.WriteBlobResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-discovery/engine/v1/step_report_service.proto\x12\x13\x64iscovery.engine.v1\x1a#discovery/engine/v1/execution.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xca\x01\n\x19ReportStepProgressRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tstep_name\x18\x02 \x01(\t\x12\x15\n\rattempt_token\x18\x03 \x01(\t\x12\x33\n\x08progress\x18\x04 \x01(\x0b\x32!.discovery.engine.v1.StepProgress\x12\x38\n\rmore_progress\x18\x05 \x03(\x0b\x32!.discovery.engine.v1.StepProgress\"6\n\x1aReportStepProgressResponse\x12\x18\n\x10\x63\x61ncel_requested\x18\x01 \x01(\x08\"\xf3\x01\n\x13\x43ompleteStepRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tstep_name\x18\x02 \x01(\t\x12\x15\n\rattempt_token\x18\x03 \x01(\t\x12\x0f\n\x07success\x18\x04 \x01(\x08\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1e.discovery.engine.v1.StepError\x12\x33\n\x08progress\x18\x07 \x03(\x0b\x32!.discovery.engine.v1.StepProgress\"\x16\n\x14\x43ompleteStepResponse\"O\n\x0fReadBlobRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rattempt_token\x18\x02 \x01(\t\x12\x0f\n\x07\x62lob_id\x18\x03 \x01(\t\"!\n\x10ReadBlobResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\">\n\x0fWriteBlobHeader\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rattempt_token\x18\x02 \x01(\t\"c\n\x10WriteBlobRequest\x12\x36\n\x06header\x18\x01 \x01(\x0b\x32$.discovery.engine.v1.WriteBlobHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"H\n\x11WriteBlobResponse\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t2\xa8\x03\n\x11StepReportService\x12u\n\x12ReportStepProgress\x12..discovery.engine.v1.ReportStepProgressRequest\x1a/.discovery.engine.v1.ReportStepProgressResponse\x12\x63\n\x0c\x43ompleteStep\x12(.discovery.engine.v1.CompleteStepRequest\x1a).discovery.engine.v1.CompleteStepResponse\x12Y\n\x08ReadBlob\x12$.discovery.engine.v1.ReadBlobRequest\x1a%.discovery.engine.v1.ReadBlobResponse0\x01\x12\\\n\tWriteBlob\x12%.discovery.engine.v1.WriteBlobRequest\x1a&.discovery.engine.v1.WriteBlobResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'discovery.engine.v1.step_re
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REPORTSTEPPROGRESSREQUEST']._serialized_start=138
-  _globals['_REPORTSTEPPROGRESSREQUEST']._serialized_end=282
-  _globals['_REPORTSTEPPROGRESSRESPONSE']._serialized_start=284
-  _globals['_REPORTSTEPPROGRESSRESPONSE']._serialized_end=338
-  _globals['_COMPLETESTEPREQUEST']._serialized_start=341
-  _globals['_COMPLETESTEPREQUEST']._serialized_end=531
-  _globals['_COMPLETESTEPRESPONSE']._serialized_start=533
-  _globals['_COMPLETESTEPRESPONSE']._serialized_end=555
-  _globals['_READBLOBREQUEST']._serialized_start=557
-  _globals['_READBLOBREQUEST']._serialized_end=636
-  _globals['_READBLOBRESPONSE']._serialized_start=638
-  _globals['_READBLOBRESPONSE']._serialized_end=671
-  _globals['_WRITEBLOBHEADER']._serialized_start=673
-  _globals['_WRITEBLOBHEADER']._serialized_end=735
-  _globals['_WRITEBLOBREQUEST']._serialized_start=737
-  _globals['_WRITEBLOBREQUEST']._serialized_end=836
-  _globals['_WRITEBLOBRESPONSE']._serialized_start=838
-  _globals['_WRITEBLOBRESPONSE']._serialized_end=910
-  _globals['_STEPREPORTSERVICE']._serialized_start=913
-  _globals['_STEPREPORTSERVICE']._serialized_end=1337
+  _globals['_REPORTSTEPPROGRESSREQUEST']._serialized_end=340
+  _globals['_REPORTSTEPPROGRESSRESPONSE']._serialized_start=342
+  _globals['_REPORTSTEPPROGRESSRESPONSE']._serialized_end=396
+  _globals['_COMPLETESTEPREQUEST']._serialized_start=399
+  _globals['_COMPLETESTEPREQUEST']._serialized_end=642
+  _globals['_COMPLETESTEPRESPONSE']._serialized_start=644
+  _globals['_COMPLETESTEPRESPONSE']._serialized_end=666
+  _globals['_READBLOBREQUEST']._serialized_start=668
+  _globals['_READBLOBREQUEST']._serialized_end=747
+  _globals['_READBLOBRESPONSE']._serialized_start=749
+  _globals['_READBLOBRESPONSE']._serialized_end=782
+  _globals['_WRITEBLOBHEADER']._serialized_start=784
+  _globals['_WRITEBLOBHEADER']._serialized_end=846
+  _globals['_WRITEBLOBREQUEST']._serialized_start=848
+  _globals['_WRITEBLOBREQUEST']._serialized_end=947
+  _globals['_WRITEBLOBRESPONSE']._serialized_start=949
+  _globals['_WRITEBLOBRESPONSE']._serialized_end=1021
+  _globals['_STEPREPORTSERVICE']._serialized_start=1024
+  _globals['_STEPREPORTSERVICE']._serialized_end=1448
 # @@protoc_insertion_point(module_scope)

@@ -1,23 +1,26 @@
 from discovery.engine.v1 import execution_pb2 as _execution_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ReportStepProgressRequest(_message.Message):
-    __slots__ = ("execution_id", "step_name", "attempt_token", "progress")
+    __slots__ = ("execution_id", "step_name", "attempt_token", "progress", "more_progress")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_NAME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MORE_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     step_name: str
     attempt_token: str
     progress: _execution_pb2.StepProgress
-    def __init__(self, execution_id: _Optional[str] = ..., step_name: _Optional[str] = ..., attempt_token: _Optional[str] = ..., progress: _Optional[_Union[_execution_pb2.StepProgress, _Mapping]] = ...) -> None: ...
+    more_progress: _containers.RepeatedCompositeFieldContainer[_execution_pb2.StepProgress]
+    def __init__(self, execution_id: _Optional[str] = ..., step_name: _Optional[str] = ..., attempt_token: _Optional[str] = ..., progress: _Optional[_Union[_execution_pb2.StepProgress, _Mapping]] = ..., more_progress: _Optional[_Iterable[_Union[_execution_pb2.StepProgress, _Mapping]]] = ...) -> None: ...
 
 class ReportStepProgressResponse(_message.Message):
     __slots__ = ("cancel_requested",)
@@ -26,20 +29,22 @@ class ReportStepProgressResponse(_message.Message):
     def __init__(self, cancel_requested: _Optional[bool] = ...) -> None: ...
 
 class CompleteStepRequest(_message.Message):
-    __slots__ = ("execution_id", "step_name", "attempt_token", "success", "result", "error")
+    __slots__ = ("execution_id", "step_name", "attempt_token", "success", "result", "error", "progress")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_NAME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     step_name: str
     attempt_token: str
     success: bool
     result: _struct_pb2.Struct
     error: _execution_pb2.StepError
-    def __init__(self, execution_id: _Optional[str] = ..., step_name: _Optional[str] = ..., attempt_token: _Optional[str] = ..., success: _Optional[bool] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[_execution_pb2.StepError, _Mapping]] = ...) -> None: ...
+    progress: _containers.RepeatedCompositeFieldContainer[_execution_pb2.StepProgress]
+    def __init__(self, execution_id: _Optional[str] = ..., step_name: _Optional[str] = ..., attempt_token: _Optional[str] = ..., success: _Optional[bool] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[_execution_pb2.StepError, _Mapping]] = ..., progress: _Optional[_Iterable[_Union[_execution_pb2.StepProgress, _Mapping]]] = ...) -> None: ...
 
 class CompleteStepResponse(_message.Message):
     __slots__ = ()

@@ -65,7 +65,8 @@ class StepReportServiceServicer:
 
     def ReportStepProgress(self, request, context):
         """Reports progress. Also the heartbeat: a call without progress only keeps the
-        attempt alive. The reply says whether the attempt was cancelled.
+        attempt alive. The reply says whether the attempt was cancelled. A runner sends
+        the reports that piled up while a call was in flight together, in one call.
         NOT_FOUND: unknown execution or step. FAILED_PRECONDITION (reason STALE_ATTEMPT):
         the token is not the current attempt's, or the attempt has ended.
         UNAVAILABLE: retry with backoff.
