@@ -19,8 +19,10 @@ unfinished executions from what is stored.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -75,6 +77,8 @@ class RunnerSettings:
     max_wait_seconds: float = 300.0
 
 
+# Events of each held execution kept in memory for watchers that start (see watch.py).
+RECENT_EVENTS = 256
 # Workflow definitions kept in memory (they never change); the least recently used go.
 MAX_CACHED_WORKFLOWS = 1000
 # A runner that polled within this long counts as offering its handlers.
@@ -112,6 +116,8 @@ class _Actor:
     state: ex.ExecutionState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timer: asyncio.TimerHandle | None = None
+    # Its latest durable events, so that a watcher starting now needs no read of the log.
+    recent: deque[ex.Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
 
 
 class Runner:
@@ -306,6 +312,7 @@ class Runner:
                     if isinstance(exc, DiscoveryError):
                         raise
                     raise StoreUnavailable("the database is unavailable") from exc
+                actor.recent.extend(appended)
                 self.hub.publish(appended)
                 self._after(actor, appended)
                 for poll, attempt in matched:
@@ -629,21 +636,13 @@ class Runner:
         return existing
 
     async def get(self, execution_id: str, *, tenant: str) -> ex.ExecutionState:
-        state = await self._held_state(execution_id)
+        held = await self.snapshot(execution_id, None)
+        state = held[0] if held is not None else None
         if state is None and execution_id:
             state = await self.store.load_execution(execution_id)
         if state is None or not visible(state, tenant):
             raise ExecutionNotFound(execution_id)
         return state
-
-    async def _held_state(self, execution_id: str) -> ex.ExecutionState | None:
-        """The state of an execution this engine holds, between changes: never one whose
-        events are still being written (they could yet fail)."""
-        actor = self._actors.get(execution_id)
-        if actor is None:
-            return None
-        async with actor.lock:
-            return actor.state if self._actors.get(execution_id) is actor else None
 
     async def cancel(self, execution_id: str, reason: str, *, tenant: str) -> ex.ExecutionState:
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
@@ -698,7 +697,29 @@ class Runner:
     def watch(
         self, execution_id: str, after_seq: int | None, *, tenant: str
     ) -> AsyncGenerator[Any]:
-        return watch(self.store, self.hub, execution_id, after_seq, tenant=tenant)
+        return watch(self.store, self.hub, execution_id, after_seq, tenant=tenant, held=self)
+
+    async def snapshot(
+        self, execution_id: str, after_seq: int | None
+    ) -> tuple[ex.ExecutionState, list[ex.Event] | None] | None:
+        """For watchers (watch.Held): a copy of a held execution's state, between changes,
+        and its events after `after_seq` when they are all still in memory."""
+        actor = self._actors.get(execution_id)
+        if actor is None:
+            return None
+        async with actor.lock:
+            if self._actors.get(execution_id) is not actor:
+                return None
+            state = copy.deepcopy(actor.state)
+            if after_seq is None or after_seq >= state.last_seq:
+                return state, []
+            recent = actor.recent
+            if recent and recent[0].seq <= after_seq + 1:
+                return state, [e for e in recent if e.seq > after_seq]
+            return state, None
+
+    def holds(self, execution_id: str) -> bool:
+        return execution_id in self._actors
 
     # --- executions: reports from steps ----------------------------------------------
 

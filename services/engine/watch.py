@@ -4,12 +4,17 @@ The subscription to the hub is taken before the log is read, so an event is eith
 the replay reads or in the subscription's queue (or both, and then dropped by seq). A gap in
 the live tail, or a quiet spell, sends the watcher back to the log: events written by another
 engine replica reach it that way too.
+
+An execution this engine holds is answered from memory (`Held`): its state, and its recent
+events when they reach back to where the watcher starts; its live tail is complete, so a
+quiet spell costs no read.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import Protocol
 
 from services.engine.domain.errors import ExecutionNotFound, InvalidArgument, WatcherTooSlow
 from services.engine.domain.execution import Event, ExecutionState
@@ -19,6 +24,19 @@ from services.engine.store.repository import ExecutionStore
 REPLAY_BATCH = 500
 
 
+class Held(Protocol):
+    """What the engine holding executions knows of them without reading the store."""
+
+    async def snapshot(
+        self, execution_id: str, after_seq: int | None
+    ) -> tuple[ExecutionState, list[Event] | None] | None:
+        """A copy of the state, and the events after `after_seq` when memory still has them
+        all; None when the execution is not held here."""
+        ...
+
+    def holds(self, execution_id: str) -> bool: ...
+
+
 async def watch(
     store: ExecutionStore,
     hub: EventHub,
@@ -26,13 +44,20 @@ async def watch(
     after_seq: int | None,
     *,
     tenant: str,
+    held: Held | None = None,
     recheck_seconds: float = 2.0,
 ) -> AsyncGenerator[ExecutionState | Event]:
     """Yields a snapshot first when `after_seq` is None, then every event after it, in
     order and once each; returns after the terminal event."""
     subscription = hub.subscribe(execution_id)
     try:
-        state = await store.load_execution(execution_id)
+        remembered = await held.snapshot(execution_id, after_seq) if held else None
+        state: ExecutionState | None
+        recent: list[Event] | None
+        if remembered is not None:
+            state, recent = remembered
+        else:
+            state, recent = await store.load_execution(execution_id), None
         # Another tenant's execution is answered exactly as a missing one.
         if state is None or state.workflow.tenant_id != tenant:
             raise ExecutionNotFound(execution_id)
@@ -48,7 +73,10 @@ async def watch(
         if state.is_terminal and last >= state.last_seq:
             return
         while True:
-            replayed = await store.read_events(execution_id, last, REPLAY_BATCH)
+            if recent is not None:
+                replayed, recent = [e for e in recent if e.seq > last], None
+            else:
+                replayed = await store.read_events(execution_id, last, REPLAY_BATCH)
             for event in replayed:
                 yield event
                 last = event.seq
@@ -65,6 +93,8 @@ async def watch(
                 try:
                     event = await asyncio.wait_for(subscription.queue.get(), recheck_seconds)
                 except TimeoutError:
+                    if held is not None and held.holds(execution_id):
+                        continue  # every event of it comes through the hub
                     break
                 if event.seq <= last:
                     continue

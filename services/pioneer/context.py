@@ -146,7 +146,9 @@ class StepContext:
     async def heartbeat(self) -> None:
         """Tells the engine the attempt is alive. Raises StepCancelled when it was cancelled."""
         if self._sender is not None and not self._sender.done():
-            return  # a report is on its way: it is the heartbeat
+            # Reports are on their way: they are the heartbeat.
+            await asyncio.wait({self._sender})
+            return
         await self._send_progress([])
 
     async def report_completion(self, body: Mapping[str, Any]) -> None:

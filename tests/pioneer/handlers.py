@@ -25,6 +25,17 @@ async def burst(ctx: StepContext) -> dict[str, Any]:
     return {"longest_report_seconds": longest}
 
 
+@registry.step("steady", description="Reports progress every 50 ms for `seconds`.")
+async def steady(ctx: StepContext) -> dict[str, Any]:
+    end = time.monotonic() + float(ctx.input["seconds"])
+    reports = 0
+    while time.monotonic() < end:
+        reports += 1
+        await sdk.report_progress(ctx.execution_id, ctx.step_name, {"percentage": reports})
+        await asyncio.sleep(0.05)
+    return {"reports": reports}
+
+
 @registry.step("fetch_user", description="The seed's example step, written as in the seed.")
 async def fetch_user(ctx: StepContext) -> None:
     execution_id = sdk.info().execution_id

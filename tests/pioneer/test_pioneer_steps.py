@@ -190,6 +190,22 @@ async def test_progress_does_not_wait_for_the_engine_and_arrives_in_order_before
     assert engine.order[-1] == "complete" and engine.order.count("complete") == 1
 
 
+async def test_a_step_reporting_to_a_slow_engine_keeps_its_heartbeat_and_its_reports(
+    pioneer: Pioneer, engine: FakeEngine
+) -> None:
+    # Each call takes longer than a heartbeat interval (0.1 s): the reports in flight are
+    # the heartbeat, and the step goes on meanwhile.
+    engine.script.progress_delay_seconds = 0.25
+    request = await pioneer.start("steady", {"seconds": 1.0}, heartbeat_timeout=0.3)
+    completion = await engine.completion(request.attempt_token)
+
+    sent = int(json_format.MessageToDict(completion.result)["reports"])
+    assert sent >= 10
+    assert [r.percentage for r in engine.progress(request.attempt_token)] == list(
+        range(1, sent + 1)
+    )
+
+
 async def test_the_seeds_calls_work_inside_a_step(pioneer: Pioneer, engine: FakeEngine) -> None:
     request = await pioneer.start("fetch_user")
     completion = await engine.completion(request.attempt_token)

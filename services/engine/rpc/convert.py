@@ -41,7 +41,8 @@ _EVENT: dict[str, int] = {
 def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     if value:
-        json_format.ParseDict(dict(value), message)
+        # update() takes the same JSON values as json_format.ParseDict, several times faster.
+        message.update(value)
     return message
 
 
