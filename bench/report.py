@@ -82,6 +82,7 @@ def derive(scenario: str, figures: dict[str, float], storage: dict[str, float]) 
     for prefix in ("latency_start_watch_", "latency_execute_", "throughput_"):
         engine, database = f"{prefix}cpu_ms_engine", f"{prefix}cpu_ms_database"
         if engine in figures and database in figures:
+            # NaN when no run completed: the sum stays NaN and is left out.
             figures[f"{prefix}cpu_ms_engine+database"] = figures[engine] + figures[database]
     if scenario == "throughput" and "events_per_s" in figures:
         for kind in ("single", "batched"):

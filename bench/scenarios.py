@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -91,7 +92,11 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def cpu_per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
-    return {f"cpu_ms_{name}": (after[name] - before[name]) * 1000 / runs for name in before}
+    """Per completed run; with none completed there is no such figure (NaN, left out)."""
+    return {
+        f"cpu_ms_{name}": (after[name] - before[name]) * 1000 / runs if runs else math.nan
+        for name in before
+    }
 
 
 async def latency(stack: Stack, runs: int, warmup: int, deadline: float) -> Round:
@@ -138,7 +143,7 @@ async def latency(stack: Stack, runs: int, warmup: int, deadline: float) -> Roun
         if samples:
             for q in (50, 90, 99):
                 result.figures[f"{name}_p{q}_ms"] = quantile(samples, q / 100)
-        for key, value in cpu_per_run(before, after, max(len(samples), 1)).items():
+        for key, value in cpu_per_run(before, after, len(samples)).items():
             result.figures[f"latency_{name}_{key}"] = value
     return result
 
@@ -176,10 +181,7 @@ async def throughput(stack: Stack, runs: int, deadline: float) -> Round:
         progress_expected=runs * PROGRESS_PER_RUN,
     )
     result.figures.update(
-        {
-            f"throughput_{k}": v
-            for k, v in cpu_per_run(before, after, max(len(completed), 1)).items()
-        }
+        {f"throughput_{k}": v for k, v in cpu_per_run(before, after, len(completed)).items()}
     )
     unfinished = [s.execution_id for s in seen if s.execution_id and not s.status]
     if unfinished:
