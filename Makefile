@@ -6,7 +6,7 @@ BUF := node_modules/.bin/buf
 export PYTHONPATH := $(CURDIR):$(CURDIR)/generated
 PROTOS := $(sort $(shell find proto -name "*.proto"))
 
-.PHONY: run test gen lint check-gen clean
+.PHONY: run test gen lint check-gen clean bench
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ $(CHROMIUM):
 test: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest
 
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.lock
+	$(PY) -m pip install --quiet -r requirements.lock -r bench/requirements.lock
+	touch $@
+
+## Measure latency, throughput, fan-out and the storage limit, every service its own process
+## (bounded: at most 10 minutes). Figures: bench/results/latest.{json,md,png}. Options:
+## `$(PY) -m bench --help` (one scenario: `$(PY) -m bench latency --quick`).
+bench: $(VENV)/.bench-installed
+	$(PY) -m bench $(BENCH_ARGS)
+
 ## Regenerate generated/ from proto/.
 gen: $(VENV)/.installed
 	rm -rf generated && mkdir -p generated
@@ -44,9 +54,9 @@ check-gen: gen
 	test -z "$$(git status --porcelain -- generated)"
 
 lint: $(VENV)/.installed $(BUF)
-	$(VENV)/bin/ruff check services tests
-	$(VENV)/bin/ruff format --check services tests
-	$(VENV)/bin/mypy services tests
+	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff format --check services tests bench
+	$(VENV)/bin/mypy services tests bench
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 

@@ -1,9 +1,10 @@
-"""`python -m services.pioneer`: runs the built-in steps, pulled from the engine's step queue,
-until SIGTERM or SIGINT."""
+"""`python -m services.pioneer`: runs the built-in steps and those of PIONEER_STEP_MODULES,
+pulled from the engine's step queue, until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 
@@ -64,10 +65,24 @@ async def serve(settings: Settings) -> None:
     log.info("pioneer stopped")
 
 
+def import_step_modules(names: tuple[str, ...]) -> None:
+    """Imports the user's step modules: their `@step` decorators register on the default
+    registry. Any failure stops pioneer at start, naming the module: a runner that silently
+    lacks a handler would leave that handler's steps waiting in the queue."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any import-time error is the module's configuration fault
+            raise ConfigError(
+                f"PIONEER_STEP_MODULES: cannot import {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
 def main() -> int:
     jsonlog.configure("pioneer")
     try:
         settings = Settings.from_env()
+        import_step_modules(settings.step_modules)
     except ConfigError as exc:
         log.error("bad configuration", extra={"error": str(exc)})
         return 2

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from services.auth import keys_from_env
-from services.envconfig import grpc_target, integer, text
+from services.envconfig import ConfigError, grpc_target, integer, text
 from services.tls import Tls, tls_from_env
 
 
@@ -21,6 +21,9 @@ class Settings:
     # Document steps: the largest decoded upload, and the most pages a PDF may have.
     max_document_bytes: int = 48 * 1024 * 1024
     max_pdf_pages: int = 2000
+    # The user's own step modules, imported at start so that their `@step` decorators
+    # register on the default registry beside the built-in steps.
+    step_modules: tuple[str, ...] = ()
     # The deployment's secrets (services/auth.py): pioneer checks the engine's token on
     # StartStep and signs its own runner token for reports. Never printed.
     auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
@@ -47,6 +50,17 @@ class Settings:
                 high=64 * 1024 * 1024,
             ),
             max_pdf_pages=integer(env, "PIONEER_MAX_PDF_PAGES", defaults.max_pdf_pages, low=1),
+            step_modules=_module_names(env, "PIONEER_STEP_MODULES"),
             auth_keys=keys_from_env(env),
             tls=tls_from_env(env),
         )
+
+
+def _module_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated importable names (`pkg.module`); a name Python could not import is
+    refused here, before anything is imported."""
+    names = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+    for module in names:
+        if not all(piece.isidentifier() for piece in module.split(".")):
+            raise ConfigError(f"{name}: {module!r} is not an importable module name")
+    return names

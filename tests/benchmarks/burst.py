@@ -29,8 +29,8 @@ import grpc
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 
+from bench.stack import start_database
 from services.engine.store.embedded import mongo_uri
-from tests.benchmarks.bench_engine import start_database
 from tests.stack import ROOT, TERMINAL, Client, ServiceProcess, free_port, wait_serving
 
 DEADLINE_SECONDS = 600.0

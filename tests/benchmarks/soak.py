@@ -22,8 +22,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from bench.stack import start_database
 from services.engine.store.embedded import mongo_uri
-from tests.benchmarks.bench_engine import services_env, start_database
 from tests.stack import (
     TERMINAL,
     Client,
@@ -59,7 +59,12 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 async def soak(uri: str, minutes: float, per_second: float, workdir: Path) -> bool:
     engine_port, pioneer_port = free_port(), free_port()
-    env = services_env(uri, engine_port, pioneer_port)
+    env = {
+        "MONGODB_URI": uri,
+        "ENGINE_PORT": str(engine_port),
+        "PIONEER_PORT": str(pioneer_port),
+        "DISCOVERY_URL": f"127.0.0.1:{engine_port}",
+    }
     pioneer = PioneerProcess(env, workdir / "pioneer.log")
     engine = EngineProcess(env, workdir / "engine.log")
     pioneer.start()

@@ -1,0 +1,274 @@
+"""`python -m bench [SCENARIO ...] [--rounds N] [--quick]`: Discovery measured end to end.
+
+Every service runs as its own process on 127.0.0.1: the database (`secantusd-py`), the engine,
+pioneer (with bench/steps.py loaded through PIONEER_STEP_MODULES) and the gateway; this
+process is the gRPC client, and fan-out's WebSockets live in client processes of their own.
+
+Scenarios (all by default): `storage` (what the database allows: single and batched durable
+inserts), `latency` (5 steps x 3 progress reports, runs in sequence: start+watch and the sync
+ExecuteWorkflow), `throughput` (500 runs at once, each watched), `fanout` (one run, 1,000
+WebSockets on one gateway). Each repeats --rounds times (3) against a database that is durable
+to the OS, then storage/latency/throughput again against one that fsyncs at every commit,
+with as many rounds as the time bound (--budget) leaves. CPU seconds per run come from
+/proc/<pid>/stat over latency and throughput.
+
+Exit status 1 when a run did not complete or a watch missed progress events; figures that
+miss their targets are printed as MISS and do not change the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import report, scenarios
+from bench.stack import ENGINE_MAX_RPCS, GATEWAY_MAX_STREAMS, MAX_BURST, PIONEER_SLOTS, Stack
+
+ALL = ("storage", "latency", "throughput", "fanout")
+# The fsync set repeats the figures that storage durability can change.
+FSYNC_SCENARIOS = ("storage", "latency", "throughput")
+RESULTS = Path(__file__).resolve().parent / "results"
+# Reserved at the end of the budget: stopping the services, writing the chart.
+CLOSING_SECONDS = 20.0
+
+
+@dataclass
+class SetResult:
+    rounds: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.end = time.monotonic() + float(args.budget)
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+        self.sets: dict[str, SetResult] = {}
+
+    def left(self) -> float:
+        return self.end - time.monotonic() - CLOSING_SECONDS
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    async def round_of(self, scenario: str, stack: Stack) -> scenarios.Round:
+        a = self.args
+        if scenario == "storage":
+            return await scenarios.storage(stack.uri, stack.workdir, 500, 50, seconds=5.0)
+        if scenario == "latency":
+            return await scenarios.latency(stack, a.latency_runs, a.warmup, a.latency_deadline)
+        if scenario == "throughput":
+            return await scenarios.throughput(stack, a.throughput_runs, a.throughput_deadline)
+        return await scenarios.fanout(stack, a.sockets, a.ws_processes, a.reports, a.interval)
+
+    def estimate(self, scenario: str, name: str) -> float:
+        """Seconds the next round of `scenario` should take on set `name`: its own last round,
+        else the default set's, else the scenario's deadline."""
+        for source in (name, "default"):
+            taken = self.sets.get(source, SetResult()).seconds.get(scenario)
+            if taken:
+                return max(taken) * (1.5 if source != name else 1.1)
+        a = self.args
+        first_guess: dict[str, float] = {
+            "storage": 12.0,
+            "latency": a.latency_deadline,
+            "throughput": a.throughput_deadline + 30,
+            "fanout": 40.0,
+        }
+        return first_guess[scenario]
+
+    async def run_set(self, name: str, chosen: list[str], rounds: int, bounded: bool) -> None:
+        """Rounds interleaved across scenarios, so that a short budget still gives each
+        scenario a round. `bounded`: a round that would not fit the budget is not started."""
+        result = self.sets.setdefault(name, SetResult())
+        stack = Stack(sync_on_commit=name == "fsync")
+        self.say(f"\n== {report.SETS[name]}: starting the database and the services")
+        await stack.start()
+        try:
+            for n in range(1, rounds + 1):
+                for scenario in chosen:
+                    if bounded and self.estimate(scenario, name) > self.left():
+                        result.skipped.setdefault(
+                            scenario,
+                            f"{scenario}: {n - 1} of {rounds} rounds on '{report.SETS[name]}' "
+                            f"(the next would exceed the {self.args.budget:.0f} s bound)",
+                        )
+                        continue
+                    began = time.monotonic()
+                    before = len(self.failures)
+                    one = await self.round_of(scenario, stack)
+                    took = time.monotonic() - began
+                    stack.check_alive()
+                    storage = (result.rounds.get("storage") or [{}])[-1]
+                    report.derive(scenario, one.figures, storage)
+                    result.rounds.setdefault(scenario, []).append(one.figures)
+                    result.seconds.setdefault(scenario, []).append(took)
+                    for key, values in one.samples.items():
+                        result.samples.setdefault(key, []).extend(values)
+                    self.failures += [f"[{report.SETS[name]}, round {n}] {f}" for f in one.failures]
+                    self.notes += one.notes
+                    self.say(
+                        f"  {scenario} round {n}: {took:.1f} s  "
+                        + brief(scenario, one.figures)
+                        + ("  FAILURE" if len(self.failures) > before else "")
+                    )
+                    for failure in one.failures:
+                        self.say(f"  !! FAILURE: {failure}")
+        finally:
+            await stack.stop()
+
+    async def run(self) -> int:
+        a = self.args
+        chosen = [s for s in ALL if s in a.scenarios]
+        self.say(
+            f"Discovery bench: {', '.join(chosen)}; {a.rounds} round(s); bound {a.budget:.0f} s. "
+            f"Services: engine (ENGINE_START_RATE=1000000, ENGINE_START_BURST={MAX_BURST}, "
+            f"ENGINE_MAX_CONCURRENT_RPCS={ENGINE_MAX_RPCS}), pioneer "
+            f"(PIONEER_MAX_CONCURRENT_STEPS={PIONEER_SLOTS}), gateway (stream caps and open "
+            f"rate lifted to {GATEWAY_MAX_STREAMS}), secantusd-py; each its own process."
+        )
+        await self.run_set("default", chosen, a.rounds, bounded=False)
+        fsync_chosen = [s for s in chosen if s in FSYNC_SCENARIOS]
+        if a.fsync_rounds and fsync_chosen:
+            await self.run_set("fsync", fsync_chosen, a.fsync_rounds, bounded=True)
+            for scenario in fsync_chosen:
+                done = len(self.sets["fsync"].rounds.get(scenario, []))
+                if done < a.rounds:
+                    reason = self.sets["fsync"].skipped.get(scenario, "")
+                    self.notes.append(
+                        f"fsync set reduced to fit the time bound: {reason or scenario}"
+                        if reason
+                        else f"fsync set: {scenario} ran {done} of {a.rounds} rounds"
+                        f" (--fsync-rounds {a.fsync_rounds})"
+                    )
+        return self.finish(chosen)
+
+    def finish(self, chosen: list[str]) -> int:
+        a = self.args
+        summaries = {
+            name: {scenario: report.summarise(rounds) for scenario, rounds in result.rounds.items()}
+            for name, result in self.sets.items()
+        }
+        self.notes[:0] = [
+            f"rounds: {a.rounds} on the default set; medians with (min-max) over rounds",
+            f"latency: {a.warmup} warm-up + {a.latency_runs} measured runs per mode per round, "
+            f"in sequence (p99 of {a.latency_runs} runs is the slowest of each round)",
+            f"throughput: {a.throughput_runs} runs started at once, each watched from seq 1; "
+            f"deadline {a.throughput_deadline:.0f} s per round; unfinished runs are cancelled; "
+            f"pioneer slots {PIONEER_SLOTS}",
+            f"fan-out: {a.sockets} WebSockets over {a.ws_processes} client process(es) on one "
+            f"fresh gateway per round; {a.reports} reports {a.interval} s apart; delivery to "
+            "the last socket per report (send time from the step, shared clock)",
+            "CPU ms/run: utime+stime from /proc over the measured runs; client = this process",
+        ]
+        results: dict[str, Any] = {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+            "sets": {
+                name: {
+                    "label": report.SETS[name],
+                    "rounds": result.rounds,
+                    "round_seconds": result.seconds,
+                    "samples": result.samples,
+                }
+                for name, result in self.sets.items()
+            },
+            "summary": summaries,
+            "notes": self.notes,
+            "failures": self.failures,
+        }
+        lines = report.table(summaries)
+        self.say("\n" + report.plain(lines) + "\n")
+        for note in self.notes:
+            self.say(f"- {note}")
+        paths = report.write(results, lines, a.out)
+        self.say("\nwritten: " + ", ".join(str(p) for p in paths))
+        if self.failures:
+            self.say("\n" + "!" * 72)
+            self.say(f"BENCH FAILED: {len(self.failures)} correctness failure(s)")
+            for failure in self.failures:
+                self.say(f"  - {failure}")
+            self.say("!" * 72)
+            return 1
+        return 0
+
+
+def brief(scenario: str, figures: dict[str, float]) -> str:
+    keys = {
+        "storage": ("single_inserts_per_s", "batched_inserts_per_s"),
+        "latency": ("start_watch_p50_ms", "start_watch_p99_ms", "execute_p50_ms"),
+        "throughput": ("runs_per_s", "completed", "progress_seen", "events_per_s"),
+        "fanout": ("to_last_p50_ms", "to_last_p99_ms", "rss_per_socket_kib", "sockets"),
+    }[scenario]
+    return "  ".join(f"{k}={figures[k]:.1f}" for k in keys if k in figures)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else ""
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(ALL)} (default: all)"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--fsync-rounds",
+        type=int,
+        default=None,
+        help="rounds of the fsync set (default: --rounds, fewer if the bound requires; 0 skips it)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one round, no fsync set: for trying a change"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=570.0,
+        help="seconds the whole bench may take; the fsync set gets the rest",
+    )
+    parser.add_argument("--latency-runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--latency-deadline", type=float, default=120.0)
+    parser.add_argument("--throughput-runs", type=int, default=500)
+    parser.add_argument(
+        "--throughput-deadline",
+        type=float,
+        default=45.0,
+        help="seconds per throughput round; runs unfinished by then are failures",
+    )
+    parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--ws-processes", type=int, default=2)
+    parser.add_argument("--reports", type=int, default=25)
+    parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.scenarios) - set(ALL))
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(ALL)}")
+    args.scenarios = args.scenarios or list(ALL)
+    if args.quick:
+        args.rounds = 1
+        args.fsync_rounds = 0 if args.fsync_rounds is None else args.fsync_rounds
+    if args.fsync_rounds is None:
+        args.fsync_rounds = args.rounds
+    if args.throughput_runs > MAX_BURST:
+        parser.error(f"--throughput-runs: at most {MAX_BURST} (the engine's start burst)")
+    if not math.isfinite(args.budget) or args.budget <= CLOSING_SECONDS:
+        parser.error(f"--budget: more than {CLOSING_SECONDS:.0f} s")
+    return args
+
+
+def main() -> int:
+    return asyncio.run(Bench(parse(sys.argv[1:])).run())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

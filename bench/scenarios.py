@@ -1,0 +1,368 @@
+"""The scenarios, one round each: what a user of the public APIs sees, timed from outside.
+
+Each returns plain figures (dicts of floats, lists of samples) for bench/report.py; a
+correctness failure (a run that did not complete, progress events missing) is returned in
+`failures`, never raised, so that the other figures are still printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
+from pymongo import AsyncMongoClient
+from pymongo.write_concern import WriteConcern
+
+from bench.stack import ROOT_ENV, Stack, cpu_seconds, rss_bytes
+from bench.steps import PROGRESS_REPORTS
+from tests.stack import Client, struct, token
+
+STEPS = 5
+PROGRESS_PER_RUN = STEPS * PROGRESS_REPORTS
+TERMINAL_EVENTS = {
+    ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED,
+    ex_pb.EVENT_TYPE_WORKFLOW_FAILED,
+    ex_pb.EVENT_TYPE_WORKFLOW_CANCELLED,
+}
+
+
+@dataclass
+class Round:
+    figures: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+async def progress_workflow(client: Client) -> str:
+    step = {"handler": "progress3", "heartbeat_timeout_seconds": 60, "timeout_seconds": 600}
+    workflow = await client.create_workflow(
+        "bench-progress3", *({"name": f"step-{i}", **step} for i in range(1, STEPS + 1))
+    )
+    return workflow.workflow_id
+
+
+@dataclass
+class Watched:
+    execution_id: str
+    status: int = 0
+    progress: int = 0
+    events: int = 0
+    last_seq: int = 0
+    ended: float = 0.0
+    error: str = ""
+
+
+async def watch_to_end(client: Client, execution_id: str, seconds: float) -> Watched:
+    """Every event of the run from seq 1 (a replay, then live) up to its terminal event."""
+    seen = Watched(execution_id)
+    request = es.WatchExecutionRequest(execution_id=execution_id, after_seq=0)
+    try:
+        async for item in client.executions.WatchExecution(request, timeout=seconds):
+            event = item.event
+            seen.events += 1
+            seen.last_seq = event.seq
+            if event.type == ex_pb.EVENT_TYPE_STEP_PROGRESS:
+                seen.progress += 1
+            if event.type in TERMINAL_EVENTS:
+                seen.ended = time.monotonic()
+                seen.status = event.type
+                break
+    except grpc.aio.AioRpcError as exc:
+        seen.error = f"{exc.code().name}: {exc.details()}"
+    return seen
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile: with 50 samples, p99 is the slowest, as a reader expects."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def cpu_per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+    """Per completed run; with none completed there is no such figure (NaN, left out)."""
+    return {
+        f"cpu_ms_{name}": (after[name] - before[name]) * 1000 / runs if runs else math.nan
+        for name in before
+    }
+
+
+async def latency(stack: Stack, runs: int, warmup: int, deadline: float) -> Round:
+    """Runs one after another: start + watch to the terminal event, then the sync RPC."""
+    assert stack.client is not None
+    client = stack.client
+    result = Round()
+    workflow_id = await progress_workflow(client)
+    end = time.monotonic() + deadline
+
+    async def start_and_watch() -> float:
+        began = time.monotonic()
+        execution = await client.start(workflow_id)
+        seen = await watch_to_end(client, execution.execution_id, max(end - time.monotonic(), 1))
+        if seen.status != ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED:
+            result.failures.append(f"latency: run {execution.execution_id} did not complete")
+        return (seen.ended or time.monotonic()) - began
+
+    async def execute() -> float:
+        began = time.monotonic()
+        reply: es.ExecuteWorkflowResponse = await client.executions.ExecuteWorkflow(
+            es.ExecuteWorkflowRequest(workflow_id=workflow_id, input=struct({}), wait_seconds=60),
+            timeout=max(end - time.monotonic(), 1),
+        )
+        took = time.monotonic() - began
+        if not reply.finished or reply.execution.status != ex_pb.EXECUTION_STATUS_COMPLETED:
+            result.failures.append(
+                f"latency: ExecuteWorkflow of {reply.execution.execution_id} did not complete"
+            )
+        return took
+
+    for name, call in (("start_watch", start_and_watch), ("execute", execute)):
+        for _ in range(warmup):
+            await call()
+        before = stack.cpu()
+        samples: list[float] = []
+        for _ in range(runs):
+            if time.monotonic() > end:
+                result.failures.append(f"latency ({name}): deadline reached after {len(samples)}")
+                break
+            samples.append((await call()) * 1000)
+        after = stack.cpu()
+        result.samples[f"{name}_ms"] = samples
+        if samples:
+            for q in (50, 90, 99):
+                result.figures[f"{name}_p{q}_ms"] = quantile(samples, q / 100)
+        for key, value in cpu_per_run(before, after, len(samples)).items():
+            result.figures[f"latency_{name}_{key}"] = value
+    return result
+
+
+async def throughput(stack: Stack, runs: int, deadline: float) -> Round:
+    """`runs` runs started at once, each watched from seq 1 on its own stream."""
+    assert stack.client is not None
+    client = stack.client
+    result = Round()
+    workflow_id = await progress_workflow(client)
+    before = stack.cpu()
+    began = time.monotonic()
+    end = began + deadline
+
+    async def one() -> Watched:
+        try:
+            execution = await client.start(workflow_id, deadline_seconds=deadline)
+        except grpc.aio.AioRpcError as exc:
+            return Watched("", error=f"start: {exc.code().name}: {exc.details()}")
+        return await watch_to_end(client, execution.execution_id, max(end - time.monotonic(), 1))
+
+    seen = await asyncio.gather(*(one() for _ in range(runs)))
+    after = stack.cpu()
+    completed = [s for s in seen if s.status == ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED]
+    last = max((s.ended for s in seen if s.ended), default=time.monotonic())
+    seconds = last - began
+    short = [s for s in seen if s.progress < PROGRESS_PER_RUN]
+    result.figures.update(
+        runs=runs,
+        completed=len(completed),
+        seconds=seconds,
+        runs_per_s=len(completed) / seconds,
+        events_per_s=sum(s.last_seq for s in seen) / seconds,
+        progress_seen=sum(s.progress for s in seen),
+        progress_expected=runs * PROGRESS_PER_RUN,
+    )
+    result.figures.update(
+        {f"throughput_{k}": v for k, v in cpu_per_run(before, after, len(completed)).items()}
+    )
+    unfinished = [s.execution_id for s in seen if s.execution_id and not s.status]
+    if unfinished:
+        # Left running, they would load the next round and be counted in its figures.
+        await cancel_all(client, unfinished)
+    if len(completed) < runs:
+        errors = sorted({s.error for s in seen if s.error})[:3]
+        result.failures.append(
+            f"throughput: {runs - len(completed)} of {runs} runs did not complete within "
+            f"{deadline:.0f} s {errors or ''}"
+        )
+    if short:
+        worst = min(short, key=lambda s: s.progress)
+        result.failures.append(
+            f"throughput: {len(short)} runs showed fewer than {PROGRESS_PER_RUN} progress events "
+            f"on their watch stream (worst: {worst.execution_id or '(not started)'} with "
+            f"{worst.progress})"
+        )
+    return result
+
+
+async def cancel_all(client: Client, execution_ids: list[str]) -> None:
+    async def cancel(execution_id: str) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await client.executions.CancelExecution(
+                es.CancelExecutionRequest(execution_id=execution_id, reason="bench deadline"),
+                timeout=30,
+            )
+
+    await asyncio.gather(*(cancel(e) for e in execution_ids))
+
+
+def fsyncs_per_second(directory: Path, seconds: float = 1.0) -> float:
+    """What the disk under the database gives: small appends each followed by fsync. Where
+    this is fast (a VM's write cache), fsync at commit costs the database little."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        began = time.perf_counter()
+        done = 0
+        while time.perf_counter() - began < seconds:
+            os.write(fd, b"x" * 200)
+            os.fsync(fd)
+            done += 1
+        return done / (time.perf_counter() - began)
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+async def storage(uri: str, directory: Path, singles: int, batches: int, seconds: float) -> Round:
+    """What the database server allows: durable inserts one at a time, and in batches of
+    100, each for at most `seconds` (an fsyncing server may take 100 ms a commit)."""
+    result = Round()
+    result.figures["disk_fsyncs_per_s"] = fsyncs_per_second(directory)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    batch_size = 100
+    try:
+        database = client.get_database(
+            "bench_storage", write_concern=WriteConcern(w="majority", j=True)
+        )
+        collection = database[f"events_{time.monotonic_ns()}"]
+        await collection.insert_one({"warm": True})
+        began = time.perf_counter()
+        done = 0
+        while done < singles and time.perf_counter() - began < seconds:
+            await collection.insert_one({"execution_id": "x", "seq": done, "data": {"p": done}})
+            done += 1
+        result.figures["single_inserts_per_s"] = done / (time.perf_counter() - began)
+        began = time.perf_counter()
+        done = 0
+        while done < batches and time.perf_counter() - began < seconds:
+            await collection.insert_many(
+                [
+                    {"execution_id": "y", "seq": done * batch_size + i, "data": {"p": i}}
+                    for i in range(batch_size)
+                ]
+            )
+            done += 1
+        result.figures["batched_inserts_per_s"] = done * batch_size / (time.perf_counter() - began)
+        await database.drop_collection(collection.name)
+    finally:
+        await client.close()
+    return result
+
+
+async def fanout(
+    stack: Stack, sockets: int, processes: int, reports: int, interval: float
+) -> Round:
+    """One run watched by `sockets` WebSockets on one gateway, opened by `processes` client
+    processes (bench/ws_clients.py) so that one client interpreter does not set the figure."""
+    assert stack.client is not None and stack.gateway is not None
+    assert stack.gateway.process is not None
+    client = stack.client
+    result = Round()
+    step = {"handler": "fanout", "heartbeat_timeout_seconds": 60}
+    workflow = await client.create_workflow("bench-fanout", {"name": "fanout", **step})
+    execution = await client.start(workflow.workflow_id, {"interval": interval, "seconds": 300})
+    # A fresh gateway each round: memory freed by the last round's sockets stays in the
+    # process's heap and would hide what the new sockets cost.
+    await stack.restart_gateway()
+    assert stack.gateway.process is not None
+    gateway_pid = stack.gateway.process.pid
+    url = f"{stack.gateway_url.replace('http', 'ws')}/ws/{execution.execution_id}"
+    rss_before = rss_bytes(gateway_pid)
+    shares = [sockets // processes + (i < sockets % processes) for i in range(processes)]
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.ws_clients",
+            url,
+            str(share),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # The arrivals come back as one JSON line of a few hundred KiB.
+            limit=64 * 1024 * 1024,
+            env={**os.environ, **ROOT_ENV, "BENCH_TOKEN": token()},
+        )
+        for share in shares
+    ]
+    try:
+        opened = 0
+        for child in children:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), 60)
+            ready = json.loads(line or b"{}")
+            opened += int(ready.get("open", 0))
+        await asyncio.sleep(0.5)  # the last joiners' snapshots are sent
+        rss_after = rss_bytes(gateway_pid)
+        cpu_pids = {"gateway": gateway_pid, **{f"client{i}": c.pid for i, c in enumerate(children)}}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
+        measure_from = time.time()
+        await asyncio.sleep(reports * interval + 1.0)
+        # Reports sent in the last second may still be on their way to some sockets.
+        measure_to = time.time() - 1.0
+        cpu_after = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
+        arrivals: dict[int, list[float]] = {}
+        sent: dict[int, float] = {}
+        for child in children:
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write(b"stop\n")
+            await child.stdin.drain()
+            line = await asyncio.wait_for(child.stdout.readline(), 60)
+            report = json.loads(line)
+            for n, (sent_at, times) in report["arrivals"].items():
+                if measure_from <= sent_at <= measure_to:
+                    sent[int(n)] = sent_at
+                    arrivals.setdefault(int(n), []).extend(times)
+    finally:
+        for child in children:
+            if child.returncode is None and child.stdin is not None:
+                with contextlib.suppress(ConnectionError):
+                    child.stdin.close()
+            await asyncio.wait_for(child.wait(), 30)
+        await client.executions.CancelExecution(
+            es.CancelExecutionRequest(execution_id=execution.execution_id, reason="bench done"),
+            timeout=10,
+        )
+    window = measure_to - measure_from
+    result.figures["gateway_cpu_share"] = (cpu_after["gateway"] - cpu_before["gateway"]) / window
+    result.figures["clients_cpu_share"] = (
+        sum(cpu_after[name] - cpu_before[name] for name in cpu_pids if name != "gateway") / window
+    )
+    to_last = [(max(times) - sent[n]) * 1000 for n, times in arrivals.items() if times]
+    every = [(t - sent[n]) * 1000 for n, times in arrivals.items() for t in times]
+    missing = sum(opened - len(times) for times in arrivals.values())
+    result.figures.update(
+        sockets=opened,
+        reports=len(to_last),
+        to_last_p50_ms=quantile(to_last, 0.5) if to_last else float("nan"),
+        to_last_p99_ms=quantile(to_last, 0.99) if to_last else float("nan"),
+        any_socket_p50_ms=quantile(every, 0.5) if every else float("nan"),
+        rss_per_socket_kib=(rss_after - rss_before) / max(opened, 1) / 1024,
+        missed_deliveries=missing,
+    )
+    result.samples["fanout_to_last_ms"] = to_last
+    if opened < sockets:
+        result.failures.append(f"fan-out: only {opened} of {sockets} sockets opened")
+    if not to_last:
+        result.failures.append("fan-out: no progress report reached the sockets")
+    if missing:
+        result.failures.append(f"fan-out: {missing} deliveries of a report to a socket missing")
+    return result

@@ -1,0 +1,228 @@
+"""The services under measurement, each as its own process on loopback: the database
+(`secantusd-py`), the engine, pioneer (with the bench's steps) and the gateway; and what the
+bench reads of them from /proc (CPU seconds, resident memory)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from services.engine.store.embedded import mongo_uri
+from tests.stack import (
+    ROOT,
+    Client,
+    EngineProcess,
+    PioneerProcess,
+    ServiceProcess,
+    free_port,
+    token,
+    wait_for_handlers,
+    wait_serving,
+)
+
+# Throughput starts this many runs at once; the engine's per-tenant start limit is lifted
+# to that burst so that the engine, not the limit, is measured.
+MAX_BURST = 500
+PIONEER_SLOTS = 100
+# 500 watchers, 500 starts and pioneer's reports in flight at once exceed the default 1,000.
+ENGINE_MAX_RPCS = 4000
+# One caller opens all the fan-out sockets: its stream caps and open rate are lifted.
+GATEWAY_MAX_STREAMS = 5000
+# What a `python -m bench.…` child needs to import the project.
+ROOT_ENV = {"PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def start_database(
+    path: str, port: int, *, sync_on_commit: bool = False
+) -> subprocess.Popen[bytes]:
+    """`secantusd-py` on `path`/db. cwd: it silently reads a ./secantusd.toml, and an empty
+    folder has none."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("secantusd-py")),
+            *("--storage-path", f"{path}/db", "--port", str(port)),
+            *("--log-level", "WARNING"),
+            *(["--sync-on-commit"] if sync_on_commit else []),
+        ],
+        cwd=path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+class GatewayProcess(ServiceProcess):
+    module = "services.gateway"
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process and of its children it has waited for."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name may hold spaces: the fields start after its closing paren.
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def raise_open_files_limit() -> None:
+    """1,000 sockets and more: the children inherit the raised soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class Stack:
+    """One database server and the services on it; `sync_on_commit` makes the database fsync
+    its log at every commit."""
+
+    sync_on_commit: bool = False
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="discovery-bench-")))
+    database: subprocess.Popen[bytes] | None = None
+    engine: EngineProcess | None = None
+    pioneer: PioneerProcess | None = None
+    gateway: GatewayProcess | None = None
+    client: Client | None = None
+    uri: str = ""
+    gateway_url: str = ""
+
+    async def start(self) -> None:
+        raise_open_files_limit()
+        db_port, engine_port = free_port(), free_port()
+        pioneer_port, gateway_port = free_port(), free_port()
+        self.database = start_database(
+            str(self.workdir), db_port, sync_on_commit=self.sync_on_commit
+        )
+        self.uri = mongo_uri(f"mongodb://127.0.0.1:{db_port}/")
+        await wait_database(self.uri)
+        env = {
+            "MONGODB_URI": self.uri,
+            "MONGODB_DATABASE": "discovery_bench",
+            "ENGINE_PORT": str(engine_port),
+            "ENGINE_ID": f"bench-engine-{engine_port}",
+            "ENGINE_START_RATE": "1000000",
+            "ENGINE_START_BURST": str(MAX_BURST),
+            "ENGINE_MAX_CONCURRENT_RPCS": str(ENGINE_MAX_RPCS),
+            "PIONEER_PORT": str(pioneer_port),
+            "DISCOVERY_URL": f"127.0.0.1:{engine_port}",
+            "PIONEER_MAX_CONCURRENT_STEPS": str(PIONEER_SLOTS),
+            "PIONEER_STEP_MODULES": "bench.steps",
+            "GATEWAY_PORT": str(gateway_port),
+            "ENGINE_URL": f"127.0.0.1:{engine_port}",
+            "GATEWAY_MAX_STREAMS": str(GATEWAY_MAX_STREAMS),
+            "GATEWAY_MAX_STREAMS_PER_CLIENT": str(GATEWAY_MAX_STREAMS),
+            "GATEWAY_STREAM_OPEN_RATE": "1000000",
+            "GATEWAY_STREAM_OPEN_BURST": str(GATEWAY_MAX_STREAMS),
+        }
+        self.engine = EngineProcess(env, self.workdir / "engine.log")
+        self.pioneer = PioneerProcess(env, self.workdir / "pioneer.log")
+        self.gateway = GatewayProcess(env, self.workdir / "gateway.log")
+        for service in (self.engine, self.pioneer, self.gateway):
+            service.start()
+        self.client = Client(f"127.0.0.1:{engine_port}")
+        self.gateway_url = f"http://127.0.0.1:{gateway_port}"
+        await wait_serving(self.client.target)
+        await wait_for_handlers(self.client, {"progress3", "fanout"})
+        await wait_http(f"{self.gateway_url}/health")
+
+    async def restart_gateway(self) -> None:
+        assert self.gateway is not None
+        self.gateway.stop()
+        self.gateway.start()
+        await wait_http(f"{self.gateway_url}/health")
+
+    def pids(self) -> dict[str, int]:
+        """The measured processes by role; `client` is this process."""
+        found = {"client": os.getpid()}
+        if self.database is not None:
+            found["database"] = self.database.pid
+        for name, service in (
+            ("engine", self.engine),
+            ("pioneer", self.pioneer),
+            ("gateway", self.gateway),
+        ):
+            if service is not None and service.process is not None:
+                found[name] = service.process.pid
+        return found
+
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids().items()}
+
+    def check_alive(self) -> None:
+        """A service that died mid-bench makes every later figure meaningless: say which."""
+        for name, service in (
+            ("engine", self.engine),
+            ("pioneer", self.pioneer),
+            ("gateway", self.gateway),
+        ):
+            process = service.process if service is not None else None
+            if service is not None and process is not None and process.poll() is not None:
+                raise RuntimeError(f"{name} exited ({process.returncode}):\n{service.log_tail(30)}")
+        if self.database is not None and self.database.poll() is not None:
+            raise RuntimeError(f"the database exited ({self.database.returncode})")
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        for service in (self.gateway, self.pioneer, self.engine):
+            if service is not None:
+                service.stop()
+        if self.database is not None:
+            self.database.terminate()
+            try:
+                self.database.wait(30)
+            except subprocess.TimeoutExpired:
+                self.database.kill()
+
+
+async def wait_database(uri: str, seconds: float = 30) -> None:
+    from pymongo import AsyncMongoClient
+
+    deadline = time.monotonic() + seconds
+    while True:
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            uri, serverSelectionTimeoutMS=500
+        )
+        try:
+            await client.admin.command("ping")
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+
+
+async def wait_http(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {token()}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not answering 200 after {seconds} s")
+            await asyncio.sleep(0.1)
