@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import step_queue_service_pb2 as sq
 from pymongo import AsyncMongoClient
 from pymongo.write_concern import WriteConcern
 
@@ -187,6 +188,7 @@ async def throughput(stack: Stack, runs: int, deadline: float) -> Round:
     if unfinished:
         # Left running, they would load the next round and be counted in its figures.
         await cancel_all(client, unfinished)
+        await settle(client)
     if len(completed) < runs:
         errors = sorted({s.error for s in seen if s.error})[:3]
         result.failures.append(
@@ -201,6 +203,18 @@ async def throughput(stack: Stack, runs: int, deadline: float) -> Round:
             f"{worst.progress})"
         )
     return result
+
+
+async def settle(client: Client, seconds: float = 120.0) -> None:
+    """Waits until the step queue is empty, then for the steps still running to end: what a
+    cancelled round left behind must not weigh on the next one."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        queue = await client.queue.GetStepQueue(sq.GetStepQueueRequest(), timeout=10)
+        if not any(depth.ready for depth in queue.total):
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2.0)
 
 
 async def cancel_all(client: Client, execution_ids: list[str]) -> None:

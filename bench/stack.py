@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from services.engine.store.embedded import mongo_uri
+from services.engine.store.embedded import DatabaseProcess
 from tests.stack import (
     ROOT,
     Client,
@@ -41,24 +39,6 @@ GATEWAY_MAX_STREAMS = 5000
 # What a `python -m bench.…` child needs to import the project.
 ROOT_ENV = {"PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def start_database(
-    path: str, port: int, *, sync_on_commit: bool = False
-) -> subprocess.Popen[bytes]:
-    """`secantusd-py` on `path`/db. cwd: it silently reads a ./secantusd.toml, and an empty
-    folder has none."""
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("secantusd-py")),
-            *("--storage-path", f"{path}/db", "--port", str(port)),
-            *("--log-level", "WARNING"),
-            *(["--sync-on-commit"] if sync_on_commit else []),
-        ],
-        cwd=path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 class GatewayProcess(ServiceProcess):
@@ -98,7 +78,7 @@ class Stack:
 
     sync_on_commit: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="discovery-bench-")))
-    database: subprocess.Popen[bytes] | None = None
+    database: DatabaseProcess | None = None
     engine: EngineProcess | None = None
     pioneer: PioneerProcess | None = None
     gateway: GatewayProcess | None = None
@@ -110,10 +90,10 @@ class Stack:
         raise_open_files_limit()
         db_port, engine_port = free_port(), free_port()
         pioneer_port, gateway_port = free_port(), free_port()
-        self.database = start_database(
-            str(self.workdir), db_port, sync_on_commit=self.sync_on_commit
+        self.database = DatabaseProcess(
+            self.workdir, port=db_port, sync_on_commit=self.sync_on_commit
         )
-        self.uri = mongo_uri(f"mongodb://127.0.0.1:{db_port}/")
+        self.uri = await self.database.start_async()
         await wait_database(self.uri)
         env = {
             "MONGODB_URI": self.uri,
@@ -154,8 +134,8 @@ class Stack:
     def pids(self) -> dict[str, int]:
         """The measured processes by role; `client` is this process."""
         found = {"client": os.getpid()}
-        if self.database is not None:
-            found["database"] = self.database.pid
+        if self.database is not None and self.database.process is not None:
+            found["database"] = self.database.process.pid
         for name, service in (
             ("engine", self.engine),
             ("pioneer", self.pioneer),
@@ -178,8 +158,8 @@ class Stack:
             process = service.process if service is not None else None
             if service is not None and process is not None and process.poll() is not None:
                 raise RuntimeError(f"{name} exited ({process.returncode}):\n{service.log_tail(30)}")
-        if self.database is not None and self.database.poll() is not None:
-            raise RuntimeError(f"the database exited ({self.database.returncode})")
+        if self.database is not None and not self.database.running:
+            raise RuntimeError("the database exited")
 
     async def stop(self) -> None:
         if self.client is not None:
@@ -188,11 +168,7 @@ class Stack:
             if service is not None:
                 service.stop()
         if self.database is not None:
-            self.database.terminate()
-            try:
-                self.database.wait(30)
-            except subprocess.TimeoutExpired:
-                self.database.kill()
+            self.database.stop()
 
 
 async def wait_database(uri: str, seconds: float = 30) -> None:

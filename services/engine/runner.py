@@ -636,10 +636,9 @@ class Runner:
         return existing
 
     async def get(self, execution_id: str, *, tenant: str) -> ex.ExecutionState:
-        held = await self.snapshot(execution_id, None)
-        state = held[0] if held is not None else None
-        if state is None and execution_id:
-            state = await self.store.load_execution(execution_id)
+        # From the store even when held here: a read says what the database holds, and
+        # while it is down the caller is told so rather than shown this engine's view alone.
+        state = await self.store.load_execution(execution_id) if execution_id else None
         if state is None or not visible(state, tenant):
             raise ExecutionNotFound(execution_id)
         return state

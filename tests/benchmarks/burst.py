@@ -29,8 +29,7 @@ import grpc
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 
-from bench.stack import start_database
-from services.engine.store.embedded import mongo_uri
+from services.engine.store.embedded import DatabaseProcess
 from tests.stack import ROOT, TERMINAL, Client, ServiceProcess, free_port, wait_serving
 
 DEADLINE_SECONDS = 600.0
@@ -174,15 +173,13 @@ async def both(tree: Path, uri: str, runs: int, slots: int, logs: Path) -> list[
 
 def main(runs: int, slots: int, ref: str) -> None:
     with tempfile.TemporaryDirectory() as path:
-        port = free_port()
-        database = start_database(path, port)
+        database = DatabaseProcess(Path(path))
         tree = checkout(ref, Path(path))
         try:
-            uri = mongo_uri(f"mongodb://127.0.0.1:{port}/")
+            uri = database.start()
             results = asyncio.run(both(tree, uri, runs, slots, Path(path)))
         finally:
-            database.terminate()
-            database.wait(30)
+            database.stop()
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                 check=False,

@@ -22,8 +22,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from bench.stack import start_database
-from services.engine.store.embedded import mongo_uri
+from services.engine.store.embedded import DatabaseProcess
 from tests.stack import (
     TERMINAL,
     Client,
@@ -121,16 +120,11 @@ async def soak(uri: str, minutes: float, per_second: float, workdir: Path) -> bo
 
 async def main(minutes: float = 15.0, per_second: float = 10.0) -> int:
     with tempfile.TemporaryDirectory() as path:
-        port = free_port()
-        database = start_database(path, port)
+        database = DatabaseProcess(Path(path))
         try:
-            await asyncio.sleep(1.5)
-            ok = await soak(
-                mongo_uri(f"mongodb://127.0.0.1:{port}/"), minutes, per_second, Path(path)
-            )
+            ok = await soak(await database.start_async(), minutes, per_second, Path(path))
         finally:
-            database.terminate()
-            database.wait(30)
+            database.stop()
     return 0 if ok else 1
 
 

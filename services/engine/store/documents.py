@@ -159,8 +159,16 @@ def execution_from_doc(doc: dict[str, Any]) -> ExecutionState:
     )
 
 
+def event_id(execution_id: str, seq: int) -> str:
+    """An event's `_id`: its place in the log. Two writers of one seq collide on the primary
+    key, and a stretch of the log is read by its ids (point lookups): the (execution_id, seq)
+    index this replaces cost the database a third of its time per event written."""
+    return f"{execution_id}:{seq}"
+
+
 def event_to_doc(event: Event) -> dict[str, Any]:
     doc: dict[str, Any] = {
+        "_id": event_id(event.execution_id, event.seq),
         "execution_id": event.execution_id,
         "seq": event.seq,
         "type": event.type,

@@ -2,8 +2,8 @@
 
 Writes to the event log are group-committed: appends from every execution that arrive while
 a write is in flight go out together in one `insert_many`. A lone append costs one round
-trip; two hundred busy executions cost a few. The unique index on (execution_id, seq) is what
-makes a lost race between two writers impossible to miss.
+trip; two hundred busy executions cost a few. An event's _id is its place in the log
+(`execution_id:seq`), which is what makes a lost race between two writers impossible to miss.
 
 The status document (the projection of the log that listings read) is written apart from the
 events, at most once a `PROJECTION_SECONDS` per execution, and right after the events when the
@@ -32,6 +32,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from services.auth import DEFAULT_TENANT
+from services.engine.clock import utc_now
 from services.engine.domain.errors import BlobNotFound, NotOwner, StoreUnavailable
 from services.engine.domain.execution import Event, ExecutionState
 from services.engine.domain.workflow import Workflow
@@ -39,6 +40,7 @@ from services.engine.store.documents import (
     decode_page_token,
     encode_page_token,
     event_from_doc,
+    event_id,
     event_to_doc,
     execution_from_doc,
     execution_to_doc,
@@ -59,6 +61,12 @@ log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
 BLOB_CHUNK_BYTES = 4 * 1024 * 1024
 RUNNER_RECORD_TTL_SECONDS = 24 * 3600
+# Before events had their place in the log as _id (see _adopt_event_ids).
+OLD_EVENT_INDEX = "execution_id_1_seq_1"
+EVENT_IDS_MOVE = "event_ids_move"
+# Events read by id at first, and at most, per round trip (see read_events).
+FIRST_READ = 16
+MAX_READ = 512
 # How far behind the log an execution's status document may be (see the module docstring).
 PROJECTION_SECONDS = 5.0
 # What a listing leaves behind: the payloads. The attempts stay, without theirs, because
@@ -101,6 +109,8 @@ class MongoStore:
         self.blob_chunks: AsyncCollection[dict[str, Any]] = db["blob_chunks"]
         self.step_stats: AsyncCollection[dict[str, Any]] = db["step_stats"]
         self.runners: AsyncCollection[dict[str, Any]] = db["runners"]
+        # The store's own bookkeeping (migrations under way).
+        self.meta: AsyncCollection[dict[str, Any]] = db["meta"]
         self._pending: list[_Append] = []
         # Status documents not written yet: the latest per execution, and since when the
         # oldest of them waits (loop time).
@@ -131,9 +141,8 @@ class MongoStore:
 
     async def ensure_indexes(self) -> None:
         await self._adopt_untenanted()
-        await self.events.create_indexes(
-            [IndexModel([("execution_id", ASCENDING), ("seq", ASCENDING)], unique=True)]
-        )
+        # The events need no index but their _id (documents.event_id).
+        await self._adopt_event_ids()
         await self.executions.create_indexes(
             [
                 # A request_id is one tenant's: another tenant may use the same one.
@@ -186,6 +195,32 @@ class MongoStore:
             )
         with contextlib.suppress(OperationFailure):
             await self.executions.drop_index("request_id_1")
+
+    async def _adopt_event_ids(self) -> None:
+        """Events written before their _id was their place in the log get one, and the
+        (execution_id, seq) index they were read through goes. A marker in `meta` says a
+        move is under way, so that an interrupted one is finished on the next start."""
+        names = [index["name"] async for index in await self.events.list_indexes()]
+        if OLD_EVENT_INDEX in names:
+            await self.meta.update_one(
+                {"_id": EVENT_IDS_MOVE}, {"$set": {"since": utc_now()}}, upsert=True
+            )
+            # Unique, it would refuse the copies while their originals are still there.
+            await self.events.drop_index(OLD_EVENT_INDEX)
+        if await self.meta.find_one({"_id": EVENT_IDS_MOVE}) is None:
+            return
+        moved = 0
+        while old := await self.events.find({"_id": {"$type": "objectId"}}).limit(1000).to_list():
+            copies = [{**d, "_id": event_id(d["execution_id"], d["seq"])} for d in old]
+            try:
+                await self.events.insert_many(copies, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                    raise
+            await self.events.delete_many({"_id": {"$in": [d["_id"] for d in old]}})
+            moved += len(old)
+        await self.meta.delete_one({"_id": EVENT_IDS_MOVE})
+        log.info("events given their place in the log as _id", extra={"events": moved})
 
     # --- workflows -------------------------------------------------------------------
 
@@ -314,7 +349,9 @@ class MongoStore:
             try:
                 await self.events.insert_many(docs, ordered=False)
             except BulkWriteError as exc:
+                refused = set()
                 for error in exc.details.get("writeErrors", []):
+                    refused.add(error["index"])
                     i = owner_of_doc[error["index"]]
                     if error.get("code") == DUPLICATE_KEY:
                         failures[i] = NotOwner(
@@ -323,6 +360,19 @@ class MongoStore:
                     else:
                         log.warning("event log write refused: %s", error.get("errmsg"))
                         failures[i] = StoreUnavailable("the event log write failed; retry")
+                # An append is all or nothing: what went in of a refused one comes out again,
+                # or another engine's event would be followed by this one's next.
+                await self.events.delete_many(
+                    {
+                        "_id": {
+                            "$in": [
+                                doc["_id"]
+                                for n, doc in enumerate(docs)
+                                if owner_of_doc[n] in failures and n not in refused
+                            ]
+                        }
+                    }
+                )
             except PyMongoError as exc:
                 log.warning("event log write failed: %s", exc)
                 for i in range(len(batch)):
@@ -387,9 +437,24 @@ class MongoStore:
             )
 
     async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]:
-        cursor = self.events.find({"execution_id": execution_id, "seq": {"$gt": after_seq}})
-        docs = await cursor.sort("seq", 1).limit(limit).to_list()
-        return [event_from_doc(d) for d in docs]
+        """The log after `after_seq`, by ids: a few at first, twice as many each time all were
+        there, until fewer come back than were asked for (the log is gapless)."""
+        events: list[Event] = []
+        ask = FIRST_READ
+        while len(events) < limit:
+            ask = min(ask, limit - len(events))
+            first = after_seq + len(events) + 1
+            ids = [event_id(execution_id, seq) for seq in range(first, first + ask)]
+            docs = await self.events.find({"_id": {"$in": ids}}).to_list()
+            docs.sort(key=lambda d: d["seq"])
+            for doc in docs:
+                if doc["seq"] != after_seq + len(events) + 1:
+                    break  # not contiguous: only a writer in the middle of a batch
+                events.append(event_from_doc(doc))
+            if len(docs) < ask:
+                break
+            ask = min(ask * 2, MAX_READ)
+        return events
 
     # --- leases ----------------------------------------------------------------------
 
