@@ -53,7 +53,7 @@ check-gen: gen
 	git diff --exit-code --stat -- generated
 	test -z "$$(git status --porcelain -- generated)"
 
-lint: $(VENV)/.installed $(BUF)
+lint: $(VENV)/.bench-installed $(BUF)
 	$(VENV)/bin/ruff check services tests bench
 	$(VENV)/bin/ruff format --check services tests bench
 	$(VENV)/bin/mypy services tests bench
