@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -42,9 +43,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(service: str, level: int = logging.INFO) -> None:
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def configure(service: str) -> None:
+    """JSON lines on stderr, at DISCOVERY_LOG_LEVEL (debug, info or warning; info unset)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    raw = os.environ.get("DISCOVERY_LOG_LEVEL", "").strip().lower()
+    root.setLevel(LEVELS.get(raw, logging.INFO))
+    if raw and raw not in LEVELS:
+        root.warning("DISCOVERY_LOG_LEVEL=%r is not one of %s: info", raw, ", ".join(LEVELS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from datetime import datetime
 from typing import Any
@@ -93,6 +94,13 @@ def _attempt_from_doc(d: dict[str, Any]) -> Attempt:
     return Attempt(**{"input_payload": {}, "queued_at": d.get("started_at"), **d})
 
 
+@functools.lru_cache(maxsize=1024)
+def _workflow_doc(workflow: Workflow) -> dict[str, Any]:
+    """A definition never changes: its document is made once, not at every status write.
+    Shared: callers must not change it."""
+    return workflow_to_doc(workflow)
+
+
 def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
     """The status projection. Lease fields are not in it: they have writers of their own,
     except that a terminal execution gives its lease up."""
@@ -101,7 +109,7 @@ def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
         "tenant_id": state.workflow.tenant_id,
         "workflow_id": state.workflow.workflow_id,
         "workflow_name": state.workflow.name,
-        "workflow": workflow_to_doc(state.workflow),
+        "workflow": _workflow_doc(state.workflow),
         "mode": state.mode,
         "input": state.input,
         "created_at": state.created_at,
