@@ -18,6 +18,9 @@ def test_defaults_and_the_secret_stay_out_of_logs() -> None:
     assert settings.mongodb_uri is None
     assert settings.auth_keys == (b"s" * 32,)
     assert "auth_keys" not in repr(settings), "the secret never reaches a log line"
+    # The embedded database fsyncs at every commit unless told not to.
+    assert settings.embedded_fsync
+    assert not Settings.from_env({**SECRET, "DISCOVERY_DB_FSYNC": "false"}).embedded_fsync
 
 
 @pytest.mark.parametrize(
@@ -27,6 +30,7 @@ def test_defaults_and_the_secret_stay_out_of_logs() -> None:
         ("ENGINE_PORT", "eighty"),
         ("ENGINE_LEASE_SECONDS", "0.1"),
         ("ENGINE_MAX_CONCURRENT_RPCS", "0"),
+        ("DISCOVERY_DB_FSYNC", "sometimes"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
