@@ -4,16 +4,11 @@ bench reads of them from /proc (CPU seconds, resident memory)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import resource
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aiohttp
 
 from services.engine.store.embedded import DatabaseProcess
 from tests.stack import (
@@ -23,8 +18,9 @@ from tests.stack import (
     PioneerProcess,
     ServiceProcess,
     free_port,
-    token,
+    wait_database,
     wait_for_handlers,
+    wait_http,
     wait_serving,
 )
 
@@ -169,36 +165,3 @@ class Stack:
                 service.stop()
         if self.database is not None:
             self.database.stop()
-
-
-async def wait_database(uri: str, seconds: float = 30) -> None:
-    from pymongo import AsyncMongoClient
-
-    deadline = time.monotonic() + seconds
-    while True:
-        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-            uri, serverSelectionTimeoutMS=500
-        )
-        try:
-            await client.admin.command("ping")
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-        finally:
-            await client.close()
-
-
-async def wait_http(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    headers = {"Authorization": f"Bearer {token()}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} not answering 200 after {seconds} s")
-            await asyncio.sleep(0.1)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
@@ -43,6 +43,7 @@ from services.auth import (
 )
 from services.engine.app import Engine
 from services.engine.config import Settings as EngineSettings
+from services.engine.store.embedded import free_port as free_port
 from services.engine.store.repository import ExecutionStore
 from services.grpc_auth import BearerToken, bearer_interceptors
 from services.pioneer.config import Settings as PioneerSettings
@@ -85,12 +86,6 @@ TERMINAL = {
     ex_pb.EXECUTION_STATUS_FAILED,
     ex_pb.EXECUTION_STATUS_CANCELLED,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:
@@ -424,6 +419,39 @@ async def wait_serving(target: str, seconds: float = 20) -> None:
                     return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{target} not serving after {seconds} s")
+            await asyncio.sleep(0.1)
+
+
+async def wait_database(uri: str, seconds: float = 20) -> None:
+    """Returns once the MongoDB server at `uri` answers a ping."""
+    deadline = time.monotonic() + seconds
+    while True:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri, serverSelectionTimeoutMS=500
+        )
+        try:
+            await client.admin.command("ping")
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+
+
+async def wait_http(url: str, seconds: float = 30) -> None:
+    """Returns once `url` answers 200 to an admin of the default tenant."""
+    deadline = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {token()}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not answering 200 after {seconds} s")
             await asyncio.sleep(0.1)
 
 

@@ -20,24 +20,15 @@ from discovery.engine.v1 import workflow_service_pb2 as wf_service
 from pymongo import AsyncMongoClient
 
 from services.engine.store.embedded import DatabaseProcess
-from tests.stack import Client, EngineProcess, Stack, free_port, start_stack, wait_serving
-
-
-async def reachable(uri: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            uri, serverSelectionTimeoutMS=500
-        )
-        try:
-            await client.admin.command("ping")
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-        finally:
-            await client.close()
+from tests.stack import (
+    Client,
+    EngineProcess,
+    Stack,
+    free_port,
+    start_stack,
+    wait_database,
+    wait_serving,
+)
 
 
 @pytest.fixture
@@ -50,7 +41,7 @@ def database_process(tmp_path: Path) -> Iterator[DatabaseProcess]:
 
 @pytest.fixture
 async def stack_on_process(database_process: DatabaseProcess) -> AsyncIterator[Stack]:
-    await reachable(database_process.uri)
+    await wait_database(database_process.uri)
     stack = await start_stack(database_process.uri, "faults")
     try:
         yield stack
@@ -78,7 +69,7 @@ async def test_database_killed_and_restarted_under_load(
     await asyncio.sleep(max(0.0, 3 - (time.monotonic() - down_at)))
 
     database_process.start()
-    await reachable(database_process.uri)
+    await wait_database(database_process.uri)
     back_at = time.monotonic()
     finals = [await c.wait_terminal(s.execution_id, 60) for s in started]
     print(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -36,7 +35,7 @@ from secantus import SecantusDBServer
 from services.auth import RUNNER
 from services.engine.store.embedded import mongo_uri
 from tests.gateway.external_runner import ExternalRunner
-from tests.stack import free_port, token, wait_serving
+from tests.stack import free_port, token, wait_http, wait_serving
 
 ADMIN = {"Authorization": f"Bearer {token()}"}
 RUNNER_TOKEN = token(RUNNER)
@@ -62,19 +61,6 @@ def spawn(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes
             stdout=out,
             stderr=out,
         )
-
-
-async def wait_http(url: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession(headers=ADMIN) as session:
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise TimeoutError(url)
-            await asyncio.sleep(0.1)
 
 
 def quantile(values: list[float], q: int) -> float:

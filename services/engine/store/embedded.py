@@ -45,7 +45,8 @@ def mongo_uri(base: str) -> str:
     return f"{base}{separator}retryWrites=false"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free now (the OS may hand it out again before it is bound)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -59,7 +60,7 @@ class DatabaseProcess:
 
     def __init__(self, path: Path, *, port: int = 0, sync_on_commit: bool = False) -> None:
         self.path = path
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.sync_on_commit = sync_on_commit
         self.process: subprocess.Popen[bytes] | None = None
 
