@@ -38,6 +38,7 @@ DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 10.0
 MIN_PROGRESS_BUDGET_SECONDS = 5.0
 # Progress waiting to be sent for one attempt. Beyond it `report_progress` waits: a step that
 # reports faster than the engine takes its reports is slowed down rather than its memory grown.
+# The completion carries what is left, so this stays within what the engine takes in a call.
 MAX_PENDING_REPORTS = 1000
 # Reports in one call (the engine takes up to 1000).
 MAX_REPORTS_PER_CALL = 500

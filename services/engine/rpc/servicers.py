@@ -274,9 +274,8 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
     async def ReportStepProgress(
         self, request: sr.ReportStepProgressRequest, context: Context
     ) -> sr.ReportStepProgressResponse:
-        _at_most(request.more_progress, MAX_REPORTS_PER_CALL, "more_progress")
-        reports = [*([request.progress] if request.HasField("progress") else [])]
-        reports.extend(request.more_progress)
+        reports = [request.progress] if request.HasField("progress") else []
+        reports.extend(_at_most(request.more_progress, MAX_REPORTS_PER_CALL, "more_progress"))
         cancelled = await self._runner.report_progress(
             _required(request.execution_id, "execution_id"),
             _required(request.step_name, "step_name"),

@@ -362,17 +362,13 @@ class MongoStore:
                         failures[i] = StoreUnavailable("the event log write failed; retry")
                 # An append is all or nothing: what went in of a refused one comes out again,
                 # or another engine's event would be followed by this one's next.
-                await self.events.delete_many(
-                    {
-                        "_id": {
-                            "$in": [
-                                doc["_id"]
-                                for n, doc in enumerate(docs)
-                                if owner_of_doc[n] in failures and n not in refused
-                            ]
-                        }
-                    }
-                )
+                went_in = [
+                    doc["_id"]
+                    for n, doc in enumerate(docs)
+                    if owner_of_doc[n] in failures and n not in refused
+                ]
+                if went_in:
+                    await self.events.delete_many({"_id": {"$in": went_in}})
             except PyMongoError as exc:
                 log.warning("event log write failed: %s", exc)
                 for i in range(len(batch)):
