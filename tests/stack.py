@@ -422,6 +422,17 @@ async def wait_serving(target: str, seconds: float = 20) -> None:
             await asyncio.sleep(0.1)
 
 
+async def watched(stack: Stack, execution_id: str, seconds: float = 30) -> None:
+    """Returns once the engine has a watcher of the execution: a client in a child process or
+    a browser may take a while to start on a busy machine, and a test that follows a run
+    live holds the run back until then."""
+    assert stack.engine.runner is not None
+    hub = stack.engine.runner.hub
+    async with asyncio.timeout(seconds):
+        while not hub.watching(execution_id):  # noqa: ASYNC110 - the hub has no event for this
+            await asyncio.sleep(0.05)
+
+
 async def wait_database(uri: str, seconds: float = 20) -> None:
     """Returns once the MongoDB server at `uri` answers a ping."""
     deadline = time.monotonic() + seconds

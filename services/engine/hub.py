@@ -51,6 +51,10 @@ class EventHub:
             for subscription in self._subscriptions.get(event.execution_id, ()):
                 subscription.offer(event)
 
+    def watching(self, execution_id: str) -> int:
+        """How many follow the execution here."""
+        return len(self._subscriptions.get(execution_id, ()))
+
     @property
     def watcher_count(self) -> int:
         return sum(len(s) for s in self._subscriptions.values())

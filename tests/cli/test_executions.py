@@ -16,7 +16,7 @@ from discovery.engine.v1 import workflow_pb2 as wf_pb
 from google.protobuf import json_format
 
 from tests.cli.cli import assert_readable_error, call_main, cli_env, run_cli
-from tests.stack import ROOT, Stack, as_dict
+from tests.stack import ROOT, Stack, as_dict, watched
 
 
 async def test_run_watch_shows_both_steps_to_100_percent_and_exits_0(
@@ -79,11 +79,13 @@ async def test_watch_json_prints_every_seq_once_in_order(
 async def test_watch_json_without_after_seq_starts_with_a_snapshot(
     stack: Stack, target: str, two_naps: wf_pb.Workflow
 ) -> None:
-    # Long enough that the CLI (a new interpreter) starts watching before the end.
-    started = await stack.client.start(two_naps.workflow_id, {"seconds": 1.5})
-    await asyncio.sleep(0.3)
-
-    result = await run_cli(target, "watch", started.execution_id, "--json")
+    # The run waits for a runner until the CLI (a new interpreter) watches it.
+    await stack.pioneer.stop()
+    started = await stack.client.start(two_naps.workflow_id, {"seconds": 0.4})
+    watching = asyncio.create_task(run_cli(target, "watch", started.execution_id, "--json"))
+    await watched(stack, started.execution_id)
+    await stack.pioneer.start()
+    result = await watching
 
     assert result.code == 0, result
     snapshot, *events = result.json_lines()

@@ -14,7 +14,7 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from services.auth import DEFAULT_TENANT
 from tests.cli.cli import call_main, run_cli
 from tests.cli.conftest import NAP
-from tests.stack import Stack
+from tests.stack import Stack, watched
 
 
 async def queued(stack: Stack, execution_id: str, seconds: float = 10) -> ex_pb.Execution:
@@ -42,16 +42,6 @@ class NoRunner:
         if not self.resumed:
             self.resumed = True
             await self.stack.pioneer.start()
-
-
-async def watched(stack: Stack) -> None:
-    """Returns once the engine has a watcher: a child process (a new interpreter) may take a
-    while to start on a busy machine, and the step must still be queued when it watches."""
-    assert stack.engine.runner is not None
-    hub = stack.engine.runner.hub
-    async with asyncio.timeout(30):
-        while hub.watcher_count == 0:  # noqa: ASYNC110 - the hub has no event for this
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -125,7 +115,7 @@ async def test_a_queued_step_is_counted_and_shown_waiting_until_a_runner_polls(
     assert "nap" in attempt_row and "⧗ queued" in attempt_row, attempt_row
     assert "running" not in attempt_row and "pending" not in attempt_row
 
-    await watched(stack)
+    await watched(stack, started.execution_id)
     await no_runner.resume()
     result = await asyncio.wait_for(watching, 30)
 
@@ -153,7 +143,7 @@ async def test_watch_from_the_start_shows_the_queued_event(
         run_cli(target, "watch", started.execution_id, "--after-seq", "0")
     )
     await asyncio.sleep(1.2)
-    await watched(stack)
+    await watched(stack, started.execution_id)
     await no_runner.resume()
     result = await asyncio.wait_for(watching, 30)
 
