@@ -456,3 +456,29 @@ async def test_watchers_of_one_execution_share_one_engine_stream(
             assert messages[-1]["seq"] == everything[-1]["seq"]
         assert_contiguous(everything, 0)
         await _wait_for(lambda: feeds.engine_streams == 0, 2)
+
+
+class _Captured(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
+async def test_frames_written_directly_are_what_aiohttp_writes(size: int) -> None:
+    from aiohttp.base_protocol import BaseProtocol
+    from aiohttp.http import WebSocketWriter
+
+    from services.gateway.websocket import text_frame
+
+    transport = _Captured()
+    writer = WebSocketWriter(BaseProtocol(asyncio.get_running_loop()), transport)
+    payload = ("é" * size).encode()[:size]
+    await writer.send_frame(payload, WSMsgType.TEXT)
+    assert text_frame(payload) == bytes(transport.written)
