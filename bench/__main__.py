@@ -159,7 +159,7 @@ class Bench:
             for name, result in self.sets.items()
         }
         self.notes[:0] = [
-            f"rounds: {a.rounds} on the default set; medians with (min-max) over rounds",
+            f"rounds: {a.rounds} on the set durable to the OS; medians with (min-max) over rounds",
             f"latency: {a.warmup} warm-up + {a.latency_runs} measured runs per mode per round, "
             f"in sequence (p99 of {a.latency_runs} runs is the slowest of each round)",
             f"throughput: {a.throughput_runs} runs started at once, each watched from seq 1; "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SETS = {"default": "durable to the OS (default)", "fsync": "fsync at commit"}
+SETS = {"default": "durable to the OS", "fsync": "fsync at commit (the default)"}
 
 
 @dataclass(frozen=True)
