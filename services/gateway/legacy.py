@@ -301,6 +301,10 @@ def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
             }
             for step in message.steps
         ],
+        # What every execution's input must match (JSON Schema); null: any input.
+        "input_schema": (
+            plain_struct(message.input_schema) if message.HasField("input_schema") else None
+        ),
     }
 
 

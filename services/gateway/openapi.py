@@ -352,8 +352,15 @@ SCHEMAS: dict[str, Schema] = {
                 "maxItems": 100,
                 "items": ref("StepDefinition"),
             },
+            "input_schema": {
+                **nullable(FREE),
+                "description": "A JSON Schema (draft 2020-12) every execution's input must"
+                " match, checked at every start before anything is stored: a mismatch is 422"
+                " naming each field (input.<key>). At most 64 KiB and 32 levels; every $ref"
+                " within the schema (nothing is fetched). Absent or null: any input.",
+            },
         },
-        optional=("description",),
+        optional=("description", "input_schema"),
     ),
     "Workflow": obj(
         {
@@ -382,6 +389,7 @@ SCHEMAS: dict[str, Schema] = {
                     }
                 ),
             },
+            "input_schema": nullable(FREE),
         }
     ),
     "WorkflowList": obj(

@@ -32,7 +32,7 @@ EXECUTE_FIELDS = frozenset({"workflow_id", "data", "manual", "priority"})
 # default, 3, when the request leaves it out).
 MIN_PRIORITY = 1
 MAX_PRIORITY = 5
-WORKFLOW_FIELDS = frozenset({"name", "description", "steps"})
+WORKFLOW_FIELDS = frozenset({"name", "description", "steps", "input_schema"})
 STEP_TIMEOUTS = (
     "timeout_seconds",
     "heartbeat_timeout_seconds",
@@ -338,6 +338,10 @@ def workflow_definition(body: object) -> wf_pb.Workflow:
         name=_string(value.get("name"), "name", max_chars=200, required=True),
         description=_string(value.get("description"), "description", max_chars=10_000),
     )
+    schema = value.get("input_schema")
+    if schema is not None:
+        # Only its shape here; the engine checks it is a JSON Schema, and names what is wrong.
+        workflow.input_schema.update(body_object(schema, "input_schema"))
     steps = value.get("steps")
     if not isinstance(steps, list):
         raise ValidationFailed("steps", f"expected an array, got {_type_name(steps)}")
