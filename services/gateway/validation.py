@@ -44,6 +44,22 @@ RETRY_FIELDS = frozenset(
 )
 
 
+# `POST /step-queue/poll`: the bounds of PollStepAttemptsRequest (step_queue_service.proto).
+POLL_FIELDS = frozenset({"runner_id", "handlers", "max_attempts", "wait_seconds"})
+MAX_POLL_HANDLERS = 200
+MAX_POLL_ATTEMPTS = 100
+MAX_POLL_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    runner_id: str
+    handlers: tuple[str, ...]
+    max_attempts: int
+    # 0: the engine's default (20 s).
+    wait_seconds: float
+
+
 @dataclass(frozen=True)
 class StartRequest:
     workflow_id: str
@@ -373,6 +389,37 @@ def workflow_definition(body: object) -> wf_pb.Workflow:
             if retry.get(key) is not None:
                 setattr(definition.retry, key, _number(retry[key], f"{where}.retry.{key}"))
     return workflow
+
+
+def step_queue_poll(body: object) -> PollRequest:
+    """`{"runner_id", "handlers": [...], "max_attempts", "wait_seconds"}`: what an HTTP runner
+    offers and how long it waits. `max_attempts` absent: 1; `wait_seconds` absent or 0: the
+    engine's default (20 s)."""
+    value = body_object(body)
+    _known(value, POLL_FIELDS, "")
+    runner_id = _string(value.get("runner_id"), "runner_id", max_chars=MAX_ID_CHARS, required=True)
+    handlers = value.get("handlers")
+    if not isinstance(handlers, list):
+        raise ValidationFailed(
+            "handlers", f"expected an array of handler names, got {_type_name(handlers)}"
+        )
+    if not handlers:
+        raise ValidationFailed("handlers", "name at least one handler")
+    if len(handlers) > MAX_POLL_HANDLERS:
+        raise ValidationFailed("handlers", f"at most {MAX_POLL_HANDLERS} handlers")
+    names = tuple(
+        _string(name, f"handlers[{i}]", max_chars=MAX_ID_CHARS, required=True)
+        for i, name in enumerate(handlers)
+    )
+    max_attempts = 1
+    if value.get("max_attempts") is not None:
+        max_attempts = _integer(
+            value["max_attempts"], "max_attempts", low=1, high=MAX_POLL_ATTEMPTS
+        )
+    wait = 0.0
+    if value.get("wait_seconds") is not None:
+        wait = _number(value["wait_seconds"], "wait_seconds", high=MAX_POLL_WAIT_SECONDS)
+    return PollRequest(runner_id, names, max_attempts, wait)
 
 
 def advance_data(body: object) -> dict[str, Any]:
