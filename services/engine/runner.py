@@ -538,9 +538,17 @@ class Runner:
     # --- workflows -------------------------------------------------------------------
 
     async def create_workflow(
-        self, name: str, description: str, steps: list[dict[str, Any]], *, tenant: str
+        self,
+        name: str,
+        description: str,
+        steps: list[dict[str, Any]],
+        *,
+        tenant: str,
+        input_schema: dict[str, Any] | None = None,
     ) -> Workflow:
-        workflow = new_workflow(name, description, steps, utc_now(), tenant_id=tenant)
+        workflow = new_workflow(
+            name, description, steps, utc_now(), tenant_id=tenant, input_schema=input_schema
+        )
         offered = {h for runner in await self.runners() for h in runner.handlers}
         for i, step in enumerate(workflow.steps):
             if step.handler not in offered:
@@ -588,6 +596,10 @@ class Runner:
             if existing is not None:
                 return self._same_request(existing, fingerprint)
         workflow = await self.get_workflow(workflow_id, tenant=tenant)
+        if workflow.input_schema is not None:
+            # The document as the client sent it, before any value is set apart as a blob:
+            # a refused start stores nothing.
+            workflow.input_schema.check(document)
         execution_id = str(uuid.uuid4())
         kept = await set_large_values_apart(
             self.store,

@@ -9,7 +9,7 @@ idempotency key, which the engine then matches.
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -33,6 +33,11 @@ from services.grpc_auth import Credentials
 from services.tls import aio_channel
 
 T = TypeVar("T")
+# What the engine waits when a poll's wait_seconds is 0 (step_queue_service.proto).
+DEFAULT_POLL_WAIT_SECONDS = 20.0
+# A poll's deadline is its wait plus at least this much: the engine answers a second before
+# the deadline, and the proto asks for "a few seconds longer" than the wait.
+MIN_POLL_DEADLINE_MARGIN_SECONDS = 5.0
 
 
 def channel_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -292,6 +297,28 @@ class EngineClient:
             )
         )
         return response
+
+    async def poll_step_attempts(
+        self, runner_id: str, handlers: Sequence[str], max_attempts: int, wait_seconds: float
+    ) -> list[sq.StepTask]:
+        """A long poll: its deadline is the wait plus the unary deadline (at least 5 s), so the
+        wait is not cut short by the unary deadline (Settings.rpc_timeout_seconds).
+        Never retried: a retried poll could take attempts twice. Cancelling the awaiting task
+        cancels the call at the engine."""
+        wait = wait_seconds or DEFAULT_POLL_WAIT_SECONDS
+        response: sq.PollStepAttemptsResponse = await self._call(
+            self._queue.PollStepAttempts(
+                sq.PollStepAttemptsRequest(
+                    runner_id=runner_id,
+                    handlers=handlers,
+                    max_attempts=max_attempts,
+                    wait_seconds=wait_seconds,
+                ),
+                timeout=wait + max(self._timeout, MIN_POLL_DEADLINE_MARGIN_SECONDS),
+                metadata=self._metadata,
+            )
+        )
+        return list(response.tasks)
 
     # --- health ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
@@ -301,6 +302,10 @@ def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
             }
             for step in message.steps
         ],
+        # What every execution's input must match (JSON Schema); null: any input.
+        "input_schema": (
+            plain_struct(message.input_schema) if message.HasField("input_schema") else None
+        ),
     }
 
 
@@ -333,4 +338,27 @@ def step_queue(queue: sq.GetStepQueueResponse, now: datetime) -> dict[str, Any]:
             }
             for runner in queue.runners
         ],
+    }
+
+
+def step_attempts(tasks: list[sq.StepTask]) -> dict[str, Any]:
+    """`POST /step-queue/poll`'s answer: the attempts taken for the runner, each with the
+    routes it reports to (with its `attempt_token` in `X-Attempt-Token`)."""
+    return {"attempts": [_step_attempt(task) for task in tasks]}
+
+
+def _step_attempt(task: sq.StepTask) -> dict[str, Any]:
+    base = f"/executions/{quote(task.execution_id, safe='')}/steps/{quote(task.step_name, safe='')}"
+    return {
+        "execution_id": task.execution_id,
+        "step_name": task.step_name,
+        "handler": task.handler,
+        "attempt": task.attempt,
+        "attempt_token": task.attempt_token,
+        "input": plain_struct(task.input),
+        "timeout_seconds": task.timeout_seconds,
+        "heartbeat_timeout_seconds": task.heartbeat_timeout_seconds,
+        "queued_at": iso(task.queue_time),
+        "started_at": iso(task.start_time),
+        "report_urls": {"progress": f"{base}/progress", "complete": f"{base}/complete"},
     }

@@ -16,6 +16,9 @@ from services.gateway.validation import (
     MAX_ID_CHARS,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_PAGE_SIZE,
+    MAX_POLL_ATTEMPTS,
+    MAX_POLL_HANDLERS,
+    MAX_POLL_WAIT_SECONDS,
     MAX_PRIORITY,
     MAX_SEQ_DIGITS,
     MAX_TOKEN_CHARS,
@@ -352,8 +355,15 @@ SCHEMAS: dict[str, Schema] = {
                 "maxItems": 100,
                 "items": ref("StepDefinition"),
             },
+            "input_schema": {
+                **nullable(FREE),
+                "description": "A JSON Schema (draft 2020-12) every execution's input must"
+                " match, checked at every start before anything is stored: a mismatch is 422"
+                " naming each field (input.<key>). At most 64 KiB and 32 levels; every $ref"
+                " within the schema (nothing is fetched). Absent or null: any input.",
+            },
         },
-        optional=("description",),
+        optional=("description", "input_schema"),
     ),
     "Workflow": obj(
         {
@@ -382,6 +392,59 @@ SCHEMAS: dict[str, Schema] = {
                     }
                 ),
             },
+            "input_schema": nullable(FREE),
+        }
+    ),
+    "StepQueuePoll": obj(
+        {
+            "runner_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_ID_CHARS,
+                "description": "Names the runner in the step's history and in GET /queue.",
+            },
+            "handlers": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_POLL_HANDLERS,
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+                "description": "The handlers this runner offers.",
+            },
+            "max_attempts": {
+                **nullable({"type": "integer", "minimum": 1, "maximum": MAX_POLL_ATTEMPTS}),
+                "description": "How many attempts it can start now (its free slots); absent: 1.",
+            },
+            "wait_seconds": {
+                **nullable({"type": "number", "minimum": 0, "maximum": MAX_POLL_WAIT_SECONDS}),
+                "description": "How long to wait for work before answering empty; absent or 0:"
+                " 20 s.",
+            },
+        },
+        optional=("max_attempts", "wait_seconds"),
+    ),
+    "StepAttempts": obj(
+        {
+            "attempts": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "execution_id": STRING,
+                        "step_name": STRING,
+                        "handler": STRING,
+                        "attempt": INT,
+                        "attempt_token": {
+                            **STRING,
+                            "description": "Send it as X-Attempt-Token with every report.",
+                        },
+                        "input": FREE,
+                        "timeout_seconds": NUMBER,
+                        "heartbeat_timeout_seconds": NUMBER,
+                        "queued_at": nullable(TIME),
+                        "started_at": nullable(TIME),
+                        "report_urls": obj({"progress": STRING, "complete": STRING}),
+                    }
+                ),
+            }
         }
     ),
     "WorkflowList": obj(
@@ -901,6 +964,34 @@ def _spec() -> Schema:
                     "summary": "The step queue: ready attempts by handler, and the runners.",
                     "responses": responses(
                         {"200": _json("The queue now.", ref("StepQueue"))}, "503"
+                    ),
+                }
+            },
+            "/step-queue/poll": {
+                "post": {
+                    "operationId": "pollStepAttempts",
+                    "summary": "Long poll for step attempts, for runners that speak only HTTP.",
+                    "description": (
+                        "A runner's token. Waits up to wait_seconds for ready attempts of the"
+                        " named handlers and answers at most max_attempts of them, each already"
+                        " taken for this runner (its timeout and heartbeat timeout run from"
+                        " now); an empty list means nothing came: poll again. Report with"
+                        " X-Attempt-Token to report_urls: progress (also the heartbeat; its"
+                        " answer says cancel_requested) and complete. Ask only for what you can"
+                        " start at once: an attempt taken and dropped, or taken for a client"
+                        " that closed the connection mid-poll, is retried only after its"
+                        " heartbeat timeout."
+                    ),
+                    "requestBody": body(ref("StepQueuePoll")),
+                    "responses": responses(
+                        {"200": _json("The attempts taken, maybe none.", ref("StepAttempts"))},
+                        "400",
+                        "401",
+                        "403",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
                     ),
                 }
             },

@@ -3,6 +3,8 @@ in the legacy shapes. Errors are raised and answered by the middleware in errors
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -19,6 +21,8 @@ from services.gateway.validation import StartRequest, resource_id
 from services.gateway.websocket import websocket
 
 HEALTH_TIMEOUT_SECONDS = 1.0
+# How often a long poll looks whether its HTTP client is still there.
+DISCONNECT_CHECK_SECONDS = 0.2
 
 
 def _json(value: Any, status: int = 200, **headers: str) -> web.Response:
@@ -190,6 +194,41 @@ async def queue(request: web.Request) -> web.Response:
     return _json(legacy.step_queue(await engine_for(request).get_step_queue(), legacy.utc_now()))
 
 
+async def step_queue_poll(request: web.Request) -> web.Response:
+    """The REST twin of StepQueueService.PollStepAttempts, for runners that speak only HTTP
+    (a runner's token). Each attempt answered is already taken for the runner: it reports
+    through the step routes above with the attempt's token in X-Attempt-Token."""
+    poll = validation.step_queue_poll(await _body(request))
+    call = asyncio.ensure_future(
+        engine_for(request).poll_step_attempts(
+            poll.runner_id, poll.handlers, poll.max_attempts, poll.wait_seconds
+        )
+    )
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not call.done():
+            # The client went away (or the gateway stops): the poll ends at the engine too,
+            # so it takes nothing more. What it took already waits out its heartbeat timeout
+            # and is then retried.
+            call.cancel()
+    if call.cancelled() or not call.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        return web.Response(status=499, reason="Client Closed Request")  # nobody reads it
+    return _json(legacy.step_attempts(call.result()))
+
+
+async def _client_gone(request: web.Request) -> None:
+    """Returns when the HTTP client has closed its connection. aiohttp only tells a handler
+    so by cancelling it, and that (handler_cancellation) would apply to every route."""
+    # No event to wait on instead: the transport's loss is only seen by looking.
+    while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
+        await asyncio.sleep(DISCONNECT_CHECK_SECONDS)
+
+
 # --- the gateway itself --------------------------------------------------------------------
 
 
@@ -230,5 +269,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/workflows", list_workflows)
     app.router.add_get("/workflows/{workflow_id}", get_workflow)
     app.router.add_get("/queue", queue)
+    app.router.add_post("/step-queue/poll", step_queue_poll)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)

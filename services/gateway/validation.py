@@ -32,7 +32,7 @@ EXECUTE_FIELDS = frozenset({"workflow_id", "data", "manual", "priority"})
 # default, 3, when the request leaves it out).
 MIN_PRIORITY = 1
 MAX_PRIORITY = 5
-WORKFLOW_FIELDS = frozenset({"name", "description", "steps"})
+WORKFLOW_FIELDS = frozenset({"name", "description", "steps", "input_schema"})
 STEP_TIMEOUTS = (
     "timeout_seconds",
     "heartbeat_timeout_seconds",
@@ -42,6 +42,22 @@ STEP_FIELDS = frozenset({"name", "handler", "retry", *STEP_TIMEOUTS})
 RETRY_FIELDS = frozenset(
     {"max_attempts", "initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"}
 )
+
+
+# `POST /step-queue/poll`: the bounds of PollStepAttemptsRequest (step_queue_service.proto).
+POLL_FIELDS = frozenset({"runner_id", "handlers", "max_attempts", "wait_seconds"})
+MAX_POLL_HANDLERS = 200
+MAX_POLL_ATTEMPTS = 100
+MAX_POLL_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    runner_id: str
+    handlers: tuple[str, ...]
+    max_attempts: int
+    # 0: the engine's default (20 s).
+    wait_seconds: float
 
 
 @dataclass(frozen=True)
@@ -338,6 +354,10 @@ def workflow_definition(body: object) -> wf_pb.Workflow:
         name=_string(value.get("name"), "name", max_chars=200, required=True),
         description=_string(value.get("description"), "description", max_chars=10_000),
     )
+    schema = value.get("input_schema")
+    if schema is not None:
+        # Only its shape here; the engine checks it is a JSON Schema, and names what is wrong.
+        workflow.input_schema.update(body_object(schema, "input_schema"))
     steps = value.get("steps")
     if not isinstance(steps, list):
         raise ValidationFailed("steps", f"expected an array, got {_type_name(steps)}")
@@ -369,6 +389,37 @@ def workflow_definition(body: object) -> wf_pb.Workflow:
             if retry.get(key) is not None:
                 setattr(definition.retry, key, _number(retry[key], f"{where}.retry.{key}"))
     return workflow
+
+
+def step_queue_poll(body: object) -> PollRequest:
+    """`{"runner_id", "handlers": [...], "max_attempts", "wait_seconds"}`: what an HTTP runner
+    offers and how long it waits. `max_attempts` absent: 1; `wait_seconds` absent or 0: the
+    engine's default (20 s)."""
+    value = body_object(body)
+    _known(value, POLL_FIELDS, "")
+    runner_id = _string(value.get("runner_id"), "runner_id", max_chars=MAX_ID_CHARS, required=True)
+    handlers = value.get("handlers")
+    if not isinstance(handlers, list):
+        raise ValidationFailed(
+            "handlers", f"expected an array of handler names, got {_type_name(handlers)}"
+        )
+    if not handlers:
+        raise ValidationFailed("handlers", "name at least one handler")
+    if len(handlers) > MAX_POLL_HANDLERS:
+        raise ValidationFailed("handlers", f"at most {MAX_POLL_HANDLERS} handlers")
+    names = tuple(
+        _string(name, f"handlers[{i}]", max_chars=MAX_ID_CHARS, required=True)
+        for i, name in enumerate(handlers)
+    )
+    max_attempts = 1
+    if value.get("max_attempts") is not None:
+        max_attempts = _integer(
+            value["max_attempts"], "max_attempts", low=1, high=MAX_POLL_ATTEMPTS
+        )
+    wait = 0.0
+    if value.get("wait_seconds") is not None:
+        wait = _number(value["wait_seconds"], "wait_seconds", high=MAX_POLL_WAIT_SECONDS)
+    return PollRequest(runner_id, names, max_attempts, wait)
 
 
 def advance_data(body: object) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from services.envconfig import ConfigError
 from services.grpc_auth import Credentials, bearer_interceptors
 from services.pioneer.config import Settings
 from services.pioneer.errors import EngineUnavailable, WorkflowRejected
+from services.pioneer.steps.documents import MAX_NAME_CHARS
 from services.tls import Tls, aio_channel
 
 log = logging.getLogger("services.pioneer.workflows")  # also when run as __main__
@@ -89,6 +90,23 @@ DOCUMENT_WORKFLOW_STEPS: tuple[dict[str, Any], ...] = (
 )
 
 
+# What the steps need from the start's document, checked by the engine before anything is
+# stored: a start without them is refused (422) instead of a run that fails at its first step.
+# load_document reads `base64` (the PDF, strict base64 checked by the gateway and the step),
+# `mime` and `nombre_documento`; `uuid_proceso` is the client's own reference, passed along.
+# Other keys are the client's and pass through.
+DOCUMENT_INPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["base64", "mime", "nombre_documento"],
+    "properties": {
+        "base64": {"type": "string", "minLength": 1},
+        "mime": {"type": "string", "minLength": 1},
+        "nombre_documento": {"type": "string", "maxLength": MAX_NAME_CHARS},
+        "uuid_proceso": {"type": "string"},
+    },
+}
+
+
 def document_workflow() -> wf_pb.Workflow:
     """The definition of "Procesar Documentos", as CreateWorkflow takes it."""
     workflow = wf_pb.Workflow(
@@ -100,6 +118,7 @@ def document_workflow() -> wf_pb.Workflow:
     )
     for step in DOCUMENT_WORKFLOW_STEPS:
         json_format.ParseDict(step, workflow.steps.add())
+    workflow.input_schema.update(DOCUMENT_INPUT_SCHEMA)
     return workflow
 
 

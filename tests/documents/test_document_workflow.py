@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
+import grpc
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
@@ -30,7 +31,7 @@ from services.pioneer.workflows import (
     ensure_document_workflow,
 )
 from tests.documents import pdfs
-from tests.stack import ROOT, Stack, as_dict, free_port, token
+from tests.stack import ROOT, Stack, as_dict, error_info, free_port, token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -282,3 +283,29 @@ async def test_a_miswired_workflow_is_a_step_failure_not_the_users_fault(stack: 
     final = await c.wait_terminal(started.execution_id, 20)
     assert (final.error.reason, final.error.type) == ("step_failed", "StepFailure")
     assert "needs `document`, the output of load_document" in final.error.message
+
+
+async def test_a_start_without_what_the_steps_need_is_refused_before_it_runs(
+    stack: Stack,
+) -> None:
+    c = stack.client
+    workflow = await ensure_document_workflow(c.target, BearerToken(token()))
+    assert set(as_dict(workflow.input_schema)["required"]) == {
+        "base64",
+        "mime",
+        "nombre_documento",
+    }
+    document = upload(pdfs.sectioned_pdf(1))
+    del document["mime"], document["nombre_documento"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await c.start(workflow.workflow_id, {**document, "uuid_proceso": 123})
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value)[2] == [
+        "input.mime",
+        "input.nombre_documento",
+        "input.uuid_proceso",
+    ]
+    listed = await c.executions.ListExecutions(
+        es.ListExecutionsRequest(workflow_id=workflow.workflow_id), timeout=10
+    )
+    assert list(listed.executions) == []

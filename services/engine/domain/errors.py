@@ -2,6 +2,7 @@
 
     DiscoveryError
     ├── InvalidArgument        a bad field, named
+    │   └── InputSchemaViolation   an input that does not match its workflow's input_schema
     ├── NotFound
     │   ├── WorkflowNotFound
     │   ├── ExecutionNotFound
@@ -42,6 +43,23 @@ class InvalidArgument(DiscoveryError):
         super().__init__(f"{field}: {message}", metadata={"field": field})
         self.field = field
         self.description = message
+        # Every bad field, each (field, description): one, unless a subclass names more.
+        self.violations: list[tuple[str, str]] = [(field, message)]
+
+
+class InputSchemaViolation(InvalidArgument):
+    reason = "INPUT_SCHEMA_VIOLATION"
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        field, description = violations[0]
+        super().__init__(field, description)
+        more = len(violations) - 1
+        self.message = "the input does not match the workflow's input_schema: " + (
+            f"{field}: {description}" + (f" (and {more} more)" if more else "")
+        )
+        self.args = (self.message,)
+        self.metadata["violations"] = str(len(violations))
+        self.violations = list(violations)
 
 
 class NotFound(DiscoveryError):

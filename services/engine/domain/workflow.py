@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from services.engine.domain.errors import InvalidArgument
+from services.engine.domain.input_schema import InputSchema
 
 MAX_STEPS = 100
 MAX_ATTEMPTS = 20
@@ -50,6 +51,8 @@ class Workflow:
     created_at: datetime
     # The tenant that owns the definition and every execution started from it.
     tenant_id: str
+    # What every execution's input must match; None: any input.
+    input_schema: InputSchema | None = None
 
     def step_named(self, name: str) -> tuple[int, StepDefinition] | None:
         for index, step in enumerate(self.steps):
@@ -77,13 +80,14 @@ def new_workflow(
     created_at: datetime,
     *,
     tenant_id: str,
+    input_schema: dict[str, Any] | None = None,
 ) -> Workflow:
     """Validates a definition as a client sent it and gives it its ids.
 
     `steps` items: {"name", "handler", "timeout_seconds", "heartbeat_timeout_seconds",
     "schedule_to_start_timeout_seconds", "retry": {"max_attempts", "initial_backoff_seconds",
     "backoff_multiplier", "max_backoff_seconds"}}; a 0 or missing number takes the default
-    (for the schedule-to-start timeout: none).
+    (for the schedule-to-start timeout: none). `input_schema`: a JSON Schema, or None.
     """
     if not _NAME.match(name or ""):
         raise InvalidArgument("name", "required, 1 to 200 printable characters")
@@ -161,4 +165,5 @@ def new_workflow(
         steps=tuple(built),
         created_at=created_at,
         tenant_id=tenant_id,
+        input_schema=None if input_schema is None else InputSchema.parse(input_schema),
     )

@@ -59,7 +59,7 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 
 def workflow(value: Workflow) -> wf_pb.Workflow:
-    return wf_pb.Workflow(
+    message = wf_pb.Workflow(
         workflow_id=value.workflow_id,
         name=value.name,
         description=value.description,
@@ -82,6 +82,14 @@ def workflow(value: Workflow) -> wf_pb.Workflow:
             for s in value.steps
         ],
     )
+    if value.input_schema is not None:
+        message.input_schema.CopyFrom(struct(value.input_schema.document))
+    return message
+
+
+def input_schema(message: wf_pb.Workflow) -> dict[str, Any] | None:
+    """The definition's input schema as the client sent it; None when it has none."""
+    return from_struct(message.input_schema) if message.HasField("input_schema") else None
 
 
 def step_definitions(message: wf_pb.Workflow) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """One table from domain errors to gRPC status codes, and the interceptor that applies it.
 
 Every non-OK status carries google.rpc.ErrorInfo with a stable reason; INVALID_ARGUMENT also
-carries google.rpc.BadRequest naming the field. An unexpected exception is logged with a
+carries google.rpc.BadRequest naming the field (every field, for an input that does not match
+its workflow's input_schema). An unexpected exception is logged with a
 correlation id and answered as INTERNAL without internals: UNKNOWN never reaches a client.
 """
 
@@ -63,9 +64,8 @@ def status_for(error: Exception) -> status_pb2.Status:
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=error.description
-                    )
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=text)
+                    for field, text in error.violations
                 ]
             )
         )

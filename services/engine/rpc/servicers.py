@@ -104,6 +104,7 @@ class WorkflowServicer(_Servicer, ws_grpc.WorkflowServiceServicer):
             given.description,
             convert.step_definitions(given),
             tenant=self._caller(context).tenant,
+            input_schema=convert.input_schema(given),
         )
         return ws.CreateWorkflowResponse(workflow=convert.workflow(workflow))
 

@@ -17,11 +17,12 @@ from services.engine.domain.execution import (
     Event,
     ExecutionState,
 )
+from services.engine.domain.input_schema import InputSchema
 from services.engine.domain.workflow import RetryPolicy, StepDefinition, Workflow
 
 
-def workflow_to_doc(workflow: Workflow) -> dict[str, Any]:
-    return {
+def workflow_to_doc(workflow: Workflow, *, with_schema: bool = True) -> dict[str, Any]:
+    doc = {
         "_id": workflow.workflow_id,
         "tenant_id": workflow.tenant_id,
         "name": workflow.name,
@@ -45,6 +46,10 @@ def workflow_to_doc(workflow: Workflow) -> dict[str, Any]:
             for s in workflow.steps
         ],
     }
+    if with_schema and workflow.input_schema is not None:
+        # As JSON text: a schema's keys ("$ref", "$defs", "a.b") are not all valid field names.
+        doc["input_schema_json"] = workflow.input_schema.text
+    return doc
 
 
 def workflow_from_doc(doc: dict[str, Any]) -> Workflow:
@@ -55,6 +60,11 @@ def workflow_from_doc(doc: dict[str, Any]) -> Workflow:
         created_at=doc["created_at"],
         # Written before tenants existed: the single-tenant deployment's own.
         tenant_id=doc.get("tenant_id", DEFAULT_TENANT),
+        input_schema=(
+            InputSchema.parse(json.loads(doc["input_schema_json"]))
+            if doc.get("input_schema_json")
+            else None
+        ),
         steps=tuple(
             StepDefinition(
                 step_id=s["step_id"],
@@ -97,8 +107,9 @@ def _attempt_from_doc(d: dict[str, Any]) -> Attempt:
 @functools.lru_cache(maxsize=1024)
 def _workflow_doc(workflow: Workflow) -> dict[str, Any]:
     """A definition never changes: its document is made once, not at every status write.
-    Shared: callers must not change it."""
-    return workflow_to_doc(workflow)
+    Shared: callers must not change it. Without the input schema: it is checked at the start
+    only, from the workflow's own document, and need not be repeated in every execution."""
+    return workflow_to_doc(workflow, with_schema=False)
 
 
 def execution_to_doc(state: ExecutionState) -> dict[str, Any]:

@@ -83,7 +83,9 @@ class ExecutionServiceServicer:
 
     def StartExecution(self, request, context):
         """Starts an execution and returns at once.
-        NOT_FOUND: unknown workflow. INVALID_ARGUMENT: a bad field (named).
+        NOT_FOUND: unknown workflow. INVALID_ARGUMENT: a bad field (named), or an input that
+        does not match the workflow's input_schema (reason INPUT_SCHEMA_VIOLATION, one field
+        violation per mismatch, e.g. "input.mime"); nothing is stored then.
         ALREADY_EXISTS: request_id already used with a different request.
         UNAVAILABLE: the store is unreachable; safe to retry with the same request_id.
         """

@@ -59,7 +59,8 @@ class WorkflowServiceServicer:
     def CreateWorkflow(self, request, context):
         """Creates a workflow definition.
         INVALID_ARGUMENT: a missing or bad field, duplicate step names, or a handler
-        that no pioneer offers (the field and the handler are named).
+        that no pioneer offers (the field and the handler are named), an input_schema that is
+        not a valid JSON Schema, too large, or holds a $ref outside itself.
         UNAVAILABLE: the store or every pioneer is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
