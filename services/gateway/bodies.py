@@ -23,7 +23,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from services.gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from services.gateway.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 # Inflated here, not by aiohttp (the runner is made with auto_decompress=False, see app.py),
 # so that every refusal is this module's: 415 in the legacy error shape for other encodings,
@@ -190,8 +195,13 @@ def _check(root: Any, max_depth: int) -> None:
 
 
 async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> Any:
-    """The body's JSON value; an empty body is `None`."""
+    """The body's JSON value; an empty body is `None`. A body that *is* JSON `null` is
+    refused: no route takes one, and reading it as no body would accept what the API
+    description calls wrong."""
     raw = await read_body(request, max_bytes)
     if not raw.strip():
         return None
-    return parse_json(raw, max_depth)
+    value = parse_json(raw, max_depth)
+    if value is None:
+        raise ValidationFailed("(body)", "expected a JSON object, got null")
+    return value

@@ -228,6 +228,21 @@ async def test_bad_base64_is_refused_and_nothing_is_stored(
     assert await executions_of(gw_stack, workflow_id) == 0
 
 
+async def test_the_path_form_takes_no_body_as_an_empty_document_but_refuses_null(
+    api: Api, gw_stack: GatewayStack
+) -> None:
+    workflow_id = await api.workflow({"name": "a", "handler": "echo"})
+    path = f"/workflows/{workflow_id}/execute-async"
+    json_type = {"Content-Type": "application/json"}
+    status, body = await api.call("POST", path, data=b"null", headers=json_type)
+    error = assert_clean_error(status, body, 422)
+    assert error["details"]["field"] == "(body)"
+    assert await executions_of(gw_stack, workflow_id) == 0
+    status, _ = await api.call("POST", path, data=b"", headers=json_type)
+    assert status == 202
+    assert await executions_of(gw_stack, workflow_id) == 1
+
+
 def _deep(levels: int) -> bytes:
     return b'{"workflow_id": "w", "data": {"x": ' + b"[" * levels + b"]" * levels + b"}}"
 
