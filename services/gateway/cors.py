@@ -38,6 +38,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         max_age=PREFLIGHT_MAX_AGE_SECONDS,
     )
     cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.cors_origins, options))
-    for resource in list(app.router.resources()):
-        if resource.canonical not in NOT_CROSS_ORIGIN:
-            cors.add(resource)
+    # Route by route: a resource added whole allows no method in a preflight.
+    for route in list(app.router.routes()):
+        if route.resource is not None and route.resource.canonical not in NOT_CROSS_ORIGIN:
+            cors.add(route)
