@@ -4,6 +4,8 @@ as before (a bad token is still 401; off, a request without credentials is 401).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -191,3 +193,30 @@ def test_the_forwarded_token_is_a_client_of_the_tenant_and_renewed_before_it_end
     # Signed for the later clock (PyJWT's own clock is not moved, so read it unverified).
     claims = jwt.decode(renewed, options={"verify_signature": False})
     assert claims["exp"] > principal.expires_at and claims["sub"] == "anonymous"
+
+
+async def test_the_websocket_url_follows_the_run_and_its_token_stays_out_of_the_log(
+    anonymous: Api, open_gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    workflow_id = await legacy_workflow(anonymous, ECHO)
+    status, started = await anonymous.call(
+        "POST", "/execute-async/", {"workflow_id": workflow_id, "data": {}}
+    )
+    assert status == 202
+    watch = started["watch_token"]
+    execution_id = started["execution_id"]
+    assert started["websocket_url"] == f"/ws/{execution_id}?access_token={watch}"
+    # As the seed's browser client: ws://host + websocket_url, nothing added.
+    async with anonymous.session.ws_connect(open_gateway.ws_url + started["websocket_url"]) as ws:
+        events = [message.json()["event"] async for message in ws]
+    assert events[0] == "snapshot" and events[-1] in ("workflow_completed", "snapshot")
+    # The socket's line is written once the server side has finished with it.
+    for _ in range(100):
+        lines = [record.getMessage() for record in caplog.records]
+        if any(f"/ws/{execution_id}" in line for line in lines):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError(f"no access log line for the WebSocket: {lines}")
+    assert not any(watch in line or "access_token" in line for line in lines), lines
