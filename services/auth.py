@@ -227,6 +227,10 @@ class ServiceToken:
         self._renew_at = 0.0
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token()}"),)
+
+    def token(self) -> str:
+        """The current token, minted again once half its life has gone."""
         now = time.time()
         if now >= self._renew_at:
             self._token = self._authority.mint(
@@ -238,7 +242,7 @@ class ServiceToken:
                 now=now,
             )
             self._renew_at = now + self._ttl / 2
-        return (("authorization", f"Bearer {self._token}"),)
+        return self._token
 
 
 def parse_secrets(text: str, where: str) -> tuple[bytes, ...]:

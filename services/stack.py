@@ -2,9 +2,10 @@
 
 Starts the engine (with its embedded SecantusDB when MONGODB_URI is unset), pioneer and the
 gateway as child processes, makes sure the "Procesar Documentos" workflow exists (once
-pioneer has polled the engine's step queue, so that its handlers are offered), says where
-everything is, and stops all of them together: on Ctrl-C or SIGTERM, or as soon as one of
-them dies, so nothing is left running behind.
+pioneer has polled the engine's step queue, so that its handlers are offered), admits the
+seed's token-less clients on loopback (`local_anonymous_access`), says where everything is,
+and stops all of them together: on Ctrl-C or SIGTERM, or as soon as one of them dies, so
+nothing is left running behind.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from services.auth import (
     ADMIN,
+    CLIENT,
     DEFAULT_TENANT,
     SECRET_ENV,
     SECRET_FILE_ENV,
@@ -71,6 +73,27 @@ def local_admin_token(env: dict[str, str], data_dir: Path) -> str:
     return token
 
 
+def local_anonymous_access(env: dict[str, str]) -> str:
+    """The seed's clients send no token and were promised they work as before: on one machine
+    the gateway admits them (GATEWAY_ANONYMOUS_ACCESS) as a client of the default tenant,
+    which is safe there because the gateway listens on loopback only (it refuses to start
+    with anonymous access on any other address unless GATEWAY_TRUSTED_NETWORK says so).
+    Returns the banner's line about it; the deployment's own settings win."""
+    env.setdefault("GATEWAY_ANONYMOUS_ACCESS", "true")
+    if env["GATEWAY_ANONYMOUS_ACCESS"].strip().lower() not in ("1", "true", "yes", "on"):
+        return "  without a token refused (GATEWAY_ANONYMOUS_ACCESS is off)\n"
+    role = env.get("GATEWAY_ANONYMOUS_ROLE", "").strip() or CLIENT
+    tenant = env.get("GATEWAY_ANONYMOUS_TENANT", "").strip() or DEFAULT_TENANT
+    origins = env.get("GATEWAY_CORS_ORIGINS", "").strip() or (
+        "none (to allow a page's origin: GATEWAY_CORS_ORIGINS=http://localhost:3000 make run)"
+    )
+    return (
+        f"  without a token  admitted as {role} of tenant {tenant!r}"
+        " (loopback only; GATEWAY_ANONYMOUS_ACCESS=false to refuse)\n"
+        f"  browser origins {origins}\n"
+    )
+
+
 async def main() -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'generated'}"
@@ -81,6 +104,7 @@ async def main() -> int:
     gateway_port = env.setdefault("GATEWAY_PORT", "8080")
     data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
     token = local_admin_token(env, Path(data_dir))
+    anonymous = local_anonymous_access(env)
     # Pioneer pulls its work from the engine (DISCOVERY_URL); the engine never dials it.
     services = [
         Service("engine", "services.engine"),
@@ -105,6 +129,7 @@ async def main() -> int:
     print(
         "\nDiscovery is up:\n"
         f"  REST / WebSocket http://127.0.0.1:{gateway_port}\n"
+        f"{anonymous}"
         f"  dashboard       http://127.0.0.1:{gateway_port}/#token={token}\n"
         f"  admin token     {data_dir}/token   (the CLI reads it; send it as"
         " 'Authorization: Bearer …')\n"

@@ -89,3 +89,12 @@ def test_start_order_waits_for_health() -> None:
     for service in ("engine", "pioneer", "gateway"):
         assert SERVICES[service]["build"] == "."
         assert "healthcheck" in SERVICES[service]
+
+
+def test_compose_still_refuses_a_request_without_credentials(tmp_path: Path) -> None:
+    make_deployment_secrets(tmp_path, ("gateway",))
+    assert not [name for name in env("gateway") if name.startswith("GATEWAY_ANONYMOUS")]
+    assert "GATEWAY_TRUSTED_NETWORK" not in env("gateway")
+    gateway = GatewaySettings.from_env(env("gateway", tmp_path))
+    assert gateway.anonymous_access is False
+    assert gateway.cors_origins == ()

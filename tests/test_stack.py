@@ -68,10 +68,27 @@ def test_the_stack_comes_up_and_goes_down_together(tmp_path: Path) -> None:
         local_token = (data / "token").read_text().strip()
         assert f"#token={local_token}" in banner  # the dashboard's address signs it in
         workflows = f"http://127.0.0.1:{ports['GATEWAY_PORT']}/workflows"
+        # The seed's clients send no token: on loopback, make run admits them as a client.
+        assert "without a token  admitted as client of tenant 'default'" in banner
+        with urllib.request.urlopen(workflows, timeout=5) as reply:
+            names = [w["name"] for w in json.load(reply)["workflows"]]
+        assert names == ["Procesar Documentos"]
+        # A bad token is still refused, never taken as no token.
+        forged = urllib.request.Request(workflows, headers={"Authorization": "Bearer forged"})
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(workflows, timeout=5)
+            urllib.request.urlopen(forged, timeout=5)
         assert refused.value.code == 401
         refused.value.close()  # it holds the response's socket
+        # A client, not an admin: defining workflows still takes the local admin token.
+        definition = {"name": "x", "steps": [{"name": "a", "handler": "load_document"}]}
+        define = urllib.request.Request(
+            workflows, data=json.dumps(definition).encode(), method="POST"
+        )
+        define.add_header("Content-Type", "application/json")
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(define, timeout=5)
+        assert denied.value.code == 403
+        denied.value.close()
         request = urllib.request.Request(
             workflows, headers={"Authorization": f"Bearer {local_token}"}
         )

@@ -32,6 +32,15 @@ async def serve(settings: Settings, https: ssl.SSLContext | None) -> None:
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=https)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
+    if settings.anonymous_access:
+        log.warning(
+            "anonymous access is on: requests without credentials are admitted",
+            extra={
+                "role": settings.anonymous_role,
+                "tenant": settings.anonymous_tenant,
+                "trusted_network": settings.trusted_network,
+            },
+        )
     log.info(
         "gateway serving",
         extra={

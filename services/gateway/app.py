@@ -15,8 +15,9 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from services.auth import WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
-from services.gateway import pages, routes
-from services.gateway.auth import AUTHORITY, auth_middleware
+from services.gateway import cors, pages, routes
+from services.gateway.anonymous import AnonymousAccess
+from services.gateway.auth import ANONYMOUS, AUTHORITY, auth_middleware
 from services.gateway.config import Settings
 from services.gateway.engine import EngineClient
 from services.gateway.errors import error_middleware
@@ -68,6 +69,7 @@ async def _close_streams(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    settings.check_anonymous_access()
     app = web.Application(
         # The error middleware is outermost: it also answers the auth middleware's refusals.
         middlewares=[error_middleware, auth_middleware],
@@ -77,6 +79,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[AUTHORITY] = TokenAuthority(settings.auth_keys)
+    if settings.anonymous_access:
+        app[ANONYMOUS] = AnonymousAccess(settings, app[AUTHORITY])
     app[STREAMS] = StreamRegistry(
         settings.max_streams,
         settings.max_streams_per_client,
@@ -86,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
     pages.setup(app)
+    cors.setup(app, settings)
     return app
 
 

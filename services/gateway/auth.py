@@ -6,16 +6,24 @@ an EventSource, so those two routes also take it as `?access_token=` (meant for 
 short-lived watch token `execute-async` returns; the access log never prints query strings).
 The gateway checks the token itself, to refuse early, and then forwards it with every call
 it makes to the engine on the caller's behalf: the engine decides what that caller may see.
+
+A deployment may admit requests without any credentials as one named principal
+(anonymous.py); a request that carries credentials is judged by them alone. CORS preflights
+(`OPTIONS`, cors.py; no other route answers that method) carry no credentials by design and
+say nothing worth protecting: they pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import MultiDict
 
 from services.auth import AuthError, Principal, TokenAuthority
+from services.gateway.anonymous import AnonymousAccess
 from services.gateway.engine import EngineClient
 from services.gateway.errors import Forbidden, Unauthorized
 from services.gateway.state import ENGINE
@@ -27,6 +35,8 @@ PUBLIC = frozenset({"/", "/dashboard/{name}", "/health", "/openapi.json"})
 QUERY_TOKEN = frozenset({"/ws/{execution_id}", "/executions/{execution_id}/events"})
 
 AUTHORITY = web.AppKey("authority", TokenAuthority)
+# Set when the deployment admits requests without credentials.
+ANONYMOUS = web.AppKey("anonymous", AnonymousAccess)
 
 
 @dataclass(frozen=True)
@@ -41,13 +51,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resource = request.match_info.route.resource
+    route = request.match_info.route
+    resource = route.resource
     # No resource: a 404 or 405 of the router's own, which says nothing worth protecting.
-    if resource is None or resource.canonical in PUBLIC:
+    if resource is None or resource.canonical in PUBLIC or route.method == hdrs.METH_OPTIONS:
         return await handler(request)
+    if resource.canonical in QUERY_TOKEN:
+        request = _one_query(request)
     header = request.headers.get("Authorization")
     if header is None and resource.canonical in QUERY_TOKEN and "access_token" in request.query:
         header = f"Bearer {request.query['access_token']}"
+    anonymous = request.app.get(ANONYMOUS)
+    if header is None and anonymous is not None:
+        anonymous.admit(request, resource.canonical)
+        request[CALLER] = Caller(anonymous.principal, anonymous.token())
+        return await handler(request)
     try:
         principal = request.app[AUTHORITY].verify_bearer(header)
     except AuthError as exc:
@@ -57,6 +75,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = (header or "").strip().partition(" ")[2].strip()
     request[CALLER] = Caller(principal, token)
     return await handler(request)
+
+
+def _one_query(request: web.Request) -> web.Request:
+    """`websocket_url` comes with its query (`/ws/{id}?access_token=…`); a client that adds
+    `?after_seq=N` to it, as the contract's clients add it to the bare path, sends a second
+    `?`, which lands inside the token's value (a JWT never holds one). Read as one query."""
+    token = request.query.get("access_token", "")
+    if "?" not in token:
+        return request
+    token, _, rest = token.partition("?")
+    query = MultiDict(request.query)
+    query["access_token"] = token
+    query.extend(parse_qsl(rest, keep_blank_values=True))
+    return request.clone(rel_url=request.rel_url.with_query(query))
 
 
 def caller(request: web.Request) -> Caller:

@@ -5,18 +5,58 @@ A bad value stops the gateway at start with the variable named, never later at a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.auth import keys_from_env
-from services.envconfig import ConfigError, grpc_target, integer, number, text
+from services.auth import CLIENT, DEFAULT_TENANT, keys_from_env
+from services.envconfig import ConfigError, boolean, grpc_target, integer, number, text
 from services.tls import Tls, tls_from_env
 
 __all__ = ["ConfigError", "Settings"]
 
 MIB = 1024 * 1024
+
+ANONYMOUS_ACCESS = "GATEWAY_ANONYMOUS_ACCESS"
+ANONYMOUS_TENANT = "GATEWAY_ANONYMOUS_TENANT"
+ANONYMOUS_ROLE = "GATEWAY_ANONYMOUS_ROLE"
+TRUSTED_NETWORK = "GATEWAY_TRUSTED_NETWORK"
+# What a caller without credentials may be: a client of one tenant. Never admin (defining
+# workflows), runner or engine (reporting steps, pushing attempts: service identities), nor
+# watcher (a token scoped to one execution, which an anonymous caller has none of).
+ANONYMOUS_ROLES = frozenset({CLIENT})
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to bind (or a Host header's name) stays on this machine."""
+    name = host.strip().strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    origins = []
+    for raw in env.get(name, "").split(","):
+        origin = raw.strip().rstrip("/")
+        if not origin:
+            continue
+        scheme, sep, rest = origin.partition("://")
+        if origin != "*" and (
+            not sep or scheme not in ("http", "https") or not rest or "/" in rest
+        ):
+            raise ConfigError(f"{name}: {origin[:100]!r} is not an origin (scheme://host[:port])")
+        origins.append(origin)
+    if "*" in origins:
+        # Any origin with credentials allowed is every website a user visits acting as them.
+        raise ConfigError(f"{name}: '*' is not accepted; list the origins")
+    return tuple(origins)
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
@@ -68,8 +108,19 @@ class Settings:
     # How fast one caller may open live streams, and the burst above that rate.
     stream_open_rate: float = 20.0
     stream_open_burst: int = 200
-    # Browser origins allowed to open a WebSocket; empty allows any.
+    # Browser origins allowed to open a WebSocket; empty allows any. Unset in the environment,
+    # it is the CORS list (below) when that is set. The gateway's own origin is always allowed.
     ws_allowed_origins: tuple[str, ...] = ()
+    # Browser origins that may call the REST API from their pages (CORS, credentials allowed);
+    # empty: no cross-origin access at all.
+    cors_origins: tuple[str, ...] = ()
+    # Requests without credentials admitted as one principal: a client of this tenant. Off
+    # unless asked for; refused at start on an address other machines reach, unless the
+    # network is declared trusted.
+    anonymous_access: bool = False
+    anonymous_tenant: str = DEFAULT_TENANT
+    anonymous_role: str = CLIENT
+    trusted_network: bool = False
     # Graceful stop: open streams are told to go away, requests in flight get this long.
     shutdown_seconds: float = 10.0
     # The deployment's secrets (services/auth.py): the gateway checks every caller's token
@@ -87,6 +138,12 @@ class Settings:
         env = os.environ if environ is None else environ
         d = cls()
         target_name = "ENGINE_URL" if env.get("ENGINE_URL", "").strip() else "DISCOVERY_ENGINE"
+        cors_origins = _origins(env, "GATEWAY_CORS_ORIGINS")
+        ws_origins = (
+            _origins(env, "GATEWAY_WS_ALLOWED_ORIGINS")
+            if env.get("GATEWAY_WS_ALLOWED_ORIGINS", "").strip()
+            else cors_origins
+        )
         settings = cls(
             host=text(env, "GATEWAY_HOST", d.host),
             port=integer(env, "GATEWAY_PORT", d.port, low=0, high=65535),
@@ -137,11 +194,12 @@ class Settings:
             ),
             stream_open_rate=number(env, "GATEWAY_STREAM_OPEN_RATE", d.stream_open_rate, low=0.01),
             stream_open_burst=integer(env, "GATEWAY_STREAM_OPEN_BURST", d.stream_open_burst, low=1),
-            ws_allowed_origins=tuple(
-                origin.strip().rstrip("/")
-                for origin in env.get("GATEWAY_WS_ALLOWED_ORIGINS", "").split(",")
-                if origin.strip()
-            ),
+            ws_allowed_origins=ws_origins,
+            cors_origins=cors_origins,
+            anonymous_access=boolean(env, ANONYMOUS_ACCESS, d.anonymous_access),
+            anonymous_tenant=text(env, ANONYMOUS_TENANT, d.anonymous_tenant),
+            anonymous_role=text(env, ANONYMOUS_ROLE, d.anonymous_role),
+            trusted_network=boolean(env, TRUSTED_NETWORK, d.trusted_network),
             shutdown_seconds=number(env, "GATEWAY_SHUTDOWN_SECONDS", d.shutdown_seconds, low=0.0),
             auth_keys=keys_from_env(env),
             tls=tls_from_env(env),
@@ -150,4 +208,28 @@ class Settings:
         )
         if (settings.https_cert is None) != (settings.https_key is None):
             raise ConfigError("GATEWAY_TLS_CERT and GATEWAY_TLS_KEY go together")
+        settings.check_anonymous_access()
         return settings
+
+    def check_anonymous_access(self) -> None:
+        """Refuses anonymous access that is not a client of a tenant, or that other machines
+        could reach without the network being declared trusted (ConfigError, names the
+        variables). Also called by `create_app`, for settings not read from the environment."""
+        if not self.anonymous_access:
+            return
+        if self.anonymous_role not in ANONYMOUS_ROLES:
+            allowed = ", ".join(sorted(ANONYMOUS_ROLES))
+            raise ConfigError(
+                f"{ANONYMOUS_ROLE}={self.anonymous_role!r}: a caller without credentials may "
+                f"only be {allowed}; never admin, runner, engine or watcher"
+            )
+        tenant = self.anonymous_tenant
+        if not tenant or len(tenant) > 128 or not tenant.isprintable() or " " in tenant:
+            raise ConfigError(f"{ANONYMOUS_TENANT}={tenant[:100]!r} is not a tenant name")
+        if not is_loopback(self.host) and not self.trusted_network:
+            raise ConfigError(
+                f"{ANONYMOUS_ACCESS}=true admits requests without credentials, and "
+                f"GATEWAY_HOST={self.host!r} is reachable from other machines: bind to "
+                f"127.0.0.1, or set {TRUSTED_NETWORK}=true if only trusted clients reach "
+                "this network"
+            )

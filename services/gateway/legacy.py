@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
@@ -180,6 +180,24 @@ def current_step(execution: ex_pb.Execution) -> dict[str, Any] | None:
     return {"id": current.step_id, "name": current.name, "order": current.order}
 
 
+def standing_step(
+    execution: ex_pb.Execution, steps: Iterable[es.ExecutionStep]
+) -> dict[str, Any] | None:
+    """The step a run stands at when the engine names none (it has not queued its first
+    step yet, or it has ended): the step of its latest attempt (the last step of a completed
+    run, the one that failed or was cancelled), else its first step.
+
+    The seed's own polling client reads `status.get('current_step', {}).get('name', 'N/A')`
+    before it looks at `is_completed`: it was written for a status whose `current_step` is
+    an object or absent, and a null there ends it with an AttributeError on its last poll."""
+    history = execution.steps_history
+    order = history[-1].order if history else 1
+    for step in steps:
+        if step.order == order:
+            return {"id": step.step_id, "name": step.name, "order": step.order}
+    return None
+
+
 def status_document(execution: ex_pb.Execution) -> dict[str, Any]:
     """`GET /executions/{id}/status`: exactly the contract's keys, plus `last_seq` (where a
     WebSocket client resumes from), `error` (why it failed or was cancelled) and `priority`
@@ -222,14 +240,21 @@ def execution_summary(execution: ex_pb.Execution) -> dict[str, Any]:
 
 def accepted(execution: ex_pb.Execution, watch_token: str) -> dict[str, Any]:
     """The 202 answer of both execute-async forms; `watch_token` (added to the legacy keys)
-    lets a browser follow this one execution and nothing else, for 15 minutes."""
+    lets a browser follow this one execution and nothing else, for 15 minutes.
+
+    `websocket_url` carries that token (`/ws/{id}?access_token=…`): the seed's browser client
+    opens `ws://host${websocket_url}` as it is, and a browser cannot send a header on a
+    WebSocket. The path is the legacy one; only the query is added."""
     links = urls(execution.execution_id)
+    websocket_url = links["websocket"]
+    if watch_token:
+        websocket_url += "?" + urlencode({"access_token": watch_token})
     return {
         "execution_id": execution.execution_id,
         "workflow_id": execution.workflow_id,
         "status": execution_status(execution.status),
         "tracking_url": links["status"],
-        "websocket_url": links["websocket"],
+        "websocket_url": websocket_url,
         "created_at": iso(execution.create_time),
         "watch_token": watch_token,
     }

@@ -71,6 +71,14 @@ WATCH_TOKEN: Schema = {
     "type": "string",
     "description": "A token that may read and watch this one execution for 15 minutes.",
 }
+WEBSOCKET_URL: Schema = {
+    "type": "string",
+    "description": (
+        "Where to follow the execution live: /ws/{execution_id}?access_token=<watch_token>,"
+        " a path a browser opens as it is (ws://host + websocket_url); the token may watch"
+        " this one execution for 15 minutes."
+    ),
+}
 FREE: Schema = {"type": "object", "additionalProperties": True}
 INT: Schema = {"type": "integer"}
 NUMBER: Schema = {"type": "number"}
@@ -151,7 +159,13 @@ SCHEMAS: dict[str, Schema] = {
             "created_at": nullable(TIME),
             "updated_at": nullable(TIME),
             "context": obj({"execution_id": STRING, "dynamic_properties": FREE}),
-            "current_step": nullable(ref("CurrentStep")),
+            "current_step": {
+                **nullable(ref("CurrentStep")),
+                "description": (
+                    "The step the execution is at; once it has ended, the step it ended at"
+                    " (the last one run). Null only for a workflow without steps."
+                ),
+            },
             "progress": ref("ExecutionProgress"),
             "steps_history": {"type": "array", "items": ref("HistoryEntry")},
             "tracking_urls": ref("TrackingUrls"),
@@ -190,7 +204,7 @@ SCHEMAS: dict[str, Schema] = {
             "workflow_id": STRING,
             "status": {"type": "string", "enum": EXECUTION_STATUSES},
             "tracking_url": STRING,
-            "websocket_url": STRING,
+            "websocket_url": WEBSOCKET_URL,
             "created_at": nullable(TIME),
             "watch_token": WATCH_TOKEN,
         }
@@ -201,9 +215,12 @@ SCHEMAS: dict[str, Schema] = {
             "workflow_id": STRING,
             "status": {"type": "string", "enum": EXECUTION_STATUSES},
             "tracking_url": STRING,
-            "websocket_url": STRING,
+            "websocket_url": WEBSOCKET_URL,
             "created_at": nullable(TIME),
-            "last_seq": {**INT, "description": "Open the WebSocket with ?after_seq=last_seq."},
+            "last_seq": {
+                **INT,
+                "description": "Open the WebSocket with &after_seq=last_seq added.",
+            },
             "watch_token": WATCH_TOKEN,
         }
     ),
@@ -687,6 +704,10 @@ def _spec() -> Schema:
                 " /executions/{id}/status, over the WebSocket /ws/{id}, or as Server-Sent"
                 " Events at /executions/{id}/events. Errors are"
                 ' {"error": {"code", "message", "details"}}. Times are ISO 8601 UTC with Z.'
+                " Every operation but the public ones takes a bearer token; a deployment may"
+                " also admit requests without one, as one client of one tenant"
+                " (GATEWAY_ANONYMOUS_ACCESS; `make run` does, on loopback). A request that"
+                " sends a token is judged by it alone."
             ),
         },
         "paths": {

@@ -9,11 +9,13 @@ import json
 from typing import Any
 
 from aiohttp import web
+from discovery.engine.v1 import execution_pb2 as ex_pb
 
 from services.auth import WATCH_TOKEN_SECONDS, WATCHER
 from services.gateway import legacy, validation
 from services.gateway.auth import AUTHORITY, caller, engine_for
 from services.gateway.bodies import read_json
+from services.gateway.errors import GatewayError
 from services.gateway.openapi import spec
 from services.gateway.sse import events
 from services.gateway.state import ENGINE, SETTINGS, STREAMS
@@ -46,6 +48,20 @@ async def _start(request: web.Request, start: StartRequest) -> web.Response:
     return _json(answer, 202, Location=answer["tracking_url"])
 
 
+async def _status_document(request: web.Request, execution: ex_pb.Execution) -> dict[str, Any]:
+    """The legacy status document, whose `current_step` is never null while the workflow has
+    steps (legacy.standing_step says why): when the engine names no current step, one more
+    call asks for the workflow's steps."""
+    document = legacy.status_document(execution)
+    if document["current_step"] is None:
+        try:
+            steps = await engine_for(request).list_steps(execution.execution_id)
+        except GatewayError:
+            return document  # the status itself is what was asked for; it stays readable
+        document["current_step"] = legacy.standing_step(execution, steps)
+    return document
+
+
 # --- executions ----------------------------------------------------------------------------
 
 
@@ -71,7 +87,7 @@ async def execute_sync(request: web.Request) -> web.Response:
         start.priority,
     )
     if finished:
-        return _json(legacy.status_document(execution))
+        return _json(await _status_document(request, execution))
     answer = {**legacy.accepted(execution, watch_token), "last_seq": execution.last_seq}
     return _json(answer, 202, Location=answer["tracking_url"])
 
@@ -87,7 +103,9 @@ async def list_executions(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
-    return _json(legacy.status_document(await engine_for(request).get_execution(execution_id)))
+    return _json(
+        await _status_document(request, await engine_for(request).get_execution(execution_id))
+    )
 
 
 async def steps(request: web.Request) -> web.Response:
@@ -122,13 +140,17 @@ async def watch_token(request: web.Request) -> web.Response:
 async def advance(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
     data = validation.advance_data(await _body(request))
-    return _json(legacy.status_document(await engine_for(request).advance(execution_id, data)))
+    return _json(
+        await _status_document(request, await engine_for(request).advance(execution_id, data))
+    )
 
 
 async def cancel(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
     reason = validation.cancel_reason(await _body(request))
-    return _json(legacy.status_document(await engine_for(request).cancel(execution_id, reason)))
+    return _json(
+        await _status_document(request, await engine_for(request).cancel(execution_id, reason))
+    )
 
 
 # --- step reports over HTTP ----------------------------------------------------------------

@@ -23,6 +23,7 @@ import json
 import logging
 import struct
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, web
 
@@ -212,9 +213,13 @@ def text_frame(payload: bytes) -> bytes:
 
 
 def check_origin(request: web.Request, settings: Settings) -> None:
+    """A listed origin, or the gateway's own (its dashboard: the list defaults to the CORS
+    origins, which never name the gateway itself)."""
     if not settings.ws_allowed_origins:
         return
     origin = request.headers.get("Origin", "").rstrip("/")
+    if origin and urlsplit(origin).netloc.lower() == request.host.lower():
+        return
     if origin not in settings.ws_allowed_origins:
         raise Forbidden(f"origin {origin[:100]!r} may not open a WebSocket", code="ORIGIN_DENIED")
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_queue_service_pb2 as sq
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -131,3 +132,23 @@ def test_the_queue_in_its_rest_shape_counts_the_oldest_wait_at_now() -> None:
     }
     assert legacy.attempt_status(ex_pb.ATTEMPT_STATUS_QUEUED) == "queued"
     assert legacy.event_name(ex_pb.EVENT_TYPE_STEP_QUEUED) == "step_queued"
+
+
+def test_a_run_without_a_current_step_stands_at_its_last_attempt_or_its_first_step() -> None:
+    steps = [
+        es.ExecutionStep(step_id=f"id-{n}", name=name, order=n)
+        for n, name in enumerate(("Cargar", "Validar", "Finalizar"), start=1)
+    ]
+    not_started = ex_pb.Execution(execution_id="e", status=ex_pb.EXECUTION_STATUS_PENDING)
+    assert legacy.standing_step(not_started, steps) == {"id": "id-1", "name": "Cargar", "order": 1}
+    failed = ex_pb.Execution(
+        execution_id="e",
+        status=ex_pb.EXECUTION_STATUS_FAILED,
+        steps_history=[
+            ex_pb.StepAttempt(step_name="Cargar", order=1, attempt=1),
+            ex_pb.StepAttempt(step_name="Validar", order=2, attempt=1),
+            ex_pb.StepAttempt(step_name="Validar", order=2, attempt=2),
+        ],
+    )
+    assert legacy.standing_step(failed, steps) == {"id": "id-2", "name": "Validar", "order": 2}
+    assert legacy.standing_step(not_started, []) is None  # a workflow without steps

@@ -72,3 +72,52 @@ async def test_a_bad_setting_stops_it_at_start_naming_the_variable() -> None:
     assert process.returncode == 2
     line = json.loads(stderr.decode().strip().splitlines()[-1])
     assert line["event"] == "bad configuration" and "GATEWAY_MAX_BODY_BYTES" in line["error"]
+
+
+async def test_anonymous_access_on_a_reachable_address_is_refused_at_start() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.gateway",
+        cwd=ROOT,
+        env=_env(GATEWAY_ANONYMOUS_ACCESS="true", GATEWAY_HOST="0.0.0.0", GATEWAY_PORT="0"),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 2
+    line = json.loads(stderr.decode().strip().splitlines()[-1])
+    assert line["event"] == "bad configuration"
+    for name in ("GATEWAY_ANONYMOUS_ACCESS", "GATEWAY_HOST", "GATEWAY_TRUSTED_NETWORK"):
+        assert name in line["error"], line
+
+
+async def test_anonymous_access_is_announced_once_at_start_as_what() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.gateway",
+        cwd=ROOT,
+        env=_env(
+            GATEWAY_ANONYMOUS_ACCESS="true",
+            GATEWAY_ANONYMOUS_TENANT="legacy",
+            GATEWAY_PORT="0",
+        ),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        announced = await asyncio.wait_for(
+            _json_line(
+                process.stderr, "anonymous access is on: requests without credentials are admitted"
+            ),
+            15,
+        )
+        assert announced["level"] == "warning"
+        assert (announced["role"], announced["tenant"]) == ("client", "legacy")
+        await asyncio.wait_for(_json_line(process.stderr, "gateway serving"), 15)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(_json_line(process.stderr, "gateway stopped"), 10)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()

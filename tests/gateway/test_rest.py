@@ -71,7 +71,8 @@ async def test_polling_client_of_the_seed_follows_a_run_to_completion(api: Api) 
         "workflow_id": workflow_id,
         "status": "running",
         "tracking_url": f"/executions/{execution_id}/status",
-        "websocket_url": f"/ws/{execution_id}",
+        # The watch token rides along: a browser opens ws://host + websocket_url as it is.
+        "websocket_url": f"/ws/{execution_id}?access_token={started['watch_token']}",
         "created_at": started["created_at"],
         "watch_token": started["watch_token"],
     }
@@ -97,7 +98,10 @@ async def test_polling_client_of_the_seed_follows_a_run_to_completion(api: Api) 
     assert set(document["progress"]) >= PROGRESS_KEYS
     assert document["status"] == "completed" and document["mode"] == "automatic"
     assert document["workflow_name"].startswith("wf-")
-    assert document["current_step"] is None
+    # Where the run ended, not null: the seed's poller reads current_step's name on its last
+    # poll too (legacy.standing_step).
+    assert document["current_step"]["name"] == "Procesar"
+    assert document["current_step"]["order"] == 2 and document["current_step"]["id"]
     assert document["progress"]["percentage"] == 100.0
     assert document["progress"]["completed_steps"] == 2
     assert ISO_Z.match(document["created_at"]) and ISO_Z.match(document["updated_at"])
@@ -148,8 +152,11 @@ async def test_synchronous_execute_past_the_bound_answers_202_with_last_seq(
     assert status == 202, answer
     assert answer["status"] == "running"
     assert answer["last_seq"] >= 2  # workflow_started, step_started, progress…
-    assert answer["websocket_url"] == f"/ws/{answer['execution_id']}"
-    # Nothing is lost: watching from last_seq continues exactly after it.
+    assert answer["websocket_url"] == (
+        f"/ws/{answer['execution_id']}?access_token={answer['watch_token']}"
+    )
+    # Nothing is lost: watching from last_seq continues exactly after it (the contract's
+    # `?after_seq=` appended to websocket_url as it comes, a second `?` and all).
     async with api.session.ws_connect(
         f"{gateway.ws_url}{answer['websocket_url']}?after_seq={answer['last_seq']}"
     ) as ws:
