@@ -10,7 +10,7 @@ import sys
 
 from services import jsonlog
 from services.engine.app import Engine
-from services.engine.config import ConfigError, Settings
+from services.engine.config import ConfigError, Settings, is_http_url
 
 
 async def main() -> int:
@@ -19,11 +19,20 @@ async def main() -> int:
     except ConfigError as exc:
         logging.getLogger(__name__).error("bad configuration: %s", exc)
         return 2
-    if os.environ.get("PIONEER_URL", "").strip():
-        # Kept by deployments from before the step queue; say so rather than ignore it.
-        logging.getLogger(__name__).warning(
-            "PIONEER_URL is not used: step runners pull their work from the engine's step queue"
-        )
+    for name in ("PIONEER_URLS", "PIONEER_URL"):
+        pulled = [
+            part.strip()
+            for part in os.environ.get(name, "").split(",")
+            if part.strip() and not is_http_url(part)
+        ]
+        if pulled:
+            # Kept by deployments from before the step queue; say so rather than ignore it.
+            logging.getLogger(__name__).warning(
+                "%s: %s not used: a gRPC runner (pioneer) pulls its work from the engine's"
+                " step queue; only http:// or https:// URLs (webhook runners) are pushed to",
+                name,
+                ", ".join(pulled),
+            )
     engine = Engine(settings)
     await engine.start()
     stop = asyncio.Event()

@@ -19,6 +19,7 @@ from services.engine.runner import Runner, RunnerSettings
 from services.engine.store.embedded import DatabaseProcess
 from services.engine.store.mongo import MongoStore
 from services.engine.store.repository import ExecutionStore
+from services.engine.webhooks import WebhookRunner
 from services.ratelimit import RateLimiter
 from services.tls import add_port
 
@@ -43,6 +44,7 @@ class Engine:
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
+        self.webhooks: list[WebhookRunner] = []
 
     async def start(self) -> None:
         settings = self.settings
@@ -91,11 +93,21 @@ class Engine:
         # Recovery first, so that the first RPC finds the unfinished executions held again.
         await self.runner.open()
         await self._server.start()
+        for url in settings.webhook_urls:
+            webhook = WebhookRunner(self.runner, url, settings.report_base_url)
+            await webhook.start()
+            self.webhooks.append(webhook)
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "engine serving",
-            extra={"port": self.port, "engine_id": settings.engine_id, "held": self.runner.held},
+            extra={
+                "port": self.port,
+                "engine_id": settings.engine_id,
+                "held": self.runner.held,
+                "webhook_runners": list(settings.webhook_urls),
+                "report_base_url": settings.report_base_url,
+            },
         )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -106,6 +118,8 @@ class Engine:
             # Long polls answer now rather than hold the grace period: runners poll again
             # elsewhere, or here after the restart.
             self.runner.stop_polls()
+        for webhook in self.webhooks:
+            await webhook.stop()
         if self._server is not None:
             await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.runner is not None:

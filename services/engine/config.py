@@ -7,6 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from services.auth import keys_from_env
 from services.envconfig import ConfigError, boolean, integer, number, text
@@ -51,6 +52,11 @@ class Settings:
     auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
     # Mutual TLS for its server (services/tls.py); None: plaintext.
     tls: Tls | None = field(default=None, repr=False)
+    # HTTP step runners the engine pushes attempts to (services/engine/webhooks.py), from
+    # PIONEER_URLS (comma-separated) or the seed's PIONEER_URL when they are http(s) URLs.
+    webhook_urls: tuple[str, ...] = ()
+    # The gateway's public base URL: a pushed attempt's report_urls are built under it.
+    report_base_url: str = "http://localhost:8080"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,4 +85,36 @@ class Settings:
             progress_burst=integer(env, "ENGINE_PROGRESS_BURST", d.progress_burst, low=1),
             auth_keys=keys_from_env(env),
             tls=tls_from_env(env),
+            webhook_urls=webhook_urls(env),
+            report_base_url=http_url(env, "ENGINE_REPORT_BASE_URL", d.report_base_url),
         )
+
+
+def http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def webhook_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The HTTP runners to push to. `PIONEER_URLS` (comma-separated) wins over the seed's
+    `PIONEER_URL`; an entry that is not an http(s) URL (a gRPC `host:port`, as deployments
+    from before the step queue set it) names a runner that pulls, so it is skipped here and
+    `__main__` says so."""
+    name = "PIONEER_URLS" if env.get("PIONEER_URLS", "").strip() else "PIONEER_URL"
+    urls = []
+    for part in env.get(name, "").split(","):
+        if not part.strip() or not is_http_url(part):
+            continue
+        url = http_url({name: part}, name, "")
+        if url not in urls:
+            urls.append(url)
+    return tuple(urls)
+
+
+def is_http_url(value: str) -> bool:
+    return value.strip().lower().startswith(("http://", "https://"))

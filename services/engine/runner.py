@@ -134,6 +134,9 @@ class Runner:
         self._lease_task: asyncio.Task[None] | None = None
         self.durations = StepDurations(store)
         self._workflows: dict[tuple[str, str], Workflow] = {}
+        # runner_id -> told the token of each attempt it took once that attempt ends here
+        # (an in-process runner, such as the webhook pusher, counts its attempts in flight).
+        self._end_listeners: dict[str, Callable[[str], None]] = {}
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -355,6 +358,9 @@ class Runner:
                 # A runner running the attempt learns that it ended from its next report.
                 attempt = state.attempt(event.data["order"], event.data["attempt"])
                 self.queue.discard(attempt.token)
+                listener = self._end_listeners.get(attempt.runner_id or "")
+                if listener is not None:
+                    listener(attempt.token)
                 if attempt.status == ex.ATTEMPT_SUCCESS and attempt.finished_at is not None:
                     # From the queue on: estimates count the wait for a runner too.
                     self.durations.record(
@@ -490,6 +496,33 @@ class Runner:
             queued_at=attempt.queued_at,
             started_at=attempt.started_at,
         )
+
+    def on_attempt_end(self, runner_id: str, listener: Callable[[str], None] | None) -> None:
+        """Calls `listener(attempt_token)` whenever an attempt `runner_id` took ends here,
+        however it ends (finished, failed, timed out, cancelled); None stops it."""
+        if listener is None:
+            self._end_listeners.pop(runner_id, None)
+        else:
+            self._end_listeners[runner_id] = listener
+
+    def running_attempts(self, runner_id: str) -> list[Assignment]:
+        """The attempts `runner_id` took that are running in the executions held here: what
+        an in-process runner still has in flight after the engine restarted."""
+        running = []
+        for actor in self._actors.values():
+            attempt = actor.state.current_attempt()
+            if (
+                attempt is not None
+                and attempt.status == ex.ATTEMPT_RUNNING
+                and attempt.runner_id == runner_id
+            ):
+                running.append(self._assignment(actor.state, attempt, runner_id))
+        return running
+
+    async def offer(self, runner_id: str, handlers: frozenset[str], free_slots: int) -> None:
+        """Records a runner that offers `handlers` but takes nothing now (no free slot),
+        so that it stays listed and its handlers stay offered."""
+        await self._record_runner(runner_id, handlers, free_slots)
 
     async def _record_runner(
         self, runner_id: str, handlers: frozenset[str], free_slots: int

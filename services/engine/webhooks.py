@@ -1,0 +1,366 @@
+"""Pushes step attempts to HTTP step runners as webhooks (README, "HTTP runners: push").
+
+A webhook runner is a runner on the engine's own step queue: the pusher takes attempts with
+`Runner.poll`, in this process, under the runner_id `webhook:<url>`, for the handlers the
+runner lists and no more than its free slots, so queue fairness, priorities, the queue
+listing and `CreateWorkflow`'s handler check see it like any runner that polls. The take is
+logged before the POST (as for a gRPC poll): an attempt is handed to one runner at a time,
+and delivery is at least once (the runner keeps the attempt token of what it has accepted
+and answers a repeated POST of it with 202 again).
+
+The runner's contract, version 1:
+
+    GET  {url}/v1/handlers   -> 200 {"handlers": ["name", ...], "max_concurrent": N}
+    POST {url}/v1/attempts   <- the attempt JSON (`attempt_json`), -> 202 at once
+
+and it reports through the gateway's REST routes with the attempt token.
+
+Delivery never fails work because the runner is away: while its handler list cannot be read
+nothing is taken (the work waits in the queue), and a POST that fails for a reason that may
+pass (no connection, a timeout, 408, 429, 5xx) is sent again with backoff while the attempt
+lives. A runner that refuses an attempt for good (another 4xx) fails it, with the status and
+the start of its answer as the reason, so that the step's retry policy decides and the run's
+history says why; leaving it would hold a slot until the heartbeat timeout and hide the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from services.engine.domain.errors import DiscoveryError
+from services.engine.runner import Assignment, Runner
+
+log = logging.getLogger(__name__)
+
+CONTRACT_VERSION = "v1"
+# Every call to a runner has a deadline: connecting, and the whole exchange.
+CONNECT_TIMEOUT_SECONDS = 5.0
+CALL_TIMEOUT_SECONDS = 10.0
+# The most of a runner's answer that is read: its handler list, or a refusal's text.
+MAX_HANDLERS_BYTES = 64 * 1024
+MAX_REFUSAL_BYTES = 512
+MAX_HANDLERS = 1000
+# The most attempts one runner is handed at once, whatever it says.
+MAX_CONCURRENT_CAP = 1000
+# How often the handler list is read again while the runner answers.
+REFRESH_SECONDS = 30.0
+# The longest one in-process poll waits: a runner found away (a POST that could not connect)
+# stops taking within this long.
+POLL_WAIT_SECONDS = 1.0
+# Backoff between tries: of the handler list while the runner is away, of a POST that failed.
+INITIAL_BACKOFF_SECONDS = 0.2
+MAX_BACKOFF_SECONDS = 10.0
+# An attempt whose end this engine never sees (its execution moved to another engine) stops
+# counting against the runner's slots this long after its own timeout.
+IN_FLIGHT_SLACK_SECONDS = 5.0
+# Tokens of attempts that ended before their take reached the pusher (a cancel in between).
+RECENTLY_ENDED = 1000
+# Statuses that may pass: the same POST is sent again.
+TRANSIENT_STATUSES = frozenset({408, 429})
+
+
+class RunnerUnavailable(Exception):
+    """The runner did not answer as the contract says; the message says how."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the runner said it serves."""
+
+    handlers: frozenset[str]
+    max_concurrent: int
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def report_urls(base_url: str, execution_id: str, step_name: str) -> dict[str, str]:
+    """Where the runner reports: the gateway's REST routes, absolute under `base_url`."""
+    path = f"{base_url.rstrip('/')}/executions/{quote(execution_id, safe='')}/steps/"
+    path += quote(step_name, safe="")
+    return {"progress": f"{path}/progress", "complete": f"{path}/complete"}
+
+
+def attempt_json(assignment: Assignment, base_url: str) -> dict[str, Any]:
+    """The attempt as an HTTP runner reads it; the same names as the gateway's pull route
+    (`POST /step-queue/poll`), plus the deadline its timeout sets."""
+    deadline = (
+        assignment.started_at + timedelta(seconds=assignment.timeout_seconds)
+        if assignment.timeout_seconds > 0
+        else None
+    )
+    return {
+        "execution_id": assignment.execution_id,
+        "step_name": assignment.step_name,
+        "handler": assignment.handler,
+        "attempt": assignment.attempt,
+        "attempt_token": assignment.attempt_token,
+        "input": assignment.input_payload,
+        "timeout_seconds": assignment.timeout_seconds,
+        "heartbeat_timeout_seconds": assignment.heartbeat_timeout_seconds,
+        "queued_at": iso(assignment.queued_at),
+        "started_at": iso(assignment.started_at),
+        "deadline": iso(deadline),
+        "report_urls": report_urls(base_url, assignment.execution_id, assignment.step_name),
+    }
+
+
+def parse_offer(value: Any) -> Offer:
+    """The body of `GET /v1/handlers`, checked: anything else is the runner's mistake."""
+    if not isinstance(value, Mapping):
+        raise RunnerUnavailable("GET /v1/handlers did not answer a JSON object")
+    handlers = value.get("handlers")
+    if (
+        not isinstance(handlers, list)
+        or len(handlers) > MAX_HANDLERS
+        or not all(isinstance(h, str) and 0 < len(h) <= 200 for h in handlers)
+    ):
+        raise RunnerUnavailable('GET /v1/handlers: "handlers" is not a list of names')
+    slots = value.get("max_concurrent")
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise RunnerUnavailable('GET /v1/handlers: "max_concurrent" is not a positive integer')
+    return Offer(frozenset(handlers), min(slots, MAX_CONCURRENT_CAP))
+
+
+class WebhookRunner:
+    """Takes attempts from the engine's step queue for one HTTP runner and POSTs them to it."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        url: str,
+        report_base_url: str,
+        *,
+        refresh_seconds: float = REFRESH_SECONDS,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.runner_id = f"webhook:{self.url}"
+        self._runner = runner
+        self._report_base_url = report_base_url
+        self._refresh_seconds = refresh_seconds
+        self.offer: Offer | None = None
+        # attempt token -> (the attempt, when it stops counting whatever happens)
+        self._in_flight: dict[str, tuple[Assignment, datetime]] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._changed = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=CALL_TIMEOUT_SECONDS, sock_connect=CONNECT_TIMEOUT_SECONDS
+            ),
+            raise_for_status=False,
+        )
+        self._runner.on_attempt_end(self.runner_id, self._attempt_ended)
+        # Attempts it took before the engine restarted still run there (or were never
+        # delivered, if the engine stopped between the take and the POST): they count, and
+        # are sent again, which a runner that keeps the tokens it accepted answers with 202.
+        for assignment in self._runner.running_attempts(self.runner_id):
+            self._track(assignment)
+        self._task = asyncio.create_task(self._take_loop(), name=f"webhook {self.url}")
+
+    async def stop(self) -> None:
+        self._runner.on_attempt_end(self.runner_id, None)
+        tasks = [*self._deliveries, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # --- what the runner serves --------------------------------------------------------
+
+    async def read_offer(self) -> Offer:
+        assert self._session is not None
+        try:
+            async with self._session.get(f"{self.url}/{CONTRACT_VERSION}/handlers") as response:
+                if response.status != 200:
+                    raise RunnerUnavailable(f"GET /v1/handlers answered HTTP {response.status}")
+                body = await response.content.read(MAX_HANDLERS_BYTES + 1)
+                if len(body) > MAX_HANDLERS_BYTES:
+                    raise RunnerUnavailable(
+                        f"GET /v1/handlers answered more than {MAX_HANDLERS_BYTES} bytes"
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RunnerUnavailable(f"GET /v1/handlers: {exc!r}") from None
+        try:
+            value = json.loads(body)
+        except ValueError:
+            raise RunnerUnavailable("GET /v1/handlers did not answer JSON") from None
+        return parse_offer(value)
+
+    async def _wait_for_offer(self) -> Offer:
+        """The runner's handler list, asked again with backoff until it answers: meanwhile
+        nothing is taken and the work waits in the queue."""
+        delay = INITIAL_BACKOFF_SECONDS
+        while True:
+            try:
+                offer = await self.read_offer()
+            except RunnerUnavailable as exc:
+                log.warning(
+                    "webhook runner unavailable; taking nothing for it",
+                    extra={"runner": self.runner_id, "error": str(exc)},
+                )
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+                continue
+            if offer != self.offer:
+                log.info(
+                    "webhook runner offers handlers",
+                    extra={
+                        "runner": self.runner_id,
+                        "handlers": sorted(offer.handlers),
+                        "max_concurrent": offer.max_concurrent,
+                    },
+                )
+            self.offer = offer
+            return offer
+
+    # --- taking ---------------------------------------------------------------------------
+
+    async def _take_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            offer = self.offer or await self._wait_for_offer()
+            refresh_at = loop.time() + self._refresh_seconds
+            while self.offer is offer and loop.time() < refresh_at:
+                if self._runner.queue.closed:
+                    return
+                self._expire(datetime.now(UTC))
+                free = offer.max_concurrent - len(self._in_flight)
+                remaining = refresh_at - loop.time()
+                if free <= 0:
+                    await self._runner.offer(self.runner_id, offer.handlers, 0)
+                    self._changed.clear()
+                    try:
+                        async with asyncio.timeout(min(remaining, 1.0)):
+                            await self._changed.wait()
+                    except TimeoutError:
+                        pass
+                    continue
+                try:
+                    taken = await self._runner.poll(
+                        self.runner_id, offer.handlers, free, min(remaining, POLL_WAIT_SECONDS)
+                    )
+                except DiscoveryError as exc:
+                    log.warning("webhook poll failed: %s", exc, extra={"runner": self.runner_id})
+                    await asyncio.sleep(1.0)
+                    continue
+                for assignment in taken:
+                    self._track(assignment)
+            if self.offer is offer:
+                # Time to read the list again; a runner that does not answer now is away.
+                self.offer = None
+
+    def _track(self, assignment: Assignment) -> None:
+        token = assignment.attempt_token
+        if token in self._ended:
+            return  # it ended (cancelled) before its take reached here: nothing to send
+        expires = assignment.started_at + timedelta(
+            seconds=assignment.timeout_seconds + IN_FLIGHT_SLACK_SECONDS
+        )
+        self._in_flight[token] = (assignment, expires)
+        task = asyncio.create_task(self._deliver(assignment))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    def _attempt_ended(self, token: str) -> None:
+        if self._in_flight.pop(token, None) is None:
+            self._ended[token] = None
+            while len(self._ended) > RECENTLY_ENDED:
+                self._ended.popitem(last=False)
+        self._changed.set()
+
+    def _expire(self, now: datetime) -> None:
+        for token, (_, expires) in list(self._in_flight.items()):
+            if now >= expires:
+                del self._in_flight[token]
+
+    # --- delivery ---------------------------------------------------------------------------
+
+    async def _deliver(self, assignment: Assignment) -> None:
+        assert self._session is not None
+        token = assignment.attempt_token
+        body = attempt_json(assignment, self._report_base_url)
+        context = {
+            "runner": self.runner_id,
+            "execution_id": assignment.execution_id,
+            "step": assignment.step_name,
+            "attempt": assignment.attempt,
+        }
+        delay = INITIAL_BACKOFF_SECONDS
+        while token in self._in_flight:
+            retry_after = 0.0
+            try:
+                async with self._session.post(
+                    f"{self.url}/{CONTRACT_VERSION}/attempts", json=body
+                ) as response:
+                    if 200 <= response.status < 300:
+                        log.debug("attempt delivered", extra=context)
+                        return
+                    excerpt = await response.content.read(MAX_REFUSAL_BYTES)
+                    status = response.status
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
+                if status in TRANSIENT_STATUSES or status >= 500:
+                    log.warning("webhook POST answered %s; sending again", status, extra=context)
+                else:
+                    await self._refused(assignment, status, excerpt.decode(errors="replace"))
+                    return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # The runner may be gone: take no more until its handler list answers again.
+                self.offer = None
+                log.warning("webhook POST failed (%r); sending again", exc, extra=context)
+            await asyncio.sleep(max(delay * random.uniform(0.8, 1.2), retry_after))
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+    async def _refused(self, assignment: Assignment, status: int, text: str) -> None:
+        message = f"the runner at {self.url} refused the attempt: HTTP {status}"
+        if text.strip():
+            message += f": {text.strip()[:MAX_REFUSAL_BYTES]}"
+        log.warning(
+            message,
+            extra={"runner": self.runner_id, "execution_id": assignment.execution_id},
+        )
+        if status in (404, 409, 422):
+            self.offer = None  # it may no longer serve this handler: read its list again
+        try:
+            await self._runner.complete_step(
+                assignment.execution_id,
+                assignment.step_name,
+                assignment.attempt_token,
+                False,
+                {},
+                {"reason": "runner_refused", "type": f"HTTP {status}", "message": message},
+            )
+        except DiscoveryError as exc:
+            # It ended meanwhile (cancelled, timed out): nothing left to fail.
+            log.info("refused attempt not failed: %s", exc, extra={"runner": self.runner_id})
+
+
+def _retry_after(value: str | None) -> float:
+    """A `Retry-After` in seconds, bounded; the HTTP-date form is not worth trusting here."""
+    try:
+        return min(max(float(value or 0), 0.0), MAX_BACKOFF_SECONDS * 3)
+    except ValueError:
+        return 0.0
