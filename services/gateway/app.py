@@ -14,10 +14,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from services.auth import WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
+from services.auth import RUNNER, WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
 from services.gateway import cors, pages, routes
 from services.gateway.anonymous import AnonymousAccess
-from services.gateway.auth import ANONYMOUS, AUTHORITY, auth_middleware
+from services.gateway.auth import ANONYMOUS, AUTHORITY, REPORTER, auth_middleware
 from services.gateway.config import Settings
 from services.gateway.engine import EngineClient
 from services.gateway.errors import error_middleware
@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[AUTHORITY] = TokenAuthority(settings.auth_keys)
+    app[REPORTER] = ServiceToken(app[AUTHORITY], subject="gateway:attempt-token", role=RUNNER)
     if settings.anonymous_access:
         app[ANONYMOUS] = AnonymousAccess(settings, app[AUTHORITY])
     app[STREAMS] = StreamRegistry(

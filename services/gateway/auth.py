@@ -11,6 +11,14 @@ A deployment may admit requests without any credentials as one named principal
 (anonymous.py); a request that carries credentials is judged by them alone. CORS preflights
 (`OPTIONS`, cors.py; no other route answers that method) carry no credentials by design and
 say nothing worth protecting: they pass.
+
+The two step-report routes also admit a request with `X-Attempt-Token` and no
+`Authorization`: an HTTP step runner the engine pushed an attempt to holds no deployment
+credential, only that attempt's token. Such a request is forwarded as a runner principal the
+gateway signs itself, for that one report; the engine then checks the attempt token as for
+any runner (24 random bytes, bound to one attempt of one step, dead once the attempt ends: an
+unknown or stale one is refused and writes nothing). A runner role lets a caller report and
+poll, nothing a client may do, and the gateway routes nothing but the report with it.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from urllib.parse import parse_qsl
 from aiohttp import hdrs, web
 from multidict import MultiDict
 
-from services.auth import AuthError, Principal, TokenAuthority
+from services.auth import AuthError, Principal, ServiceToken, TokenAuthority
 from services.gateway.anonymous import AnonymousAccess
 from services.gateway.engine import EngineClient
 from services.gateway.errors import Forbidden, Unauthorized
@@ -33,10 +41,20 @@ from services.grpc_auth import BearerToken
 # API description, and the health check probes use.
 PUBLIC = frozenset({"/", "/dashboard/{name}", "/health", "/openapi.json"})
 QUERY_TOKEN = frozenset({"/ws/{execution_id}", "/executions/{execution_id}/events"})
+# Routes an attempt token alone admits (see above).
+ATTEMPT_TOKEN_ONLY = frozenset(
+    {
+        "/executions/{execution_id}/steps/{step_name}/progress",
+        "/executions/{execution_id}/steps/{step_name}/complete",
+    }
+)
+ATTEMPT_TOKEN_HEADER = "X-Attempt-Token"
 
 AUTHORITY = web.AppKey("authority", TokenAuthority)
 # Set when the deployment admits requests without credentials.
 ANONYMOUS = web.AppKey("anonymous", AnonymousAccess)
+# The runner token the gateway signs for reports proven by their attempt token alone.
+REPORTER = web.AppKey("reporter", ServiceToken)
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     header = request.headers.get("Authorization")
     if header is None and resource.canonical in QUERY_TOKEN and "access_token" in request.query:
         header = f"Bearer {request.query['access_token']}"
+    # Before anonymous access: a report proven by its attempt token alone is a runner's,
+    # never the anonymous principal's (a client, which may not report).
+    if (
+        header is None
+        and resource.canonical in ATTEMPT_TOKEN_ONLY
+        and request.headers.get(ATTEMPT_TOKEN_HEADER, "").strip()
+    ):
+        header = f"Bearer {request.app[REPORTER].token()}"
     anonymous = request.app.get(ANONYMOUS)
     if header is None and anonymous is not None:
         anonymous.admit(request, resource.canonical)

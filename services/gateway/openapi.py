@@ -617,7 +617,11 @@ ATTEMPT_TOKEN: Schema = {
     "name": "X-Attempt-Token",
     "in": "header",
     "required": True,
-    "description": "The attempt token the step runner got with the attempt (PollStepAttempts).",
+    "description": (
+        "The attempt token the step runner got with the attempt (PollStepAttempts, the pull"
+        " route or a webhook push). Alone, without Authorization, it admits this one report:"
+        " a pushed HTTP runner holds no other credential."
+    ),
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS},
 }
 AFTER_SEQ: Schema = {
@@ -829,6 +833,8 @@ def _spec() -> Schema:
             "/executions/{execution_id}/steps/{step_name}/progress": {
                 "post": {
                     "operationId": "reportProgress",
+                    # A bearer, or the attempt token alone (services/gateway/auth.py).
+                    "security": [{"bearer": []}, {}],
                     "summary": "A step runner over HTTP reports progress (also its heartbeat).",
                     "parameters": [EXECUTION_ID, STEP_NAME, ATTEMPT_TOKEN],
                     "requestBody": body(ref("ProgressRequest"), required=False),
@@ -848,6 +854,8 @@ def _spec() -> Schema:
             "/executions/{execution_id}/steps/{step_name}/complete": {
                 "post": {
                     "operationId": "completeStep",
+                    # A bearer, or the attempt token alone (services/gateway/auth.py).
+                    "security": [{"bearer": []}, {}],
                     "summary": "A step runner over HTTP reports the attempt's result.",
                     "parameters": [EXECUTION_ID, STEP_NAME, ATTEMPT_TOKEN],
                     "requestBody": body(ref("CompletionRequest")),

@@ -3,6 +3,8 @@ attempt token the engine handed the runner (`X-Attempt-Token`)."""
 
 from __future__ import annotations
 
+import aiohttp
+
 from services.auth import RUNNER
 from tests.gateway.harness import Api, GatewayStack
 from tests.stack import token
@@ -150,3 +152,55 @@ async def test_a_failed_http_step_fails_the_run_with_its_error(
     assert final["status"] == "failed"
     assert final["error"]["message"] == "bad user" and final["error"]["type"] == "ValueError"
     assert final["steps_history"][0]["status"] == "failed"
+
+
+async def test_an_attempt_token_alone_is_enough_for_that_attempts_reports(
+    api: Api, gw_stack: GatewayStack
+) -> None:
+    """A runner the engine pushed work to holds no deployment credential: its attempt token
+    admits its own reports, and nothing else."""
+    workflow_id = await api.workflow(EXTERNAL)
+    execution_id = await api.start(workflow_id)
+    attempt = await gw_stack.external.next_attempt(execution_id)
+    base = f"/executions/{execution_id}/steps/fetch_user"
+    only_token = {"X-Attempt-Token": attempt.attempt_token}
+    async with aiohttp.ClientSession() as anonymous:
+        pushed = Api(anonymous, api.base)
+        status, reply = await pushed.call(
+            "POST", f"{base}/progress", {"percentage": 40}, headers=only_token
+        )
+        assert status == 200 and reply["cancel_requested"] is False
+        # Another route is not admitted by it.
+        status, body = await pushed.call(
+            "GET", f"/executions/{execution_id}/status", headers=only_token
+        )
+        assert (status, body["error"]["code"]) == (401, "NO_CREDENTIALS")
+        # A bearer that proves nothing is refused, attempt token or not.
+        status, body = await pushed.call(
+            "POST",
+            f"{base}/progress",
+            {"percentage": 50},
+            headers={**only_token, "Authorization": "Bearer nonsense"},
+        )
+        assert (status, body["error"]["code"]) == (401, "BAD_TOKEN")
+        # A forged token is refused as it is with a runner's credential, and writes nothing.
+        before = await api.status(execution_id)
+        for route in ("progress", "complete"):
+            status, body = await pushed.call(
+                "POST",
+                f"{base}/{route}",
+                {"percentage": 90} if route == "progress" else {"success": True},
+                headers={"X-Attempt-Token": "forged"},
+            )
+            assert (status, body["error"]["code"]) == (409, "STALE_ATTEMPT")
+        after = await api.status(execution_id)
+        assert after["steps_history"] == before["steps_history"]
+        assert after["steps_history"][0]["last_progress"]["percentage"] == 40
+
+        status, reply = await pushed.call(
+            "POST", f"{base}/complete", {"success": True, "user": "ana"}, headers=only_token
+        )
+        assert status == 200 and reply["accepted"] is True
+    final = await api.wait_terminal(execution_id)
+    assert final["status"] == "completed"
+    assert final["context"]["dynamic_properties"]["user"] == "ana"
