@@ -47,7 +47,7 @@ class Gateway:
         await self.runner.cleanup()
 
 
-async def start_gateway(engine_port: int, **overrides: Any) -> Gateway:
+async def start_gateway(engine_port: int, *, port: int = 0, **overrides: Any) -> Gateway:
     settings = replace(
         Settings(
             port=0,
@@ -61,7 +61,7 @@ async def start_gateway(engine_port: int, **overrides: Any) -> Gateway:
     )
     runner = create_runner(settings, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     return Gateway(f"http://127.0.0.1:{port}", runner.app, runner)
