@@ -28,6 +28,8 @@ from services.auth import (
     create_secret_file,
     keys_from_env,
 )
+from services.engine.config import webhook_urls
+from services.envconfig import ConfigError
 from services.grpc_auth import BearerToken
 from services.pioneer.errors import PioneerError
 from services.pioneer.workflows import ensure_document_workflow
@@ -102,10 +104,17 @@ async def main() -> int:
     env.setdefault("DISCOVERY_URL", f"127.0.0.1:{engine_port}")
     env.setdefault("ENGINE_URL", f"127.0.0.1:{engine_port}")
     gateway_port = env.setdefault("GATEWAY_PORT", "8080")
+    # Where an HTTP runner the engine pushes to (PIONEER_URL=http://…) reports: this gateway.
+    env.setdefault("ENGINE_REPORT_BASE_URL", f"http://127.0.0.1:{gateway_port}")
     data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
     token = local_admin_token(env, Path(data_dir))
     anonymous = local_anonymous_access(env)
-    # Pioneer pulls its work from the engine (DISCOVERY_URL); the engine never dials it.
+    # Pioneer pulls its work from the engine (ENGINE_URL); the engine never dials it. An
+    # HTTP runner named by PIONEER_URL(S)=http://… is pushed to by the engine instead.
+    try:
+        pushed = ", ".join(webhook_urls(env)) or "none (PIONEER_URL=http://host:port names one)"
+    except ConfigError as exc:
+        pushed = f"none: {exc}"  # the engine refuses it too, and the stack stops with it
     services = [
         Service("engine", "services.engine"),
         Service("pioneer", "services.pioneer"),
@@ -137,6 +146,7 @@ async def main() -> int:
         f'   (grpcurl -plaintext -H "authorization: Bearer $(cat {data_dir}/token)"'
         f" 127.0.0.1:{engine_port} list)\n"
         f"  pioneer (gRPC)  127.0.0.1:{pioneer_port}\n"
+        f"  HTTP runners    {pushed}\n"
         f"  database        {env.get('MONGODB_URI') or f'embedded SecantusDB in {data_dir}/db'}\n"
         f"{ready}"
         "Ctrl-C stops everything.\n",

@@ -15,7 +15,7 @@ from services.tls import Tls, tls_from_env
 class Settings:
     host: str = "127.0.0.1"
     port: int = 50052
-    # The engine's gRPC address, where steps report to.
+    # The engine's gRPC address, where pioneer pulls steps from and reports to.
     discovery_url: str = "localhost:50051"
     max_concurrent_steps: int = 64
     # Document steps: the largest decoded upload, and the most pages a PDF may have.
@@ -37,7 +37,7 @@ class Settings:
         return cls(
             host=text(env, "PIONEER_HOST", defaults.host),
             port=integer(env, "PIONEER_PORT", defaults.port, low=0, high=65535),
-            discovery_url=grpc_target(env, "DISCOVERY_URL", defaults.discovery_url),
+            discovery_url=engine_target(env, defaults.discovery_url),
             max_concurrent_steps=integer(
                 env, "PIONEER_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps, low=1
             ),
@@ -54,6 +54,28 @@ class Settings:
             auth_keys=keys_from_env(env),
             tls=tls_from_env(env),
         )
+
+
+def engine_target(env: Mapping[str, str], default: str) -> str:
+    """The engine's gRPC address: `ENGINE_URL` (as the gateway reads it), else `DISCOVERY_URL`
+    as `host:port`.
+
+    In the seed, `DISCOVERY_URL=http://localhost:8080` is where an HTTP step runner reports:
+    the gateway. Pioneer speaks gRPC to the engine, and pointed at the gateway it would only
+    fail on every call later, so an http(s) `DISCOVERY_URL` stops it at start saying what to
+    set instead. With `ENGINE_URL` set it is not read (an environment shared with HTTP runners
+    may keep it for them)."""
+    if env.get("ENGINE_URL", "").strip():
+        return grpc_target(env, "ENGINE_URL", default)
+    raw = env.get("DISCOVERY_URL", "").strip()
+    if raw.lower().startswith(("http://", "https://")):
+        raise ConfigError(
+            f"DISCOVERY_URL={raw!r} is an HTTP URL, the gateway's, where HTTP step runners"
+            " report; pioneer speaks gRPC to the engine: set ENGINE_URL=host:port (the"
+            " engine's gRPC address, e.g. localhost:50051), or DISCOVERY_URL=host:port"
+            " without a scheme"
+        )
+    return grpc_target(env, "DISCOVERY_URL", default)
 
 
 def _module_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -229,7 +229,7 @@ async def test_ensure_document_workflow_says_when_the_engine_is_unreachable() ->
         )
 
 
-async def test_the_workflows_command_creates_the_workflow_from_discovery_url(
+async def test_the_workflows_command_creates_the_workflow_from_engine_url(
     stack: Stack,
 ) -> None:
     def run() -> subprocess.CompletedProcess[str]:
@@ -239,8 +239,8 @@ async def test_the_workflows_command_creates_the_workflow_from_discovery_url(
             env={
                 **os.environ,
                 "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
-                # The seed's form of the variable.
-                "DISCOVERY_URL": f"http://{stack.client.target}/",
+                # The gateway's name and URL form of the engine's address.
+                "ENGINE_URL": f"http://{stack.client.target}/",
             },
             capture_output=True,
             text=True,

@@ -37,10 +37,26 @@ def test_values_from_the_environment() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://engine:50051", "http://engine:50051/", "grpc://engine:50051"]
+    ("name", "url"),
+    [
+        ("ENGINE_URL", "http://engine:50051"),
+        ("ENGINE_URL", "engine:50051/"),
+        ("DISCOVERY_URL", "engine:50051"),
+        ("DISCOVERY_URL", "grpc://engine:50051"),
+    ],
 )
-def test_the_seeds_url_form_loses_its_scheme(url: str) -> None:
-    assert Settings.from_env({**SECRET, "DISCOVERY_URL": url}).discovery_url == "engine:50051"
+def test_the_engines_address_as_the_gateway_reads_it(name: str, url: str) -> None:
+    assert Settings.from_env({**SECRET, name: url}).discovery_url == "engine:50051"
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8080", "https://discovery.example/"])
+def test_the_seeds_http_discovery_url_is_the_gateway_and_stops_pioneer(url: str) -> None:
+    """It is where HTTP runners report; gRPC pointed there would fail on every call."""
+    with pytest.raises(ConfigError, match=r"^DISCOVERY_URL=.*set ENGINE_URL=host:port"):
+        Settings.from_env({**SECRET, "DISCOVERY_URL": url})
+    # Beside ENGINE_URL (an environment shared with HTTP runners) it is not read.
+    settings = Settings.from_env({**SECRET, "DISCOVERY_URL": url, "ENGINE_URL": "engine:7000"})
+    assert settings.discovery_url == "engine:7000"
 
 
 @pytest.mark.parametrize(

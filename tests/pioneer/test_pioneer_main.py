@@ -32,7 +32,7 @@ async def test_serves_until_sigterm_then_exits_cleanly() -> None:
         **os.environ,
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'generated'}",
         "PIONEER_PORT": "0",
-        "DISCOVERY_URL": "http://127.0.0.1:9",
+        "ENGINE_URL": "http://127.0.0.1:9",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -60,3 +60,26 @@ async def test_serves_until_sigterm_then_exits_cleanly() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_the_seeds_http_discovery_url_stops_it_at_start_saying_what_to_set() -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'generated'}",
+        "PIONEER_PORT": "0",
+        "DISCOVERY_URL": "http://localhost:8080",
+    }
+    env.pop("ENGINE_URL", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.pioneer",
+        cwd=ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    entry = await asyncio.wait_for(_json_line(process.stderr, "bad configuration"), 15)
+    assert entry["error"].startswith("DISCOVERY_URL='http://localhost:8080' is an HTTP URL")
+    assert "set ENGINE_URL=host:port" in entry["error"]
+    assert await asyncio.wait_for(process.wait(), 10) == 2
