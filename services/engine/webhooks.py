@@ -197,8 +197,8 @@ class WebhookRunner:
             async with self._session.get(f"{self.url}/{CONTRACT_VERSION}/handlers") as response:
                 if response.status != 200:
                     raise RunnerUnavailable(f"GET /v1/handlers answered HTTP {response.status}")
-                body = await response.content.read(MAX_HANDLERS_BYTES + 1)
-                if len(body) > MAX_HANDLERS_BYTES:
+                body = await _read_at_most(response, MAX_HANDLERS_BYTES)
+                if body is None:
                     raise RunnerUnavailable(
                         f"GET /v1/handlers answered more than {MAX_HANDLERS_BYTES} bytes"
                     )
@@ -356,6 +356,18 @@ class WebhookRunner:
         except DiscoveryError as exc:
             # It ended meanwhile (cancelled, timed out): nothing left to fail.
             log.info("refused attempt not failed: %s", exc, extra={"runner": self.runner_id})
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` bytes."""
+    if (response.content_length or 0) > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _retry_after(value: str | None) -> float:

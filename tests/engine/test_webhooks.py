@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 from discovery.engine.v1 import execution_pb2 as ex_pb
@@ -17,6 +18,7 @@ from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_report_service_pb2 as sr
 
 from services.engine.config import Settings, webhook_urls
+from services.engine.webhooks import MAX_CONCURRENT_CAP, Offer, RunnerUnavailable, parse_offer
 from services.envconfig import ConfigError
 from tests.stack import Stack, free_port, start_stack, struct, wait_for_runner
 
@@ -247,3 +249,60 @@ def test_push_is_chosen_by_the_urls_scheme() -> None:
         Settings.from_env({**secret, "ENGINE_REPORT_BASE_URL": "gateway:8080"})
     with pytest.raises(ConfigError, match=r"^PIONEER_URL="):
         Settings.from_env({**secret, "PIONEER_URL": "http://"})
+
+
+async def test_a_pushed_attempt_that_goes_quiet_times_out_and_is_retried_with_a_new_token(
+    pushing: Stack, hook: HookRunner
+) -> None:
+    workflow_id = await _workflow(
+        pushing,
+        heartbeat_timeout_seconds=1,
+        retry={"max_attempts": 2, "initial_backoff_seconds": 0.1},
+    )
+    started = await pushing.client.start(workflow_id)
+    quiet = await hook.next()
+    # It never reports: the heartbeat timeout ends it, its slot frees, attempt 2 is pushed.
+    second = await hook.next()
+    assert (second["attempt"], second["execution_id"]) == (2, started.execution_id)
+    assert second["attempt_token"] != quiet["attempt_token"]
+    late = sr.ReportStepProgressRequest(
+        execution_id=started.execution_id,
+        step_name="remote",
+        attempt_token=quiet["attempt_token"],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await pushing.client.reports.ReportStepProgress(late, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await _complete(pushing, second, {"second": True})
+    final = await pushing.client.wait_terminal(started.execution_id)
+    assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
+    assert final.steps_history[0].error.reason == "heartbeat_timeout"
+    assert [a.status for a in final.steps_history] == [
+        ex_pb.ATTEMPT_STATUS_TIMED_OUT,
+        ex_pb.ATTEMPT_STATUS_SUCCESS,
+    ]
+    webhook = pushing.engine.webhooks[0]
+    assert webhook.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        {"handlers": "hook", "max_concurrent": 1},
+        {"handlers": ["hook", 3], "max_concurrent": 1},
+        {"handlers": [""], "max_concurrent": 1},
+        {"handlers": ["hook"]},
+        {"handlers": ["hook"], "max_concurrent": 0},
+        {"handlers": ["hook"], "max_concurrent": True},
+        {"handlers": ["hook"], "max_concurrent": 2.5},
+    ],
+)
+def test_a_handler_list_out_of_contract_is_the_runner_being_unavailable(answer: Any) -> None:
+    with pytest.raises(RunnerUnavailable, match="GET /v1/handlers"):
+        parse_offer(answer)
+
+
+def test_a_runner_is_never_handed_more_than_the_cap() -> None:
+    offer = parse_offer({"handlers": ["a", "b"], "max_concurrent": 10**9, "extra": 1})
+    assert offer == Offer(frozenset({"a", "b"}), MAX_CONCURRENT_CAP)
