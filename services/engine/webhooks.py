@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from pymongo.errors import PyMongoError
 
 from services.engine.domain.errors import DiscoveryError
 from services.engine.runner import Assignment, Runner
@@ -178,7 +179,7 @@ class WebhookRunner:
         # are sent again, which a runner that keeps the tokens it accepted answers with 202.
         for assignment in self._runner.running_attempts(self.runner_id):
             self._track(assignment)
-        self._task = asyncio.create_task(self._take_loop(), name=f"webhook {self.url}")
+        self._task = asyncio.create_task(self._keep_taking(), name=f"webhook {self.url}")
 
     async def stop(self) -> None:
         self._runner.on_attempt_end(self.runner_id, None)
@@ -239,6 +240,20 @@ class WebhookRunner:
 
     # --- taking ---------------------------------------------------------------------------
 
+    async def _keep_taking(self) -> None:
+        """The take loop, started again after anything unexpected: a pusher that died
+        quietly would leave its handlers' work waiting for ever."""
+        while True:
+            try:
+                await self._take_loop()
+                return
+            except Exception:  # anything: logged with its traceback, and the loop goes on
+                log.exception(
+                    "webhook pusher failed; starting it again", extra={"runner": self.runner_id}
+                )
+                self.offer = None
+                await asyncio.sleep(1.0)
+
     async def _take_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -281,7 +296,7 @@ class WebhookRunner:
             seconds=assignment.timeout_seconds + IN_FLIGHT_SLACK_SECONDS
         )
         self._in_flight[token] = (assignment, expires)
-        task = asyncio.create_task(self._deliver(assignment))
+        task = asyncio.create_task(self._deliver_logged(assignment))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
@@ -299,22 +314,37 @@ class WebhookRunner:
 
     # --- delivery ---------------------------------------------------------------------------
 
+    async def _deliver_logged(self, assignment: Assignment) -> None:
+        try:
+            await self._deliver(assignment)
+        except Exception:  # anything: the attempt's heartbeat timeout ends it
+            log.exception(
+                "webhook delivery failed",
+                extra={"runner": self.runner_id, "execution_id": assignment.execution_id},
+            )
+
     async def _deliver(self, assignment: Assignment) -> None:
         assert self._session is not None
         token = assignment.attempt_token
-        body = attempt_json(assignment, self._report_base_url)
         context = {
             "runner": self.runner_id,
             "execution_id": assignment.execution_id,
             "step": assignment.step_name,
             "attempt": assignment.attempt,
         }
+        try:
+            body = json.dumps(attempt_json(assignment, self._report_base_url))
+        except (TypeError, ValueError) as exc:
+            await self._fail(assignment, "attempt_not_sent", f"the attempt is not JSON: {exc}")
+            return
         delay = INITIAL_BACKOFF_SECONDS
         while token in self._in_flight:
             retry_after = 0.0
             try:
                 async with self._session.post(
-                    f"{self.url}/{CONTRACT_VERSION}/attempts", json=body
+                    f"{self.url}/{CONTRACT_VERSION}/attempts",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
                 ) as response:
                     if 200 <= response.status < 300:
                         log.debug("attempt delivered", extra=context)
@@ -344,6 +374,12 @@ class WebhookRunner:
         )
         if status in (404, 409, 422):
             self.offer = None  # it may no longer serve this handler: read its list again
+        await self._fail(assignment, "runner_refused", message, f"HTTP {status}")
+
+    async def _fail(
+        self, assignment: Assignment, reason: str, message: str, kind: str = ""
+    ) -> None:
+        """Fails the attempt as a step that failed: the step's retry policy decides."""
         try:
             await self._runner.complete_step(
                 assignment.execution_id,
@@ -351,11 +387,12 @@ class WebhookRunner:
                 assignment.attempt_token,
                 False,
                 {},
-                {"reason": "runner_refused", "type": f"HTTP {status}", "message": message},
+                {"reason": reason, "type": kind, "message": message},
             )
-        except DiscoveryError as exc:
-            # It ended meanwhile (cancelled, timed out): nothing left to fail.
-            log.info("refused attempt not failed: %s", exc, extra={"runner": self.runner_id})
+        except (DiscoveryError, PyMongoError) as exc:
+            # It ended meanwhile (cancelled, timed out), or the database is away: its
+            # heartbeat timeout ends it then.
+            log.info("attempt not failed: %s", exc, extra={"runner": self.runner_id})
 
 
 async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:

@@ -17,6 +17,7 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_report_service_pb2 as sr
 
+from services.engine.app import Engine
 from services.engine.config import Settings, webhook_urls
 from services.engine.webhooks import MAX_CONCURRENT_CAP, Offer, RunnerUnavailable, parse_offer
 from services.envconfig import ConfigError
@@ -306,3 +307,32 @@ def test_a_handler_list_out_of_contract_is_the_runner_being_unavailable(answer: 
 def test_a_runner_is_never_handed_more_than_the_cap() -> None:
     offer = parse_offer({"handlers": ["a", "b"], "max_concurrent": 10**9, "extra": 1})
     assert offer == Offer(frozenset({"a", "b"}), MAX_CONCURRENT_CAP)
+
+
+async def test_a_restarted_engine_counts_and_sends_again_what_its_runner_took(
+    mongo_server: str, database: str, hook: HookRunner
+) -> None:
+    """The engine may stop between a take and its POST: after a restart the attempts the
+    runner took and that still run are sent again (the runner answers 202 to a token it has)
+    and count against its slots."""
+    stack = await start_stack(mongo_server, database, webhook_urls=(hook.url,))
+    engine: Engine | None = None
+    try:
+        await wait_for_runner(stack.client.queue, f"webhook:{hook.url}")
+        started = await stack.client.start(await _workflow(stack))
+        first = await hook.next()
+        await stack.engine.stop(grace=0)
+        engine = Engine(stack.engine.settings)
+        await engine.start()
+        again = await hook.next()
+        assert again["attempt_token"] == first["attempt_token"] and again["attempt"] == 1
+        assert engine.webhooks[0].in_flight == 1
+        await _complete(stack, again, {"after": "restart"})
+        final = await stack.client.wait_terminal(started.execution_id)
+        assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
+        assert engine.webhooks[0].in_flight == 0
+    finally:
+        await stack.client.close()
+        if engine is not None:
+            await engine.stop(grace=0)
+        await stack.pioneer.stop()
