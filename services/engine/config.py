@@ -95,8 +95,11 @@ def http_url(env: Mapping[str, str], name: str, default: str) -> str:
     if not raw:
         return default
     parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL")
+    if "@" in parts.netloc:
+        # It would show in logs and in the queue's runner list (webhook:<url>).
+        raise ConfigError(f"{name}: a URL with credentials in it is not supported")
     return raw.rstrip("/")
 
 

@@ -250,6 +250,8 @@ def test_push_is_chosen_by_the_urls_scheme() -> None:
         Settings.from_env({**secret, "ENGINE_REPORT_BASE_URL": "gateway:8080"})
     with pytest.raises(ConfigError, match=r"^PIONEER_URL="):
         Settings.from_env({**secret, "PIONEER_URL": "http://"})
+    with pytest.raises(ConfigError, match=r"^PIONEER_URLS: a URL with credentials"):
+        Settings.from_env({**secret, "PIONEER_URLS": "http://user:secret@runner:8000"})
 
 
 async def test_a_pushed_attempt_that_goes_quiet_times_out_and_is_retried_with_a_new_token(
