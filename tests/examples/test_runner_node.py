@@ -10,15 +10,19 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.auth import SECRET_ENV
 from tests.gateway.harness import Api, Gateway, start_gateway
 from tests.stack import ROOT, Stack, free_port, start_stack, token, wait_for_runner
 
@@ -246,3 +250,61 @@ async def test_the_engine_waits_for_a_runner_that_is_not_up_yet(
             await node.stop()
         await gateway.stop()
         await stack.stop()
+
+
+async def test_make_run_pushes_to_it_with_the_seeds_variables(tmp_path: Path) -> None:
+    """`make run` with the seed's PIONEER_URL (the runner) and DISCOVERY_URL (the gateway)
+    in its environment: the engine pushes to the runner, pioneer still reaches the engine."""
+    gateway_port, node_port = free_port(), free_port()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    node = NodeRunner(node_port, gateway_url)
+    await node.start(step_delay_ms=50)
+    log = tmp_path / "stack.log"
+    with log.open("wb") as out:
+        stack = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.stack",
+            cwd=ROOT,
+            env={
+                **{k: v for k, v in os.environ.items() if k != SECRET_ENV},
+                "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
+                "ENGINE_PORT": str(free_port()),
+                "PIONEER_PORT": str(free_port()),
+                "GATEWAY_PORT": str(gateway_port),
+                "DISCOVERY_DATA_DIR": str(tmp_path / "data"),
+                "DISCOVERY_DB_FSYNC": "false",
+                "PIONEER_URL": node.url,
+                "DISCOVERY_URL": gateway_url,
+            },
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "Ctrl-C stops everything" not in log.read_text(errors="replace"):
+            assert stack.returncode is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        banner = log.read_text()
+        assert f"HTTP runners    {node.url}" in banner
+        assert "'Procesar Documentos' = " in banner  # pioneer reached the engine
+        local_token = (tmp_path / "data" / "token").read_text().strip()
+        headers = {"Authorization": f"Bearer {local_token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            api = Api(session, gateway_url)
+            workflow_id = await api.workflow({"name": "remote", "handler": HANDLER})
+            execution_id = await api.start(workflow_id, {"uuid_proceso": "p-1"})
+            final = await api.wait_terminal(execution_id, 60)
+        assert final["status"] == "completed", final
+        assert final["steps_history"][0]["output_payload"]["parts"] == 5
+        assert node.events(execution_id) == ["accepted", *["progress"] * 5, "completed"]
+    finally:
+        if stack.returncode is None:
+            stack.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(stack.wait(), 30)
+            except TimeoutError:
+                stack.kill()
+                await stack.wait()
+        await node.stop()
