@@ -220,3 +220,30 @@ async def test_the_websocket_url_follows_the_run_and_its_token_stays_out_of_the_
     else:
         raise AssertionError(f"no access log line for the WebSocket: {lines}")
     assert not any(watch in line or "access_token" in line for line in lines), lines
+
+
+async def test_on_a_report_with_only_an_attempt_token_is_still_the_runners(
+    anonymous: Api, gw_stack: GatewayStack
+) -> None:
+    """A pushed HTTP runner's report (X-Attempt-Token, no Authorization) is forwarded as a
+    runner, not as the anonymous client, which may not report."""
+    workflow_id = await legacy_workflow(
+        anonymous, {"name": "fetch_user", "handler": "external", "heartbeat_timeout_seconds": 10}
+    )
+    execution_id = await anonymous.start(workflow_id)
+    attempt = await gw_stack.external.next_attempt(execution_id)
+    base = f"/executions/{execution_id}/steps/fetch_user"
+    only_token = {"X-Attempt-Token": attempt.attempt_token}
+    status, reply = await anonymous.call(
+        "POST", f"{base}/progress", {"percentage": 30}, headers=only_token
+    )
+    assert status == 200 and reply["cancel_requested"] is False, reply
+    status, body = await anonymous.call(
+        "POST", f"{base}/progress", {"percentage": 40}, headers={"X-Attempt-Token": "forged"}
+    )
+    assert (status, body["error"]["code"]) == (409, "STALE_ATTEMPT")
+    status, _ = await anonymous.call(
+        "POST", f"{base}/complete", {"success": True}, headers=only_token
+    )
+    assert status == 200
+    assert (await anonymous.wait_terminal(execution_id))["status"] == "completed"
