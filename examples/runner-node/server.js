@@ -104,8 +104,11 @@ async function report(attempt, kind, body) {
 // Reports progress five times, then completes; a progress reply with cancel_requested stops
 // it there (no completion: the run is cancelled, and nothing more is reported).
 async function progressFive(attempt, context) {
+  // The run's input may set its own pause (`delay_ms`, at most a minute).
+  const asked = attempt.input && attempt.input.delay_ms;
+  const delay = Number.isInteger(asked) && asked >= 0 ? Math.min(asked, 60_000) : STEP_DELAY_MS;
   for (let i = 1; i <= 5; i++) {
-    await sleep(STEP_DELAY_MS);
+    await sleep(delay);
     const reply = await report(attempt, "progress", {
       percentage: i * 20 - 10,
       message: `part ${i} of 5`,

@@ -143,7 +143,7 @@ async def deployment(mongo_server: str, database: str) -> AsyncIterator[Deployme
     gateway = await start_gateway(stack.engine.port, port=gateway_port)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token()}"}) as session:
         try:
-            await node.start(step_delay_ms=300)
+            await node.start(step_delay_ms=100)
             await wait_for_runner(stack.client.queue, f"webhook:{node.url}")
             yield Deployment(stack, gateway, node, Api(session, gateway_url))
         finally:
@@ -169,6 +169,7 @@ async def test_a_node_runner_runs_its_step_beside_pioneer_and_obeys_a_cancel(
     remote = final["steps_history"][-1]
     assert remote["step_name"] == "remote" and remote["status"] == "success"
     assert remote["output_payload"]["parts"] == 5 and remote["output_payload"]["runner"] == "node"
+    assert "nombre_documento" in remote["output_payload"]["input_keys"]  # the run's input
     assert final["context"]["dynamic_properties"]["runner"] == "node"
     log = await deployment.event_log(done)
     progress = [data for _, kind, data in log if kind == "step_progress"]
@@ -179,16 +180,18 @@ async def test_a_node_runner_runs_its_step_beside_pioneer_and_obeys_a_cancel(
     assert node.events(done) == ["accepted", *["progress"] * 5, "completed"]
 
     # 2. Cancelled mid-step: the next progress reply tells the runner, which stops there.
-    cancelled = await api.start(workflow_id)
+    # Its parts take a second each, so the cancel lands mid-step even on a busy machine.
+    cancelled = await api.start(workflow_id, {"delay_ms": 1000})
     await node.logged("progress", cancelled)
     status, _ = await api.call("POST", f"/executions/{cancelled}/cancel", {"reason": "enough"})
     assert status == 200
     await node.logged("cancel_requested", cancelled)
     assert (await api.wait_terminal(cancelled))["status"] == "cancelled"
     seen = node.events(cancelled)
-    await asyncio.sleep(1.5)  # five of its pauses: it would have reported again by now
+    await asyncio.sleep(2.5)  # past its next pause: it would have reported again by now
     assert node.events(cancelled) == seen
     assert seen[-1] == "cancel_requested" and "completed" not in seen
+    assert seen.count("progress") < 5
     cancelled_log = await deployment.event_log(cancelled)
     assert cancelled_log[-1][1] == "workflow_cancelled"
     assert not any(
