@@ -161,7 +161,11 @@ async def test_work_waits_while_the_runner_is_down_and_failed_posts_are_sent_aga
     # Taken while the runner looked up: its POST fails, and is sent again while it lives.
     first = await pushing.client.start(workflow_id)
     await _until(pushing, first.execution_id, ex_pb.ATTEMPT_STATUS_RUNNING)
-    await asyncio.sleep(1.5)
+    webhook = pushing.engine.webhooks[0]
+    async with asyncio.timeout(10):
+        while webhook.offer is not None:  # noqa: ASYNC110 - it has no event for this
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)  # past the poll that may have been open then (1 s at most)
     # The pusher now knows the runner is away: it takes nothing, and nothing fails.
     second = await pushing.client.start(workflow_id)
     await asyncio.sleep(2.0)

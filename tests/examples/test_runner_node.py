@@ -217,10 +217,12 @@ async def test_a_node_runner_runs_its_step_beside_pioneer_and_obeys_a_cancel(
     assert await deployment.event_log(done) == before
 
 
-async def test_the_engine_waits_for_a_runner_that_is_not_up_yet(
+async def test_attempts_pushed_while_the_runner_is_down_run_once_it_is_back(
     mongo_server: str, database: str
 ) -> None:
-    """Work for a webhook runner that is down waits in the queue; nothing fails."""
+    """The runner restarts: nothing fails meanwhile, and each run completes on its first
+    attempt once the runner is back (tests/engine/test_webhooks.py shows the pusher taking
+    nothing more once it knows the runner is away)."""
     node_port, gateway_port = free_port(), free_port()
     node = NodeRunner(node_port, f"http://127.0.0.1:{gateway_port}")
     await node.start(step_delay_ms=50)
@@ -234,8 +236,8 @@ async def test_the_engine_waits_for_a_runner_that_is_not_up_yet(
             await wait_for_runner(stack.client.queue, f"webhook:{node.url}")
             workflow_id = await api.workflow({"name": "remote", "handler": HANDLER})
             await node.stop()
-            # The pusher may take one attempt before it sees the runner gone (its POST is then
-            # sent again until the runner is back); what comes after waits, untaken.
+            # The pusher learns that the runner is gone from a failed POST: what it takes
+            # first is sent again until the runner is back, and the rest waits in the queue.
             await asyncio.sleep(1.5)
             executions = [await api.start(workflow_id) for _ in range(3)]
             await asyncio.sleep(2.0)
