@@ -50,3 +50,12 @@ def test_no_secret_no_engine(tmp_path: Path) -> None:
     rotated.write_text("n" * 40 + "\n\n" + "o" * 32 + "\n")
     keys = Settings.from_env({"DISCOVERY_AUTH_SECRET_FILE": str(rotated)}).auth_keys
     assert keys == (b"n" * 40, b"o" * 32), "one secret per line; the first one signs"
+
+
+def test_free_port_never_hands_out_one_port_twice_in_a_row() -> None:
+    # The OS may give the same free port to consecutive binds; two services told one port
+    # would meet each other's requests.
+    from services.engine.store.embedded import free_port
+
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -25,27 +24,13 @@ from pymongo import AsyncMongoClient
 
 from services.auth import SECRET_ENV
 from tests.gateway.harness import Api, Gateway, start_gateway
-from tests.stack import ROOT, Stack, start_stack, token, wait_for_runner
+from tests.stack import ROOT, Stack, free_port, start_stack, token, wait_for_runner
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
 
 SERVER = ROOT / "examples" / "runner-node" / "server.js"
 HANDLER = "node_progress5"
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` loopback ports free now and different from each other: bound together, so the
-    OS cannot hand one out twice (a runner and a gateway on one port would meet each other's
-    requests)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -145,7 +130,7 @@ class Deployment:
 
 @pytest.fixture
 async def deployment(mongo_server: str, database: str) -> AsyncIterator[Deployment]:
-    node_port, gateway_port, engine_port = free_ports(3)
+    node_port, gateway_port, engine_port = free_port(), free_port(), free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     node = NodeRunner(node_port, gateway_url)
     # The engine is told about the runner before it is up: it waits for it, taking nothing.
@@ -239,7 +224,7 @@ async def test_attempts_pushed_while_the_runner_is_down_run_once_it_is_back(
     """The runner restarts: nothing fails meanwhile, and each run completes on its first
     attempt once the runner is back (tests/engine/test_webhooks.py shows the pusher taking
     nothing more once it knows the runner is away)."""
-    node_port, gateway_port, engine_port = free_ports(3)
+    node_port, gateway_port, engine_port = free_port(), free_port(), free_port()
     node = NodeRunner(node_port, f"http://127.0.0.1:{gateway_port}")
     await node.start(step_delay_ms=50)
     stack = await start_stack(
@@ -280,7 +265,7 @@ async def test_attempts_pushed_while_the_runner_is_down_run_once_it_is_back(
 async def test_make_run_pushes_to_it_with_the_seeds_variables(tmp_path: Path) -> None:
     """`make run` with the seed's PIONEER_URL (the runner) and DISCOVERY_URL (the gateway)
     in its environment: the engine pushes to the runner, pioneer still reaches the engine."""
-    gateway_port, node_port, engine_port, pioneer_port = free_ports(4)
+    gateway_port, node_port, engine_port, pioneer_port = (free_port() for _ in range(4))
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     node = NodeRunner(node_port, gateway_url)
     await node.start(step_delay_ms=50)

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,21 @@ def mongo_uri(base: str) -> str:
     return f"{base}{separator}retryWrites=false"
 
 
+# Ports this process handed out lately: the OS may give the same free port to two calls in a
+# row, and two services told one port meet each other's requests.
+_HANDED_OUT: deque[int] = deque(maxlen=256)
+
+
 def free_port() -> int:
-    """A loopback port free now (the OS may hand it out again before it is bound)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and not handed out by this process lately (the OS may still
+    give it to someone else before it is bound)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 class DatabaseProcess:
