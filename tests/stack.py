@@ -451,6 +451,39 @@ async def wait_database(uri: str, seconds: float = 20) -> None:
             await client.close()
 
 
+MAKE_RUN_READY = "Ctrl-C stops everything"
+
+
+def start_make_run(data_dir: Path, log: Path, **env: str | int) -> subprocess.Popen[bytes]:
+    """`make run`'s supervisor (`python -m services.stack`) as on a fresh machine: no secret
+    given, so it makes its own in `data_dir`; its output goes to `log`. `env` adds to or
+    overrides its environment (ports, the seed's PIONEER_URL…)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.stack"],
+            cwd=ROOT,
+            env={
+                **{k: v for k, v in os.environ.items() if k != SECRET_ENV},
+                "DISCOVERY_DATA_DIR": str(data_dir),
+                "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
+                **{k: str(v) for k, v in env.items()},
+            },
+            stdout=out,
+            stderr=out,
+        )
+
+
+def wait_for(path: Path, text: str, seconds: float) -> str:
+    """The file's text once `text` is in it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        content = path.read_text(errors="replace")
+        if text in content:
+            return content
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not seen within {seconds} s:\n{path.read_text()[-3000:]}")
+
+
 async def wait_http(url: str, seconds: float = 30) -> None:
     """Returns once `url` answers 200 to an admin of the default tenant."""
     deadline = time.monotonic() + seconds

@@ -20,10 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from services.auth import SECRET_ENV
 from tests.documents import pdfs
-from tests.stack import ROOT, free_port
-from tests.test_stack import wait_for
+from tests.stack import MAKE_RUN_READY, free_port, start_make_run, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -92,21 +90,9 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
     tmp = tmp_path_factory.mktemp("make-run")
     ports = {"ENGINE_PORT": free_port(), "PIONEER_PORT": free_port(), "GATEWAY_PORT": free_port()}
     log = tmp / "stack.log"
-    with log.open("wb") as out:
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "services.stack"],
-            cwd=ROOT,
-            env={
-                **{k: v for k, v in os.environ.items() if k != SECRET_ENV},
-                **{k: str(v) for k, v in ports.items()},
-                "DISCOVERY_DATA_DIR": str(tmp / "data"),
-                "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
-            },
-            stdout=out,
-            stderr=out,
-        )
+    stack = start_make_run(tmp / "data", log, **ports)
     try:
-        banner = wait_for(log, "Ctrl-C stops everything", 60)
+        banner = wait_for(log, MAKE_RUN_READY, 60)
         found = re.search(r"'Procesar Documentos' = ([0-9a-f-]{36})", banner)
         assert found, banner
         yield MakeRun(ports["GATEWAY_PORT"], found.group(1), banner)

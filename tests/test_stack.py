@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,18 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.auth import SECRET_ENV
-from tests.stack import ROOT, free_port
-
-
-def wait_for(path: Path, text: str, seconds: float) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        content = path.read_text(errors="replace")
-        if text in content:
-            return content
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} not seen within {seconds} s:\n{path.read_text()[-3000:]}")
+from tests.stack import MAKE_RUN_READY, free_port, start_make_run, wait_for
 
 
 def alive(pid: int) -> bool:
@@ -44,22 +32,9 @@ def children(pid: int) -> list[int]:
 def test_the_stack_comes_up_and_goes_down_together(tmp_path: Path) -> None:
     ports = {"ENGINE_PORT": free_port(), "PIONEER_PORT": free_port(), "GATEWAY_PORT": free_port()}
     log = tmp_path / "stack.log"
-    with log.open("wb") as out:
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "services.stack"],
-            cwd=ROOT,
-            env={
-                # As on a fresh machine: no secret given, so the stack makes its own.
-                **{k: v for k, v in os.environ.items() if k != SECRET_ENV},
-                **{k: str(v) for k, v in ports.items()},
-                "DISCOVERY_DATA_DIR": str(tmp_path / "data"),
-                "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
-            },
-            stdout=out,
-            stderr=out,
-        )
+    stack = start_make_run(tmp_path / "data", log, **ports)
     try:
-        banner = wait_for(log, "Ctrl-C stops everything", 60)
+        banner = wait_for(log, MAKE_RUN_READY, 60)
         assert "'Procesar Documentos' = " in banner
         assert f"embedded SecantusDB in {tmp_path / 'data'}/db" in banner
         data = tmp_path / "data"

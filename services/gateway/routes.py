@@ -15,7 +15,6 @@ from services.auth import WATCH_TOKEN_SECONDS, WATCHER
 from services.gateway import legacy, validation
 from services.gateway.auth import AUTHORITY, caller, engine_for
 from services.gateway.bodies import read_json
-from services.gateway.errors import GatewayError
 from services.gateway.openapi import spec
 from services.gateway.sse import events
 from services.gateway.state import ENGINE, SETTINGS, STREAMS
@@ -51,13 +50,11 @@ async def _start(request: web.Request, start: StartRequest) -> web.Response:
 async def _status_document(request: web.Request, execution: ex_pb.Execution) -> dict[str, Any]:
     """The legacy status document, whose `current_step` is never null while the workflow has
     steps (legacy.standing_step says why): when the engine names no current step, one more
-    call asks for the workflow's steps."""
+    call asks for the workflow's steps. If that call fails, so does the answer: a status with a
+    null `current_step` would be a partial one, and the very one that stops the seed's poller."""
     document = legacy.status_document(execution)
     if document["current_step"] is None:
-        try:
-            steps = await engine_for(request).list_steps(execution.execution_id)
-        except GatewayError:
-            return document  # the status itself is what was asked for; it stays readable
+        steps = await engine_for(request).list_steps(execution.execution_id)
         document["current_step"] = legacy.standing_step(execution, steps)
     return document
 

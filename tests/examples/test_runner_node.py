@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import signal
-import sys
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,9 +22,17 @@ import aiohttp
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.auth import SECRET_ENV
 from tests.gateway.harness import Api, Gateway, start_gateway
-from tests.stack import ROOT, Stack, free_port, start_stack, token, wait_for_runner
+from tests.stack import (
+    MAKE_RUN_READY,
+    ROOT,
+    Stack,
+    free_port,
+    start_make_run,
+    start_stack,
+    token,
+    wait_for_runner,
+)
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
@@ -270,30 +278,20 @@ async def test_make_run_pushes_to_it_with_the_seeds_variables(tmp_path: Path) ->
     node = NodeRunner(node_port, gateway_url)
     await node.start(step_delay_ms=50)
     log = tmp_path / "stack.log"
-    with log.open("wb") as out:
-        stack = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.stack",
-            cwd=ROOT,
-            env={
-                **{k: v for k, v in os.environ.items() if k != SECRET_ENV},
-                "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
-                "ENGINE_PORT": str(engine_port),
-                "PIONEER_PORT": str(pioneer_port),
-                "GATEWAY_PORT": str(gateway_port),
-                "DISCOVERY_DATA_DIR": str(tmp_path / "data"),
-                "DISCOVERY_DB_FSYNC": "false",
-                "PIONEER_URL": node.url,
-                "DISCOVERY_URL": gateway_url,
-            },
-            stdout=out,
-            stderr=out,
-        )
+    stack = start_make_run(
+        tmp_path / "data",
+        log,
+        ENGINE_PORT=engine_port,
+        PIONEER_PORT=pioneer_port,
+        GATEWAY_PORT=gateway_port,
+        DISCOVERY_DB_FSYNC="false",
+        PIONEER_URL=node.url,
+        DISCOVERY_URL=gateway_url,
+    )
     try:
         deadline = time.monotonic() + 90
-        while "Ctrl-C stops everything" not in log.read_text(errors="replace"):
-            assert stack.returncode is None, log.read_text()[-3000:]
+        while MAKE_RUN_READY not in log.read_text(errors="replace"):
+            assert stack.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.2)
         banner = log.read_text()
@@ -310,11 +308,11 @@ async def test_make_run_pushes_to_it_with_the_seeds_variables(tmp_path: Path) ->
         assert final["steps_history"][0]["output_payload"]["parts"] == 5
         assert node.events(execution_id) == ["accepted", *["progress"] * 5, "completed"]
     finally:
-        if stack.returncode is None:
+        if stack.poll() is None:
             stack.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(stack.wait(), 30)
-            except TimeoutError:
+                stack.wait(30)
+            except subprocess.TimeoutExpired:
                 stack.kill()
-                await stack.wait()
+                stack.wait()
         await node.stop()
