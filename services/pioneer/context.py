@@ -257,7 +257,14 @@ class StepContext:
             progress=left,
         )
         try:
-            await self._reporter.complete_step(request, budget_seconds=self.completion_budget)
+            # Tried at least once per heartbeat interval: an engine back from an outage
+            # waits one heartbeat timeout for this attempt's runner before it retries the
+            # step, so a try that slept longer than that would lose a finished step's result.
+            await self._reporter.complete_step(
+                request,
+                budget_seconds=self.completion_budget,
+                retry_every=self.heartbeat_interval,
+            )
         except StaleAttempt:
             self.stop(StopReason.STALE)
             raise

@@ -11,6 +11,7 @@ any other code is `ReportRejected`.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -111,14 +112,18 @@ class StepReporter:
         return await self._retrying("ReportStepProgress", call, budget_seconds)
 
     async def complete_step(
-        self, request: report_pb2.CompleteStepRequest, *, budget_seconds: float
+        self,
+        request: report_pb2.CompleteStepRequest,
+        *,
+        budget_seconds: float,
+        retry_every: float | None = None,
     ) -> None:
         async def call(call_timeout: float) -> None:
             await self._stub.CompleteStep(
                 request, timeout=call_timeout, metadata=self._credentials.metadata()
             )
 
-        await self._retrying("CompleteStep", call, budget_seconds)
+        await self._retrying("CompleteStep", call, budget_seconds, max_backoff=retry_every)
 
     async def read_blob(
         self, request: report_pb2.ReadBlobRequest, *, budget_seconds: float
@@ -171,7 +176,10 @@ class StepReporter:
         *,
         whole_budget: bool = False,
         stale: frozenset[grpc.StatusCode] = STALE,
+        max_backoff: float | None = None,
     ) -> T:
+        """`max_backoff` caps the wait between tries below the policy's."""
+        longest = min(self._policy.max_backoff_seconds, max_backoff or math.inf)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_seconds
         backoff = self._policy.initial_backoff_seconds
@@ -196,6 +204,4 @@ class StepReporter:
                         f"{detail}; gave up after {budget_seconds:g} s of retries"
                     ) from None
                 await asyncio.sleep(delay)
-                backoff = min(
-                    backoff * self._policy.backoff_multiplier, self._policy.max_backoff_seconds
-                )
+                backoff = min(backoff * self._policy.backoff_multiplier, longest)
