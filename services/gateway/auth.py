@@ -35,6 +35,7 @@ from services.gateway.anonymous import AnonymousAccess
 from services.gateway.engine import EngineClient
 from services.gateway.errors import Forbidden, Unauthorized
 from services.gateway.state import ENGINE
+from services.gateway.validation import ATTEMPT_TOKEN_HEADER
 from services.grpc_auth import BearerToken
 
 # Routes anyone may fetch: the dashboard's page and assets (it asks for a token itself), the
@@ -48,7 +49,6 @@ ATTEMPT_TOKEN_ONLY = frozenset(
         "/executions/{execution_id}/steps/{step_name}/complete",
     }
 )
-ATTEMPT_TOKEN_HEADER = "X-Attempt-Token"
 
 AUTHORITY = web.AppKey("authority", TokenAuthority)
 # Set when the deployment admits requests without credentials.

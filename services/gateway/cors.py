@@ -15,9 +15,10 @@ import aiohttp_cors
 from aiohttp import web
 
 from services.gateway.config import Settings
+from services.gateway.validation import ATTEMPT_TOKEN_HEADER
 
 # What a page sends besides the CORS-safelisted headers.
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Attempt-Token")
+ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", ATTEMPT_TOKEN_HEADER)
 # What a page may read besides the safelisted response headers: where a started execution
 # is, when to retry after a 429 or 503, and how to authenticate after a 401.
 EXPOSED_HEADERS = ("Location", "Retry-After", "WWW-Authenticate")

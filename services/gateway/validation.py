@@ -175,10 +175,13 @@ def idempotency_key(headers: Mapping[str, str]) -> str:
     return key
 
 
+ATTEMPT_TOKEN_HEADER = "X-Attempt-Token"
+
+
 def attempt_token(headers: Mapping[str, str]) -> str:
     """The attempt's capability, from `X-Attempt-Token`: what the runner got with the attempt
     (PollStepAttempts). Without it a report proves nothing, so it is refused before the engine."""
-    token = headers.get("X-Attempt-Token", "").strip()
+    token = headers.get(ATTEMPT_TOKEN_HEADER, "").strip()
     if not token:
         raise Unauthorized(
             "a step report needs the attempt's token in the X-Attempt-Token header",
