@@ -1,8 +1,11 @@
 """Shared fixtures: a real MongoDB wire-protocol server (SecantusDB, its own process, as in
-production) for the whole session, and a fresh database per test."""
+production) for the whole session, and a fresh database per test. Any test during which a
+task's exception went unretrieved fails."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,3 +36,30 @@ async def stack(mongo_server: str, database: str) -> AsyncIterator[Stack]:
         yield running
     finally:
         await running.stop()
+
+
+class _UnretrievedTaskExceptions(logging.Handler):
+    """What asyncio logs when a task that failed is dropped with nobody awaiting it: a
+    failure that went unseen, in the code under test or in the test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "exception was never retrieved" in record.getMessage():
+            exc = record.exc_info[1] if record.exc_info else None
+            self.messages.append(f"{record.getMessage()}: {exc!r}")
+
+
+_UNRETRIEVED = _UnretrievedTaskExceptions()
+logging.getLogger("asyncio").addHandler(_UNRETRIEVED)
+
+
+@pytest.fixture(autouse=True)
+def no_unretrieved_task_exceptions() -> Iterator[None]:
+    yield
+    gc.collect()  # a dropped task is only reported when it is collected
+    found, _UNRETRIEVED.messages[:] = list(_UNRETRIEVED.messages), []
+    if found:
+        pytest.fail("task exceptions nobody retrieved:\n" + "\n".join(found), pytrace=False)

@@ -145,11 +145,14 @@ class Client:
 
     target: str
     token: str = field(default_factory=token)
+    options: list[tuple[str, Any]] = field(default_factory=list)
     channel: grpc.aio.Channel = field(init=False)
 
     def __post_init__(self) -> None:
         self.channel = grpc.aio.insecure_channel(
-            self.target, interceptors=bearer_interceptors(BearerToken(self.token))
+            self.target,
+            options=self.options,
+            interceptors=bearer_interceptors(BearerToken(self.token)),
         )
         self.workflows = ws_grpc.WorkflowServiceStub(self.channel)
         self.executions = es_grpc.ExecutionServiceStub(self.channel)

@@ -76,6 +76,7 @@ class Engine:
                 max_input_bytes=settings.max_input_bytes,
                 max_result_bytes=settings.max_result_bytes,
                 max_custom_data_bytes=settings.max_custom_data_bytes,
+                max_progress_events=settings.max_progress_events,
             ),
         )
         limits = Limits(

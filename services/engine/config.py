@@ -48,6 +48,9 @@ class Settings:
     # step that reports every page of a fast PDF; a loop reporting as fast as it can is not.
     progress_rate: float = 50.0
     progress_burst: int = 200
+    # Per execution: progress events logged in all; beyond, reports are refused
+    # (EVENT_LIMIT_REACHED) and the steps go on.
+    max_progress_events: int = 10_000
     # The secrets tokens are signed under (services/auth.py); never printed.
     auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
     # Mutual TLS for its server (services/tls.py); None: plaintext.
@@ -83,6 +86,9 @@ class Settings:
             start_burst=integer(env, "ENGINE_START_BURST", d.start_burst, low=1),
             progress_rate=number(env, "ENGINE_PROGRESS_RATE", d.progress_rate, low=0.01),
             progress_burst=integer(env, "ENGINE_PROGRESS_BURST", d.progress_burst, low=1),
+            max_progress_events=integer(
+                env, "ENGINE_MAX_PROGRESS_EVENTS", d.max_progress_events, low=1
+            ),
             auth_keys=keys_from_env(env),
             tls=tls_from_env(env),
             webhook_urls=webhook_urls(env),

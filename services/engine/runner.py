@@ -35,6 +35,7 @@ from services.engine.domain import execution as ex
 from services.engine.domain.errors import (
     AlreadyTerminal,
     DiscoveryError,
+    EventLimitReached,
     ExecutionNotFound,
     IdempotencyConflict,
     InvalidArgument,
@@ -49,7 +50,7 @@ from services.engine.domain.payload import check_payload, check_progress
 from services.engine.domain.workflow import Workflow, new_workflow
 from services.engine.estimates import StepDurations
 from services.engine.hub import EventHub
-from services.engine.intake import request_hash, set_large_values_apart
+from services.engine.intake import check_input, request_hash, set_large_values_apart
 from services.engine.step_queue import Poll, ReadyAttempt, StepQueue
 from services.engine.store.repository import (
     BlobRef,
@@ -75,6 +76,8 @@ class RunnerSettings:
     max_custom_data_bytes: int = 16 * 1024
     max_blob_bytes: int = 64 * 1024 * 1024
     max_wait_seconds: float = 300.0
+    # Progress reports one execution may log; beyond, reports are refused (the step goes on).
+    max_progress_events: int = 10_000
 
 
 # Events of each held execution kept in memory for watchers that start (see watch.py).
@@ -118,6 +121,8 @@ class _Actor:
     timer: asyncio.TimerHandle | None = None
     # Its latest durable events, so that a watcher starting now needs no read of the log.
     recent: deque[ex.Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    # Commands on their way to the lock: an execution is not parked under them.
+    commands: int = 0
 
 
 class Runner:
@@ -192,8 +197,13 @@ class Runner:
                         log.warning("lease lost", extra={"execution_id": lost})
                         self._drop(lost)
                 await self._claim()
+                for actor in list(self._actors.values()):
+                    if actor.state.status == ex.WAITING:
+                        self._spawn(self._park(actor))
             except (PyMongoError, DiscoveryError) as exc:
                 log.warning("lease renewal failed: %s", exc)
+            except Exception:  # the loop that keeps every lease must outlive any one failure
+                log.exception("lease renewal failed")
             await self.durations.flush()
 
     async def _claim(self) -> None:
@@ -275,12 +285,15 @@ class Runner:
                         raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
                     return state
                 actor = await self._actor(execution_id)
+            actor.commands += 1
             try:
                 # Shielded: once a change has begun, a caller that gives up (deadline,
                 # disconnect) must not leave the actor half-way between memory and the log.
-                return await asyncio.shield(self._change(actor, produce))
+                return await _shielded(self._change(actor, produce))
             except _Released:
                 continue  # it ended (or moved) while the command waited: look again
+            finally:
+                actor.commands -= 1
 
     async def _change(self, actor: _Actor, produce: Produce) -> ex.ExecutionState:
         async with actor.lock:
@@ -321,7 +334,31 @@ class Runner:
                 for poll, attempt in matched:
                     poll.deliver(self._assignment(state, attempt, poll.runner_id))
             self._schedule(actor, decision.wake_at, now)
+            if state.status == ex.WAITING:
+                self._spawn(self._park(actor))
             return state
+
+    async def _park(self, actor: _Actor) -> None:
+        """Lets go of an execution that waits for a command (`store.park`): however many
+        manual runs wait, none is held in memory, and none is reloaded when engines restart.
+        The command that comes leases it again to the engine it reaches."""
+        async with actor.lock:
+            state = actor.state
+            if (
+                self._actors.get(state.execution_id) is not actor
+                or state.status != ex.WAITING
+                or actor.commands
+            ):
+                return
+            try:
+                parked = await self.store.park(self._settings.engine_id, state.execution_id)
+            except (PyMongoError, DiscoveryError) as exc:
+                # Held a while longer: the lease loop parks what still waits.
+                log.warning("execution %s not parked: %s", state.execution_id, exc)
+                return
+            if parked:
+                log.debug("execution parked", extra={"execution_id": state.execution_id})
+            self._drop(state.execution_id)
 
     def _decide(
         self, state: ex.ExecutionState, appended: list[ex.Event], now: datetime
@@ -633,27 +670,23 @@ class Runner:
             # The document as the client sent it, before any value is set apart as a blob:
             # a refused start stores nothing.
             workflow.input_schema.check(document)
+        threshold = self._settings.blob_threshold_bytes
+        check_input(document, threshold, self._settings.max_input_bytes)
         execution_id = str(uuid.uuid4())
-        kept = await set_large_values_apart(
-            self.store,
-            execution_id,
-            document,
-            self._settings.blob_threshold_bytes,
-            self._settings.max_input_bytes,
-        )
-        now = utc_now()
-        state = ex.ExecutionState(
-            execution_id=execution_id,
-            workflow=workflow,
-            mode=ex.MANUAL if manual else ex.AUTOMATIC,
-            input=kept,
-            created_at=now,
-            updated_at=now,
-            request_id=request_id or None,
-            request_hash=fingerprint,
-            priority=priority,
-        )
         try:
+            kept = await set_large_values_apart(self.store, execution_id, document, threshold)
+            now = utc_now()
+            state = ex.ExecutionState(
+                execution_id=execution_id,
+                workflow=workflow,
+                mode=ex.MANUAL if manual else ex.AUTOMATIC,
+                input=kept,
+                created_at=now,
+                updated_at=now,
+                request_id=request_id or None,
+                request_hash=fingerprint,
+                priority=priority,
+            )
             await self.store.create_execution(
                 state, self._settings.engine_id, self._lease_until(now)
             )
@@ -663,14 +696,27 @@ class Runner:
             if existing is None:  # pragma: no cover - the index says it exists
                 raise StoreUnavailable("request_id is taken but not readable") from None
             return self._same_request(existing, fingerprint)
+        except BaseException:
+            # What was set apart must not stay without its execution; a task of its own, as
+            # the caller may be gone (deadline, disconnect).
+            self._spawn(self._delete_blobs_of_refused(execution_id))
+            raise
         actor = _Actor(state)
         self._actors[execution_id] = actor
         try:
-            return await asyncio.shield(self._change(actor, lambda s, n: []))
+            return await _shielded(self._change(actor, lambda s, n: []))
         except DiscoveryError:
             # The execution exists and is leased to us; the lease loop will start it.
             self._spawn(self._retry_later(execution_id))
             return state
+
+    async def _delete_blobs_of_refused(self, execution_id: str) -> None:
+        try:
+            # A write that failed on the network may have gone in all the same.
+            if await self.store.load_execution(execution_id) is None:
+                await self.store.delete_blobs(execution_id)
+        except (PyMongoError, DiscoveryError) as exc:
+            log.warning("blobs of refused start %s not deleted: %s", execution_id, exc)
 
     @staticmethod
     def _same_request(existing: ex.ExecutionState, fingerprint: str | None) -> ex.ExecutionState:
@@ -788,8 +834,17 @@ class Runner:
                     f"attempt {attempt.attempt} of {step_name!r} is {attempt.status}",
                     metadata={"execution_id": execution_id, "step": step_name},
                 )
-            state.last_heartbeat = now
-            return _progress_events(attempt, reports)
+            state.last_heartbeat = now  # a refused report is still a sign of life
+            events = _progress_events(attempt, reports)
+            limit = self._settings.max_progress_events
+            if events and state.progress_events + len(events) > limit:
+                raise EventLimitReached(
+                    f"execution {execution_id} has logged {state.progress_events} progress"
+                    f" reports, the most one execution may ({limit}); its steps go on,"
+                    " their further progress is not logged",
+                    metadata={"execution_id": execution_id, "limit": str(limit)},
+                )
+            return events
 
         await self._command(execution_id, produce)
         return cancelled
@@ -821,7 +876,9 @@ class Runner:
                 )
             if attempt is not state.current_attempt():
                 raise StaleAttempt(f"attempt {attempt.attempt} of {step_name!r} is not current")
-            events = _progress_events(attempt, progress or [])
+            # A completion is never refused: what its progress would log past the limit goes.
+            room = max(self._settings.max_progress_events - state.progress_events, 0)
+            events = _progress_events(attempt, progress or [])[:room]
             if success:
                 end = ex.step_finished(attempt, ex.ATTEMPT_SUCCESS, output=result, now=now)
                 return [*events, end]
@@ -863,6 +920,20 @@ class Runner:
         return await self.store.put_blob(execution_id, b"".join(parts))
 
 
+async def _shielded(change: Coroutine[Any, Any, ex.ExecutionState]) -> ex.ExecutionState:
+    """The change, carried to its end even when the caller stops waiting for it; how it
+    ended is then nobody's to hear, and is dropped here (not left as an unretrieved task
+    exception: a refusal such as _Released is expected)."""
+    task = asyncio.ensure_future(change)
+    task.add_done_callback(_forget)
+    return await asyncio.shield(task)
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def visible(state: ex.ExecutionState, tenant: str) -> bool:
     """Whether a caller of `tenant` may see the execution: another tenant's execution must
     look exactly like a missing one."""
@@ -882,14 +953,17 @@ def _log_level(event: ex.Event) -> int:
 
 def _progress_events(attempt: ex.Attempt, reports: list[dict[str, Any]]) -> list[ex.NewEvent]:
     """The reports as events of the attempt, leaving out any that would take its percentage
-    back: reports can arrive out of order when retried, and progress never goes back."""
+    back (reports can arrive out of order when retried, and progress never goes back) and
+    any that repeats the one before it (a retried report says nothing new)."""
     events = []
-    latest = (attempt.last_progress or {}).get("percentage", 0.0)
+    previous = attempt.last_progress
+    latest = (previous or {}).get("percentage", 0.0)
     for report in reports:
         percentage = report.get("percentage", 0.0)
-        if percentage < latest:
+        if percentage < latest or report == previous:
             continue
         latest = percentage
+        previous = report
         data = {
             "step_name": attempt.step_name,
             "order": attempt.order,

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import grpc
 from discovery.engine.v1 import step_report_service_pb2 as report_pb2
 from discovery.engine.v1 import step_report_service_pb2_grpc as report_grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from services.grpc_auth import Credentials
 from services.pioneer.errors import EngineUnavailable, ReportRejected, StaleAttempt
@@ -50,6 +52,8 @@ RETRYABLE = frozenset(
     }
 )
 STALE = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
+# RESOURCE_EXHAUSTED that waiting does not mend: the execution logged all the progress it may.
+FINAL_REASONS = frozenset({"EVENT_LIMIT_REACHED"})
 # ReadBlob answers NOT_FOUND for an unknown blob: the attempt itself may be fine.
 STALE_FOR_BLOBS = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
 # WriteBlob sends the data in messages of this size, as ReadBlob answers.
@@ -195,7 +199,7 @@ class StepReporter:
                 detail = f"{what}: {code.name} {err.details() or ''}".rstrip()
                 if code in stale:
                     raise StaleAttempt(detail) from None
-                if code not in RETRYABLE:
+                if code not in RETRYABLE or _reason(err) in FINAL_REASONS:
                     raise ReportRejected(detail) from None
                 # Jitter keeps many steps that lost the engine together from returning in step.
                 delay = random.uniform(backoff / 2, backoff)
@@ -205,3 +209,13 @@ class StepReporter:
                     ) from None
                 await asyncio.sleep(delay)
                 backoff = min(backoff * self._policy.backoff_multiplier, longest)
+
+
+def _reason(err: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason the engine put in the status details, if any."""
+    status = rpc_status.from_call(err)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""

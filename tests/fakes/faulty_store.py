@@ -27,6 +27,7 @@ METHODS = frozenset(
         "claim_executions",
         "claim_execution",
         "renew_leases",
+        "park",
         "add_step_totals",
         "step_totals",
         "get_workflow",

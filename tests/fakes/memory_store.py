@@ -21,6 +21,7 @@ from services.engine.store.documents import (
     event_to_doc,
     execution_from_doc,
     execution_to_doc,
+    payloads_in_log,
 )
 from services.engine.store.repository import (
     BlobRef,
@@ -83,6 +84,12 @@ class InMemoryStore:
         if doc is None:
             return None
         state = execution_from_doc(copy.deepcopy(doc))
+        logged = {d["seq"]: d["data"] for d in copy.deepcopy(self.events[execution_id])}
+        for i in payloads_in_log(doc):
+            attempt = state.history[i]
+            attempt.input_payload = logged[attempt.started_seq or 0].get("input_payload") or {}
+            if attempt.finished_seq is not None:
+                attempt.output_payload = logged[attempt.finished_seq].get("output")
         for event in await self.read_events(execution_id, state.last_seq, 10**9):
             state.apply(event)
         return state
@@ -126,12 +133,21 @@ class InMemoryStore:
         self, owner: str, execution_id: str, now: datetime, lease_until: datetime
     ) -> bool:
         doc = self.executions.get(execution_id)
-        expires = doc.get("lease_expires_at") if doc else None
-        if doc is None or expires is None:
+        if doc is None:
             return False
-        if doc.get("lease_owner") != owner and expires >= now:
+        expires = doc.get("lease_expires_at")
+        held = doc.get("lease_owner") == owner and expires is not None
+        if not (held or (expires is not None and expires < now) or doc.get("parked")):
             return False
         doc.update(lease_owner=owner, lease_expires_at=lease_until)
+        doc.pop("parked", None)
+        return True
+
+    async def park(self, owner: str, execution_id: str) -> bool:
+        doc = self.executions.get(execution_id)
+        if doc is None or doc.get("lease_owner") != owner or doc.get("lease_expires_at") is None:
+            return False
+        doc.update(lease_owner=None, lease_expires_at=None, parked=True)
         return True
 
     async def renew_leases(

@@ -116,6 +116,13 @@ class ResourceExhausted(DiscoveryError):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class EventLimitReached(ResourceExhausted):
+    """The execution logged as many progress reports as one execution may: a runner should
+    not retry, and the step goes on (its heartbeats and completion are still taken)."""
+
+    reason = "EVENT_LIMIT_REACHED"
+
+
 class WatcherTooSlow(ResourceExhausted):
     reason = "WATCHER_TOO_SLOW"
 

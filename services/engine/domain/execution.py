@@ -16,6 +16,7 @@ heartbeat timeout run.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -120,6 +121,18 @@ class Attempt:
     error: dict[str, Any] | None = None
     last_progress: dict[str, Any] | None = None
     runner_id: str | None = None
+    # The events that carry its input (step_started) and output (step_finished): where a
+    # status document that leaves its payloads out finds them.
+    started_seq: int | None = None
+    finished_seq: int | None = None
+    _payload_bytes: int | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def payload_bytes(self) -> int:
+        """The size of its input and output as JSON (computed once)."""
+        if self._payload_bytes is None:
+            self._payload_bytes = len(_json(self.input_payload)) + len(_json(self.output_payload))
+        return self._payload_bytes
 
     @property
     def duration_seconds(self) -> float | None:
@@ -158,6 +171,8 @@ class ExecutionState:
     history: list[Attempt] = field(default_factory=list)
     last_seq: int = 0
     error: dict[str, Any] | None = None
+    # Progress events logged: each execution may log at most so many (RunnerSettings).
+    progress_events: int = 0
     # Volatile: heartbeats are not logged. After a restart the clock starts again, which
     # gives a live step runner one heartbeat period to show itself.
     last_heartbeat: datetime | None = None
@@ -223,16 +238,21 @@ class ExecutionState:
             taken.status = ATTEMPT_RUNNING
             taken.started_at = event.time
             taken.input_payload = data.get("input_payload") or {}
+            taken.started_seq = event.seq
+            taken._payload_bytes = None
             taken.runner_id = data.get("runner_id")
             self.last_heartbeat = event.time
         elif kind == STEP_PROGRESS:
             attempt = self.attempt(int(data["order"]), int(data["attempt"]))
             attempt.last_progress = data["progress"]
+            self.progress_events += 1
         elif kind == STEP_FINISHED:
             attempt = self.attempt(int(data["order"]), int(data["attempt"]))
             attempt.status = data["status"]
             attempt.finished_at = event.time
             attempt.output_payload = data.get("output")
+            attempt.finished_seq = event.seq
+            attempt._payload_bytes = None
             attempt.error = data.get("error")
             if attempt.status == ATTEMPT_SUCCESS:
                 self.dynamic_properties.update(attempt.output_payload or {})
@@ -546,3 +566,7 @@ def step_state(state: ExecutionState, index: int) -> str:
     if last.status in (ATTEMPT_FAILED, ATTEMPT_TIMED_OUT) and not state.is_terminal:
         return "retrying"
     return last.status
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

@@ -80,7 +80,25 @@ def workflow_from_doc(doc: dict[str, Any]) -> Workflow:
     )
 
 
-def _attempt_to_doc(a: Attempt) -> dict[str, Any]:
+# The most of its attempts' payloads a status document holds, the newest first: the others
+# it names by the events that carry them, each stored once in the log (a document over
+# 16 MiB is refused, and an attempt's input can be a megabyte).
+INLINE_PAYLOAD_BYTES = 1024 * 1024
+
+
+def _history_to_docs(history: list[Attempt]) -> list[dict[str, Any]]:
+    budget = INLINE_PAYLOAD_BYTES
+    docs = []
+    for a in reversed(history):
+        inline = a.started_seq is None or a.payload_bytes <= budget
+        if inline:
+            budget = max(budget - a.payload_bytes, 0)
+        docs.append(_attempt_to_doc(a, inline=inline))
+    docs.reverse()
+    return docs
+
+
+def _attempt_to_doc(a: Attempt, *, inline: bool) -> dict[str, Any]:
     return {
         "step_name": a.step_name,
         "order": a.order,
@@ -91,17 +109,30 @@ def _attempt_to_doc(a: Attempt) -> dict[str, Any]:
         "started_at": a.started_at,
         "runner_id": a.runner_id,
         "finished_at": a.finished_at,
-        "input_payload": a.input_payload,
-        "output_payload": a.output_payload,
+        "input_payload": a.input_payload if inline else None,
+        "output_payload": a.output_payload if inline else None,
+        "payloads_in_log": not inline,
+        "started_seq": a.started_seq,
+        "finished_seq": a.finished_seq,
         "error": a.error,
         "last_progress": a.last_progress,
     }
 
 
 def _attempt_from_doc(d: dict[str, Any]) -> Attempt:
-    # A listing reads attempts without their payloads. Attempts stored before the step
+    # A listing reads attempts without their payloads; a status document may leave them in
+    # the log (the store reads them back: payloads_in_log). Attempts stored before the step
     # queue existed were queued when they started.
-    return Attempt(**{"input_payload": {}, "queued_at": d.get("started_at"), **d})
+    fields = {k: v for k, v in d.items() if k != "payloads_in_log"}
+    if fields.get("input_payload") is None:
+        fields["input_payload"] = {}
+    return Attempt(**{"queued_at": d.get("started_at"), **fields})
+
+
+def payloads_in_log(doc: dict[str, Any]) -> list[int]:
+    """The places in its history of the attempts whose payloads an execution document left
+    in the log."""
+    return [i for i, a in enumerate(doc.get("history") or []) if a.get("payloads_in_log")]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -113,8 +144,7 @@ def _workflow_doc(workflow: Workflow) -> dict[str, Any]:
 
 
 def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
-    """The status projection. Lease fields are not in it: they have writers of their own,
-    except that a terminal execution gives its lease up."""
+    """An execution's document as it is first stored: what never changes, and the status."""
     doc: dict[str, Any] = {
         "_id": state.execution_id,
         "tenant_id": state.workflow.tenant_id,
@@ -124,19 +154,31 @@ def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
         "mode": state.mode,
         "input": state.input,
         "created_at": state.created_at,
-        "updated_at": state.updated_at,
-        "status": state.status,
-        "dynamic_properties": state.dynamic_properties,
-        "step_index": state.step_index,
-        "history": [_attempt_to_doc(a) for a in state.history],
-        "last_seq": state.last_seq,
-        "error": state.error,
         "priority": state.priority,
-        "queue": _queue_entry(state),
+        **status_to_doc(state),
     }
     if state.request_id is not None:
         doc["request_id"] = state.request_id
         doc["request_hash"] = state.request_hash
+    return doc
+
+
+def status_to_doc(state: ExecutionState) -> dict[str, Any]:
+    """The status projection: the fields a change can change. What never changes (the
+    input, up to a megabyte, and the definition) is written once, by execution_to_doc.
+    Lease fields are not in it: they have writers of their own, except that a terminal
+    execution gives its lease up."""
+    doc: dict[str, Any] = {
+        "updated_at": state.updated_at,
+        "status": state.status,
+        "dynamic_properties": state.dynamic_properties,
+        "step_index": state.step_index,
+        "history": _history_to_docs(state.history),
+        "last_seq": state.last_seq,
+        "error": state.error,
+        "progress_events": state.progress_events,
+        "queue": _queue_entry(state),
+    }
     if state.is_terminal:
         doc["lease_owner"] = None
         doc["lease_expires_at"] = None
@@ -175,6 +217,8 @@ def execution_from_doc(doc: dict[str, Any]) -> ExecutionState:
         history=[_attempt_from_doc(a) for a in doc.get("history") or []],
         last_seq=doc["last_seq"],
         error=doc.get("error"),
+        # Written before the limit existed: counted from here on.
+        progress_events=doc.get("progress_events", 0),
     )
 
 

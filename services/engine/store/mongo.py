@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ from pymongo.write_concern import WriteConcern
 from services.auth import DEFAULT_TENANT
 from services.engine.clock import utc_now
 from services.engine.domain.errors import BlobNotFound, NotOwner, StoreUnavailable
-from services.engine.domain.execution import Event, ExecutionState
+from services.engine.domain.execution import WAITING, Event, ExecutionState
 from services.engine.domain.workflow import Workflow
 from services.engine.store.documents import (
     decode_page_token,
@@ -44,6 +44,8 @@ from services.engine.store.documents import (
     event_to_doc,
     execution_from_doc,
     execution_to_doc,
+    payloads_in_log,
+    status_to_doc,
     workflow_from_doc,
     workflow_to_doc,
 )
@@ -64,11 +66,14 @@ RUNNER_RECORD_TTL_SECONDS = 24 * 3600
 # Before events had their place in the log as _id (see _adopt_event_ids).
 OLD_EVENT_INDEX = "execution_id_1_seq_1"
 EVENT_IDS_MOVE = "event_ids_move"
+TENANTS_ADOPTED = "tenants_adopted"
 # Events read by id at first, and at most, per round trip (see read_events).
 FIRST_READ = 16
 MAX_READ = 512
 # How far behind the log an execution's status document may be (see the module docstring).
 PROJECTION_SECONDS = 5.0
+# Execution ids per lease query: 10,000 ids of 36 characters make a command of ~0.5 MiB.
+LEASE_PAGE = 10_000
 # What a listing leaves behind: the payloads. The attempts stay, without theirs, because
 # progress is computed from them.
 _SUMMARY_FIELDS = {
@@ -84,6 +89,7 @@ _SUMMARY_FIELDS = {
 class _Append:
     event_docs: list[dict[str, Any]]
     execution_id: str
+    tenant_id: str
     last_seq: int
     projection: dict[str, Any]
     # Written right after the events rather than within PROJECTION_SECONDS: it ended.
@@ -188,13 +194,19 @@ class MongoStore:
 
     async def _adopt_untenanted(self) -> None:
         """Data written before tenants existed belongs to the default tenant; the global
-        request_id index it had would still refuse one tenant a key another one used."""
+        request_id index it had would still refuse one tenant a key another one used. Done
+        once: a marker in `meta` spares every later start a scan of every execution."""
+        if await self.meta.find_one({"_id": TENANTS_ADOPTED}) is not None:
+            return
         for collection in (self.workflows, self.executions):
             await collection.update_many(
                 {"tenant_id": {"$exists": False}}, {"$set": {"tenant_id": DEFAULT_TENANT}}
             )
         with contextlib.suppress(OperationFailure):
             await self.executions.drop_index("request_id_1")
+        await self.meta.update_one(
+            {"_id": TENANTS_ADOPTED}, {"$set": {"at": utc_now()}}, upsert=True
+        )
 
     async def _adopt_event_ids(self) -> None:
         """Events written before their _id was their place in the log get one, and the
@@ -273,7 +285,9 @@ class MongoStore:
         doc = await self.executions.find_one({"_id": execution_id})
         if doc is None:
             return None
-        state = execution_from_doc(self._unwritten(doc))
+        doc = self._unwritten(doc)
+        state = execution_from_doc(doc)
+        await self._read_payloads(state, payloads_in_log(doc))
         # The projection may trail the log by the writes a crash interrupted.
         while True:
             tail = await self.read_events(execution_id, state.last_seq, 1000)
@@ -281,6 +295,24 @@ class MongoStore:
                 state.apply(event)
             if len(tail) < 1000:
                 return state
+
+    async def _read_payloads(self, state: ExecutionState, places: list[int]) -> None:
+        """Reads back the payloads of the attempts at `places`, which the status document
+        left in the events that carry them."""
+        attempts = [state.history[i] for i in places]
+        seqs = [s for a in attempts for s in (a.started_seq, a.finished_seq) if s is not None]
+        if not seqs:
+            return
+        ids = [event_id(state.execution_id, seq) for seq in seqs]
+        data = {
+            d["seq"]: d.get("data") or {}
+            async for d in self.events.find({"_id": {"$in": ids}}, {"seq": 1, "data": 1})
+        }
+        for a in attempts:
+            if a.started_seq is not None:
+                a.input_payload = data.get(a.started_seq, {}).get("input_payload") or {}
+            if a.finished_seq is not None:
+                a.output_payload = data.get(a.finished_seq, {}).get("output")
 
     async def list_executions(
         self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
@@ -315,9 +347,11 @@ class MongoStore:
         item = _Append(
             event_docs=[event_to_doc(e) for e in events],
             execution_id=state.execution_id,
+            tenant_id=state.workflow.tenant_id,
             last_seq=state.last_seq,
-            projection=execution_to_doc(state),
-            urgent=state.is_terminal,
+            projection=status_to_doc(state),
+            # An ended run, or one about to be parked, leaves memory: so does its status.
+            urgent=state.is_terminal or state.status == WAITING,
         )
         self._pending.append(item)
         self._wakeup.set()
@@ -473,32 +507,46 @@ class MongoStore:
         result = await self.executions.update_one(
             {
                 "_id": execution_id,
-                "lease_expires_at": {"$ne": None},
-                "$or": [{"lease_owner": owner}, {"lease_expires_at": {"$lt": now}}],
+                "$or": [
+                    {"lease_owner": owner, "lease_expires_at": {"$ne": None}},
+                    {"lease_expires_at": {"$lt": now}},
+                    {"parked": True},
+                ],
             },
-            {"$set": {"lease_owner": owner, "lease_expires_at": lease_until}},
+            {
+                "$set": {"lease_owner": owner, "lease_expires_at": lease_until},
+                "$unset": {"parked": ""},
+            },
+        )
+        return result.matched_count == 1
+
+    async def park(self, owner: str, execution_id: str) -> bool:
+        result = await self.executions.update_one(
+            {"_id": execution_id, "lease_owner": owner, "lease_expires_at": {"$ne": None}},
+            {"$set": {"lease_owner": None, "lease_expires_at": None, "parked": True}},
         )
         return result.matched_count == 1
 
     async def renew_leases(
         self, owner: str, execution_ids: Sequence[str], lease_until: datetime
     ) -> set[str]:
-        ids = list(execution_ids)
-        if not ids:
-            return set()
-        result = await self.executions.update_many(
-            {"_id": {"$in": ids}, "lease_owner": owner},
-            {"$set": {"lease_expires_at": lease_until}},
-        )
-        if result.matched_count == len(ids):
-            return set(ids)
-        cursor = self.executions.find({"_id": {"$in": ids}, "lease_owner": owner}, {"_id": 1})
-        return {d["_id"] for d in await cursor.to_list()}
+        kept: set[str] = set()
+        for ids in _pages(execution_ids):
+            result = await self.executions.update_many(
+                {"_id": {"$in": ids}, "lease_owner": owner},
+                {"$set": {"lease_expires_at": lease_until}},
+            )
+            if result.matched_count == len(ids):
+                kept.update(ids)
+                continue
+            cursor = self.executions.find({"_id": {"$in": ids}, "lease_owner": owner}, {"_id": 1})
+            kept.update(d["_id"] for d in await cursor.to_list())
+        return kept
 
     async def release_leases(self, owner: str, execution_ids: Sequence[str], now: datetime) -> None:
-        if execution_ids:
+        for ids in _pages(execution_ids):
             await self.executions.update_many(
-                {"_id": {"$in": list(execution_ids)}, "lease_owner": owner},
+                {"_id": {"$in": ids}, "lease_owner": owner},
                 {"$set": {"lease_expires_at": now}},
             )
 
@@ -576,7 +624,10 @@ class MongoStore:
             if unwritten.projection["queue"] is None:
                 ready.pop(execution_id, None)
             else:
-                ready[execution_id] = unwritten.projection
+                ready[execution_id] = {
+                    "tenant_id": unwritten.tenant_id,
+                    "queue": unwritten.projection["queue"],
+                }
         counts: dict[tuple[str, str], tuple[int, datetime]] = {}
         for doc in ready.values():
             key = (doc["tenant_id"], doc["queue"]["handler"])
@@ -607,3 +658,10 @@ class MongoStore:
             RunnerSeen(d["_id"], tuple(d["handlers"]), d["free_slots"], d["last_poll_at"])
             async for d in cursor
         ]
+
+
+def _pages(ids: Sequence[str]) -> Iterator[list[str]]:
+    """Ids in pages a query can hold: 16 MiB is the most one command may carry, and an
+    engine may hold a few hundred thousand executions."""
+    for start in range(0, len(ids), LEASE_PAGE):
+        yield list(ids[start : start + LEASE_PAGE])

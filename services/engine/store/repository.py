@@ -117,8 +117,15 @@ class ExecutionStore(Protocol):
     async def claim_execution(
         self, owner: str, execution_id: str, now: datetime, lease_until: datetime
     ) -> bool:
-        """Leases one unfinished execution to `owner` if it holds it already or its lease
-        expired; whether `owner` holds it now."""
+        """Leases one unfinished execution to `owner` if it holds it already, its lease
+        expired or it is parked; whether `owner` holds it now."""
+        ...
+
+    async def park(self, owner: str, execution_id: str) -> bool:
+        """Lets go of an execution `owner` holds that waits for a command (a manual run
+        waiting to be advanced): no engine holds it, none claims it when leases run out,
+        and the next command leases it to the engine it reaches (`claim_execution`).
+        Whether `owner` held it."""
         ...
 
     async def renew_leases(
