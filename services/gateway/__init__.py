@@ -7,7 +7,7 @@ a bad value stops it naming the variable:
     GATEWAY_HOST / GATEWAY_PORT          127.0.0.1 / 8080
     ENGINE_URL (or DISCOVERY_ENGINE)     localhost:50051; http://host:port is accepted
     GATEWAY_MAX_BODY_BYTES               67108864 (64 MiB), counted after gzip/deflate
-    GATEWAY_MAX_JSON_DEPTH               64
+    GATEWAY_MAX_JSON_DEPTH               32 (and at most: what the engine and protobuf take)
     GATEWAY_RPC_TIMEOUT_SECONDS          10, the deadline of every unary engine call
     GATEWAY_SYNC_WAIT_SECONDS            30, the bound of POST /execute/ (at most 300)
     GATEWAY_WATCH_SEGMENT_SECONDS        300, deadline of one WatchExecution call (resumed)

@@ -18,6 +18,7 @@ from services.tls import Tls, tls_from_env
 __all__ = ["ConfigError", "Settings"]
 
 MIB = 1024 * 1024
+MAX_JSON_DEPTH = 32
 
 ANONYMOUS_ACCESS = "GATEWAY_ANONYMOUS_ACCESS"
 ANONYMOUS_TENANT = "GATEWAY_ANONYMOUS_TENANT"
@@ -78,8 +79,11 @@ class Settings:
     # Request bodies: a 45 MB PDF in base64 plus its envelope fits in 64 MiB. Compressed bodies
     # are inflated while read and the inflated size is what counts.
     max_body_bytes: int = 64 * MIB
-    # JSON nesting allowed in a body; the engine itself keeps documents within 32 levels.
-    max_json_depth: int = 64
+    # JSON nesting allowed in a body (the body itself is level 1), and the most there can be:
+    # the engine keeps documents within 32 levels, and protobuf decodes a Struct of 33
+    # levels of objects at most (each costs it three levels of message, against a limit of
+    # 100), less where a document sits deeper in a message (the status, the events).
+    max_json_depth: int = MAX_JSON_DEPTH
     # Deadline of every unary call to the engine.
     rpc_timeout_seconds: float = 10.0
     # Bounded wait of the synchronous `POST /execute/`; the engine caps it at 300 s.
@@ -156,7 +160,7 @@ class Settings:
             engine_target=grpc_target(env, target_name, d.engine_target),
             max_body_bytes=integer(env, "GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, low=1024),
             max_json_depth=integer(
-                env, "GATEWAY_MAX_JSON_DEPTH", d.max_json_depth, low=2, high=512
+                env, "GATEWAY_MAX_JSON_DEPTH", d.max_json_depth, low=2, high=MAX_JSON_DEPTH
             ),
             rpc_timeout_seconds=number(
                 env, "GATEWAY_RPC_TIMEOUT_SECONDS", d.rpc_timeout_seconds, low=0.1
