@@ -68,7 +68,7 @@ class Engine:
         await self._store.open()
         self.runner = Runner(
             self._wrap_store(self._store) if self._wrap_store else self._store,
-            EventHub(settings.watch_queue),
+            EventHub(settings.watch_queue, settings.watch_queue_bytes),
             RunnerSettings(
                 engine_id=settings.engine_id,
                 lease_seconds=settings.lease_seconds,

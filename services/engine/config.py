@@ -40,7 +40,10 @@ class Settings:
     max_input_bytes: int = 1024 * 1024
     max_result_bytes: int = 256 * 1024
     max_custom_data_bytes: int = 16 * 1024
+    # Events held for one watcher that reads slower than they come, in count and in bytes
+    # (their data as JSON); past either it is told to resume from the log (WATCHER_TOO_SLOW).
     watch_queue: int = 1000
+    watch_queue_bytes: int = 8 * 1024 * 1024
     # Per tenant: starts a second, and the burst above it (RATE_LIMITED beyond).
     start_rate: float = 100.0
     start_burst: int = 200
@@ -81,6 +84,9 @@ class Settings:
             ),
             max_message_bytes=integer(
                 env, "ENGINE_MAX_MESSAGE_BYTES", d.max_message_bytes, low=1024 * 1024
+            ),
+            watch_queue_bytes=integer(
+                env, "ENGINE_WATCH_QUEUE_BYTES", d.watch_queue_bytes, low=64 * 1024
             ),
             start_rate=number(env, "ENGINE_START_RATE", d.start_rate, low=0.01),
             start_burst=integer(env, "ENGINE_START_BURST", d.start_burst, low=1),

@@ -1,41 +1,66 @@
 """In-process fan-out of freshly committed events to the watchers of each execution.
 
-Publishing never waits: each watcher has a bounded queue, and a watcher that lets it fill up
-is marked as overflowed and told to resume from its last seq. The log in the database stays
-the source of truth; the hub only saves watchers a round trip to it.
+Publishing never waits: each watcher has a queue bounded in events and in bytes (a
+step_started event carries the step's whole input, so a count alone would let a thousand
+big events pile up), and a watcher that lets it fill up is marked as overflowed and told to
+resume from its last seq. The log in the database stays the source of truth; the hub only
+saves watchers a round trip to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 
 from services.engine.domain.execution import Event
 
+MIB = 1024 * 1024
+
+
+def event_size(event: Event) -> int:
+    """About what the event weighs in memory and on the wire: its data as JSON."""
+    return 64 + len(json.dumps(event.data, default=str))
+
 
 class Subscription:
-    def __init__(self, execution_id: str, capacity: int) -> None:
+    def __init__(self, execution_id: str, capacity: int, max_bytes: int) -> None:
         self.execution_id = execution_id
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=capacity)
+        self._queue: asyncio.Queue[tuple[Event, int]] = asyncio.Queue()
+        self._capacity = capacity
+        self._max_bytes = max_bytes
+        self.bytes = 0
         self.overflowed = False
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Event, size: int) -> None:
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        # An empty queue takes one event of any size: one bigger than the bound could
+        # otherwise never be watched live.
+        if self._queue.qsize() >= self._capacity or (
+            self._queue.qsize() and self.bytes + size > self._max_bytes
+        ):
             self.overflowed = True
+            return
+        self._queue.put_nowait((event, size))
+        self.bytes += size
+
+    async def get(self) -> Event:
+        event, size = await self._queue.get()
+        self.bytes -= size
+        return event
 
 
 class EventHub:
-    def __init__(self, capacity: int = 1000) -> None:
+    def __init__(self, capacity: int = 1000, max_bytes: int = 8 * MIB) -> None:
+        """`capacity` events and `max_bytes` (see `event_size`) queued per watcher."""
         self._capacity = capacity
+        self._max_bytes = max_bytes
         self._subscriptions: defaultdict[str, set[Subscription]] = defaultdict(set)
 
     def subscribe(self, execution_id: str) -> Subscription:
-        subscription = Subscription(execution_id, self._capacity)
+        subscription = Subscription(execution_id, self._capacity, self._max_bytes)
         self._subscriptions[execution_id].add(subscription)
         return subscription
 
@@ -48,8 +73,12 @@ class EventHub:
 
     def publish(self, events: Iterable[Event]) -> None:
         for event in events:
-            for subscription in self._subscriptions.get(event.execution_id, ()):
-                subscription.offer(event)
+            subscriptions = self._subscriptions.get(event.execution_id)
+            if not subscriptions:
+                continue
+            size = event_size(event)  # once, however many watch
+            for subscription in subscriptions:
+                subscription.offer(event, size)
 
     def watching(self, execution_id: str) -> int:
         """How many follow the execution here."""

@@ -91,7 +91,7 @@ async def watch(
                         metadata={"last_seq": str(last)},
                     )
                 try:
-                    event = await asyncio.wait_for(subscription.queue.get(), recheck_seconds)
+                    event = await asyncio.wait_for(subscription.get(), recheck_seconds)
                 except TimeoutError:
                     if held is not None and held.holds(execution_id):
                         continue  # every event of it comes through the hub

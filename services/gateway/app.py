@@ -57,7 +57,10 @@ async def _engine_client(app: web.Application) -> AsyncIterator[None]:
         )
 
     app[ENGINE] = client
-    app[FEEDS] = FeedRegistry(follower, settings.feed_ring_messages)
+    # The ring's backlog must fit a joining client's queue beside its snapshot (at most
+    # half of it): at most the other half.
+    ring_bytes = min(settings.feed_ring_bytes, settings.stream_queue_bytes // 2)
+    app[FEEDS] = FeedRegistry(follower, settings.feed_ring_messages, ring_bytes)
     yield
     await app[FEEDS].close()
     await client.close()

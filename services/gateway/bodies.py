@@ -140,9 +140,7 @@ def parse_json(raw: bytes, max_depth: int) -> Any:
     try:
         value = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
     except RecursionError:
-        raise BadRequest(
-            f"JSON nested deeper than {max_depth} levels", code="JSON_TOO_DEEP"
-        ) from None
+        raise too_deep("(body)", max_depth) from None
     except _DuplicateKey as exc:
         raise BadRequest(
             f"duplicate key {exc.key!r} in a JSON object",
@@ -161,6 +159,12 @@ def parse_json(raw: bytes, max_depth: int) -> Any:
     return value
 
 
+def too_deep(field: str, max_depth: int) -> ValidationFailed:
+    return ValidationFailed(
+        field, f"JSON nested deeper than {max_depth} levels", code="JSON_TOO_DEEP"
+    )
+
+
 def _check(root: Any, max_depth: int) -> None:
     """Depth and numbers, without recursion: the value may be as deep as the parser allows."""
     stack: list[tuple[Any, int, str]] = [(root, 1, "")]
@@ -168,11 +172,7 @@ def _check(root: Any, max_depth: int) -> None:
         value, depth, where = stack.pop()
         if isinstance(value, dict | list):
             if depth > max_depth:
-                raise BadRequest(
-                    f"JSON nested deeper than {max_depth} levels",
-                    code="JSON_TOO_DEEP",
-                    details={"field": where or "(body)"},
-                )
+                raise too_deep(where or "(body)", max_depth)
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 path = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"

@@ -18,6 +18,7 @@ from services.tls import Tls, tls_from_env
 __all__ = ["ConfigError", "Settings"]
 
 MIB = 1024 * 1024
+MAX_JSON_DEPTH = 32
 
 ANONYMOUS_ACCESS = "GATEWAY_ANONYMOUS_ACCESS"
 ANONYMOUS_TENANT = "GATEWAY_ANONYMOUS_TENANT"
@@ -78,8 +79,11 @@ class Settings:
     # Request bodies: a 45 MB PDF in base64 plus its envelope fits in 64 MiB. Compressed bodies
     # are inflated while read and the inflated size is what counts.
     max_body_bytes: int = 64 * MIB
-    # JSON nesting allowed in a body; the engine itself keeps documents within 32 levels.
-    max_json_depth: int = 64
+    # JSON nesting allowed in a body (the body itself is level 1), and the most there can be:
+    # the engine keeps documents within 32 levels, and protobuf decodes a Struct of 33
+    # levels of objects at most (each costs it three levels of message, against a limit of
+    # 100), less where a document sits deeper in a message (the status, the events).
+    max_json_depth: int = MAX_JSON_DEPTH
     # Deadline of every unary call to the engine.
     rpc_timeout_seconds: float = 10.0
     # Bounded wait of the synchronous `POST /execute/`; the engine caps it at 300 s.
@@ -94,14 +98,20 @@ class Settings:
     # the cap on one client frame, and the per-socket send queue.
     ws_heartbeat_seconds: float = 20.0
     ws_max_message_bytes: int = 64 * 1024
+    # What one live stream may hold for its client, the snapshot and a backlog from the ring
+    # included; over it the client is cut off and resumes with its last seq.
     stream_queue_messages: int = 1000
     stream_queue_bytes: int = 4 * MIB
+    # A snapshot bigger than this (or than half the queue) is sent without its big fields
+    # and with a pointer to the status route.
+    stream_snapshot_bytes: int = 1 * MIB
     # Kernel send buffer of a live stream's socket (0 leaves it to the kernel). Linux grows it
     # to 4 MiB per socket otherwise: memory no one accounts for, behind which a stalled client
     # hides for megabytes before its queue notices.
     stream_send_buffer_bytes: int = 256 * 1024
     # Latest events each execution's shared feed keeps, for clients joining a little behind.
     feed_ring_messages: int = 256
+    feed_ring_bytes: int = 2 * MIB
     # Live streams (WebSocket and SSE) held at once: in total and per client address.
     max_streams: int = 10_000
     max_streams_per_client: int = 1_000
@@ -150,7 +160,7 @@ class Settings:
             engine_target=grpc_target(env, target_name, d.engine_target),
             max_body_bytes=integer(env, "GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, low=1024),
             max_json_depth=integer(
-                env, "GATEWAY_MAX_JSON_DEPTH", d.max_json_depth, low=2, high=512
+                env, "GATEWAY_MAX_JSON_DEPTH", d.max_json_depth, low=2, high=MAX_JSON_DEPTH
             ),
             rpc_timeout_seconds=number(
                 env, "GATEWAY_RPC_TIMEOUT_SECONDS", d.rpc_timeout_seconds, low=0.1
@@ -182,12 +192,16 @@ class Settings:
             stream_queue_bytes=integer(
                 env, "GATEWAY_STREAM_QUEUE_BYTES", d.stream_queue_bytes, low=1024
             ),
+            stream_snapshot_bytes=integer(
+                env, "GATEWAY_STREAM_SNAPSHOT_BYTES", d.stream_snapshot_bytes, low=1024
+            ),
             stream_send_buffer_bytes=integer(
                 env, "GATEWAY_STREAM_SEND_BUFFER_BYTES", d.stream_send_buffer_bytes, low=0
             ),
             feed_ring_messages=integer(
                 env, "GATEWAY_FEED_RING_MESSAGES", d.feed_ring_messages, low=1
             ),
+            feed_ring_bytes=integer(env, "GATEWAY_FEED_RING_BYTES", d.feed_ring_bytes, low=1024),
             max_streams=integer(env, "GATEWAY_MAX_STREAMS", d.max_streams, low=1),
             max_streams_per_client=integer(
                 env, "GATEWAY_MAX_STREAMS_PER_CLIENT", d.max_streams_per_client, low=1

@@ -6,15 +6,16 @@ latest events in a ring, so a client that joins, or resumes, a little behind the
 is served from the ring and then live, each event once and in order. A client that resumes
 from further back than the ring holds gets a feed of its own, which replays from the engine.
 
-Handing an event to a subscriber never waits: it goes into that subscriber's bounded queue
-(streams.SendQueue), and a subscriber whose queue overflows is cut off alone.
+Each event is encoded once (streams.Outgoing), and the ring and every subscriber hold that
+one object. The ring is bounded in messages and in bytes. Handing an event to a subscriber
+never waits: it goes into that subscriber's bounded queue (streams.SendQueue), a backlog from
+the ring as well as live events, and a subscriber whose queue overflows is cut off alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -23,26 +24,29 @@ from typing import Protocol
 from services.gateway import legacy
 from services.gateway.errors import GatewayError
 from services.gateway.follow import Follower
+from services.gateway.streams import Outgoing
 
 log = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
-    def deliver(self, seq: int, message: str, *, backlog: bool = False) -> None:
-        """One event, as a legacy JSON message; `backlog` for those replayed from the ring
-        when joining (as many as the ring holds, so they do not count against the queue).
-        Never waits."""
+    def deliver(self, message: Outgoing) -> None:
+        """One event, as a legacy JSON message (shared with the other subscribers: never
+        changed). Never waits."""
 
     def end(self, error: GatewayError | None) -> None:
         """No more events: the execution ended (None), or the feed failed."""
 
 
 class Feed:
-    def __init__(self, follower: Follower, ring_size: int) -> None:
+    def __init__(self, follower: Follower, ring_messages: int, ring_bytes: int) -> None:
         self.execution_id = follower.execution_id
         self._follower = follower
-        self._ring: deque[tuple[int, str]] = deque(maxlen=ring_size)
-        # Events after `_base` are in the ring or still to come.
+        self._ring: deque[Outgoing] = deque()
+        self._ring_bytes = 0
+        self._max_ring_messages = ring_messages
+        self._max_ring_bytes = ring_bytes
+        # Events after `_base` are in the ring or still to come (`_remember` moves it).
         self._base = follower.last_seq
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
@@ -59,13 +63,12 @@ class Feed:
 
     def serves(self, after_seq: int) -> bool:
         """Whether every event after `after_seq` is still in the ring or yet to come."""
-        first = self._ring[0][0] - 1 if self._ring else self._base
-        return not self._ended and after_seq >= first
+        return not self._ended and after_seq >= self._base
 
     def subscribe(self, subscriber: Subscriber, after_seq: int) -> None:
-        for seq, message in self._ring:
-            if seq > after_seq:
-                subscriber.deliver(seq, message, backlog=True)
+        for message in self._ring:
+            if message.seq is not None and message.seq > after_seq:
+                subscriber.deliver(message)
         if self._ended:
             subscriber.end(self._error)
             return
@@ -87,10 +90,10 @@ class Feed:
         try:
             async with contextlib.aclosing(self._follower.events()) as events:
                 async for event in events:
-                    message = json.dumps(legacy.event(event))
-                    self._ring.append((event.seq, message))
+                    message = Outgoing.of(event.seq, legacy.event(event))
+                    self._remember(message)
                     for subscriber in list(self._subscribers):
-                        subscriber.deliver(event.seq, message)
+                        subscriber.deliver(message)
         except GatewayError as exc:
             error = exc
         except Exception:
@@ -101,12 +104,31 @@ class Feed:
             subscriber.end(error)
         self._subscribers.clear()
 
+    def _remember(self, message: Outgoing) -> None:
+        """Keeps the latest events within the ring's bounds (the newest one always, however
+        big); `_base` moves past those let go."""
+        self._ring.append(message)
+        self._ring_bytes += message.size
+        while len(self._ring) > self._max_ring_messages or (
+            len(self._ring) > 1 and self._ring_bytes > self._max_ring_bytes
+        ):
+            dropped = self._ring.popleft()
+            self._ring_bytes -= dropped.size
+            self._base = dropped.seq or self._base
+
 
 class FeedRegistry:
-    def __init__(self, make_follower: Callable[[str, str, int], Follower], ring_size: int) -> None:
-        """`make_follower(execution_id, tenant, after_seq)`."""
+    def __init__(
+        self,
+        make_follower: Callable[[str, str, int], Follower],
+        ring_messages: int,
+        ring_bytes: int,
+    ) -> None:
+        """`make_follower(execution_id, tenant, after_seq)`; each feed keeps at most
+        `ring_messages` and `ring_bytes` of its latest events."""
         self._make_follower = make_follower
-        self._ring_size = ring_size
+        self._ring_messages = ring_messages
+        self._ring_bytes = ring_bytes
         self._shared: dict[str, Feed] = {}
         self._all: set[Feed] = set()
 
@@ -125,7 +147,11 @@ class FeedRegistry:
         else:
             # Behind the shared feed's ring (a client resuming from far back): a feed of its
             # own, which later clients join only once the shared one is over.
-            feed = Feed(self._make_follower(execution_id, tenant, after_seq), self._ring_size)
+            feed = Feed(
+                self._make_follower(execution_id, tenant, after_seq),
+                self._ring_messages,
+                self._ring_bytes,
+            )
             if shared is None or shared.ended:
                 self._shared[execution_id] = feed
             self._all.add(feed)

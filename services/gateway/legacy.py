@@ -7,6 +7,7 @@ whose numbers are all doubles: a whole number comes back here as the integer a c
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -292,15 +293,40 @@ def event(message: ex_pb.ExecutionEvent) -> dict[str, Any]:
     return value
 
 
-def snapshot(execution: ex_pb.Execution) -> dict[str, Any]:
-    """The first WebSocket message of a client that did not ask to resume."""
-    return {
+def snapshot(execution: ex_pb.Execution, max_bytes: int) -> str:
+    """The first message of a live stream that does not resume, as JSON (ASCII: its length
+    is its size in bytes). One that would take more than `max_bytes` leaves the big fields
+    out of its status document (the outputs in the context, each attempt's input and output
+    payloads; then, if still too big, the whole history) and adds `status_url`, where the
+    whole document is, and `omitted`, what was left out. The contract's keys keep their
+    meaning: a client reading the state, progress and current step is served as before."""
+    status = status_document(execution)
+    message: dict[str, Any] = {
         "event": "snapshot",
         "execution_id": execution.execution_id,
         "seq": execution.last_seq,
         "timestamp": iso(execution.update_time),
-        "status": status_document(execution),
+        "status": status,
     }
+    text = json.dumps(message)
+    if len(text) <= max_bytes:
+        return text
+    del status["context"]["dynamic_properties"]
+    for entry in status["steps_history"]:
+        del entry["input_payload"], entry["output_payload"]
+    omitted = [
+        "context.dynamic_properties",
+        "steps_history[].input_payload",
+        "steps_history[].output_payload",
+    ]
+    message["status_url"] = status["tracking_urls"]["status"]
+    message["omitted"] = omitted
+    text = json.dumps(message)
+    if len(text) > max_bytes:
+        del status["steps_history"]
+        omitted.append("steps_history")
+        text = json.dumps(message)
+    return text
 
 
 def workflow(message: wf_pb.Workflow) -> dict[str, Any]:

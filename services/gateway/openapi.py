@@ -802,7 +802,8 @@ def _spec() -> Schema:
                     "security": [{"bearer": []}, {"accessToken": []}],
                     "summary": "The execution's events as Server-Sent Events.",
                     "description": (
-                        "Without Last-Event-ID (or after_seq) the first event is the snapshot."
+                        "Without Last-Event-ID (or after_seq) the first event is the snapshot"
+                        " (a big one as on the WebSocket: with `status_url` and `omitted`)."
                         " Each event has `id: <seq>` and `data: <legacy event JSON>`."
                     ),
                     "parameters": [
@@ -929,7 +930,10 @@ def _spec() -> Schema:
                     "description": (
                         "Upgrade to a WebSocket. Each message is one legacy event JSON with"
                         " event, execution_id, seq and timestamp; without after_seq the first"
-                        " is {event: snapshot, seq, status}. Closes 1000 after the terminal"
+                        " is {event: snapshot, seq, status}; a snapshot over"
+                        " GATEWAY_STREAM_SNAPSHOT_BYTES leaves the status's big fields out"
+                        " (listed in `omitted`) and adds `status_url`, the GET that has them."
+                        " Closes 1000 after the terminal"
                         " event, 1013 for a client too slow for its queue, 4404 for an"
                         " unknown execution (after an error message)."
                     ),

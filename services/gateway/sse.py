@@ -5,17 +5,17 @@ For clients that cannot hold a WebSocket (proxies, `EventSource`). Each event is
 `onmessage` receives every kind and switches on `data.event`, as WebSocket clients do.
 `EventSource` reconnects by itself with `Last-Event-ID`, and the stream resumes exactly after
 it (`?after_seq=` does the same for other clients). Without either, the first event is the
-snapshot. After the terminal event the stream ends; asking again from there gets 204, which
-tells `EventSource` to stop reconnecting. A client that falls behind its queue is
+snapshot (as on the WebSocket: a big one comes as a pointer to the status route). Each
+event's frame is made once and shared by every stream that sends it. After the terminal
+event the stream ends; asking again from there gets 204, which tells `EventSource` to stop
+reconnecting. A client that falls behind its queue is
 disconnected and resumes like any other reconnecting client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import Any
 
 from aiohttp import web
 
@@ -25,7 +25,14 @@ from services.gateway.config import Settings
 from services.gateway.errors import BadRequest, GatewayError
 from services.gateway.feeds import FeedRegistry
 from services.gateway.state import FEEDS, SETTINGS, STREAMS
-from services.gateway.streams import Overflow, SendQueue, bound_send_buffer
+from services.gateway.streams import (
+    Outgoing,
+    Overflow,
+    SendQueue,
+    bound_send_buffer,
+    buffered,
+    snapshot,
+)
 from services.gateway.validation import resource_id, sequence_number
 
 log = logging.getLogger(__name__)
@@ -33,15 +40,6 @@ log = logging.getLogger(__name__)
 RECONNECT_MILLISECONDS = 1000
 END_TIMEOUT_SECONDS = 5.0
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-
-
-def frame(message: dict[str, Any], seq: int | None) -> str:
-    # json.dumps escapes newlines inside strings, so the data is one line.
-    return message_frame(seq, json.dumps(message))
-
-
-def message_frame(seq: int | None, data: str) -> str:
-    return (f"id: {seq}\n" if seq is not None else "") + f"data: {data}\n\n"
 
 
 class EventStream:
@@ -63,9 +61,9 @@ class EventStream:
         self._writer: asyncio.Task[None] | None = None
         self._cut = False
 
-    async def run(self, feeds: FeedRegistry, first: str | None) -> None:
+    async def run(self, feeds: FeedRegistry, first: Outgoing | None) -> None:
         if first is not None:
-            self._queue.put(first, force=True)
+            self._queue.put(first)  # into the empty queue: it always fits
         self._writer = asyncio.create_task(self._write())
         feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
         try:
@@ -85,15 +83,20 @@ class EventStream:
             if not done:
                 self._cut_off()
 
-    def deliver(self, seq: int, message: str, *, backlog: bool = False) -> None:
-        if seq <= self._last or self._cut:
+    def deliver(self, message: Outgoing) -> None:
+        seq = message.seq
+        if seq is None or seq <= self._last or self._cut:
             return
         try:
-            self._queue.put(message_frame(seq, message), force=backlog)
+            self._queue.put(message, buffered=buffered(self._transport))
         except Overflow as exc:
             log.warning(
                 "slow event-stream client disconnected",
-                extra={"execution_id": self.execution_id, "queued": str(exc)},
+                extra={
+                    "execution_id": self.execution_id,
+                    "queued": str(exc),
+                    "peak_bytes": self._queue.peak_bytes,
+                },
             )
             self._cut_off()
             return
@@ -102,7 +105,7 @@ class EventStream:
     def end(self, error: GatewayError | None) -> None:
         if error is not None:
             message = {"event": "error", "execution_id": self.execution_id, **error.body()}
-            self._queue.put(frame(message, None), force=True)
+            self._queue.put(Outgoing.of(None, message), force=True)
         self._queue.put_end()
 
     async def _write(self) -> None:
@@ -116,7 +119,7 @@ class EventStream:
                 continue
             if message is None:
                 break
-            await self._response.write(message.encode())
+            await self._response.write(message.event_stream)
         async with asyncio.timeout(END_TIMEOUT_SECONDS):
             await self._response.write_eof()
 
@@ -159,9 +162,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         bound_send_buffer(request, settings.stream_send_buffer_bytes)
         start = execution.last_seq if after_seq is None else after_seq
         stream = EventStream(request, response, execution_id, start, settings)
-        first = None
-        if after_seq is None:
-            first = frame(legacy.snapshot(execution), execution.last_seq)
+        first = snapshot(execution, settings) if after_seq is None else None
         streams.add(stream)
         try:
             await stream.run(request.app[FEEDS], first)

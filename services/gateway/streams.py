@@ -6,21 +6,27 @@ On shutdown every stream is told to go away, so clients reconnect (with their la
 gateway that is up.
 
 Each stream has its own send queue between the engine and the client. Putting never waits:
-a queue over its bound in messages or bytes means the client reads slower than the execution
-writes, and that client alone is disconnected (WebSocket close 1013 "try again later"; SSE
+a queue over its bound in messages or bytes (the snapshot and a replayed backlog count like
+any event) means the client reads slower than the execution writes, and that client alone
+is disconnected (WebSocket close 1013 "try again later"; SSE
 connection dropped) while the others go on. It resumes from its last seq and loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 from collections import Counter, deque
-from typing import Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from aiohttp import web
+from discovery.engine.v1 import execution_pb2 as ex_pb
 
+from services.gateway import legacy
+from services.gateway.config import Settings
 from services.gateway.errors import ShuttingDown, TooManyStreams
 from services.ratelimit import RateLimiter
 
@@ -34,34 +40,77 @@ class Overflow(Exception):
     """The client fell behind by more than its queue holds."""
 
 
+class Outgoing:
+    """One message for clients, encoded once however many clients it goes to: the feed makes
+    one per event and every client's queue (and the ring) holds that same object, so a big
+    event costs its bytes once in memory, not once per client."""
+
+    __slots__ = ("_event_stream", "payload", "seq")
+
+    def __init__(self, seq: int | None, payload: bytes) -> None:
+        self.seq = seq
+        self.payload = payload  # the legacy JSON message, UTF-8
+        self._event_stream: bytes | None = None
+
+    @classmethod
+    def of(cls, seq: int | None, message: dict[str, Any]) -> Outgoing:
+        return cls(seq, json.dumps(message).encode())
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+    @property
+    def event_stream(self) -> bytes:
+        """As one Server-Sent Event (`id: <seq>` when it has one); made once, on first use.
+        json.dumps escapes newlines inside strings, so the data is one line."""
+        if self._event_stream is None:
+            head = b"" if self.seq is None else b"id: %d\n" % self.seq
+            self._event_stream = head + b"data: " + self.payload + b"\n\n"
+        return self._event_stream
+
+
 class SendQueue:
-    """Messages waiting for one client, bounded in count and bytes (characters of JSON,
-    which is nearly all ASCII)."""
+    """Messages waiting for one client, bounded in count and in bytes. The byte bound covers
+    all the gateway holds for the client: the queue (the snapshot and a replayed backlog
+    count like any event) and what its socket's transport still buffers (aiohttp only waits
+    for it every 256 KiB written), which the caller passes as `buffered`. An empty queue
+    takes one message of any size: one bigger than the bound could never be delivered."""
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
-        self._items: deque[str | None] = deque()
+        self._items: deque[Outgoing | None] = deque()
         self._bytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._ready = asyncio.Event()
+        # The most held for the client at any put, in bytes: logged when it is cut off.
+        self.peak_bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __iter__(self) -> Iterator[Outgoing]:
+        return (item for item in self._items if item is not None)
 
     @property
     def bytes(self) -> int:
         return self._bytes
 
-    def put(self, message: str, *, force: bool = False) -> None:
-        """Queues a message; `force` is for the few the server itself adds (the snapshot, a
-        final error), which a client cannot make pile up."""
+    def put(self, message: Outgoing, *, buffered: int = 0, force: bool = False) -> None:
+        """Queues a message; `force` is for a final error the server itself adds, which a
+        client cannot make pile up."""
+        held = self._bytes + buffered
         full = len(self._items) >= self._max_messages or (
-            self._bytes + len(message) > self._max_bytes
+            bool(self._items or buffered) and held + message.size > self._max_bytes
         )
         if full and not force:
-            raise Overflow(f"{len(self._items)} messages, {self._bytes} bytes waiting")
+            raise Overflow(
+                f"{len(self._items)} messages, {self._bytes} bytes waiting,"
+                f" {buffered} bytes in the socket's buffer"
+            )
         self._items.append(message)
-        self._bytes += len(message)
+        self._bytes += message.size
+        self.peak_bytes = max(self.peak_bytes, held + message.size)
         self._ready.set()
 
     def put_end(self) -> None:
@@ -73,14 +122,29 @@ class SendQueue:
         self._items.clear()
         self._bytes = 0
 
-    async def get(self) -> str | None:
+    async def get(self) -> Outgoing | None:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
         item = self._items.popleft()
         if item is not None:
-            self._bytes -= len(item)
+            self._bytes -= item.size
         return item
+
+
+def snapshot(execution: ex_pb.Execution, settings: Settings) -> Outgoing:
+    """The first message of a stream that does not resume: whole when it takes at most
+    GATEWAY_STREAM_SNAPSHOT_BYTES and half the client's queue (so a backlog from the ring
+    fits beside it), else without its big fields and with a pointer (legacy.snapshot)."""
+    limit = min(settings.stream_snapshot_bytes, settings.stream_queue_bytes // 2)
+    return Outgoing(execution.last_seq, legacy.snapshot(execution, limit).encode())
+
+
+def buffered(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes a stream's transport holds that the kernel has not taken yet."""
+    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        return transport.get_write_buffer_size()
+    return 0
 
 
 def bound_send_buffer(request: web.Request, size: int) -> None:
@@ -128,6 +192,11 @@ class StreamRegistry:
         if self._per_client[client] <= 0:
             del self._per_client[client]
         self._admitted -= 1
+
+    @property
+    def streams(self) -> frozenset[LiveStream]:
+        """The live streams now open."""
+        return frozenset(self._streams)
 
     def add(self, stream: LiveStream) -> None:
         self._streams.add(stream)

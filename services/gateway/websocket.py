@@ -9,23 +9,24 @@ Events come from the execution's shared feed (feeds.py); handing one over never 
 socket that has nothing waiting (its queue empty, the kernel taking all it was given) gets
 the frame written at once: with a thousand sockets on one execution, waking a task per
 socket per event was most of the gateway's work. Otherwise the event goes into the socket's
-bounded queue. Two tasks per socket, each with one job: the handler only reads the socket
-(pings, the client's close, oversized frames: 1009) and the sender only writes the queue to
-it. After the terminal event the sender closes with 1000. A client slower
-than its queue is closed with 1013 (try again later) and nobody else waits for it; a client
-that stops answering pings is dropped by the heartbeat.
+bounded queue (bounded in bytes too: the snapshot and a backlog from the ring count). A
+snapshot bigger than GATEWAY_STREAM_SNAPSHOT_BYTES comes without its big fields and with a
+`status_url` to read them from (legacy.snapshot). Two tasks per socket, each with one job:
+the handler only reads the socket (pings, the client's close, oversized frames: 1009) and
+the sender only writes the queue to it. After the terminal event the sender closes with
+1000. A client slower than its queue is closed with 1013 (try again later) and nobody else
+waits for it; a client that stops answering pings is dropped by the heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import struct
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from services.gateway import legacy
 from services.gateway.auth import caller, engine_for, stream_owner
@@ -38,7 +39,14 @@ from services.gateway.errors import (
 )
 from services.gateway.feeds import FeedRegistry
 from services.gateway.state import FEEDS, SETTINGS, STREAMS
-from services.gateway.streams import Overflow, SendQueue, bound_send_buffer
+from services.gateway.streams import (
+    Outgoing,
+    Overflow,
+    SendQueue,
+    bound_send_buffer,
+    buffered,
+    snapshot,
+)
 from services.gateway.validation import resource_id, sequence_number
 
 log = logging.getLogger(__name__)
@@ -56,15 +64,13 @@ def close_code_for(error: GatewayError) -> int:
     return WSCloseCode.INTERNAL_ERROR
 
 
-def error_message(execution_id: str, error: GatewayError) -> str:
-    return json.dumps(
-        {
-            "event": "error",
-            "execution_id": execution_id,
-            "timestamp": legacy.now_iso(),
-            **error.body(),
-        }
-    )
+def error_message(execution_id: str, error: GatewayError) -> dict[str, Any]:
+    return {
+        "event": "error",
+        "execution_id": execution_id,
+        "timestamp": legacy.now_iso(),
+        **error.body(),
+    }
 
 
 class WatchSocket:
@@ -85,17 +91,23 @@ class WatchSocket:
         self._end_code: int = WSCloseCode.OK
         self._end_reason = b"execution finished"
         self._sender: asyncio.Task[None] | None = None
+        self._receiver: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._sender_closing = False
 
-    async def run(self, feeds: FeedRegistry, first: dict[str, Any] | None) -> None:
+    @property
+    def queue(self) -> SendQueue:
+        return self._queue
+
+    async def run(self, feeds: FeedRegistry, first: Outgoing | None) -> None:
         if first is not None:
-            self._queue.put(json.dumps(first), force=True)
+            self._queue.put(first)  # into the empty queue: it always fits
         self._sender = asyncio.create_task(self._send())
+        self._receiver = asyncio.create_task(self._receive())
         feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
         try:
-            async for _ in self._ws:
-                pass  # legacy clients send nothing that needs an answer; pings are automatic
+            # Until the client leaves or closes, or the sender closes (it stops the receiver).
+            await asyncio.wait({self._receiver})
         finally:
             await feeds.unsubscribe(feed, self)
             await self._finish()
@@ -103,33 +115,43 @@ class WatchSocket:
     async def shutdown(self) -> None:
         self._begin_close(WSCloseCode.GOING_AWAY, b"gateway shutting down; reconnect")
         if self._closer is not None:
-            await asyncio.wait({self._closer}, timeout=CLOSE_TIMEOUT_SECONDS + 1)
+            await asyncio.wait({self._closer}, timeout=2 * CLOSE_TIMEOUT_SECONDS + 1)
 
     # --- what the feed hands over ------------------------------------------------------
 
-    def deliver(self, seq: int, message: str, *, backlog: bool = False) -> None:
-        if seq <= self._last or self._closer is not None:
+    def deliver(self, message: Outgoing) -> None:
+        seq = message.seq
+        if seq is None or seq <= self._last or self._closer is not None:
             return
         if self._writable_now():
             assert self._transport is not None
-            self._transport.write(text_frame(message.encode()))
+            # Header and payload apart: the payload is the feed's, shared by every socket.
+            self._transport.write(frame_header(message.size))
+            self._transport.write(message.payload)
             self._last = seq
             return
         try:
-            self._queue.put(message, force=backlog)
+            self._queue.put(message, buffered=buffered(self._transport))
         except Overflow as exc:
             log.warning(
                 "slow WebSocket client disconnected",
-                extra={"execution_id": self.execution_id, "queued": str(exc)},
+                extra={
+                    "execution_id": self.execution_id,
+                    "queued": str(exc),
+                    "peak_bytes": self._queue.peak_bytes,
+                },
             )
             self._begin_close(WSCloseCode.TRY_AGAIN_LATER, b"too slow; resume with after_seq")
             return
         self._last = seq
 
     def end(self, error: GatewayError | None) -> None:
+        if self._closer is not None:
+            return  # closing out of turn already
         if error is not None:
             # The engine stayed away past the retry budget, or refused: say so, then close.
-            self._queue.put(error_message(self.execution_id, error), force=True)
+            message = Outgoing.of(None, error_message(self.execution_id, error))
+            self._queue.put(message, force=True)
             self._end_code, self._end_reason = close_code_for(error), error.code.encode()[:120]
         self._queue.put_end()
 
@@ -152,7 +174,7 @@ class WatchSocket:
     async def _send(self) -> None:
         try:
             while (message := await self._queue.get()) is not None:
-                await self._ws.send_str(message)
+                await self._ws.send_frame(message.payload, WSMsgType.TEXT)
         except ConnectionError:
             return  # the client left; the reading side notices too
         except Exception:
@@ -162,7 +184,17 @@ class WatchSocket:
         self._sender_closing = True
         await self._close(self._end_code, self._end_reason)
 
+    async def _receive(self) -> None:
+        async for _ in self._ws:
+            pass  # legacy clients send nothing that needs an answer; pings are automatic
+
     async def _close(self, code: int, reason: bytes) -> None:
+        # The receiver is stopped first: aiohttp closing a socket that another task reads
+        # closes the connection without waiting for the client's close frame, which then
+        # meets a closed socket, and the reset can lose our close frame (1006, not 1013).
+        if self._receiver is not None:
+            self._receiver.cancel()
+            await asyncio.gather(self._receiver, return_exceptions=True)
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 await self._ws.close(code=code, message=reason)
@@ -173,43 +205,52 @@ class WatchSocket:
 
     def _begin_close(self, code: int, reason: bytes) -> None:
         """Closes out of turn (slow client, shutdown): queued messages are dropped and the
-        client resumes from the last seq it received."""
+        client resumes from the last seq it received. The sender closes once the frame it is
+        writing is out. (Cancelling it while it waited for the socket to drain cancelled
+        aiohttp's drain future, shared with the close that followed: the close failed at
+        once and the client saw 1006, not 1013.) One that takes nothing more is cut off."""
         if self._closer is not None or self._ws.closed:
             return
-        if self._sender is not None:
-            self._sender.cancel()
         self._queue.clear()
-        self._closer = asyncio.create_task(self._close(code, reason))
+        self._end_code, self._end_reason = code, reason
+        self._queue.put_end()
+        self._closer = asyncio.create_task(self._cut_off_if_stuck())
+
+    async def _cut_off_if_stuck(self) -> None:
+        if self._sender is None:
+            return
+        done, _ = await asyncio.wait({self._sender}, timeout=2 * CLOSE_TIMEOUT_SECONDS)
+        if not done:
+            self._abort()
 
     async def _finish(self) -> None:
         closing = self._closer or (self._sender if self._sender_closing else None)
         if closing is not None and not closing.done():
-            await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_SECONDS + 1)
-        tasks = [t for t in (self._sender, self._closer) if t is not None]
+            await asyncio.wait({closing}, timeout=2 * CLOSE_TIMEOUT_SECONDS + 1)
+        tasks = [t for t in (self._sender, self._closer, self._receiver) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         # Bytes still waiting for a client that stopped reading would hold the connection
-        # open for as long as TCP keeps trying: cut it instead.
+        # open for as long as TCP keeps trying: cut it, once the close frame queued behind
+        # them had the closing handshake's time to reach a client that reads again (cutting
+        # at once turned a slow client's 1013 into an abnormal closure).
         if self._transport is not None and self._transport.get_write_buffer_size() > 0:
-            self._abort()
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_SECONDS, self._abort)
 
     def _abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
 
 
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed, final text frame (RFC 6455 5.2): what aiohttp writes for
-    `send_str` on a server socket opened with compress=False."""
-    size = len(payload)
+def frame_header(size: int) -> bytes:
+    """The header of an unmasked, uncompressed, final text frame of `size` bytes (RFC 6455
+    5.2): what aiohttp writes for `send_str` on a server socket opened with compress=False."""
     if size < 126:
-        header = struct.pack("!BB", 0x81, size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    return header + payload
+        return struct.pack("!BB", 0x81, size)
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)
 
 
 def check_origin(request: web.Request, settings: Settings) -> None:
@@ -253,7 +294,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 raise
             # A browser cannot read a refused handshake's status; it can read a message.
             await ws.prepare(request)
-            await ws.send_str(error_message(raw_id, exc))
+            await ws.send_json(error_message(raw_id, exc))
             await ws.close(code=CLOSE_NOT_FOUND, message=b"execution not found")
             return ws
         if after_seq is not None and after_seq > execution.last_seq:
@@ -268,7 +309,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         session = WatchSocket(request, ws, execution.execution_id, start, settings)
         streams.add(session)
         try:
-            first = legacy.snapshot(execution) if after_seq is None else None
+            first = None
+            if after_seq is None:
+                first = snapshot(execution, settings)
             await session.run(request.app[FEEDS], first)
         finally:
             streams.discard(session)

@@ -57,5 +57,24 @@ async def test_fast_watchers_are_unaffected_by_a_slow_one(store: MongoStore) -> 
     now = datetime.now(UTC)
     for seq in range(1, 6):
         hub.publish([ex.Event("x", seq, ex.STEP_PROGRESS, now, {})])
-        assert (await fast.queue.get()).seq == seq
+        assert (await fast.get()).seq == seq
     assert slow.overflowed and not fast.overflowed
+
+
+async def test_a_watcher_queue_is_bounded_in_bytes_too(store: MongoStore) -> None:
+    """A step_started event carries the step's whole input: a few of them, far fewer than the
+    queue's count, overflow a watcher that reads nothing; small ones fill it only by count."""
+    hub = EventHub(capacity=1000, max_bytes=256 * 1024)
+    slow = hub.subscribe("x")
+    now = datetime.now(UTC)
+    big = {"input_payload": {"text": "x" * 60_000}}
+    for seq in range(1, 10):
+        hub.publish([ex.Event("x", seq, ex.STEP_STARTED, now, big)])
+        assert slow.bytes <= 256 * 1024
+    assert slow.overflowed
+    # One event bigger than the whole bound still reaches a watcher that keeps up.
+    fast = hub.subscribe("y")
+    huge = {"input_payload": {"text": "x" * 300_000}}
+    hub.publish([ex.Event("y", 1, ex.STEP_STARTED, now, huge)])
+    assert not fast.overflowed
+    assert (await fast.get()).seq == 1 and fast.bytes == 0

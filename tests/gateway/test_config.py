@@ -37,6 +37,8 @@ def test_engine_address_accepts_the_seed_url_forms(env: dict[str, str], target: 
         ("GATEWAY_PORT", "eighty"),
         ("GATEWAY_PORT", "70000"),
         ("GATEWAY_MAX_BODY_BYTES", "-1"),
+        # Deeper than the engine and protobuf take: a 500 waiting to happen.
+        ("GATEWAY_MAX_JSON_DEPTH", "33"),
         ("GATEWAY_WS_HEARTBEAT_SECONDS", "nan"),
         ("GATEWAY_SYNC_WAIT_SECONDS", "301"),
         ("ENGINE_URL", "http://engine"),

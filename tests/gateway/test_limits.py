@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 from discovery.engine.v1 import execution_service_pb2 as es
+from google.protobuf import struct_pb2
 
 from services.auth import CLIENT
 from tests.gateway.harness import Api, Gateway, GatewayStack, gateway_for
@@ -259,8 +261,8 @@ MALFORMED: dict[str, tuple[bytes, int, str]] = {
         "INVALID_NUMBER",
     ),
     "duplicate keys": (b'{"workflow_id": "a", "workflow_id": "b"}', 400, "DUPLICATE_KEY"),
-    "10000 deep": (_deep(10_000), 400, "JSON_TOO_DEEP"),
-    "100 deep": (_deep(100), 400, "JSON_TOO_DEEP"),
+    "10000 deep": (_deep(10_000), 422, "JSON_TOO_DEEP"),
+    "100 deep": (_deep(100), 422, "JSON_TOO_DEEP"),
     "array": (b"[1, 2]", 422, "INVALID_ARGUMENT"),
     "string": (b'"hello"', 422, "INVALID_ARGUMENT"),
     "null": (b"null", 422, "INVALID_ARGUMENT"),
@@ -372,3 +374,86 @@ async def test_a_caller_opening_streams_too_fast_gets_429_and_others_do_not(
         assert int(refused.value.headers["Retry-After"]) >= 1
         async with other.ws_connect(url) as ws:  # another principal, its own budget
             assert [message.json() async for message in ws][-1]["seq"] >= 1
+
+
+# JSON nesting (issue 14, finding 10). A google.protobuf.Struct costs protobuf two or three
+# levels of message per JSON level (Struct, its map entry, Value), against protobuf's limit
+# of 100, and the engine keeps documents within 32 levels: 32 is the deepest body that goes
+# through the engine's gRPC path everywhere a document goes (the start, the status, the
+# events), so the gateway refuses anything deeper itself.
+MAX_DEPTH = 32
+
+
+def nested(depth: int, kind: str = "object") -> dict[str, Any]:
+    """A document `depth` levels deep as the gateway counts them (the body itself is 1), with
+    a scalar at the bottom."""
+    value: Any = {"x": 1} if kind == "object" else [1]
+    for _ in range(depth - 2):
+        value = {"a": value} if kind == "object" else [value]
+    return {"seconds": 0, "a": value}
+
+
+async def test_the_deepest_document_allowed_goes_through_end_to_end(
+    api: Api, gateway: Gateway
+) -> None:
+    workflow_id = await api.workflow({"name": "wait", "handler": "sleep"})
+    for kind in ("object", "array"):
+        document = nested(MAX_DEPTH, kind)
+        status, body = await api.call("POST", f"/workflows/{workflow_id}/execute-async", document)
+        assert status == 202, body
+        execution_id = body["execution_id"]
+        final = await api.wait_terminal(execution_id)
+        assert final["status"] == "completed", final
+        assert final["steps_history"][0]["input_payload"]["a"] == document["a"]
+        url = f"{gateway.ws_url}/ws/{execution_id}?after_seq=0"
+        async with api.session.ws_connect(url) as ws:
+            events = [json.loads(m.data) async for m in ws]
+        assert events[-1]["event"] == "workflow_completed"
+        started = next(e for e in events if e["event"] == "step_started")
+        assert started["input_payload"]["a"] == document["a"]
+
+
+@pytest.mark.parametrize("path", ["/execute-async/", "/workflows/{id}/execute-async"])
+async def test_one_level_deeper_is_refused_at_the_gateway_naming_the_field(
+    api: Api, gw_stack: GatewayStack, path: str
+) -> None:
+    workflow_id = await api.workflow({"name": "wait", "handler": "sleep"})
+    legacy_form = path == "/execute-async/"
+    # The legacy form wraps the document in one more level.
+    for depth in range(MAX_DEPTH + 1, 66):
+        document = nested(depth - 1 if legacy_form else depth)
+        body: Any = {"workflow_id": workflow_id, "data": document} if legacy_form else document
+        status, answer = await api.call("POST", path.format(id=workflow_id), body)
+        error = assert_clean_error(status, answer, 422)
+        assert error["code"] == "JSON_TOO_DEEP", (depth, error)
+        # The first object past the limit: the one at level MAX_DEPTH + 1.
+        field = ("data." if legacy_form else "") + ".".join(["a"] * (MAX_DEPTH - legacy_form))
+        assert error["details"]["field"] == field, (depth, error)
+        assert f"deeper than {MAX_DEPTH} levels" in error["message"]
+    assert await executions_of(gw_stack, workflow_id) == 0
+
+
+async def test_the_engine_answers_a_struct_too_deep_with_invalid_argument(
+    api: Api, gw_stack: GatewayStack
+) -> None:
+    workflow_id = await api.workflow({"name": "wait", "handler": "sleep"})
+    deep = struct_pb2.Struct()
+    deep.update(nested(MAX_DEPTH + 1))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gw_stack.client.executions.StartExecution(
+            es.StartExecutionRequest(workflow_id=workflow_id, input=deep), timeout=10
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "input.a.a.a" in (refused.value.details() or "")
+    # Deeper than protobuf decodes (100 levels of message; 50 of JSON arrays in this
+    # request): grpc answers before any of the engine's code runs, UNKNOWN with the decode
+    # error. The gateway never sends such a request (its limit is far below).
+    too_deep = struct_pb2.Struct()
+    too_deep.update(nested(50, "array"))
+    with pytest.raises(grpc.aio.AioRpcError) as undecodable:
+        await gw_stack.client.executions.StartExecution(
+            es.StartExecutionRequest(workflow_id=workflow_id, input=too_deep), timeout=10
+        )
+    assert undecodable.value.code() is grpc.StatusCode.UNKNOWN
+    assert "Exceeded upb_DecodeOptions_MaxDepth" in (undecodable.value.details() or "")
+    assert await executions_of(gw_stack, workflow_id) == 0

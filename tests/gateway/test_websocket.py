@@ -475,10 +475,10 @@ async def test_frames_written_directly_are_what_aiohttp_writes(size: int) -> Non
     from aiohttp.base_protocol import BaseProtocol
     from aiohttp.http import WebSocketWriter
 
-    from services.gateway.websocket import text_frame
+    from services.gateway.websocket import frame_header
 
     transport = _Captured()
     writer = WebSocketWriter(BaseProtocol(asyncio.get_running_loop()), transport)
     payload = ("é" * size).encode()[:size]
     await writer.send_frame(payload, WSMsgType.TEXT)
-    assert text_frame(payload) == bytes(transport.written)
+    assert frame_header(len(payload)) + payload == bytes(transport.written)
