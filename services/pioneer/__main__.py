@@ -18,8 +18,12 @@ from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server
-from services.pioneer.steps.documents import DocumentLimits, configure_limits, configure_pool
-from services.pioneer.workers import MIB, WorkerPool
+from services.pioneer.steps.documents import (
+    DocumentLimits,
+    configure_limits,
+    configure_pool,
+    worker_pool,
+)
 
 log = logging.getLogger("services.pioneer")
 
@@ -39,7 +43,7 @@ async def serve(settings: Settings) -> None:
         )
     )
     # Workers start when a document step first needs one; all are stopped below.
-    pool = WorkerPool(settings.document_worker_count(), settings.worker_memory_mib * MIB)
+    pool = worker_pool(settings)
     configure_pool(pool)
     runner_id = process_runner_id()
     credentials = ServiceToken(TokenAuthority(settings.auth_keys), subject=runner_id, role=RUNNER)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import os
 import pickle
 import resource
@@ -35,6 +36,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any, ParamSpec, TypeVar
 
+from services import jsonlog
 from services.pioneer.errors import InvalidInput, StepFailure
 
 P = ParamSpec("P")
@@ -57,9 +59,12 @@ class WorkerPool:
     """At most `size` workers, each leased to one step at a time; started when first needed
     and kept between leases, replaced when killed."""
 
-    def __init__(self, size: int, memory_bytes: int) -> None:
+    def __init__(self, size: int, memory_bytes: int, preload: tuple[str, ...] = ()) -> None:
         self.size = size
         self.memory_bytes = memory_bytes
+        # Modules each worker imports before its first call, so the calls' time bounds do
+        # not include importing them.
+        self.preload = preload
         self._slots = asyncio.Semaphore(size)
         self._idle: list[Worker] = []
         self._leased: set[Worker] = set()
@@ -74,7 +79,10 @@ class WorkerPool:
         async with self._slots:
             if self._closed:
                 raise StepFailure("pioneer is stopping: its document workers are shut down")
-            worker = self._idle.pop() if self._idle else await Worker.start(self.memory_bytes)
+            if self._idle:
+                worker = self._idle.pop()
+            else:
+                worker = await Worker.start(self.memory_bytes, self.preload)
             self._leased.add(worker)
             try:
                 yield worker
@@ -119,7 +127,7 @@ class Worker:
         self._killed = False
 
     @classmethod
-    async def start(cls, memory_bytes: int) -> Worker:
+    async def start(cls, memory_bytes: int, preload: tuple[str, ...] = ()) -> Worker:
         # The worker imports what the calls name as pioneer does: with pioneer's sys.path.
         path = os.pathsep.join(entry or os.getcwd() for entry in sys.path)
         process = await asyncio.create_subprocess_exec(
@@ -127,6 +135,7 @@ class Worker:
             "-m",
             __name__,
             str(memory_bytes),
+            *preload,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
@@ -237,8 +246,11 @@ class Worker:
 # --- the worker process -----------------------------------------------------------------------
 
 
-def serve(memory_bytes: int) -> None:
+def serve(memory_bytes: int, preload: list[str]) -> None:
     """A worker's life: limit its memory, then answer calls until its stdin ends."""
+    jsonlog.configure("pioneer")  # what pypdf logs, as pioneer logs it
+    for module in preload:
+        importlib.import_module(module)
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         memory_bytes = min(memory_bytes, hard)
@@ -296,4 +308,4 @@ if __name__ == "__main__":
     # Run as the imported module, not as __main__: the calls' functions share its `session`.
     from services.pioneer.workers import serve as serve_imported
 
-    serve_imported(int(sys.argv[1]))
+    serve_imported(int(sys.argv[1]), sys.argv[2:])

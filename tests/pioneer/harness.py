@@ -20,7 +20,7 @@ from services.pioneer.reporter import RetryPolicy, StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server
 from services.pioneer.steps import documents
-from services.pioneer.workers import MIB, WorkerPool
+from services.pioneer.workers import WorkerPool
 from tests.pioneer.handlers import registry
 from tests.stack import AUTH_KEYS, AUTHORITY
 
@@ -91,7 +91,7 @@ async def start_pioneer(
         worker_memory_mib=worker_memory_mib,
         auth_keys=AUTH_KEYS,
     )
-    pool = WorkerPool(settings.document_worker_count(), settings.worker_memory_mib * MIB)
+    pool = documents.worker_pool(settings)
     previous = documents.current_pool()
     documents.configure_pool(pool)
     stack.callback(documents.configure_pool, previous)

@@ -76,6 +76,15 @@ def current_limits() -> DocumentLimits:
     return _limits
 
 
+def worker_pool(settings: Settings) -> WorkerPool:
+    """The worker processes for the document steps, as `settings` size them."""
+    return WorkerPool(
+        settings.document_worker_count(),
+        settings.worker_memory_mib * MIB,
+        preload=(pdf.__name__, sections.__name__),
+    )
+
+
 _pool: WorkerPool | None = None
 
 
@@ -90,8 +99,7 @@ def configure_pool(pool: WorkerPool | None) -> None:
 def current_pool() -> WorkerPool:
     global _pool
     if _pool is None:
-        defaults = Settings()
-        _pool = WorkerPool(defaults.document_worker_count(), defaults.worker_memory_mib * MIB)
+        _pool = worker_pool(Settings())
     return _pool
 
 
