@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import importlib
 import os
@@ -50,6 +51,7 @@ END_SECONDS = 10.0
 # At shutdown, an idle worker is given this long to exit by itself before it is killed.
 STOP_GRACE_SECONDS = 2.0
 _HEADER = struct.Struct("!Q")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # In a worker: what the calls of its current lease share (see the module's docstring).
 session: dict[str, Any] = {}
@@ -79,16 +81,22 @@ class WorkerPool:
         async with self._slots:
             if self._closed:
                 raise StepFailure("pioneer is stopping: its document workers are shut down")
-            if self._idle:
-                worker = self._idle.pop()
-            else:
-                worker = await Worker.start(self.memory_bytes, self.preload)
+            worker = await self._take()
             self._leased.add(worker)
             try:
                 yield worker
             finally:
                 self._leased.discard(worker)
                 await self._give_back(worker)
+
+    async def _take(self) -> Worker:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            # Died idle (the system's OOM killer, an operator): not the next step's doing.
+            await worker.reaped()
+        return await Worker.start(self.memory_bytes, self.preload)
 
     async def _give_back(self, worker: Worker) -> None:
         if worker.alive and not self._closed:
@@ -215,14 +223,23 @@ class Worker:
             await self.reaped()
 
     async def _lost(self, what: str) -> StepFailure:
-        self.kill()  # it may have only closed its pipes
-        code = await self.reaped()
-        how = f"by signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
-        # Not the user's fault for sure (the system may lack memory for other reasons): a
-        # plain step failure, which the engine may retry.
+        """The failure of a call whose worker closed its pipes: it has died, most likely."""
+        try:
+            # Not killed at once: killing polls the process, and a poll that reaps it first
+            # leaves asyncio only "unknown child, status 255" to report.
+            async with asyncio.timeout(STOP_GRACE_SECONDS):
+                code = await self.reaped()
+        except TimeoutError:
+            self.kill()
+            code = await self.reaped()
+        self._killed = True
+        # Killed from outside: not necessarily the document's doing, so a plain step failure,
+        # which the engine may retry.
+        cause = "; the system may have run out of memory" if code == -signal.SIGKILL else ""
+        how = f"by signal {_signal_name(-code)}" if code < 0 else f"with status {code}"
         return StepFailure(
             f"the worker process reading the document ended {how} while it was trying to "
-            f"{what}; the system may have run out of memory"
+            f"{what}{cause}"
         )
 
     async def _exchange(self, message: bytes) -> tuple[str, Any]:
@@ -243,6 +260,13 @@ class Worker:
         return reply
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
 # --- the worker process -----------------------------------------------------------------------
 
 
@@ -257,6 +281,7 @@ def serve(memory_bytes: int, preload: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, hard))
     # Ctrl-C in pioneer's terminal reaches its whole process group: pioneer stops its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     inbox = sys.stdin.buffer
     outbox = os.fdopen(os.dup(1), "wb")
     # What a library prints goes to stderr, not into the replies.
@@ -268,6 +293,19 @@ def serve(memory_bytes: int, preload: list[str]) -> None:
         del raw
         _send(outbox, reply)
         del reply
+
+
+def _die_with_parent() -> None:
+    """Killed when pioneer dies, even in the middle of a call: no one else would bound it.
+    (An idle worker reads end-of-file and exits anyway.) Linux only: prctl(PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() == 1:
+        # pioneer died before the prctl call took effect.
+        raise SystemExit("pioneer is gone")
 
 
 def _answer(raw: bytes) -> tuple[str, Any]:

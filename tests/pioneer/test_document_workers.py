@@ -5,6 +5,9 @@ Steps run through pioneer's gRPC API against the fake engine, with real worker p
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -21,14 +24,24 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def running(pid: int) -> bool:
-    """Whether process `pid` exists, a zombie included (its memory is not yet freed)."""
+    """Whether process `pid` exists, a zombie included (our own workers are reaped)."""
     return Path(f"/proc/{pid}").exists()
+
+
+def ended(pid: int) -> bool:
+    """Whether process `pid` has ended, reaped or not (another process reaps an orphan)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 async def appears(path: Path, within: float = 10.0) -> None:
     async with asyncio.timeout(within):
-        # Polls: a worker process has no way to wake this loop.
-        while not path.exists():  # noqa: ASYNC110
+        # Polls: a worker process has no way to wake this loop (a stat of a local file does
+        # not block it).
+        while not path.exists():  # noqa: ASYNC110, ASYNC240
             await asyncio.sleep(0.01)
 
 
@@ -153,3 +166,52 @@ async def test_waiting_for_a_free_worker_does_not_count_against_the_bound(
     assert await documents.bounded_in_worker(0.2, "open", len, b"abcd") == 4
     assert time.monotonic() - started >= 0.4
     await holder
+
+
+ORPHANED = """
+import asyncio, sys
+from services.pioneer.workers import MIB, WorkerPool
+from tests.pioneer import hostile
+
+async def main() -> None:
+    async with WorkerPool(1, 1024 * MIB).lease() as worker:
+        await worker.call(60, "read it", hostile.spin, sys.argv[1])
+
+asyncio.run(main())
+"""
+
+
+async def test_a_busy_worker_does_not_outlive_its_pioneer_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ORPHANED,
+        str(pid_file),
+        env={**os.environ, "PYTHONPATH": ":".join(sys.path)},
+    )
+    try:
+        await appears(pid_file)
+        worker = int(pid_file.read_text())
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        await parent.wait()
+    async with asyncio.timeout(10):
+        # Polls: nothing tells this process when another process's orphan ends.
+        while not ended(worker):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_an_idle_worker_that_died_is_replaced_not_leased(
+    make_pioneer: MakePioneer, engine: FakeEngine
+) -> None:
+    pioneer = await make_pioneer(document_workers=1)
+    await read_a_document(pioneer, engine)
+    [idle] = pioneer.pool.pids()
+    os.kill(idle, signal.SIGKILL)  # as the OOM killer might, between two documents
+    async with asyncio.timeout(10):
+        # Polls: the pool learns of the death from asyncio's child watcher, on its own time.
+        while idle in pioneer.pool.pids():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    await read_a_document(pioneer, engine)
