@@ -143,6 +143,7 @@ class Worker:
             "-m",
             __name__,
             str(memory_bytes),
+            str(os.getpid()),
             *preload,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -270,7 +271,7 @@ def _signal_name(number: int) -> str:
 # --- the worker process -----------------------------------------------------------------------
 
 
-def serve(memory_bytes: int, preload: list[str]) -> None:
+def serve(memory_bytes: int, parent: int, preload: list[str]) -> None:
     """A worker's life: limit its memory, then answer calls until its stdin ends."""
     jsonlog.configure("pioneer")  # what pypdf logs, as pioneer logs it
     for module in preload:
@@ -281,7 +282,7 @@ def serve(memory_bytes: int, preload: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, hard))
     # Ctrl-C in pioneer's terminal reaches its whole process group: pioneer stops its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    _die_with_parent(parent)
     inbox = sys.stdin.buffer
     outbox = os.fdopen(os.dup(1), "wb")
     # What a library prints goes to stderr, not into the replies.
@@ -295,7 +296,7 @@ def serve(memory_bytes: int, preload: list[str]) -> None:
         del reply
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Killed when pioneer dies, even in the middle of a call: no one else would bound it.
     (An idle worker reads end-of-file and exits anyway.) Linux only: prctl(PR_SET_PDEATHSIG)."""
     if not sys.platform.startswith("linux"):
@@ -303,7 +304,7 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() == 1:
+    if os.getppid() != parent:
         # pioneer died before the prctl call took effect.
         raise SystemExit("pioneer is gone")
 
@@ -346,4 +347,4 @@ if __name__ == "__main__":
     # Run as the imported module, not as __main__: the calls' functions share its `session`.
     from services.pioneer.workers import serve as serve_imported
 
-    serve_imported(int(sys.argv[1]), sys.argv[2:])
+    serve_imported(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])
