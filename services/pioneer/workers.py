@@ -205,6 +205,9 @@ class Worker:
         await self._exchange(pickle.dumps(("end",)))
 
     def kill(self) -> None:
+        # Once: a worker already reaped may have passed its pid on to another process.
+        if not self.alive:
+            return
         self._killed = True
         with contextlib.suppress(ProcessLookupError):
             self._process.kill()
@@ -246,7 +249,8 @@ class Worker:
     async def _exchange(self, message: bytes) -> tuple[str, Any]:
         stdin = self._process.stdin
         assert stdin is not None
-        stdin.write(_HEADER.pack(len(message)) + message)
+        stdin.write(_HEADER.pack(len(message)))
+        stdin.write(message)
         await stdin.drain()
         return await self._receive()
 
@@ -323,7 +327,7 @@ def _answer(raw: bytes) -> tuple[str, Any]:
         return ("memory", None)
     except Exception as exc:
         try:
-            pickle.dumps(exc)
+            pickle.loads(pickle.dumps(exc))  # as pioneer will
         except Exception:
             return ("error", StepFailure(f"{type(exc).__name__}: {exc}"))
         return ("error", exc)
