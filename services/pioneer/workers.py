@@ -35,7 +35,7 @@ import signal
 import struct
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar, cast
 
 from services import jsonlog
 from services.pioneer.errors import InvalidInput, StepFailure
@@ -199,7 +199,8 @@ class Worker:
             )
         if status == "error":
             raise value
-        return value  # type: ignore[no-any-return]
+        # What `function` returned, through pickle: typed as the function says it returns.
+        return cast(T, value)
 
     async def end_session(self) -> None:
         await self._exchange(pickle.dumps(("end",)))
