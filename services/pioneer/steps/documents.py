@@ -35,7 +35,7 @@ from services.pioneer.errors import InvalidInput, StepCancelled, StepFailure
 from services.pioneer.registry import step
 from services.pioneer.sdk import info, report_completion
 from services.pioneer.steps import pdf, sections, upload
-from services.pioneer.workers import MIB, Worker, WorkerPool
+from services.pioneer.workers import Worker, WorkerPool
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -80,7 +80,7 @@ def worker_pool(settings: Settings) -> WorkerPool:
     """The worker processes for the document steps, as `settings` size them."""
     return WorkerPool(
         settings.document_worker_count(),
-        settings.worker_memory_mib * MIB,
+        settings.worker_memory_mib * upload.MIB,
         preload=(pdf.__name__, sections.__name__),
     )
 
