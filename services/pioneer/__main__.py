@@ -18,7 +18,12 @@ from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server
-from services.pioneer.steps.documents import DocumentLimits, configure_limits
+from services.pioneer.steps.documents import (
+    DocumentLimits,
+    configure_limits,
+    configure_pool,
+    worker_pool,
+)
 
 log = logging.getLogger("services.pioneer")
 
@@ -37,6 +42,9 @@ async def serve(settings: Settings) -> None:
             max_document_bytes=settings.max_document_bytes, max_pages=settings.max_pdf_pages
         )
     )
+    # Workers start when a document step first needs one; all are stopped below.
+    pool = worker_pool(settings)
+    configure_pool(pool)
     runner_id = process_runner_id()
     credentials = ServiceToken(TokenAuthority(settings.auth_keys), subject=runner_id, role=RUNNER)
     reporter = StepReporter.connect(settings.discovery_url, credentials, tls=settings.tls)
@@ -53,6 +61,8 @@ async def serve(settings: Settings) -> None:
             "discovery_url": settings.discovery_url,
             "runner_id": runner_id,
             "max_concurrent_steps": settings.max_concurrent_steps,
+            "document_workers": pool.size,
+            "worker_memory_mib": settings.worker_memory_mib,
             "handlers": [spec.name for spec in registry.handlers()],
         },
     )
@@ -61,6 +71,7 @@ async def serve(settings: Settings) -> None:
     await poller.stop()
     await server.stop(SHUTDOWN_GRACE_SECONDS)
     await runner.close()
+    await pool.close()
     await reporter.close()
     log.info("pioneer stopped")
 

@@ -21,6 +21,10 @@ class Settings:
     # Document steps: the largest decoded upload, and the most pages a PDF may have.
     max_document_bytes: int = 48 * 1024 * 1024
     max_pdf_pages: int = 2000
+    # Worker processes reading documents (services/pioneer/workers.py): how many at most (None:
+    # one per core, at most max_concurrent_steps), and the address space each may use.
+    document_workers: int | None = None
+    worker_memory_mib: int = 1024
     # The user's own step modules, imported at start so that their `@step` decorators
     # register on the default registry beside the built-in steps.
     step_modules: tuple[str, ...] = ()
@@ -50,10 +54,27 @@ class Settings:
                 high=64 * 1024 * 1024,
             ),
             max_pdf_pages=integer(env, "PIONEER_MAX_PDF_PAGES", defaults.max_pdf_pages, low=1),
+            document_workers=_optional_integer(env, "PIONEER_DOCUMENT_WORKERS", low=1),
+            # A worker's interpreter and its imports take about 90 MiB of address space, and
+            # a document up to 64 MiB arrives whole, so less than this could not read one.
+            worker_memory_mib=integer(
+                env, "PIONEER_WORKER_MEMORY_MIB", defaults.worker_memory_mib, low=256
+            ),
             step_modules=_module_names(env, "PIONEER_STEP_MODULES"),
             auth_keys=keys_from_env(env),
             tls=tls_from_env(env),
         )
+
+    def document_worker_count(self) -> int:
+        if self.document_workers is not None:
+            return self.document_workers
+        return min(self.max_concurrent_steps, os.cpu_count() or 1)
+
+
+def _optional_integer(env: Mapping[str, str], name: str, *, low: int) -> int | None:
+    if not env.get(name, "").strip():
+        return None
+    return integer(env, name, low, low=low)
 
 
 def engine_target(env: Mapping[str, str], default: str) -> str:

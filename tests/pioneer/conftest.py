@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 
@@ -22,10 +23,8 @@ async def engine() -> AsyncIterator[FakeEngine]:
 async def make_pioneer(engine: FakeEngine) -> AsyncIterator[MakePioneer]:
     async with AsyncExitStack() as stack:
 
-        async def make(max_concurrent_steps: int = 64) -> Pioneer:
-            return await start_pioneer(
-                stack, engine.address, max_concurrent_steps=max_concurrent_steps
-            )
+        async def make(**options: Any) -> Pioneer:
+            return await start_pioneer(stack, engine.address, **options)
 
         yield make
 

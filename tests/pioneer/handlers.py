@@ -11,6 +11,8 @@ import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services.pioneer import sdk
 from services.pioneer.context import StepContext
 from services.pioneer.registry import registry as default_registry
+from services.pioneer.steps import documents
+from tests.pioneer import hostile
 
 registry = default_registry.copy()
 
@@ -101,3 +103,13 @@ async def return_number(ctx: StepContext) -> Any:
 async def read_blob(ctx: StepContext) -> dict[str, Any]:
     data = await sdk.read_blob(str(ctx.input["blob_id"]))
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@registry.step(
+    "hostile_work",
+    description="Runs `function` of tests/pioneer/hostile.py as document work within `seconds`.",
+)
+async def hostile_work(ctx: StepContext) -> None:
+    function = getattr(hostile, str(ctx.input["function"]))
+    seconds = float(ctx.input.get("seconds", 30))
+    await documents.bounded_in_worker(seconds, "read it", function, str(ctx.input["pid_file"]))

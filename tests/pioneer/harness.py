@@ -19,6 +19,8 @@ from services.pioneer.config import Settings
 from services.pioneer.reporter import RetryPolicy, StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server
+from services.pioneer.steps import documents
+from services.pioneer.workers import WorkerPool
 from tests.pioneer.handlers import registry
 from tests.stack import AUTH_KEYS, AUTHORITY
 
@@ -34,6 +36,8 @@ class Pioneer:
     channel: grpc.aio.Channel
     runner: StepRunner
     port: int
+    # The worker processes its document steps run in.
+    pool: WorkerPool
 
     async def start(
         self,
@@ -70,7 +74,12 @@ MakePioneer = Callable[..., Awaitable[Pioneer]]
 
 
 async def start_pioneer(
-    stack: AsyncExitStack, engine_address: str, *, max_concurrent_steps: int = 64
+    stack: AsyncExitStack,
+    engine_address: str,
+    *,
+    max_concurrent_steps: int = 64,
+    document_workers: int | None = None,
+    worker_memory_mib: int = Settings.worker_memory_mib,
 ) -> Pioneer:
     """A pioneer reporting to `engine_address`; `stack` stops it, in __main__'s order."""
     settings = Settings(
@@ -78,8 +87,15 @@ async def start_pioneer(
         port=0,
         discovery_url=engine_address,
         max_concurrent_steps=max_concurrent_steps,
+        document_workers=document_workers,
+        worker_memory_mib=worker_memory_mib,
         auth_keys=AUTH_KEYS,
     )
+    pool = documents.worker_pool(settings)
+    previous = documents.current_pool()
+    documents.configure_pool(pool)
+    stack.callback(documents.configure_pool, previous)
+    stack.push_async_callback(pool.close)
     reporter = StepReporter.connect(
         settings.discovery_url,
         ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER),
@@ -97,4 +113,4 @@ async def start_pioneer(
         interceptors=bearer_interceptors(ServiceToken(AUTHORITY, subject="test", role=ENGINE)),
     )
     stack.push_async_callback(channel.close)
-    return Pioneer(runner_grpc.StepRunnerServiceStub(channel), channel, runner, port)
+    return Pioneer(runner_grpc.StepRunnerServiceStub(channel), channel, runner, port, pool)

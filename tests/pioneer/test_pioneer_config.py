@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from services.envconfig import ConfigError
@@ -49,6 +51,18 @@ def test_the_engines_address_as_the_gateway_reads_it(name: str, url: str) -> Non
     assert Settings.from_env({**SECRET, name: url}).discovery_url == "engine:50051"
 
 
+def test_document_workers_one_per_core_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert Settings.from_env(SECRET).document_worker_count() == 4
+    assert Settings.from_env(SECRET).worker_memory_mib == 1024
+    capped = Settings.from_env({**SECRET, "PIONEER_MAX_CONCURRENT_STEPS": "2"})
+    assert capped.document_worker_count() == 2
+    settings = Settings.from_env(
+        {**SECRET, "PIONEER_DOCUMENT_WORKERS": "8", "PIONEER_WORKER_MEMORY_MIB": "512"}
+    )
+    assert (settings.document_worker_count(), settings.worker_memory_mib) == (8, 512)
+
+
 @pytest.mark.parametrize("url", ["http://localhost:8080", "https://discovery.example/"])
 def test_the_seeds_http_discovery_url_is_the_gateway_and_stops_pioneer(url: str) -> None:
     """It is where HTTP runners report; gRPC pointed there would fail on every call."""
@@ -65,6 +79,9 @@ def test_the_seeds_http_discovery_url_is_the_gateway_and_stops_pioneer(url: str)
         ("PIONEER_PORT", "http"),
         ("PIONEER_PORT", "70000"),
         ("PIONEER_MAX_CONCURRENT_STEPS", "0"),
+        ("PIONEER_DOCUMENT_WORKERS", "0"),
+        ("PIONEER_DOCUMENT_WORKERS", "two"),
+        ("PIONEER_WORKER_MEMORY_MIB", "255"),
         ("DISCOVERY_URL", "http://engine"),
         ("DISCOVERY_URL", "http://engine:50051/api"),
     ],

@@ -14,10 +14,11 @@ base64, not a PDF, encrypted, corrupt, too large) fails its step with `InvalidIn
 with reason `invalid_input` and a message that says what is wrong. The pure parts live apart:
 `upload.py` (base64, mime), `pdf.py` (pypdf), `sections.py` (headings).
 
-pypdf is CPU-bound Python: every call runs in a worker thread, bounded in time, so the event
-loop keeps sending heartbeats and a hostile document cannot hold a step forever. A thread
-cannot be stopped from outside, so a call over its bound is abandoned (it ends by itself;
-pypdf's own limits bound its work) and the step fails at once.
+pypdf and the section finder are CPU-bound Python fed by the user: every call runs in a worker
+process (`workers.py`), bounded in time and memory, so the event loop keeps sending heartbeats
+and a hostile document can neither hold a step forever nor take the machine's memory. A call
+over its bound has its worker killed and the step fails at once; the next document gets a
+fresh worker.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from services.pioneer.config import Settings
 from services.pioneer.context import StepContext
 from services.pioneer.errors import InvalidInput, StepCancelled, StepFailure
 from services.pioneer.registry import step
 from services.pioneer.sdk import info, report_completion
 from services.pioneer.steps import pdf, sections, upload
+from services.pioneer.workers import Worker, WorkerPool
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -53,6 +56,8 @@ class DocumentLimits:
     open_seconds: float = 30.0
     # Extracting the text of one page.
     page_seconds: float = 20.0
+    # Finding the sections of the whole text.
+    sections_seconds: float = 60.0
     # The extracted text, as UTF-8; under the engine's blob cap (64 MiB).
     max_text_bytes: int = 32 * upload.MIB
 
@@ -69,6 +74,33 @@ def configure_limits(limits: DocumentLimits) -> None:
 
 def current_limits() -> DocumentLimits:
     return _limits
+
+
+def worker_pool(settings: Settings) -> WorkerPool:
+    """The worker processes for the document steps, as `settings` size them."""
+    return WorkerPool(
+        settings.document_worker_count(),
+        settings.worker_memory_mib * upload.MIB,
+        preload=(pdf.__name__, sections.__name__),
+    )
+
+
+_pool: WorkerPool | None = None
+
+
+def configure_pool(pool: WorkerPool | None) -> None:
+    """Sets the worker processes every document step reads documents in from now on; pioneer's
+    `__main__` calls it at start, and closes the pool at stop. None: a default pool, started
+    when first needed (its workers exit when the process that started them does)."""
+    global _pool
+    _pool = pool
+
+
+def current_pool() -> WorkerPool:
+    global _pool
+    if _pool is None:
+        _pool = worker_pool(Settings())
+    return _pool
 
 
 @step(
@@ -109,10 +141,10 @@ async def load_document(ctx: StepContext) -> dict[str, Any]:
 async def validate_document(ctx: StepContext) -> dict[str, Any]:
     limits = current_limits()
     data = await ctx.read_blob(_blob_ref(ctx, "document", "load_document")["blob_id"])
-    opened = await bounded_in_thread(
-        limits.open_seconds, "open", pdf.open_pdf, data, max_pages=limits.max_pages
+    total, version = await bounded_in_worker(
+        limits.open_seconds, "open", pdf.open_in_worker, data, max_pages=limits.max_pages
     )
-    return {"total_pages": opened.total_pages, "pdf_version": opened.version}
+    return {"total_pages": total, "pdf_version": version}
 
 
 @step(
@@ -123,53 +155,13 @@ async def validate_document(ctx: StepContext) -> dict[str, Any]:
 async def extract_text(ctx: StepContext) -> dict[str, Any]:
     limits = current_limits()
     data = await ctx.read_blob(_blob_ref(ctx, "document", "load_document")["blob_id"])
-    opened = await bounded_in_thread(
-        limits.open_seconds, "open", pdf.open_pdf, data, max_pages=limits.max_pages
-    )
-    total = opened.total_pages
-    texts: list[str] = []
-    text_bytes = 0
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    # Page n's report is in flight while page n+1 is read: reports still go out one at a
-    # time and in page order (the engine drops progress that goes backwards), and the
-    # engine's write no longer adds to every page's time.
-    report: asyncio.Task[None] | None = None
-    try:
-        for index in range(total):
-            if ctx.is_cancelled():
-                raise StepCancelled(f"step {ctx.step_name!r} stopped before page {index + 1}")
-            text = await bounded_in_thread(
-                limits.page_seconds, f"read page {index + 1}", pdf.page_text, opened, index
-            )
-            text_bytes += len(text.encode("utf-8", "replace")) + 1
-            if text_bytes > limits.max_text_bytes:
-                raise InvalidInput(
-                    f"the text of the document is over {limits.max_text_bytes / upload.MIB:g} "
-                    f"MiB by page {index + 1}; it is too large to process"
-                )
-            texts.append(text)
-            done = index + 1
-            # The rate measured so far, reports included: what the remaining pages will take.
-            per_page = (loop.time() - started) / done
-            if report is not None:
-                await report  # raises StepCancelled when the engine answered "cancelled"
-            report = asyncio.create_task(
-                ctx.report_progress(
-                    {
-                        "percentage": 100.0 * done / total,
-                        "message": f"extracted the text of page {done} of {total}",
-                        "current_task": "Extracting text",
-                        "estimated_remaining_seconds": round(per_page * (total - done), 2),
-                        "custom_data": {"pages_processed": done, "total_pages": total},
-                    }
-                )
-            )
-        if report is not None:
-            await report
-    finally:
-        if report is not None and not report.done():
-            report.cancel()
+    # One worker for the whole step: it opens the document once and keeps it for the pages.
+    async with current_pool().lease() as worker:
+        total, _ = await worker.call(
+            limits.open_seconds, "open", pdf.open_in_worker, data, max_pages=limits.max_pages
+        )
+        del data
+        texts = await _page_texts(ctx, worker, total, limits)
     full_text = pdf.PAGE_SEPARATOR.join(texts)
     ref = await ctx.write_blob(full_text.encode("utf-8", "replace"))
     return {
@@ -190,7 +182,9 @@ async def extract_text(ctx: StepContext) -> dict[str, Any]:
 )
 async def find_sections(ctx: StepContext) -> dict[str, Any]:
     pages = await _pages(ctx)
-    found = await asyncio.to_thread(sections.find_sections, pages)
+    found = await bounded_in_worker(
+        current_limits().sections_seconds, "find its sections", sections.find_sections, pages
+    )
     return {
         "sections_found": len(found),
         "sections": [section.as_dict() for section in found[:LISTED_SECTIONS]],
@@ -225,6 +219,56 @@ async def finish(ctx: StepContext) -> None:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+async def _page_texts(
+    ctx: StepContext, worker: Worker, total: int, limits: DocumentLimits
+) -> list[str]:
+    """The text of each page of the document open in `worker`, each page reported."""
+    texts: list[str] = []
+    text_bytes = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Page n's report is in flight while page n+1 is read: reports still go out one at a
+    # time and in page order (the engine drops progress that goes backwards), and the
+    # engine's write no longer adds to every page's time.
+    report: asyncio.Task[None] | None = None
+    try:
+        for index in range(total):
+            if ctx.is_cancelled():
+                raise StepCancelled(f"step {ctx.step_name!r} stopped before page {index + 1}")
+            text = await worker.call(
+                limits.page_seconds, f"read page {index + 1}", pdf.page_text_in_worker, index
+            )
+            text_bytes += len(text.encode("utf-8", "replace")) + 1
+            if text_bytes > limits.max_text_bytes:
+                raise InvalidInput(
+                    f"the text of the document is over {limits.max_text_bytes / upload.MIB:g} "
+                    f"MiB by page {index + 1}; it is too large to process"
+                )
+            texts.append(text)
+            done = index + 1
+            # The rate measured so far, reports included: what the remaining pages will take.
+            per_page = (loop.time() - started) / done
+            if report is not None:
+                await report  # raises StepCancelled when the engine answered "cancelled"
+            report = asyncio.create_task(
+                ctx.report_progress(
+                    {
+                        "percentage": 100.0 * done / total,
+                        "message": f"extracted the text of page {done} of {total}",
+                        "current_task": "Extracting text",
+                        "estimated_remaining_seconds": round(per_page * (total - done), 2),
+                        "custom_data": {"pages_processed": done, "total_pages": total},
+                    }
+                )
+            )
+        if report is not None:
+            await report
+    finally:
+        if report is not None and not report.done():
+            report.cancel()
+    return texts
 
 
 async def _encoded_document(ctx: StepContext, max_bytes: int) -> str | bytes:
@@ -269,39 +313,14 @@ async def _pages(ctx: StepContext) -> list[str]:
     return data.decode("utf-8", "replace").split(pdf.PAGE_SEPARATOR)
 
 
-async def bounded_in_thread(
+async def bounded_in_worker(
     seconds: float, what: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    """`function` in a worker thread, refused as a hostile document once it has run for
-    `seconds`. Time spent waiting for a free worker thread is the machine's load, not the
-    document's doing: the clock starts when the call does."""
-    loop = asyncio.get_running_loop()
-    running: asyncio.Future[None] = loop.create_future()
-
-    def call() -> T:
-        loop.call_soon_threadsafe(_set_once, running)
-        return function(*args, **kwargs)
-
-    work = asyncio.ensure_future(asyncio.to_thread(call))
-    try:
-        either: set[asyncio.Future[Any]] = {work, running}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        async with asyncio.timeout(seconds):
-            return await work
-    except TimeoutError:
-        raise InvalidInput(
-            f"the document took more than {seconds:g} s to {what}; it may be damaged or built "
-            "to exhaust PDF readers"
-        ) from None
-    finally:
-        # A call still queued never starts; one running is abandoned and ends by itself.
-        work.cancel()
-        running.cancel()
-
-
-def _set_once(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+    """`function` in a worker process of its own (see `workers.py`), refused as a hostile
+    document once it has run for `seconds`. Time spent waiting for a free worker is the
+    machine's load, not the document's doing: the clock starts when the call does."""
+    async with current_pool().lease() as worker:
+        return await worker.call(seconds, what, function, *args, **kwargs)
 
 
 def _sha256(data: bytes) -> str:

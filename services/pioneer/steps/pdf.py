@@ -1,6 +1,7 @@
 """Reading an uploaded PDF with pypdf: open and check it, count its pages, extract the text of
 one page. Pure and synchronous (no gRPC, no event loop): the steps run these functions in a
-worker thread, one bounded call at a time.
+worker process (services/pioneer/workers.py), one bounded call at a time; `open_in_worker` and
+`page_text_in_worker` keep the opened document there between the calls of one step.
 
 A document is refused with an `InvalidInput` that says why in words a user understands:
 corrupt or truncated, encrypted, without pages, or with more pages than allowed. Against
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pypdf import PdfReader
 from pypdf.errors import FileNotDecryptedError, LimitReachedError
 
+from services.pioneer import workers
 from services.pioneer.errors import InvalidInput
 
 DEFAULT_MAX_PAGES = 2000
@@ -90,6 +92,19 @@ def page_text(pdf: OpenedPdf, index: int) -> str:
         ) from None
     # A form feed inside a page would read as a page break to the steps that follow.
     return text.replace(PAGE_SEPARATOR, "\n")
+
+
+def open_in_worker(data: bytes, *, max_pages: int = DEFAULT_MAX_PAGES) -> tuple[int, str]:
+    """`open_pdf` in a worker, kept for `page_text_in_worker`: (total pages, version)."""
+    opened = open_pdf(data, max_pages=max_pages)
+    workers.session["pdf"] = opened
+    return opened.total_pages, opened.version
+
+
+def page_text_in_worker(index: int) -> str:
+    """`page_text` of the document `open_in_worker` opened in this worker."""
+    opened: OpenedPdf = workers.session["pdf"]
+    return page_text(opened, index)
 
 
 def _too_complex(exc: Exception) -> InvalidInput:
