@@ -46,6 +46,9 @@ STORED_BYTES = "stored_bytes"
 
 # How stale the database's counts may be while starts come in.
 REFRESH_SECONDS = 1.0
+# What a tenant stored stays stored (nothing deletes executions or blobs yet): a client told
+# to retry in a second would only send its input again and again for nothing.
+STORED_BYTES_RETRY_SECONDS = 60.0
 
 
 class CallPool:
@@ -201,6 +204,7 @@ class TenantUsage:
                 f"tenant {tenant!r} stores {held} bytes; {more} more would pass its limit of "
                 f"{self.max_stored_bytes}",
                 limit=self.max_stored_bytes,
+                retry_after=STORED_BYTES_RETRY_SECONDS,
             )
 
     def add_bytes(self, tenant: str, size: int) -> None:
