@@ -8,7 +8,7 @@ Scenarios (all by default): `storage` (what the database allows: single and batc
 inserts), `latency` (5 steps x 3 progress reports, runs in sequence: start+watch and the sync
 ExecuteWorkflow), `throughput` (500 runs at once, each watched), `fanout` (one run, 1,000
 WebSockets on one gateway), `soak` (3 tenants on a stack of their own, under quotas: two run
-5-step workflows alone, then beside an abuser; their p50/p99 both ways and the ratio). Each
+5-step workflows alone, beside an abuser, alone again; their p50/p99 both ways, the ratio). Each
 but soak repeats --rounds times (3) against a database that is durable to the OS; soak runs
 once next; then storage/latency/throughput again against one that fsyncs at every commit,
 with as many rounds as the time bound (--budget) leaves. CPU seconds per run come from
@@ -151,9 +151,14 @@ class Bench:
             f"ENGINE_MAX_CONCURRENT_RPCS={ENGINE_MAX_RPCS}), pioneer "
             f"(PIONEER_MAX_CONCURRENT_STEPS={PIONEER_SLOTS}), gateway (stream caps and open "
             f"rate lifted to {GATEWAY_MAX_STREAMS}), secantusd-py; each its own process. "
-            f"Quotas of the one bench tenant lifted (ENGINE_TENANT_MAX_CALLS and _LONG_CALLS="
-            f"{TENANT_MAX_CALLS}, ENGINE_CLIENT_MAX_CALLS={CLIENT_MAX_CALLS}) but for soak, "
-            f"which has its own stack: {' '.join(f'{k}={v}' for k, v in SOAK_QUOTAS.items())}."
+            f"The one bench tenant's quotas lifted (ENGINE_TENANT_MAX_CALLS and _LONG_CALLS="
+            f"{TENANT_MAX_CALLS}, ENGINE_CLIENT_MAX_CALLS={CLIENT_MAX_CALLS})."
+            + (
+                " Soak has a stack of its own, with quotas: "
+                + " ".join(f"{k}={v}" for k, v in SOAK_QUOTAS.items())
+                if "soak" in chosen
+                else ""
+            )
         )
         if default := [s for s in chosen if s != "soak"]:
             await self.run_set("default", default, a.rounds, bounded=False)
@@ -192,8 +197,9 @@ class Bench:
             f"fresh gateway per round; {a.reports} reports {a.interval} s apart; delivery to "
             "the last socket per report (send time from the step, shared clock)",
             "CPU ms/run: utime+stime from /proc over the measured runs; client = this process",
-            f"soak: 2 good tenants run 5-step workflows in sequence for {a.soak_seconds:.0f} s "
-            "alone, then as long beside an abuser (through the gateway: ~1 MiB manual starts, "
+            f"soak: 2 good tenants run 5-step workflows in sequence, {a.soak_seconds / 2:.0f} s "
+            f"alone, {a.soak_seconds:.0f} s beside an abuser, {a.soak_seconds / 2:.0f} s alone "
+            "again (the abuser, through the gateway: ~1 MiB manual starts, "
             "WebSockets on each execution it got, 30 sync executes held, 2 steps reporting "
             "progress every 20 ms; it retries as soon as Retry-After allows); good tenants "
             "call the engine directly; all clients in this process",
