@@ -100,3 +100,47 @@ async def test_an_engine_quota_refusal_is_429_with_the_quota_named(
             assert error["details"]["tenant"] == "default"
     finally:
         await stack.stop()
+
+
+async def test_the_gateways_feeds_count_against_the_tenant_they_serve(
+    mongo_server: str, database: str, session: aiohttp.ClientSession
+) -> None:
+    # The gateway follows each execution with a watch token of the caller's tenant: what it
+    # holds at the engine for a tenant's sockets is that tenant's, not the gateway's.
+    stack = await start_stack(mongo_server, database, tenant_max_long_calls=2)
+    outsider = {"Authorization": f"Bearer {token(tenant='outsider')}"}
+    try:
+        async with (
+            gateway_for(stack.engine.port) as gateway,
+            aiohttp.ClientSession(headers=outsider) as other,
+        ):
+            runs = []
+            for client in (session, session, session, other):
+                api = Api(client, gateway.url)
+                workflow_id = await api.workflow({"name": "e", "handler": "echo"})
+                status, body = await api.call(
+                    "POST",
+                    "/execute-async/",
+                    {"workflow_id": workflow_id, "data": {"manual": True}},
+                )
+                assert status == 202, body
+                runs.append(body["execution_id"])
+            held = [await session.ws_connect(f"{gateway.ws_url}/ws/{run}") for run in runs[:2]]
+            try:
+                for ws in held:
+                    assert (await ws.receive_json())["event"] == "snapshot"
+                async with session.ws_connect(f"{gateway.ws_url}/ws/{runs[2]}") as ws:
+                    messages = [m.json() async for m in ws if m.type == aiohttp.WSMsgType.TEXT]
+                    assert ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+                assert messages[-1]["event"] == "error", messages
+                assert messages[-1]["error"]["code"] == "QUOTA_EXCEEDED"
+                assert messages[-1]["error"]["details"]["quota"] == "tenant_long_calls"
+                # Another tenant's feed is its own.
+                async with other.ws_connect(f"{gateway.ws_url}/ws/{runs[3]}") as ws:
+                    assert (await ws.receive_json())["event"] == "snapshot"
+                    await ws.close()
+            finally:
+                for ws in held:
+                    await ws.close()
+    finally:
+        await stack.stop()
