@@ -165,6 +165,8 @@ class Bench:
         if "soak" in chosen:
             # Once, before the fsync set: that set takes what the bound leaves.
             await self.run_set("soak", ["soak"], 1, bounded=True)
+            if not self.sets["soak"].rounds:
+                self.notes.append(self.sets["soak"].skipped.get("soak", "soak: not run"))
         fsync_chosen = [s for s in chosen if s in FSYNC_SCENARIOS]
         if a.fsync_rounds and fsync_chosen:
             await self.run_set("fsync", fsync_chosen, a.fsync_rounds, bounded=True)

@@ -160,8 +160,11 @@ class TenantUsage:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        with contextlib.suppress(Exception):  # what is left is a second's worth of bytes
-            await self.refresh()
+        if self._unflushed:
+            # A second's worth of bytes at most, not worth holding a stop for long.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await self.refresh()
 
     # --- what the servicers ask ------------------------------------------------------
 
