@@ -7,8 +7,10 @@ process is the gRPC client, and fan-out's WebSockets live in client processes of
 Scenarios (all by default): `storage` (what the database allows: single and batched durable
 inserts), `latency` (5 steps x 3 progress reports, runs in sequence: start+watch and the sync
 ExecuteWorkflow), `throughput` (500 runs at once, each watched), `fanout` (one run, 1,000
-WebSockets on one gateway). Each repeats --rounds times (3) against a database that is durable
-to the OS, then storage/latency/throughput again against one that fsyncs at every commit,
+WebSockets on one gateway), `soak` (3 tenants on a stack of their own, under quotas: two run
+5-step workflows alone, beside an abuser, alone again; their p50/p99 both ways, the ratio). Each
+but soak repeats --rounds times (3) against a database that is durable to the OS; soak runs
+once next; then storage/latency/throughput again against one that fsyncs at every commit,
 with as many rounds as the time bound (--budget) leaves. CPU seconds per run come from
 /proc/<pid>/stat over latency and throughput.
 
@@ -28,9 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, scenarios
-from bench.stack import ENGINE_MAX_RPCS, GATEWAY_MAX_STREAMS, MAX_BURST, PIONEER_SLOTS, Stack
+from bench.stack import (
+    CLIENT_MAX_CALLS,
+    ENGINE_MAX_RPCS,
+    GATEWAY_MAX_STREAMS,
+    MAX_BURST,
+    PIONEER_SLOTS,
+    SOAK_QUOTAS,
+    TENANT_MAX_CALLS,
+    Stack,
+)
 
-ALL = ("storage", "latency", "throughput", "fanout")
+ALL = ("storage", "latency", "throughput", "fanout", "soak")
 # The fsync set repeats the figures that storage durability can change.
 FSYNC_SCENARIOS = ("storage", "latency", "throughput")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,6 +79,8 @@ class Bench:
             return await scenarios.latency(stack, a.latency_runs, a.warmup, a.latency_deadline)
         if scenario == "throughput":
             return await scenarios.throughput(stack, a.throughput_runs, a.throughput_deadline)
+        if scenario == "soak":
+            return await scenarios.soak(stack, a.soak_seconds, tuple(a.soak_abuse.split(",")))
         return await scenarios.fanout(stack, a.sockets, a.ws_processes, a.reports, a.interval)
 
     def estimate(self, scenario: str, name: str) -> float:
@@ -83,6 +96,7 @@ class Bench:
             "latency": a.latency_deadline,
             "throughput": a.throughput_deadline + 30,
             "fanout": 40.0,
+            "soak": 2 * a.soak_seconds + 40,
         }
         return first_guess[scenario]
 
@@ -90,7 +104,9 @@ class Bench:
         """Rounds interleaved across scenarios, so that a short budget still gives each
         scenario a round. `bounded`: a round that would not fit the budget is not started."""
         result = self.sets.setdefault(name, SetResult())
-        stack = Stack(sync_on_commit=name == "fsync")
+        stack = Stack(
+            sync_on_commit=name == "fsync", quotas=SOAK_QUOTAS if name == "soak" else None
+        )
         self.say(f"\n== {report.SETS[name]}: starting the database and the services")
         await stack.start()
         try:
@@ -134,9 +150,23 @@ class Bench:
             f"Services: engine (ENGINE_START_RATE=1000000, ENGINE_START_BURST={MAX_BURST}, "
             f"ENGINE_MAX_CONCURRENT_RPCS={ENGINE_MAX_RPCS}), pioneer "
             f"(PIONEER_MAX_CONCURRENT_STEPS={PIONEER_SLOTS}), gateway (stream caps and open "
-            f"rate lifted to {GATEWAY_MAX_STREAMS}), secantusd-py; each its own process."
+            f"rate lifted to {GATEWAY_MAX_STREAMS}), secantusd-py; each its own process. "
+            f"The one bench tenant's quotas lifted (ENGINE_TENANT_MAX_CALLS and _LONG_CALLS="
+            f"{TENANT_MAX_CALLS}, ENGINE_CLIENT_MAX_CALLS={CLIENT_MAX_CALLS})."
+            + (
+                " Soak has a stack of its own, with quotas: "
+                + " ".join(f"{k}={v}" for k, v in SOAK_QUOTAS.items())
+                if "soak" in chosen
+                else ""
+            )
         )
-        await self.run_set("default", chosen, a.rounds, bounded=False)
+        if default := [s for s in chosen if s != "soak"]:
+            await self.run_set("default", default, a.rounds, bounded=False)
+        if "soak" in chosen:
+            # Once, before the fsync set: that set takes what the bound leaves.
+            await self.run_set("soak", ["soak"], 1, bounded=True)
+            if not self.sets["soak"].rounds:
+                self.notes.append(self.sets["soak"].skipped.get("soak", "soak: not run"))
         fsync_chosen = [s for s in chosen if s in FSYNC_SCENARIOS]
         if a.fsync_rounds and fsync_chosen:
             await self.run_set("fsync", fsync_chosen, a.fsync_rounds, bounded=True)
@@ -169,6 +199,12 @@ class Bench:
             f"fresh gateway per round; {a.reports} reports {a.interval} s apart; delivery to "
             "the last socket per report (send time from the step, shared clock)",
             "CPU ms/run: utime+stime from /proc over the measured runs; client = this process",
+            f"soak: 2 good tenants run 5-step workflows in sequence, {a.soak_seconds / 2:.0f} s "
+            f"alone, {a.soak_seconds:.0f} s beside an abuser, {a.soak_seconds / 2:.0f} s alone "
+            "again (the abuser, through the gateway: ~1 MiB manual starts, "
+            "WebSockets on each execution it got, 30 sync executes held, 2 steps reporting "
+            "progress every 20 ms; it retries as soon as Retry-After allows); good tenants "
+            "call the engine directly; all clients in this process",
         ]
         results: dict[str, Any] = {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
@@ -207,6 +243,14 @@ def brief(scenario: str, figures: dict[str, float]) -> str:
         "latency": ("start_watch_p50_ms", "start_watch_p99_ms", "execute_p50_ms"),
         "throughput": ("runs_per_s", "completed", "progress_seen", "events_per_s"),
         "fanout": ("to_last_p50_ms", "to_last_p99_ms", "rss_per_socket_kib", "sockets"),
+        "soak": (
+            "alone_p50_ms",
+            "alone_p99_ms",
+            "abused_p50_ms",
+            "abused_p99_ms",
+            "p99_ratio",
+            "abuser_refused",
+        ),
     }[scenario]
     return "  ".join(f"{k}={figures[k]:.1f}" for k in keys if k in figures)
 
@@ -248,6 +292,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ws-processes", type=int, default=2)
     parser.add_argument("--reports", type=int, default=25)
     parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=45.0,
+        help="each of soak's two phases (good tenants alone, then beside the abuser)",
+    )
+    parser.add_argument(
+        "--soak-abuse",
+        default=",".join(scenarios.SOAK_ABUSES),
+        help="what the soak's abuser does, comma-separated (to see what each costs)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.scenarios) - set(ALL))
@@ -261,6 +316,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.fsync_rounds = args.rounds
     if args.throughput_runs > MAX_BURST:
         parser.error(f"--throughput-runs: at most {MAX_BURST} (the engine's start burst)")
+    if not set(args.soak_abuse.split(",")) <= set(scenarios.SOAK_ABUSES):
+        parser.error(f"--soak-abuse: any of {', '.join(scenarios.SOAK_ABUSES)}")
     if not math.isfinite(args.budget) or args.budget <= CLOSING_SECONDS:
         parser.error(f"--budget: more than {CLOSING_SECONDS:.0f} s")
     return args

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SETS = {"default": "durable to the OS", "fsync": "fsync at commit (the default)"}
+SETS = {
+    "default": "durable to the OS",
+    "fsync": "fsync at commit (the default)",
+    "soak": "3 tenants under quotas",
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,22 @@ ROWS = [
         )
         for process in ("engine", "database", "engine+database", "pioneer", "client")
     ),
+    *(
+        Row("soak", f"{phase}_p{q}_ms", f"soak: good tenants p{q}, {label}", "ms", None, 1)
+        for phase, label in (("alone", "alone"), ("abused", "with the abuser"))
+        for q in (50, 99)
+    ),
+    Row("soak", "p50_ratio", "soak: good tenants p50 with / without the abuser", "x", None, 2),
+    Row(
+        "soak",
+        "p99_ratio",
+        "soak: good tenants p99 with / without the abuser",
+        "x",
+        at_most(2, "x"),
+        2,
+    ),
+    Row("soak", "abuser_accepted", "soak: abuser calls accepted", ""),
+    Row("soak", "abuser_refused", "soak: abuser calls refused (429)", ""),
     Row("fanout", "to_last_p50_ms", "fan-out: report → last socket p50", "ms", None, 1),
     Row(
         "fanout", "to_last_p99_ms", "fan-out: report → last socket p99", "ms", at_most(100, "ms"), 1

@@ -380,3 +380,222 @@ async def fanout(
     if missing:
         result.failures.append(f"fan-out: {missing} deliveries of a report to a socket missing")
     return result
+
+
+# --- soak: three tenants, one abusive -------------------------------------------------
+
+SOAK_GOOD_TENANTS = ("soak-good-1", "soak-good-2")
+SOAK_ABUSER = "soak-abuser"
+SOAK_INPUT_BYTES = 1024 * 1024
+# The abuser's concurrent loops: starts of ~1 MiB, sync executes held, progress floods.
+SOAK_START_LOOPS = 2
+SOAK_SYNC_HOLDERS = 30
+SOAK_FLOODS = 2
+SOAK_FLOOD_INTERVAL = 0.02
+SOAK_MAX_STREAMS = 200
+SOAK_ABUSES = ("starts", "streams", "syncs", "floods")
+
+
+@dataclass
+class Abuse:
+    """What the abuser got and was refused, by the code of each refusal."""
+
+    accepted: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    streams: list[Any] = field(default_factory=list)
+
+    def count(self, what: str, status: int, body: Any) -> float:
+        """Records an answer; the seconds the abuser waits before the next try (it goes
+        exactly as fast as it is let: Retry-After on a 429, at once otherwise)."""
+        if status < 400:
+            self.accepted[what] = self.accepted.get(what, 0) + 1
+            return 0.0
+        code = body.get("error", {}).get("code", str(status)) if isinstance(body, dict) else ""
+        details = body.get("error", {}).get("details", {}) if isinstance(body, dict) else {}
+        key = f"{what}:{code}" + (f":{details['quota']}" if "quota" in details else "")
+        self.refused[key] = self.refused.get(key, 0) + 1
+        if status >= 500 and len(self.errors) < 5:
+            self.errors.append(f"{what}: {status} {str(body)[:200]}")
+        return 1.0 if status != 429 else -1.0
+
+
+async def good_tenant(
+    client: Client, workflow_id: str, until: float, samples: list[float], failures: list[str]
+) -> None:
+    """Ordinary 5-step runs one after another, each timed from start to its terminal event."""
+    while time.monotonic() < until:
+        began = time.monotonic()
+        try:
+            execution = await client.start(workflow_id)
+        except grpc.aio.AioRpcError as exc:
+            failures.append(
+                f"soak: a good tenant's start failed: {exc.code().name} {exc.details()}"
+            )
+            await asyncio.sleep(0.5)
+            continue
+        seen = await watch_to_end(client, execution.execution_id, 60)
+        if seen.status != ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED:
+            failures.append(f"soak: good run {execution.execution_id} {seen.error or 'failed'}")
+            continue
+        samples.append((seen.ended - began) * 1000)
+
+
+async def abuser(
+    stack: Stack, until: float, abuse: Abuse, kinds: tuple[str, ...] = SOAK_ABUSES
+) -> None:
+    """Through the gateway, with its tenant's token: manual starts of ~1 MiB, WebSockets on
+    each execution it got, sync executes held to the gateway's bound, and steps that report
+    progress as fast as they can; each refusal is retried as soon as Retry-After says."""
+    import aiohttp
+
+    assert stack.client is not None
+    admin = Client(stack.client.target, token(tenant=SOAK_ABUSER))
+    manual = await admin.create_workflow("abuse", {"name": "e", "handler": "progress3"})
+    flood = await admin.create_workflow(
+        "flood", {"name": "flood", "handler": "fanout", "heartbeat_timeout_seconds": 60}
+    )
+    await admin.close()
+    base = stack.gateway_url
+    big = json.dumps(
+        {
+            "workflow_id": manual.workflow_id,
+            "data": {"manual": True, "base64": "QUJD" * (SOAK_INPUT_BYTES // 4)},
+        }
+    ).encode()
+    small = json.dumps({"workflow_id": manual.workflow_id, "data": {"manual": True}}).encode()
+    executions: asyncio.Queue[str] = asyncio.Queue()
+    headers = {"Authorization": f"Bearer {token(tenant=SOAK_ABUSER)}"}
+    timeout = aiohttp.ClientTimeout(total=120)
+
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+
+        async def post(what: str, path: str, body: bytes) -> tuple[float, Any]:
+            try:
+                async with http.post(
+                    base + path, data=body, headers={"Content-Type": "application/json"}
+                ) as response:
+                    answer = await response.json(content_type=None)
+                    wait = abuse.count(what, response.status, answer)
+                    if wait < 0:
+                        wait = float(response.headers.get("Retry-After", "1"))
+                    return wait, answer
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                abuse.count(what, 599, {"error": {"code": type(exc).__name__}})
+                return 1.0, None
+
+        async def starts() -> None:
+            while time.monotonic() < until:
+                wait, answer = await post("start", "/execute-async/", big)
+                if isinstance(answer, dict) and "execution_id" in answer:
+                    executions.put_nowait(answer["execution_id"])
+                await asyncio.sleep(min(wait, max(until - time.monotonic(), 0)))
+
+        async def streams() -> None:
+            while time.monotonic() < until and len(abuse.streams) < SOAK_MAX_STREAMS:
+                try:
+                    execution_id = await asyncio.wait_for(executions.get(), 1.0)
+                except TimeoutError:
+                    continue
+                url = f"{base.replace('http', 'ws', 1)}/ws/{execution_id}"
+                try:
+                    ws = await http.ws_connect(url)
+                except aiohttp.WSServerHandshakeError as exc:
+                    abuse.count("stream", exc.status, {"error": {"code": str(exc.status)}})
+                    retry = exc.headers.get("Retry-After", "1") if exc.headers else "1"
+                    executions.put_nowait(execution_id)
+                    await asyncio.sleep(min(float(retry), max(until - time.monotonic(), 0)))
+                    continue
+                abuse.count("stream", 101, None)
+                abuse.streams.append(ws)
+
+        async def syncs() -> None:
+            while time.monotonic() < until:
+                wait, _ = await post("sync", "/execute/", small)
+                await asyncio.sleep(min(wait, max(until - time.monotonic(), 0)))
+
+        async def floods() -> None:
+            body = json.dumps(
+                {
+                    "workflow_id": flood.workflow_id,
+                    "data": {"interval": SOAK_FLOOD_INTERVAL, "seconds": until - time.monotonic()},
+                }
+            ).encode()
+            await post("flood", "/execute-async/", body)
+
+        loops = [
+            *(starts() for _ in range(SOAK_START_LOOPS if "starts" in kinds else 0)),
+            *([streams()] if "streams" in kinds else []),
+            *(syncs() for _ in range(SOAK_SYNC_HOLDERS if "syncs" in kinds else 0)),
+            *(floods() for _ in range(SOAK_FLOODS if "floods" in kinds else 0)),
+        ]
+        tasks = [asyncio.create_task(loop) for loop in loops]
+        try:
+            # The phase ends at `until`: calls still held then (sync executes) are dropped.
+            await asyncio.wait(tasks, timeout=max(until - time.monotonic(), 0))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(ws.close() for ws in abuse.streams), return_exceptions=True)
+
+
+async def soak(stack: Stack, seconds: float, kinds: tuple[str, ...] = SOAK_ABUSES) -> Round:
+    """Two tenants run ordinary 5-step workflows alone for `seconds` / 2, then for `seconds`
+    while a third tenant abuses the gateway and the engine (see `abuser`), then alone again
+    for `seconds` / 2: their start->end latency alone and beside the abuser, and the ratio.
+    Alone is measured on both sides because the runs slow down as the database fills (p50
+    +25 % over 45 s alone, measured): one side only would give that drift to the abuser."""
+    assert stack.client is not None
+    result = Round()
+    clients = [Client(stack.client.target, token(tenant=t)) for t in SOAK_GOOD_TENANTS]
+    try:
+        workflows = [await progress_workflow(c) for c in clients]
+        for c, w in zip(clients, workflows, strict=True):  # warm-up, not measured
+            await good_tenant(c, w, time.monotonic() + 2, [], result.failures)
+        samples: dict[str, list[float]] = {"alone": [], "abused": []}
+        busy: dict[str, dict[str, float]] = {"alone": {}, "abused": {}}
+        spent = {"alone": 0.0, "abused": 0.0}
+        abuse = Abuse()
+        for phase, share in (("alone", 0.5), ("abused", 1.0), ("alone", 0.5)):
+            until = time.monotonic() + seconds * share
+            work = [
+                good_tenant(c, w, until, samples[phase], result.failures)
+                for c, w in zip(clients, workflows, strict=True)
+            ]
+            if phase == "abused":
+                work.append(abuser(stack, until, abuse, kinds))
+            before, began = stack.cpu(), time.monotonic()
+            await asyncio.gather(*work)
+            after = stack.cpu()
+            spent[phase] += time.monotonic() - began
+            for name in before:
+                busy[phase][name] = busy[phase].get(name, 0.0) + after[name] - before[name]
+        for phase, taken in samples.items():
+            if not taken:
+                result.failures.append(f"soak: no good run completed {phase}")
+                return result
+            result.samples[f"soak_{phase}_ms"] = taken
+            result.figures[f"{phase}_runs"] = len(taken)
+            for q in (50, 99):
+                result.figures[f"{phase}_p{q}_ms"] = quantile(taken, q / 100)
+            for name, cpu in busy[phase].items():  # cores each process kept busy
+                result.figures[f"{phase}_cores_{name}"] = cpu / spent[phase]
+        for q in (50, 99):
+            result.figures[f"p{q}_ratio"] = (
+                result.figures[f"abused_p{q}_ms"] / result.figures[f"alone_p{q}_ms"]
+            )
+        result.figures["abuser_accepted"] = sum(abuse.accepted.values())
+        result.figures["abuser_refused"] = sum(abuse.refused.values())
+        result.figures["abuser_streams"] = len(abuse.streams)
+        result.notes.append(
+            "soak abuser: accepted "
+            + ", ".join(f"{k} {v}" for k, v in sorted(abuse.accepted.items()))
+            + "; refused "
+            + ", ".join(f"{k} {v}" for k, v in sorted(abuse.refused.items()))
+        )
+        result.failures += [f"soak: the abuser got a server error: {e}" for e in abuse.errors]
+    finally:
+        for c in clients:
+            await c.close()
+    return result

@@ -32,6 +32,28 @@ PIONEER_SLOTS = 100
 ENGINE_MAX_RPCS = 4000
 # One caller opens all the fan-out sockets: its stream caps and open rate are lifted.
 GATEWAY_MAX_STREAMS = 5000
+# One tenant makes all the calls of throughput (500 starts, then 500 watches): its quotas
+# of calls in flight are lifted, with the clients' pool, under ENGINE_MAX_RPCS.
+TENANT_MAX_CALLS = 1500
+CLIENT_MAX_CALLS = 3000
+LIFTED_QUOTAS = {
+    "ENGINE_TENANT_MAX_CALLS": str(TENANT_MAX_CALLS),
+    "ENGINE_TENANT_MAX_LONG_CALLS": str(TENANT_MAX_CALLS),
+    "ENGINE_CLIENT_MAX_CALLS": str(CLIENT_MAX_CALLS),
+    "GATEWAY_MAX_STREAMS_PER_TENANT": str(GATEWAY_MAX_STREAMS),
+}
+# The soak (bench/scenarios.py) measures the quotas themselves: three tenants, each held to
+# what a deployment would give one, on a stack of its own. The start rate leaves room for a
+# good tenant's runs in sequence (about 15 a second), no more.
+SOAK_QUOTAS = {
+    "ENGINE_START_RATE": "20",
+    "ENGINE_START_BURST": "40",
+    "ENGINE_TENANT_MAX_CALLS": "50",
+    "ENGINE_TENANT_MAX_LONG_CALLS": "20",
+    "ENGINE_TENANT_MAX_RUNNING_EXECUTIONS": "100",
+    "ENGINE_TENANT_MAX_STORED_BYTES": str(48 * 1024 * 1024),
+    "GATEWAY_MAX_STREAMS_PER_TENANT": "20",
+}
 # What a `python -m bench.…` child needs to import the project.
 ROOT_ENV = {"PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,9 +92,11 @@ def raise_open_files_limit() -> None:
 @dataclass
 class Stack:
     """One database server and the services on it; `sync_on_commit` makes the database fsync
-    its log at every commit."""
+    its log at every commit. `quotas` replaces the lifted limits (the default set's) with
+    those given."""
 
     sync_on_commit: bool = False
+    quotas: dict[str, str] | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="discovery-bench-")))
     database: DatabaseProcess | None = None
     engine: EngineProcess | None = None
@@ -109,7 +133,12 @@ class Stack:
             "GATEWAY_MAX_STREAMS_PER_CLIENT": str(GATEWAY_MAX_STREAMS),
             "GATEWAY_STREAM_OPEN_RATE": "1000000",
             "GATEWAY_STREAM_OPEN_BURST": str(GATEWAY_MAX_STREAMS),
+            **LIFTED_QUOTAS,
         }
+        if self.quotas is not None:
+            for lifted in (*LIFTED_QUOTAS, "GATEWAY_MAX_STREAMS_PER_CLIENT"):
+                env.pop(lifted)
+            env.update(self.quotas)
         self.engine = EngineProcess(env, self.workdir / "engine.log")
         self.pioneer = PioneerProcess(env, self.workdir / "pioneer.log")
         self.gateway = GatewayProcess(env, self.workdir / "gateway.log")

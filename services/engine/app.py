@@ -13,6 +13,7 @@ from pymongo import AsyncMongoClient
 from services.auth import TokenAuthority
 from services.engine.config import ConfigError, Settings
 from services.engine.hub import EventHub
+from services.engine.quotas import CallQuotas, TenantUsage
 from services.engine.rpc.server import SERVICE_NAMES, build_server
 from services.engine.rpc.servicers import Limits
 from services.engine.runner import Runner, RunnerSettings
@@ -41,6 +42,7 @@ class Engine:
         self._supervisor: asyncio.Task[None] | None = None
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._store: MongoStore | None = None
+        self._usage: TenantUsage | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
@@ -79,14 +81,29 @@ class Engine:
                 max_progress_events=settings.max_progress_events,
             ),
         )
+        self._usage = TenantUsage(
+            self._store,
+            max_running=settings.tenant_max_running_executions,
+            max_stored_bytes=settings.tenant_max_stored_bytes,
+        )
+        await self._usage.open()
         limits = Limits(
             starts=RateLimiter(settings.start_rate, settings.start_burst),
             progress=RateLimiter(settings.progress_rate, settings.progress_burst),
+            usage=self._usage,
+        )
+        quotas = CallQuotas.of(
+            tenant_calls=settings.tenant_max_calls,
+            tenant_long_calls=settings.tenant_max_long_calls,
+            clients=settings.client_max_calls,
+            runners=settings.runner_max_calls,
+            health=settings.health_max_calls,
         )
         self._server, self._health = build_server(
             self.runner,
             authority,
             limits,
+            quotas,
             max_message_bytes=settings.max_message_bytes,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
@@ -125,6 +142,8 @@ class Engine:
             await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.runner is not None:
             await self.runner.close()
+        if self._usage is not None:
+            await self._usage.close()
         if self._store is not None:
             await self._store.close()
         if self._client is not None:

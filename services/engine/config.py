@@ -33,7 +33,21 @@ class Settings:
     engine_id: str = ""
     lease_seconds: float = 15.0
     grace_seconds: float = 10.0
-    max_concurrent_rpcs: int = 1000
+    # gRPC's own cap on calls in flight: the last resort, kept above the sum of the pools
+    # below (client + runner + health calls), which the quota interceptor enforces first.
+    max_concurrent_rpcs: int = 1700
+    # Calls in flight (services/engine/quotas.py). Each tenant: unary calls, and long ones
+    # (WatchExecution streams, sync ExecuteWorkflow); all tenants' calls together; step
+    # runners' reports, polls and blob transfers (a pool client load cannot take); health
+    # checks, which need no credentials.
+    tenant_max_calls: int = 400
+    tenant_max_long_calls: int = 200
+    client_max_calls: int = 1000
+    runner_max_calls: int = 500
+    health_max_calls: int = 32
+    # Per tenant: executions not yet ended, and bytes stored (inputs and blobs).
+    tenant_max_running_executions: int = 10_000
+    tenant_max_stored_bytes: int = 64 * 1024**3
     max_message_bytes: int = 80 * 1024 * 1024
     # Input strings at least this long are stored as blobs, not in the execution.
     blob_threshold_bytes: int = 64 * 1024
@@ -69,7 +83,7 @@ class Settings:
         env = os.environ if environ is None else environ
         d = cls()
         port = integer(env, "ENGINE_PORT", d.port, low=0, high=65535)
-        return cls(
+        settings = cls(
             host=text(env, "ENGINE_HOST", d.host),
             port=port,
             mongodb_uri=env.get("MONGODB_URI", "").strip() or None,
@@ -81,6 +95,22 @@ class Settings:
             grace_seconds=number(env, "ENGINE_GRACE_SECONDS", d.grace_seconds, low=0.0),
             max_concurrent_rpcs=integer(
                 env, "ENGINE_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs, low=1
+            ),
+            tenant_max_calls=integer(env, "ENGINE_TENANT_MAX_CALLS", d.tenant_max_calls, low=1),
+            tenant_max_long_calls=integer(
+                env, "ENGINE_TENANT_MAX_LONG_CALLS", d.tenant_max_long_calls, low=1
+            ),
+            client_max_calls=integer(env, "ENGINE_CLIENT_MAX_CALLS", d.client_max_calls, low=1),
+            runner_max_calls=integer(env, "ENGINE_RUNNER_MAX_CALLS", d.runner_max_calls, low=1),
+            health_max_calls=integer(env, "ENGINE_HEALTH_MAX_CALLS", d.health_max_calls, low=1),
+            tenant_max_running_executions=integer(
+                env,
+                "ENGINE_TENANT_MAX_RUNNING_EXECUTIONS",
+                d.tenant_max_running_executions,
+                low=1,
+            ),
+            tenant_max_stored_bytes=integer(
+                env, "ENGINE_TENANT_MAX_STORED_BYTES", d.tenant_max_stored_bytes, low=1
             ),
             max_message_bytes=integer(
                 env, "ENGINE_MAX_MESSAGE_BYTES", d.max_message_bytes, low=1024 * 1024
@@ -100,6 +130,16 @@ class Settings:
             webhook_urls=webhook_urls(env),
             report_base_url=http_url(env, "ENGINE_REPORT_BASE_URL", d.report_base_url),
         )
+        pools = settings.client_max_calls + settings.runner_max_calls + settings.health_max_calls
+        if settings.max_concurrent_rpcs <= pools:
+            # At or below the pools' sum, gRPC's cap would refuse runners' reports once
+            # clients fill theirs: the very starvation the pools are there to prevent.
+            raise ConfigError(
+                f"ENGINE_MAX_CONCURRENT_RPCS={settings.max_concurrent_rpcs} must be above "
+                f"ENGINE_CLIENT_MAX_CALLS + ENGINE_RUNNER_MAX_CALLS + ENGINE_HEALTH_MAX_CALLS "
+                f"({pools})"
+            )
+        return settings
 
 
 def http_url(env: Mapping[str, str], name: str, default: str) -> str:

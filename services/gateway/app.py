@@ -23,6 +23,7 @@ from services.gateway.engine import EngineClient
 from services.gateway.errors import error_middleware
 from services.gateway.feeds import FeedRegistry
 from services.gateway.follow import Follower
+from services.gateway.quotas import TENANT_STREAMS, TenantStreams
 from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import StreamRegistry
 from services.ratelimit import RateLimiter
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.max_streams_per_client,
         RateLimiter(settings.stream_open_rate, settings.stream_open_burst),
     )
+    app[TENANT_STREAMS] = TenantStreams(settings.max_streams_per_tenant)
     app.cleanup_ctx.append(_engine_client)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)

@@ -115,6 +115,8 @@ class Settings:
     # Live streams (WebSocket and SSE) held at once: in total and per client address.
     max_streams: int = 10_000
     max_streams_per_client: int = 1_000
+    # Live streams of all the principals of one tenant together (services/gateway/quotas.py).
+    max_streams_per_tenant: int = 2_000
     # How fast one caller may open live streams, and the burst above that rate.
     stream_open_rate: float = 20.0
     stream_open_burst: int = 200
@@ -205,6 +207,9 @@ class Settings:
             max_streams=integer(env, "GATEWAY_MAX_STREAMS", d.max_streams, low=1),
             max_streams_per_client=integer(
                 env, "GATEWAY_MAX_STREAMS_PER_CLIENT", d.max_streams_per_client, low=1
+            ),
+            max_streams_per_tenant=integer(
+                env, "GATEWAY_MAX_STREAMS_PER_TENANT", d.max_streams_per_tenant, low=1
             ),
             stream_open_rate=number(env, "GATEWAY_STREAM_OPEN_RATE", d.stream_open_rate, low=0.01),
             stream_open_burst=integer(env, "GATEWAY_STREAM_OPEN_BURST", d.stream_open_burst, low=1),

@@ -11,6 +11,7 @@ that turns all of them into the legacy body `{"error": {"code", "message", "deta
     ├── UnsupportedMediaType       415      a content type or content encoding not accepted
     ├── UpgradeRequired            426      /ws without a WebSocket handshake
     ├── TooManyStreams             429      the live-stream caps
+    ├── quotas.QuotaExceeded       429      a tenant's live-stream quota
     ├── ShuttingDown               503      a new live stream while the gateway stops
     └── EngineError                from HTTP_STATUS by gRPC code; code is the engine's
                                             google.rpc.ErrorInfo reason
@@ -21,7 +22,9 @@ unexpected exception is logged with a correlation id and answered 500 with that 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -207,7 +210,13 @@ class EngineError(GatewayError):
             log.warning("engine call failed", extra={"code": code.name, "reason": reason})
         else:
             message = error.details() or reason
-        return cls(code, message, reason=reason, details=details)
+        refused = cls(code, message, reason=reason, details=details)
+        wait = details.get("retry_after_seconds")
+        if status_code == 429 and wait is not None:
+            # The engine said how soon (a rate, a quota): tell the client, in whole seconds.
+            with contextlib.suppress(ValueError):
+                refused.headers["Retry-After"] = str(max(1, math.ceil(float(wait))))
+        return refused
 
 
 _UPSTREAM_MESSAGES: Mapping[grpc.StatusCode, str] = {

@@ -24,6 +24,7 @@ from services.gateway.auth import caller, engine_for, stream_owner
 from services.gateway.config import Settings
 from services.gateway.errors import BadRequest, GatewayError
 from services.gateway.feeds import FeedRegistry
+from services.gateway.quotas import TENANT_STREAMS
 from services.gateway.state import FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import (
     Outgoing,
@@ -139,7 +140,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     query_after_seq = sequence_number(request.query.get("after_seq"), "after_seq")
     after_seq = query_after_seq if last_event_id is None else last_event_id
     client = stream_owner(request)
-    streams.admit(client)
+    tenant = caller(request).principal.tenant
+    request.app[TENANT_STREAMS].admit(tenant)
+    try:
+        streams.admit(client)
+    except GatewayError:
+        request.app[TENANT_STREAMS].release(tenant)
+        raise
     try:
         execution = await engine_for(request).get_execution(execution_id)
         if after_seq is not None and after_seq > execution.last_seq:
@@ -173,3 +180,4 @@ async def events(request: web.Request) -> web.StreamResponse:
         return response
     finally:
         streams.release(client)
+        request.app[TENANT_STREAMS].release(tenant)

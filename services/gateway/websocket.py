@@ -38,6 +38,7 @@ from services.gateway.errors import (
     UpgradeRequired,
 )
 from services.gateway.feeds import FeedRegistry
+from services.gateway.quotas import TENANT_STREAMS
 from services.gateway.state import FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import (
     Outgoing,
@@ -285,7 +286,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         )
     check_origin(request, settings)
     client = stream_owner(request)
-    streams.admit(client)
+    tenant = caller(request).principal.tenant
+    request.app[TENANT_STREAMS].admit(tenant)
+    try:
+        streams.admit(client)
+    except GatewayError:
+        request.app[TENANT_STREAMS].release(tenant)
+        raise
     try:
         try:
             execution = await engine_for(request).get_execution(resource_id(raw_id, "execution"))
@@ -318,3 +325,4 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return ws
     finally:
         streams.release(client)
+        request.app[TENANT_STREAMS].release(tenant)

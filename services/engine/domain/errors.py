@@ -15,7 +15,8 @@
     │   └── NotWaiting
     ├── ResourceExhausted
     │   ├── WatcherTooSlow
-    │   └── RateLimited        a principal going faster than its rate
+    │   ├── RateLimited        a principal going faster than its rate
+    │   └── QuotaExceeded      a tenant (or a shared pool) holding all it may hold
     └── Unavailable
         ├── StoreUnavailable
         ├── PioneerUnavailable
@@ -135,6 +136,28 @@ class RateLimited(ResourceExhausted):
             f"{what}; retry in {retry_after:.2f} s",
             metadata={"retry_after_seconds": f"{retry_after:.3f}"},
         )
+
+
+class QuotaExceeded(ResourceExhausted):
+    """`quota` names what is full (services/engine/quotas.py); `subject` whose it is
+    (`tenant:<name>`, or the shared pool's name), as google.rpc.QuotaFailure says it."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(
+        self, quota: str, subject: str, message: str, *, limit: int, retry_after: float = 1.0
+    ) -> None:
+        metadata = {
+            "quota": quota,
+            "limit": str(limit),
+            "retry_after_seconds": f"{retry_after:.3f}",
+        }
+        if subject.startswith("tenant:"):
+            metadata["tenant"] = subject.removeprefix("tenant:")
+        super().__init__(message, metadata=metadata)
+        self.quota = quota
+        self.subject = subject
+        self.limit = limit
 
 
 class Unavailable(DiscoveryError):

@@ -2,8 +2,9 @@
 
 Every non-OK status carries google.rpc.ErrorInfo with a stable reason; INVALID_ARGUMENT also
 carries google.rpc.BadRequest naming the field (every field, for an input that does not match
-its workflow's input_schema). An unexpected exception is logged with a
-correlation id and answered as INTERNAL without internals: UNKNOWN never reaches a client.
+its workflow's input_schema), and a quota refusal google.rpc.QuotaFailure naming the quota.
+An unexpected exception is logged with a correlation id and answered as INTERNAL without
+internals: UNKNOWN never reaches a client.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def status_for(error: Exception) -> status_pb2.Status:
                 ]
             )
         )
+    if isinstance(error, e.QuotaExceeded):
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=error.subject,
+            description=error.message,
+            quota_id=error.quota,
+            quota_value=error.limit,
+        )
+        details.append(error_details_pb2.QuotaFailure(violations=[violation]))
     return _status(code, error.message, details)
 
 

@@ -15,7 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.auth import TokenAuthority
+from services.engine.quotas import CallQuotas
 from services.engine.rpc.auth import PERMISSIONS
+from services.engine.rpc.call_quotas import CallQuotaInterceptor
 from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
 from services.engine.rpc.servicers import (
     ExecutionServicer,
@@ -49,12 +51,19 @@ def build_server(
     runner: Runner,
     authority: TokenAuthority,
     limits: Limits,
+    quotas: CallQuotas,
     *,
     max_message_bytes: int,
     max_concurrent_rpcs: int,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(), AuthInterceptor(authority, PERMISSIONS, domain=DOMAIN)],
+        interceptors=[
+            ErrorInterceptor(),
+            AuthInterceptor(authority, PERMISSIONS, domain=DOMAIN),
+            # After auth: it counts verified principals only.
+            CallQuotaInterceptor(authority, quotas),
+        ],
+        # The last resort above the quotas' pools (config.py keeps it above their sum).
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),

@@ -21,7 +21,13 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from services.auth import WATCH_TOKEN_SECONDS, WATCHER, Principal, TokenAuthority, Unauthenticated
 from services.engine.clock import utc_now
 from services.engine.domain import execution as ex
-from services.engine.domain.errors import ExecutionNotFound, InvalidArgument, RateLimited
+from services.engine.domain.errors import (
+    ExecutionNotFound,
+    InvalidArgument,
+    QuotaExceeded,
+    RateLimited,
+)
+from services.engine.quotas import TenantUsage
 from services.engine.rpc import convert
 from services.engine.runner import Runner
 from services.grpc_auth import principal
@@ -67,10 +73,12 @@ def _page_size(value: int) -> int:
 
 @dataclass(frozen=True)
 class Limits:
-    """How fast each principal may go: starts per tenant, progress per attempt."""
+    """How fast each principal may go: starts per tenant, progress per attempt; and what
+    each tenant may keep (running executions, stored bytes)."""
 
     starts: RateLimiter
     progress: RateLimiter
+    usage: TenantUsage
 
 
 class _Servicer:
@@ -150,19 +158,50 @@ class ExecutionServicer(_Servicer, es_grpc.ExecutionServiceServicer):
         typical = await self._runner.typical_step_seconds(state.workflow.workflow_id)
         return convert.execution(state, typical, utc_now())
 
+    async def _start(
+        self, caller: Principal, request: es.StartExecutionRequest | es.ExecuteWorkflowRequest
+    ) -> ex.ExecutionState:
+        """A start within the tenant's quotas: its running executions and stored bytes (the
+        input as it came, blobs and all). A start that repeats an earlier one by request_id
+        is answered with that one, over the quotas or not."""
+        workflow_id = _required(request.workflow_id, "workflow_id")
+        usage = self._limits.usage
+        try:
+            reserved = await usage.admit_start(caller.tenant, request.input.ByteSize())
+        except QuotaExceeded:
+            if not request.request_id or not await self._runner.store.find_by_request_id(
+                caller.tenant, request.request_id
+            ):
+                raise
+            reserved = None
+        began = utc_now()
+        try:
+            state = await self._runner.start(
+                workflow_id,
+                convert.from_struct(request.input),
+                request.manual,
+                request.request_id,
+                tenant=caller.tenant,
+                priority=request.priority or ex.DEFAULT_PRIORITY,
+            )
+        except BaseException:
+            if reserved is not None:
+                usage.dropped(reserved)
+            raise
+        if reserved is not None:
+            # Created before this call: an earlier start answered again, nothing new kept.
+            if state.created_at < began:
+                usage.dropped(reserved)
+            else:
+                usage.stored(reserved)
+        return state
+
     async def StartExecution(
         self, request: es.StartExecutionRequest, context: Context
     ) -> es.StartExecutionResponse:
         caller = self._caller(context)
         self._admit_start(caller)
-        state = await self._runner.start(
-            _required(request.workflow_id, "workflow_id"),
-            convert.from_struct(request.input),
-            request.manual,
-            request.request_id,
-            tenant=caller.tenant,
-            priority=request.priority or ex.DEFAULT_PRIORITY,
-        )
+        state = await self._start(caller, request)
         return es.StartExecutionResponse(
             execution=await self._execution(state),
             watch_token=self._watch_token(caller, state.execution_id),
@@ -175,14 +214,7 @@ class ExecutionServicer(_Servicer, es_grpc.ExecutionServiceServicer):
             raise InvalidArgument("wait_seconds", "must be >= 0")
         caller = self._caller(context)
         self._admit_start(caller)
-        started = await self._runner.start(
-            _required(request.workflow_id, "workflow_id"),
-            convert.from_struct(request.input),
-            request.manual,
-            request.request_id,
-            tenant=caller.tenant,
-            priority=request.priority or ex.DEFAULT_PRIORITY,
-        )
+        started = await self._start(caller, request)
         finished = started.is_terminal or await self._runner.wait_for_end(
             started.execution_id,
             started.last_seq,
@@ -340,17 +372,28 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
         if first is None or not first.HasField("header"):
             raise InvalidArgument("header", "the first message must be the header")
 
+        execution_id = _required(first.header.execution_id, "header.execution_id")
+        # The runner holds no tenant: the blob counts against its execution's. An unknown
+        # execution is the runner's own refusal (write_blob), before any chunk is kept.
+        execution = await self._runner.store.load_execution(execution_id)
+        tenant = execution.workflow.tenant_id if execution is not None else None
+        usage = self._limits.usage
+
         async def chunks() -> AsyncIterator[bytes]:
+            size = 0
             async for request in requests:
                 if request.HasField("header"):
                     raise InvalidArgument("header", "only the first message is a header")
+                size += len(request.chunk)
+                if tenant is not None:
+                    usage.check_bytes(tenant, size)  # before anything is stored
                 yield request.chunk
 
         ref = await self._runner.write_blob(
-            _required(first.header.execution_id, "header.execution_id"),
-            _required(first.header.attempt_token, "header.attempt_token"),
-            chunks(),
+            execution_id, _required(first.header.attempt_token, "header.attempt_token"), chunks()
         )
+        if tenant is not None:
+            usage.add_bytes(tenant, ref.size_bytes)
         return sr.WriteBlobResponse(
             blob_id=ref.blob_id, size_bytes=ref.size_bytes, sha256=ref.sha256
         )

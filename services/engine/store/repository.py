@@ -160,3 +160,19 @@ class ExecutionStore(Protocol):
     async def list_runners(self, since: datetime) -> list[RunnerSeen]:
         """Runners whose last poll was at `since` or later."""
         ...
+
+
+@dataclass
+class TenantCounts:
+    """What one tenant holds, as the database counts it (services/engine/quotas.py)."""
+
+    running: int = 0
+    stored_bytes: int = 0
+
+
+class TenantUsageStore(Protocol):
+    async def tenant_usage(self, stored_bytes: Mapping[str, int]) -> dict[str, TenantCounts]:
+        """Adds `stored_bytes` (by tenant) to the tenants' stored-bytes counters, then reads
+        every tenant's counter and counts its executions not yet ended, whichever engine
+        holds them."""
+        ...

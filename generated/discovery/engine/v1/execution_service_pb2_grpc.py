@@ -27,6 +27,9 @@ if _version_not_supported:
 
 class ExecutionServiceStub:
     """Starting, following and steering executions.
+    Every call: RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, google.rpc.QuotaFailure naming the
+    quota) when the caller's tenant holds as many calls in flight as it may (tenant_calls;
+    tenant_long_calls for WatchExecution and ExecuteWorkflow), or all tenants do (client_calls).
     """
 
     def __init__(self, channel):
@@ -79,6 +82,9 @@ class ExecutionServiceStub:
 
 class ExecutionServiceServicer:
     """Starting, following and steering executions.
+    Every call: RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, google.rpc.QuotaFailure naming the
+    quota) when the caller's tenant holds as many calls in flight as it may (tenant_calls;
+    tenant_long_calls for WatchExecution and ExecuteWorkflow), or all tenants do (client_calls).
     """
 
     def StartExecution(self, request, context):
@@ -88,6 +94,8 @@ class ExecutionServiceServicer:
         violation per mismatch, e.g. "input.mime"); nothing is stored then.
         ALREADY_EXISTS: request_id already used with a different request.
         UNAVAILABLE: the store is unreachable; safe to retry with the same request_id.
+        RESOURCE_EXHAUSTED: reason RATE_LIMITED (the tenant starts too fast), or QUOTA_EXCEEDED
+        (quota running_executions or stored_bytes); nothing is stored then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,6 +211,9 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ExecutionService:
     """Starting, following and steering executions.
+    Every call: RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, google.rpc.QuotaFailure naming the
+    quota) when the caller's tenant holds as many calls in flight as it may (tenant_calls;
+    tenant_long_calls for WatchExecution and ExecuteWorkflow), or all tenants do (client_calls).
     """
 
     @staticmethod

@@ -28,6 +28,8 @@ if _version_not_supported:
 class StepReportServiceStub:
     """Called by step runners. Every call carries the attempt token the engine gave
     with StartStep; a call from any other attempt writes nothing.
+    Every call: RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, quota runner_calls) when step
+    runners hold as many calls in flight as they may (a pool clients' calls never take).
     """
 
     def __init__(self, channel):
@@ -61,6 +63,8 @@ class StepReportServiceStub:
 class StepReportServiceServicer:
     """Called by step runners. Every call carries the attempt token the engine gave
     with StartStep; a call from any other attempt writes nothing.
+    Every call: RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, quota runner_calls) when step
+    runners hold as many calls in flight as they may (a pool clients' calls never take).
     """
 
     def ReportStepProgress(self, request, context):
@@ -98,6 +102,8 @@ class StepReportServiceServicer:
         header, and returns its reference for the step's output.
         INVALID_ARGUMENT: no header first, or more than the engine's blob size cap.
         FAILED_PRECONDITION: stale attempt token.
+        RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, quota stored_bytes): the execution's tenant
+        would store more than it may; nothing is stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,6 +143,8 @@ def add_StepReportServiceServicer_to_server(servicer, server):
 class StepReportService:
     """Called by step runners. Every call carries the attempt token the engine gave
     with StartStep; a call from any other attempt writes nothing.
+    Every call: RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, quota runner_calls) when step
+    runners hold as many calls in flight as they may (a pool clients' calls never take).
     """
 
     @staticmethod
