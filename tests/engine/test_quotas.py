@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -195,6 +195,18 @@ async def test_a_start_over_the_running_executions_quota_is_refused(
         )
         listed = await c.executions.ListExecutions(es.ListExecutionsRequest(), timeout=10)
         assert len(listed.executions) == 2, "nothing was stored"
+        # Parked while they wait (no engine holds their lease), they still count.
+        db: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server)
+        try:
+            async with asyncio.timeout(20):
+                while await db[database]["executions"].count_documents({"parked": True}) < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        finally:
+            await db.close()
+        await asyncio.sleep(1.5)  # past REFRESH_SECONDS: the refusal below counts afresh
+        with pytest.raises(grpc.aio.AioRpcError) as still:
+            await c.start(workflow.workflow_id, {}, manual=True)
+        assert quota_of(still.value)[0] == "running_executions"
         # A retried start of one that exists is still answered with it.
         again = await c.start(workflow.workflow_id, {}, manual=True, request_id="one")
         assert again.execution_id == first.execution_id

@@ -700,6 +700,7 @@ class MongoStore:
             counts.setdefault(doc["_id"], TenantCounts()).stored_bytes = int(doc["stored_bytes"])
         return counts
 
+
 def _pages(ids: Sequence[str]) -> Iterator[list[str]]:
     """Ids in pages a query can hold: 16 MiB is the most one command may carry, and an
     engine may hold a few hundred thousand executions."""
