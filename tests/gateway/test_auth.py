@@ -165,3 +165,32 @@ async def test_a_fresh_watch_token_is_only_for_whom_may_see_the_execution(api: A
         "POST", f"/executions/{execution_id}/watch-token", headers=stranger
     )
     assert status == 404, body
+
+
+async def test_a_watch_token_cannot_mint_its_own_replacement(api: Api) -> None:
+    workflow_id = await api.workflow({"name": "a", "handler": "echo"})
+    execution_id = await api.start(workflow_id)
+    status, ticket = await api.call("POST", f"/executions/{execution_id}/watch-token")
+    assert status == 200
+    as_watcher = {"Authorization": f"Bearer {ticket['watch_token']}"}
+    status, body = await api.call(
+        "POST", f"/executions/{execution_id}/watch-token", headers=as_watcher
+    )
+    assert (status, body["error"]["code"]) == (403, "PERMISSION_DENIED"), body
+    assert "watcher" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/ws/{id}", "/executions/{id}/events"])
+async def test_only_a_watch_token_is_taken_from_the_query(
+    api: Api, gateway: Gateway, path: str
+) -> None:
+    workflow_id = await api.workflow({"name": "a", "handler": "echo"})
+    execution_id = await api.start(workflow_id)
+    url = gateway.url + path.format(id=execution_id)
+    async with aiohttp.ClientSession() as browser:
+        for role in (CLIENT, ADMIN):
+            async with browser.get(f"{url}?access_token={token(role)}") as response:
+                body = await response.json()
+                assert response.status == 401, body
+                assert body["error"]["code"] == "BAD_TOKEN"
+                assert "watch token" in body["error"]["message"]
