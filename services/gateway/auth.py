@@ -2,8 +2,9 @@
 before any handler runs (denied by default: a new route is closed until listed below).
 
 The token comes in `Authorization: Bearer …`. Browsers cannot set headers on a WebSocket or
-an EventSource, so those two routes also take it as `?access_token=` (meant for the
-short-lived watch token `execute-async` returns; the access log never prints query strings).
+an EventSource, so those two routes also take it as `?access_token=`: the short-lived watch
+token `execute-async` returns, and no other (URLs leak; the access log never prints query
+strings, but proxies and browser histories may).
 The gateway checks the token itself, to refuse early, and then forwards it with every call
 it makes to the engine on the caller's behalf: the engine decides what that caller may see.
 
@@ -30,7 +31,7 @@ from urllib.parse import parse_qsl
 from aiohttp import hdrs, web
 from multidict import MultiDict
 
-from services.auth import AuthError, Principal, ServiceToken, TokenAuthority
+from services.auth import WATCHER, AuthError, Principal, ServiceToken, TokenAuthority
 from services.gateway.anonymous import AnonymousAccess
 from services.gateway.engine import EngineClient
 from services.gateway.errors import Forbidden, Unauthorized
@@ -77,7 +78,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if resource.canonical in QUERY_TOKEN:
         request = _one_query(request)
     header = request.headers.get("Authorization")
-    if header is None and resource.canonical in QUERY_TOKEN and "access_token" in request.query:
+    from_query = (
+        header is None and resource.canonical in QUERY_TOKEN and "access_token" in request.query
+    )
+    if from_query:
         header = f"Bearer {request.query['access_token']}"
     # Before anonymous access: a report proven by its attempt token alone is a runner's,
     # never the anonymous principal's (a client, which may not report).
@@ -98,6 +102,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Unauthorized(
             exc.message, code=exc.reason, headers={"WWW-Authenticate": 'Bearer realm="discovery"'}
         ) from None
+    if from_query and principal.role != WATCHER:
+        # URLs leak (history, proxies, Referer): only a short-lived token scoped to one
+        # execution may travel in one.
+        raise Unauthorized(
+            f"?access_token= takes a watch token only, not a {principal.role!r} token: send "
+            "that one as 'Authorization: Bearer <token>'",
+            code="BAD_TOKEN",
+            headers={"WWW-Authenticate": 'Bearer realm="discovery"'},
+        )
     token = (header or "").strip().partition(" ")[2].strip()
     request[CALLER] = Caller(principal, token)
     return await handler(request)

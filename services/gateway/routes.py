@@ -11,10 +11,11 @@ from typing import Any
 from aiohttp import web
 from discovery.engine.v1 import execution_pb2 as ex_pb
 
-from services.auth import WATCH_TOKEN_SECONDS, WATCHER
+from services.auth import ADMIN, CLIENT, WATCH_TOKEN_SECONDS, WATCHER
 from services.gateway import legacy, validation
 from services.gateway.auth import AUTHORITY, caller, engine_for
 from services.gateway.bodies import read_json
+from services.gateway.errors import Forbidden
 from services.gateway.openapi import spec
 from services.gateway.sse import events
 from services.gateway.state import ENGINE, SETTINGS, STREAMS
@@ -115,9 +116,15 @@ async def watch_token(request: web.Request) -> web.Response:
     """A fresh short-lived token that may watch this one execution: what a browser puts in
     `/ws/{id}?access_token=`, instead of a long-lived key that would leak into URLs."""
     execution_id = resource_id(request.match_info["execution_id"], "execution")
+    principal = caller(request).principal
+    if principal.role not in (CLIENT, ADMIN):
+        # A watch token minting the next one would make a leaked one live forever.
+        raise Forbidden(
+            f"role {principal.role!r} may not mint watch tokens: a watch token ends when it "
+            "expires; ask whoever gave it for a fresh one"
+        )
     # Asked as the caller: another tenant's execution is as missing here as anywhere.
     execution = await engine_for(request).get_execution(execution_id)
-    principal = caller(request).principal
     token = request.app[AUTHORITY].mint(
         subject=principal.subject,
         role=WATCHER,

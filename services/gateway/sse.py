@@ -32,7 +32,9 @@ from services.gateway.streams import (
     SendQueue,
     bound_send_buffer,
     buffered,
+    end_at_expiry,
     snapshot,
+    token_ended,
 )
 from services.gateway.validation import resource_id, sequence_number
 
@@ -53,7 +55,8 @@ class EventStream:
         settings: Settings,
     ) -> None:
         self.execution_id = execution_id
-        self._tenant = caller(request).principal.tenant
+        self.principal = caller(request).principal
+        self._tenant = self.principal.tenant
         self._response = response
         self._transport = request.transport
         self._last = after_seq
@@ -67,9 +70,12 @@ class EventStream:
             self._queue.put(first)  # into the empty queue: it always fits
         self._writer = asyncio.create_task(self._write())
         feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
+        expiry = end_at_expiry(self.principal, self.token_expired)
         try:
             await asyncio.wait({self._writer})
         finally:
+            if expiry is not None:
+                expiry.cancel()
             await feeds.unsubscribe(feed, self)
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -102,6 +108,13 @@ class EventStream:
             self._cut_off()
             return
         self._last = seq
+
+    def token_expired(self) -> None:
+        self.token_ended("TOKEN_EXPIRED", "has expired")
+
+    def token_ended(self, code: str, why: str) -> None:
+        """A final error event after what is queued, then the end of the stream."""
+        self.end(token_ended(code, why, self._last))
 
     def end(self, error: GatewayError | None) -> None:
         if error is not None:

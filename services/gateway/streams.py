@@ -19,21 +19,39 @@ import json
 import math
 import socket
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
 from discovery.engine.v1 import execution_pb2 as ex_pb
 
+from services.auth import Principal
 from services.gateway import legacy
 from services.gateway.config import Settings
-from services.gateway.errors import ShuttingDown, TooManyStreams
+from services.gateway.errors import ShuttingDown, TooManyStreams, Unauthorized
 from services.ratelimit import RateLimiter
 
 
 class LiveStream(Protocol):
     async def shutdown(self) -> None:
         """Ends the stream because the gateway is stopping."""
+
+
+def token_ended(code: str, why: str, last_seq: int) -> Unauthorized:
+    """What ends a stream whose caller's token is no longer good: the client reconnects
+    with a fresh token from the last seq it received."""
+    return Unauthorized(
+        f"the token {why}; reconnect with a fresh one and after_seq={last_seq}", code=code
+    )
+
+
+def end_at_expiry(principal: Principal, expire: Callable[[], None]) -> asyncio.TimerHandle | None:
+    """Calls `expire` when the caller's token expires: a stream lives no longer than the
+    token it was opened with, as the engine's WatchExecution does (the shared feed it reads
+    watches with the gateway's own token, so the engine cannot end it for this caller)."""
+    if math.isinf(principal.expires_at):
+        return None  # the anonymous principal: its forwarded token is renewed
+    return asyncio.get_running_loop().call_later(max(principal.seconds_left(), 0.0), expire)
 
 
 class Overflow(Exception):

@@ -46,13 +46,17 @@ from services.gateway.streams import (
     SendQueue,
     bound_send_buffer,
     buffered,
+    end_at_expiry,
     snapshot,
+    token_ended,
 )
 from services.gateway.validation import resource_id, sequence_number
 
 log = logging.getLogger(__name__)
 
 CLOSE_NOT_FOUND = 4404
+# The caller's token expired (or was revoked) while it watched: reconnect with a fresh one.
+CLOSE_UNAUTHENTICATED = 4401
 # How long a closing handshake may take before the connection is cut.
 CLOSE_TIMEOUT_SECONDS = 5.0
 
@@ -60,6 +64,8 @@ CLOSE_TIMEOUT_SECONDS = 5.0
 def close_code_for(error: GatewayError) -> int:
     if error.status == 404:
         return CLOSE_NOT_FOUND
+    if error.status == 401:
+        return CLOSE_UNAUTHENTICATED
     if error.status in (429, 503, 504):
         return WSCloseCode.TRY_AGAIN_LATER
     return WSCloseCode.INTERNAL_ERROR
@@ -84,7 +90,8 @@ class WatchSocket:
         settings: Settings,
     ) -> None:
         self.execution_id = execution_id
-        self._tenant = caller(request).principal.tenant
+        self.principal = caller(request).principal
+        self._tenant = self.principal.tenant
         self._ws = ws
         self._transport = request.transport
         self._last = after_seq
@@ -106,12 +113,22 @@ class WatchSocket:
         self._sender = asyncio.create_task(self._send())
         self._receiver = asyncio.create_task(self._receive())
         feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
+        expiry = end_at_expiry(self.principal, self.token_expired)
         try:
             # Until the client leaves or closes, or the sender closes (it stops the receiver).
             await asyncio.wait({self._receiver})
         finally:
+            if expiry is not None:
+                expiry.cancel()
             await feeds.unsubscribe(feed, self)
             await self._finish()
+
+    def token_expired(self) -> None:
+        self.token_ended("TOKEN_EXPIRED", "has expired")
+
+    def token_ended(self, code: str, why: str) -> None:
+        """Ends the stream after what is queued: the client resumes after the last event."""
+        self.end(token_ended(code, why, self._last))
 
     async def shutdown(self) -> None:
         self._begin_close(WSCloseCode.GOING_AWAY, b"gateway shutting down; reconnect")

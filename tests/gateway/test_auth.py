@@ -3,15 +3,17 @@ token, roles and tenants held as on the engine, and a browser's scoped watch tok
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from services.auth import ADMIN, CLIENT, RUNNER
-from tests.gateway.harness import Api, Gateway
-from tests.stack import token
+from services.auth import ADMIN, CLIENT, RUNNER, WATCHER
+from tests.gateway.harness import Api, Gateway, sleep_step
+from tests.stack import AUTHORITY, token
 
 PUBLIC = {"/", "/dashboard/{name}", "/health", "/openapi.json"}
 EXTERNAL = {"name": "fetch_user", "handler": "external", "heartbeat_timeout_seconds": 30}
@@ -165,3 +167,76 @@ async def test_a_fresh_watch_token_is_only_for_whom_may_see_the_execution(api: A
         "POST", f"/executions/{execution_id}/watch-token", headers=stranger
     )
     assert status == 404, body
+
+
+async def test_a_watch_token_cannot_mint_its_own_replacement(api: Api) -> None:
+    workflow_id = await api.workflow({"name": "a", "handler": "echo"})
+    execution_id = await api.start(workflow_id)
+    status, ticket = await api.call("POST", f"/executions/{execution_id}/watch-token")
+    assert status == 200
+    as_watcher = {"Authorization": f"Bearer {ticket['watch_token']}"}
+    status, body = await api.call(
+        "POST", f"/executions/{execution_id}/watch-token", headers=as_watcher
+    )
+    assert (status, body["error"]["code"]) == (403, "PERMISSION_DENIED"), body
+    assert "watcher" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/ws/{id}", "/executions/{id}/events"])
+async def test_only_a_watch_token_is_taken_from_the_query(
+    api: Api, gateway: Gateway, path: str
+) -> None:
+    workflow_id = await api.workflow({"name": "a", "handler": "echo"})
+    execution_id = await api.start(workflow_id)
+    url = gateway.url + path.format(id=execution_id)
+    async with aiohttp.ClientSession() as browser:
+        for role in (CLIENT, ADMIN):
+            async with browser.get(f"{url}?access_token={token(role)}") as response:
+                body = await response.json()
+                assert response.status == 401, body
+                assert body["error"]["code"] == "BAD_TOKEN"
+                assert "watch token" in body["error"]["message"]
+
+
+def expiry(watch: str) -> float:
+    return AUTHORITY.verify(watch).expires_at
+
+
+async def long_run(api: Api) -> str:
+    return await api.start(await api.workflow(sleep_step()), {"seconds": 60})
+
+
+async def test_a_websocket_ends_when_its_token_does(api: Api, gateway: Gateway) -> None:
+    execution_id = await long_run(api)
+    try:
+        watch = token(WATCHER, ttl_seconds=3, execution_id=execution_id)
+        async with aiohttp.ClientSession() as browser:
+            url = f"{gateway.ws_url}/ws/{execution_id}?access_token={watch}"
+            async with browser.ws_connect(url) as ws, asyncio.timeout(60):
+                messages = [message.json() async for message in ws]
+                closed_at = time.time()
+            assert ws.close_code == 4401
+        assert closed_at >= expiry(watch)
+        assert messages[0]["event"] == "snapshot"
+        ending = messages[-1]
+        assert ending["event"] == "error" and ending["error"]["code"] == "TOKEN_EXPIRED"
+        assert f"after_seq={messages[-2]['seq']}" in ending["error"]["message"]
+    finally:
+        await api.call("POST", f"/executions/{execution_id}/cancel", {})
+
+
+async def test_an_event_stream_ends_when_its_token_does(api: Api, gateway: Gateway) -> None:
+    execution_id = await long_run(api)
+    try:
+        watch = token(WATCHER, ttl_seconds=3, execution_id=execution_id)
+        async with aiohttp.ClientSession() as browser, asyncio.timeout(60):
+            url = f"{gateway.url}/executions/{execution_id}/events?access_token={watch}"
+            async with browser.get(url) as response:
+                assert response.status == 200
+                text = await response.text()  # to the end of the stream
+                closed_at = time.time()
+        assert closed_at >= expiry(watch)
+        last = text.strip().split("\n\n")[-1]
+        assert last.startswith("data: ") and '"TOKEN_EXPIRED"' in last, text
+    finally:
+        await api.call("POST", f"/executions/{execution_id}/cancel", {})
