@@ -16,6 +16,7 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from pymongo import AsyncMongoClient
 
+from services.engine.store.embedded import DatabaseProcess
 from tests.stack import (
     Client,
     EngineProcess,
@@ -100,16 +101,22 @@ async def test_waiting_runs_are_let_go_and_taken_up_by_their_next_command(stack:
 
 
 @pytest.fixture
-async def engine_child(
-    mongo_server: str, database: str, tmp_path: Path
-) -> AsyncIterator[tuple[Pioneer, EngineProcess, Client]]:
-    async with restartable_engine(mongo_server, database, tmp_path / "engine.log") as running:
-        yield running
-    db: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server)
+async def own_database(tmp_path: Path) -> AsyncIterator[str]:
+    """A database server of its own: 50,000 runs would slow the session's server for every
+    test after this one, and dropping them takes longer than stopping a server."""
+    server = DatabaseProcess(tmp_path / "secantus")
     try:
-        await db.drop_database(database)  # 50,000 runs: not left to slow the session's server
+        yield await server.start_async()
     finally:
-        await db.close()
+        server.stop()
+
+
+@pytest.fixture
+async def engine_child(
+    own_database: str, database: str, tmp_path: Path
+) -> AsyncIterator[tuple[Pioneer, EngineProcess, Client]]:
+    async with restartable_engine(own_database, database, tmp_path / "engine.log") as running:
+        yield running
 
 
 def _rss_bytes(engine: EngineProcess) -> int:
@@ -159,17 +166,17 @@ async def _clone_runs(uri: str, database: str, like: list[str], copies: int) -> 
 
 @pytest.mark.timeout(600)  # 1,120 starts through the API and 48,880 copies written
 async def test_engine_memory_stays_flat_however_many_runs_wait(
-    engine_child: tuple[Pioneer, EngineProcess, Client], mongo_server: str, database: str
+    engine_child: tuple[Pioneer, EngineProcess, Client], own_database: str, database: str
 ) -> None:
     _, engine, c = engine_child
     workflow = await c.create_workflow("manual one", {"name": "only", "handler": "echo"})
     await _start_many(c, workflow.workflow_id, 100, INLINE_INPUT)  # the engine warms up
-    await _wait_parked(mongo_server, database, 100)
+    await _wait_parked(own_database, database, 100)
     warm = _rss_bytes(engine)
 
     # 1,000 more with 64 KiB each inline: held, they would take ~70 MiB.
     await _start_many(c, workflow.workflow_id, 1000, INLINE_INPUT)
-    await _wait_parked(mongo_server, database, 1100)
+    await _wait_parked(own_database, database, 1100)
     grown = _rss_bytes(engine) - warm
     assert grown < 30 * 2**20, f"the engine grew {grown / 2**20:.0f} MiB for 1,000 waiting runs"
 
@@ -177,9 +184,9 @@ async def test_engine_memory_stays_flat_however_many_runs_wait(
     small = [
         (await c.start(workflow.workflow_id, {"n": n}, manual=True)).execution_id for n in range(20)
     ]
-    await _wait_parked(mongo_server, database, 1120)
-    clones = await _clone_runs(mongo_server, database, small, 50_000 - 1120)
-    assert await _parked(mongo_server, database) == 50_000
+    await _wait_parked(own_database, database, 1120)
+    clones = await _clone_runs(own_database, database, small, 50_000 - 1120)
+    assert await _parked(own_database, database) == 50_000
     engine.stop()
     engine.start()
     await wait_serving(c.target)
