@@ -50,8 +50,8 @@ class Engine:
 
     async def start(self) -> None:
         settings = self.settings
-        if not settings.auth_keys:
-            raise ConfigError("the engine needs the deployment's secret (auth_keys)")
+        if not settings.auth_keys.trusted:
+            raise ConfigError("the engine needs the deployment's trusted keys (auth_keys)")
         authority = TokenAuthority(settings.auth_keys)
         uri = settings.mongodb_uri
         if uri is None:

@@ -14,7 +14,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from services.auth import RUNNER, WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
+from services.auth import ANY_TENANT, RUNNER, WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
 from services.gateway import cors, pages, routes
 from services.gateway.anonymous import AnonymousAccess
 from services.gateway.auth import ANONYMOUS, AUTHORITY, REPORTER, auth_middleware
@@ -83,7 +83,11 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[AUTHORITY] = TokenAuthority(settings.auth_keys)
-    app[REPORTER] = ServiceToken(app[AUTHORITY], subject="gateway:attempt-token", role=RUNNER)
+    # Reports that carry only their attempt token, of any tenant's step: the token binds each
+    # to its one step.
+    app[REPORTER] = ServiceToken(
+        app[AUTHORITY], subject="gateway:attempt-token", role=RUNNER, tenant=ANY_TENANT
+    )
     if settings.anonymous_access:
         app[ANONYMOUS] = AnonymousAccess(settings, app[AUTHORITY])
     app[STREAMS] = StreamRegistry(

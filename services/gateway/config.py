@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.auth import CLIENT, DEFAULT_TENANT, keys_from_env
+from services.auth import CLIENT, DEFAULT_TENANT
+from services.token_keys import AuthKeys, keys_from_env
 from services.envconfig import ConfigError, boolean, grpc_target, integer, number, text
 from services.tls import Tls, tls_from_env
 
@@ -135,9 +136,11 @@ class Settings:
     trusted_network: bool = False
     # Graceful stop: open streams are told to go away, requests in flight get this long.
     shutdown_seconds: float = 10.0
-    # The deployment's secrets (services/auth.py): the gateway checks every caller's token
-    # before anything else, and signs the watch tokens of the feeds it shares. Never printed.
-    auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # The deployment's trusted keys and the gateway's own signing key (services/token_keys.py):
+    # the gateway checks every caller's token before anything else, and signs watch tokens,
+    # the reports of HTTP runners that send only their attempt token and, if it admits
+    # anonymous callers, their client token. Never printed.
+    auth_keys: AuthKeys = field(default=AuthKeys(()), repr=False)
     # Mutual TLS towards the engine (services/tls.py); None: plaintext.
     tls: Tls | None = field(default=None, repr=False)
     # HTTPS on the public edge: a certificate browsers trust, and its key. Unset: plain HTTP,
