@@ -54,7 +54,6 @@ WATCH_TOKEN_SECONDS = 15 * 60
 SERVICE_TOKEN_SECONDS = 60 * 60
 
 
-
 class AuthError(Exception):
     reason = "AUTH_ERROR"
 

@@ -72,7 +72,8 @@ def thumbprint(key: Ed25519PublicKey) -> str:
 
 @dataclass(frozen=True)
 class SigningKey:
-    private: Ed25519PrivateKey = field(repr=False)
+    # Keys compare by their kid: the thumbprint names the key pair.
+    private: Ed25519PrivateKey = field(repr=False, compare=False)
     kid: str
 
     @classmethod
@@ -83,7 +84,7 @@ class SigningKey:
 @dataclass(frozen=True)
 class TrustedKey:
     kid: str
-    public: Ed25519PublicKey = field(repr=False)
+    public: Ed25519PublicKey = field(repr=False, compare=False)
     # role -> the tenants it may sign that role for ("*": any)
     grants: Mapping[str, frozenset[str]]
 
@@ -154,7 +155,7 @@ def _trusted_key(entry: Any, where: str) -> TrustedKey:
             or not tenants
             or not all(isinstance(t, str) and t for t in tenants)
         ):
-            raise ConfigError(f"{where}: {GRANTS_MEMBER}.{role}: a list of tenants, or [\"*\"]")
+            raise ConfigError(f'{where}: {GRANTS_MEMBER}.{role}: a list of tenants, or ["*"]')
         checked[role] = frozenset(tenants)
     return TrustedKey(kid, public, checked)
 
@@ -239,4 +240,3 @@ def make_signer_keys(
         trusted.write_text(text)
         written.append(trusted)
     return written
-

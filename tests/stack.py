@@ -4,11 +4,14 @@ process (fast, for most tests) or as child processes (for the kill tests)."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -36,8 +39,6 @@ from services.auth import (
     ADMIN,
     DEFAULT_TENANT,
     RUNNER,
-    SECRET_ENV,
-    SECRET_FILE_ENV,
     ServiceToken,
     TokenAuthority,
 )
@@ -52,16 +53,48 @@ from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server as build_pioneer
+from services.token_keys import (
+    ROLE_NAMES,
+    SIGNER_GRANTS,
+    SIGNING_KEY_FILE_ENV,
+    TRUSTED_KEYS_FILE,
+    TRUSTED_KEYS_FILE_ENV,
+    AuthKeys,
+    keys_from_env,
+    load_signing_key,
+    make_signer_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The deployment secret of every service the tests start, in this process or as children
-# (which inherit it through the environment).
-TEST_SECRET = "tests-only-secret-0123456789abcdef0123456789abcdef"
-os.environ[SECRET_ENV] = TEST_SECRET
-os.environ.pop(SECRET_FILE_ENV, None)
-AUTH_KEYS = (TEST_SECRET.encode(),)
+# The token keys of every service the tests start, in this process or as children (which
+# inherit them through the environment): one key that signs every role for every tenant, as
+# the tests act as the operator and as each service. The others are trusted with what a
+# deployment grants them, for the tests that hold a signer to its grants (`signed_by`).
+KEYS_DIR = Path(tempfile.mkdtemp(prefix="discovery-test-keys-"))
+atexit.register(shutil.rmtree, KEYS_DIR, True)
+make_signer_keys(
+    KEYS_DIR,
+    {
+        "tests": {role: ["*"] for role in sorted(ROLE_NAMES)},
+        **SIGNER_GRANTS,
+        "runner-acme": {"runner": ["acme"]},
+    },
+)
+os.environ[TRUSTED_KEYS_FILE_ENV] = str(KEYS_DIR / TRUSTED_KEYS_FILE)
+os.environ[SIGNING_KEY_FILE_ENV] = str(KEYS_DIR / "tests.key")
+# What a service's settings read, for the tests of settings.
+KEY_FILES = {k: os.environ[k] for k in (TRUSTED_KEYS_FILE_ENV, SIGNING_KEY_FILE_ENV)}
+AUTH_KEYS = keys_from_env(KEY_FILES)
 AUTHORITY = TokenAuthority(AUTH_KEYS)
+
+
+def signed_by(signer: str, role: str, tenant: str, **claims: Any) -> str:
+    """A token signed with one of the test deployment's keys (`KEYS_DIR/<signer>.key`)."""
+    authority = TokenAuthority(AuthKeys((), load_signing_key(KEYS_DIR / f"{signer}.key")))
+    return authority.mint(
+        subject=f"{signer}-{role}", role=role, tenant=tenant, ttl_seconds=3600, **claims
+    )
 
 
 def token(
@@ -458,7 +491,7 @@ MAKE_RUN_READY = "Ctrl-C stops everything"
 
 
 def start_make_run(data_dir: Path, log: Path, **env: str | int) -> subprocess.Popen[bytes]:
-    """`make run`'s supervisor (`python -m services.stack`) as on a fresh machine: no secret
+    """`make run`'s supervisor (`python -m services.stack`) as on a fresh machine: no keys
     given, so it makes its own in `data_dir`; its output goes to `log`. `env` adds to or
     overrides its environment (ports, the seed's PIONEER_URL…)."""
     with log.open("wb") as out:
@@ -466,7 +499,7 @@ def start_make_run(data_dir: Path, log: Path, **env: str | int) -> subprocess.Po
             [sys.executable, "-m", "services.stack"],
             cwd=ROOT,
             env={
-                **{k: v for k, v in os.environ.items() if k != SECRET_ENV},
+                **{k: v for k, v in os.environ.items() if k not in KEY_FILES},
                 "DISCOVERY_DATA_DIR": str(data_dir),
                 "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
                 **{k: str(v) for k, v in env.items()},

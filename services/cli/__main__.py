@@ -115,11 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     issue = sub.add_parser(
         "token",
-        help="issue a token (needs the deployment's secret)",
-        description="Signs a token under the deployment's secret: DISCOVERY_AUTH_SECRET_FILE "
-        "or DISCOVERY_AUTH_SECRET, else ./.discovery/auth.key (what `make run` made). Roles: "
+        help="issue a token (needs the operator's signing key)",
+        description="Signs a token with the operator's key: DISCOVERY_SIGNING_KEY_FILE, else "
+        "./.discovery/keys/operator.key (what `make run` made). Roles: "
         "client (start, read, watch, cancel, advance), admin (also workflow definitions), "
-        "runner (step reports), watcher (one execution, read only). Prints the token.",
+        "runner (takes and reports the tenant's steps; --tenant '*': every tenant's), "
+        "watcher (one execution, read only). Prints the token.",
     )
     issue.add_argument("--role", required=True, choices=sorted(ISSUABLE_ROLES))
     issue.add_argument("--tenant", default=DEFAULT_TENANT, help="default: %(default)s")

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.token_keys import AuthKeys, keys_from_env
 from services.envconfig import ConfigError, boolean, integer, number, text
 from services.tls import Tls, tls_from_env
+from services.token_keys import AuthKeys, keys_from_env
 
 __all__ = ["ConfigError", "Settings"]
 

@@ -14,7 +14,14 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from services.auth import ANY_TENANT, RUNNER, WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
+from services.auth import (
+    ANY_TENANT,
+    RUNNER,
+    WATCH_TOKEN_SECONDS,
+    WATCHER,
+    ServiceToken,
+    TokenAuthority,
+)
 from services.gateway import cors, pages, routes
 from services.gateway.anonymous import AnonymousAccess
 from services.gateway.auth import ANONYMOUS, AUTHORITY, REPORTER, auth_middleware

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.auth import CLIENT, DEFAULT_TENANT
-from services.token_keys import AuthKeys, keys_from_env
 from services.envconfig import ConfigError, boolean, grpc_target, integer, number, text
 from services.tls import Tls, tls_from_env
+from services.token_keys import AuthKeys, keys_from_env
 
 __all__ = ["ConfigError", "Settings"]
 

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from services.auth import ANY_TENANT
-from services.token_keys import AuthKeys, keys_from_env
 from services.envconfig import ConfigError, grpc_target, integer, text
 from services.tls import Tls, tls_from_env
+from services.token_keys import AuthKeys, keys_from_env
 
 
 @dataclass(frozen=True)
