@@ -50,6 +50,8 @@ LEEWAY_SECONDS = 30
 MAX_VERIFIED_TOKENS = 10_000
 # The watcher token a browser holds: short, as OWASP asks of browser tokens.
 WATCH_TOKEN_SECONDS = 15 * 60
+# The longest a token may live: a revocation of its id alone is kept this long.
+MAX_TOKEN_SECONDS = 366 * 24 * 3600
 # What the engine and pioneer sign for each other's calls: renewed long before it ends.
 SERVICE_TOKEN_SECONDS = 60 * 60
 
@@ -130,6 +132,8 @@ class TokenAuthority:
             raise ValueError("a watcher token names one execution, and only a watcher token")
         if tenant == ANY_TENANT and role != RUNNER:
             raise ValueError("only a runner token may name every tenant")
+        if not 0 < ttl_seconds <= MAX_TOKEN_SECONDS:
+            raise ValueError(f"a token lives more than 0 and at most {MAX_TOKEN_SECONDS} s")
         issued = int(time.time() if now is None else now)
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -165,6 +169,17 @@ class TokenAuthority:
         self._verified[token] = caller
         return caller
 
+    def identify(self, token: str) -> Principal:
+        """Who a token of this deployment names, expired or not (what revoking it needs)."""
+        claims, _ = self._decode(token, verify_exp=False)
+        return Principal(
+            subject=str(claims["sub"]),
+            role=str(claims.get("role", "")),
+            tenant=str(claims.get("tenant", "")),
+            expires_at=float(claims["exp"]),
+            token_id=str(claims["jti"]),
+        )
+
     def is_revoked(self, caller: Principal) -> bool:
         return bool(caller.token_id) and caller.token_id in self._revoked
 
@@ -172,7 +187,7 @@ class TokenAuthority:
         if self.is_revoked(caller):
             raise Unauthenticated("the token has been revoked", "TOKEN_REVOKED")
 
-    def _verify(self, token: str) -> Principal:
+    def _decode(self, token: str, *, verify_exp: bool = True) -> tuple[dict[str, Any], TrustedKey]:
         try:
             header = jwt.get_unverified_header(token)
             key = self._trusted.get(str(header.get("kid", "")))
@@ -185,12 +200,19 @@ class TokenAuthority:
                 audience=AUDIENCE,
                 issuer=ISSUER,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+                options={
+                    "require": ["exp", "iat", "iss", "aud", "sub", "jti"],
+                    "verify_exp": verify_exp,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired", "TOKEN_EXPIRED") from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"the token is not valid: {exc}", "BAD_TOKEN") from None
+        return claims, key
+
+    def _verify(self, token: str) -> Principal:
+        claims, key = self._decode(token)
         role, tenant = claims.get("role"), claims.get("tenant")
         execution_id = claims.get("execution_id")
         if role not in ROLES or not isinstance(tenant, str) or not tenant:

@@ -210,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("execution_id", metavar="ID")
     cancel.add_argument("--reason", default="cancelled from the command line")
 
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke a token before it expires (admins)",
+        description="Every service refuses the token within a few seconds, until it expires. "
+        "Give the token itself, or - to read it from stdin (`discovery revoke - < leaked`), or "
+        "its id (its jti claim), which is then kept revoked for the longest a token lives.",
+        parents=[connection, output],
+    )
+    revoke.add_argument("token", metavar="TOKEN_OR_ID")
+
     advance = sub.add_parser(
         "advance", help="let a manual execution run its next step", parents=[connection, output]
     )
@@ -276,6 +286,8 @@ def dispatch(args: argparse.Namespace) -> int:
                 return commands.watch(ctx, args.execution_id, args.after_seq)
             case "cancel":
                 return commands.cancel(ctx, args.execution_id, args.reason)
+            case "revoke":
+                return commands.revoke(ctx, args.token)
             case _:
                 return commands.advance(ctx, args.execution_id, args.data)
 

@@ -229,6 +229,18 @@ def cancel(ctx: Context, execution_id: str, reason: str) -> int:
     return EXIT_OK
 
 
+def revoke(ctx: Context, token_or_id: str) -> int:
+    if token_or_id == "-":
+        token_or_id = sys.stdin.read().strip()
+    revoked = ctx.client.revoke_token(token_or_id)
+    if ctx.json:
+        render.print_json(render.message_json(revoked))
+    else:
+        until = revoked.expires_at.ToDatetime().isoformat(timespec="seconds")
+        ctx.out.print(f"token {revoked.token_id} revoked (kept so until {until}Z)")
+    return EXIT_OK
+
+
 def advance(ctx: Context, execution_id: str, data: str | None) -> int:
     merged = json_object(data, "--data") if data is not None else {}
     execution = ctx.client.advance(execution_id, merged)
