@@ -132,8 +132,8 @@ class TokenAuthority:
             raise ValueError("a watcher token names one execution, and only a watcher token")
         if tenant == ANY_TENANT and role != RUNNER:
             raise ValueError("only a runner token may name every tenant")
-        if not 0 < ttl_seconds <= MAX_TOKEN_SECONDS:
-            raise ValueError(f"a token lives more than 0 and at most {MAX_TOKEN_SECONDS} s")
+        if ttl_seconds > MAX_TOKEN_SECONDS:
+            raise ValueError(f"a token lives at most {MAX_TOKEN_SECONDS} s (366 days)")
         issued = int(time.time() if now is None else now)
         claims: dict[str, Any] = {
             "iss": ISSUER,
