@@ -100,6 +100,13 @@ class AuthKeys:
     trusted: tuple[TrustedKey, ...]
     signing: SigningKey | None = None
 
+    def may_sign(self, role: str, tenant: str) -> bool:
+        """Whether the tokens this service signs for `role` of `tenant` will be accepted."""
+        if self.signing is None:
+            return False
+        mine = next((key for key in self.trusted if key.kid == self.signing.kid), None)
+        return mine is not None and mine.may_sign(role, tenant)
+
 
 def load_signing_key(path: Path, where: str = SIGNING_KEY_FILE_ENV) -> SigningKey:
     try:

@@ -37,6 +37,7 @@ from pymongo import AsyncMongoClient
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services.auth import (
     ADMIN,
+    ANY_TENANT,
     DEFAULT_TENANT,
     RUNNER,
     ServiceToken,
@@ -99,12 +100,15 @@ def signed_by(signer: str, role: str, tenant: str, **claims: Any) -> str:
 
 def token(
     role: str = ADMIN,
-    tenant: str = DEFAULT_TENANT,
+    tenant: str | None = None,
     *,
     ttl_seconds: float = 3600,
     execution_id: str | None = None,
 ) -> str:
-    """A token as the deployment's operator would issue it."""
+    """A token as the deployment's operator would issue it: of tenant `default`, but a
+    runner's, which like pioneer's serves every tenant unless given one."""
+    if tenant is None:
+        tenant = ANY_TENANT if role == RUNNER else DEFAULT_TENANT
     return AUTHORITY.mint(
         subject=f"test-{role}",
         role=role,
@@ -147,7 +151,7 @@ class Pioneer:
         self._server: Any = None
 
     async def start(self) -> None:
-        credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER)
+        credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER, tenant=ANY_TENANT)
         self._reporter = StepReporter.connect(self.settings.discovery_url, credentials)
         self.runner = StepRunner(self._reporter, max_concurrent_steps=self.slots)
         self._server, self.port = await build_pioneer(self.settings, registry, self.runner)

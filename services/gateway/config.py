@@ -248,6 +248,13 @@ class Settings:
         tenant = self.anonymous_tenant
         if not tenant or len(tenant) > 128 or not tenant.isprintable() or " " in tenant:
             raise ConfigError(f"{ANONYMOUS_TENANT}={tenant[:100]!r} is not a tenant name")
+        if not self.auth_keys.may_sign(self.anonymous_role, tenant):
+            raise ConfigError(
+                f"{ANONYMOUS_ACCESS}=true: the gateway signs the anonymous caller's token, and "
+                f"its key (DISCOVERY_SIGNING_KEY_FILE) may not sign {self.anonymous_role!r} "
+                f"tokens for tenant {tenant!r}: grant it that in DISCOVERY_TRUSTED_KEYS_FILE"
+                f' ("discovery_grants": {{"{self.anonymous_role}": ["{tenant}"]}})'
+            )
         if not is_loopback(self.host) and not self.trusted_network:
             raise ConfigError(
                 f"{ANONYMOUS_ACCESS}=true admits requests without credentials, and "
