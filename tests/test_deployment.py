@@ -197,9 +197,12 @@ def test_the_engine_and_mongodb_complete_a_mutual_tls_handshake(tmp_path: Path) 
 
     thread = threading.Thread(target=serve)
     thread.start()
-    with client.wrap_socket(right, server_hostname="mongo") as tls:
-        assert tls.version() in ("TLSv1.2", "TLSv1.3")
-    thread.join()
+    try:
+        with client.wrap_socket(right, server_hostname="mongo") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        right.close()  # the server's side ends too, whatever happened here
+        thread.join()
     assert seen and dict(rdn[0] for rdn in seen[0]["subject"])["commonName"] == "engine"
 
 
