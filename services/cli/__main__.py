@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.text import Text
 
 from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, RUNNER, WATCHER
+from services.certs import DEFAULT_HOSTS
 from services.cli import commands
 from services.cli.client import DEFAULT_TIMEOUT_SECONDS, EngineClient
 from services.cli.config import DEFAULT_TARGET, ENV_VAR, TOKEN_ENV, api_token, engine_target
@@ -100,17 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     secrets = sub.add_parser(
         "secrets",
-        help="make a deployment's secrets: token secret, private CA, service certificate",
-        description="Writes into DIR what docker-compose.yml mounts: auth.key (the token "
-        "secret), ca.crt and ca.key (a private CA), service.crt and service.key (the "
-        "certificate every service serves and calls with, for --hosts). Existing files are "
-        "kept.",
+        help="make a deployment's secrets: CA, a certificate and a token key per service",
+        description="Writes into DIR what docker-compose.yml mounts, each service only its "
+        "own: ca.crt and ca.key (a private CA); engine, pioneer, gateway and mongo .crt and "
+        ".key (each service's certificate, for its compose name and --hosts), engine.pem and "
+        "mongo.pem (certificate and key in one file, for MongoDB's TLS); tokens/engine.key, "
+        "gateway.key, pioneer.key and operator.key (each signer's token key) and "
+        "tokens/trusted-keys.json (the public keys and what each may sign); "
+        "mongo-root-password and mongo-keyfile (MongoDB's root login and replica set key). "
+        "Existing files are kept; a missing certificate is issued again from ca.key. "
+        "ca.key and tokens/operator.key stay with you, off the servers.",
     )
     secrets.add_argument("directory", type=Path, metavar="DIR")
     secrets.add_argument(
         "--hosts",
-        default="engine,pioneer,gateway,localhost,127.0.0.1",
-        help="names and addresses the services are dialled by (default: %(default)s)",
+        default=",".join(DEFAULT_HOSTS),
+        help="names and addresses every certificate holds besides its service's name "
+        "(default: %(default)s)",
     )
 
     issue = sub.add_parser(

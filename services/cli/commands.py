@@ -306,7 +306,10 @@ def issue_token(
 def make_secrets(directory: Path, hosts: tuple[str, ...]) -> int:
     if not hosts:
         raise UsageError("--hosts: at least one name")
-    written = make_deployment_secrets(directory, hosts)
+    try:
+        written = make_deployment_secrets(directory, hosts)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     for path in written:
         print(path)
     if not written:
