@@ -27,6 +27,18 @@ def _channel(stack: Stack, bearer: str) -> grpc.aio.Channel:
     )
 
 
+async def _complete(runner: grpc.aio.Channel, task: sq.StepTask) -> None:
+    await sr_grpc.StepReportServiceStub(runner).CompleteStep(
+        sr.CompleteStepRequest(
+            execution_id=task.execution_id,
+            step_name=task.step_name,
+            attempt_token=task.attempt_token,
+            success=True,
+        ),
+        timeout=5,
+    )
+
+
 @pytest.mark.parametrize(
     ("signer", "role", "tenant"),
     [
@@ -98,30 +110,12 @@ async def test_a_runner_of_one_tenant_takes_and_reports_only_that_tenants_steps(
 
         others = await any_queue.PollStepAttempts(poll(2), timeout=10)
         assert [t.execution_id for t in others.tasks] == [other.execution_id]
-        theirs_task = others.tasks[0]
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await sr_grpc.StepReportServiceStub(acme_runner).CompleteStep(
-                sr.CompleteStepRequest(
-                    execution_id=theirs_task.execution_id,
-                    step_name=theirs_task.step_name,
-                    attempt_token=theirs_task.attempt_token,
-                    success=True,
-                ),
-                timeout=5,
-            )
+            await _complete(acme_runner, others.tasks[0])
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
         assert error_info(refused.value)[0] == "EXECUTION_NOT_FOUND"
 
-        ours_task = taken.tasks[0]
-        await sr_grpc.StepReportServiceStub(acme_runner).CompleteStep(
-            sr.CompleteStepRequest(
-                execution_id=ours_task.execution_id,
-                step_name=ours_task.step_name,
-                attempt_token=ours_task.attempt_token,
-                success=True,
-            ),
-            timeout=5,
-        )
+        await _complete(acme_runner, taken.tasks[0])
         final = await acme_admin.wait_terminal(mine.execution_id, 20)
         assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
     finally:
