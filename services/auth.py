@@ -1,19 +1,21 @@
 """Who is calling and what they may do: signed tokens, shared by every service.
 
-A token is a JWT signed with HS256 under a secret every service of one deployment shares
-(`DISCOVERY_AUTH_SECRET_FILE`, one secret per line: the first signs, all verify, so a secret
-is rotated by prepending the new one and dropping the old one once its tokens have expired).
-The algorithm is fixed here, never read from the token; `exp`, `iat`, `iss`, `aud`, `sub`,
-`role` and `tenant` are required.
+A token is a JWT signed with EdDSA (Ed25519) by a key that only its signer holds; every
+service verifies it with the deployment's trusted public keys, each of which may sign only
+some roles for some tenants (services/token_keys.py). The algorithm is fixed here, never read
+from the token; `exp`, `iat`, `iss`, `aud`, `sub`, `jti`, `role` and `tenant` are required.
+A token id (`jti`) can be revoked before the token expires (`revoke`, fed by the engine's
+revoked-tokens collection).
 
 Roles:
     client   starts, reads, watches, cancels and advances its tenant's executions; reads
              its tenant's workflow definitions
-    admin    what a client may, plus creating workflow definitions
-    runner   reports step progress and completion (the attempt token binds it to one step)
+    admin    what a client may, plus creating workflow definitions and revoking tokens
+    runner   takes and reports steps of its tenant's executions (tenant "*": any tenant's);
+             the attempt token binds each report to one step
     watcher  reads and watches one execution (`execution_id` claim): the short-lived token
              `execute-async` hands to a browser
-    engine   the engine calling pioneer
+    engine   the engine calling a runner it pushes steps to
 
 Nothing here knows gRPC or HTTP: each service maps `Unauthenticated` to 401/UNAUTHENTICATED
 and `PermissionDenied` to 403/PERMISSION_DENIED at its own edge.
@@ -21,18 +23,16 @@ and `PermissionDenied` to 403/PERMISSION_DENIED at its own edge.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
 
-from services.envconfig import ConfigError
+from services.token_keys import ANY_TENANT as ANY_TENANT
+from services.token_keys import AuthKeys, TrustedKey
 
 CLIENT = "client"
 ADMIN = "admin"
@@ -44,20 +44,16 @@ ROLES = frozenset({CLIENT, ADMIN, RUNNER, WATCHER, ENGINE})
 DEFAULT_TENANT = "default"
 ISSUER = "discovery"
 AUDIENCE = "discovery"
-ALGORITHM = "HS256"
-# RFC 7518 §3.2: an HS256 key is at least as long as the hash.
-MIN_SECRET_BYTES = 32
+ALGORITHM = "EdDSA"
 LEEWAY_SECONDS = 30
 # Verified tokens remembered by one authority (services/auth.py, TokenAuthority.verify).
 MAX_VERIFIED_TOKENS = 10_000
 # The watcher token a browser holds: short, as OWASP asks of browser tokens.
 WATCH_TOKEN_SECONDS = 15 * 60
+# The longest a token may live: a revocation of its id alone is kept this long.
+MAX_TOKEN_SECONDS = 366 * 24 * 3600
 # What the engine and pioneer sign for each other's calls: renewed long before it ends.
 SERVICE_TOKEN_SECONDS = 60 * 60
-
-SECRET_ENV = "DISCOVERY_AUTH_SECRET"
-SECRET_FILE_ENV = "DISCOVERY_AUTH_SECRET_FILE"
-TOKEN_ENV = "DISCOVERY_TOKEN"
 
 
 class AuthError(Exception):
@@ -90,6 +86,8 @@ class Principal:
     expires_at: float
     # Set for watcher tokens only: the one execution they may see.
     execution_id: str | None = None
+    # The token's `jti`, what revoking it names ("" for principals no token stands for).
+    token_id: str = ""
 
     def require(self, roles: Iterable[str], what: str) -> None:
         if self.role not in roles:
@@ -98,25 +96,22 @@ class Principal:
     def seconds_left(self, now: float | None = None) -> float:
         return self.expires_at - (time.time() if now is None else now)
 
-
-def _key_id(secret: bytes) -> str:
-    # Names the secret in the token header without revealing anything about it.
-    return hashlib.sha256(b"discovery-kid:" + secret).hexdigest()[:16]
+    @property
+    def runs_for(self) -> str | None:
+        """A runner's tenant: whose steps it may take and report (None: any tenant's)."""
+        return None if self.tenant == ANY_TENANT else self.tenant
 
 
 class TokenAuthority:
-    """Mints and verifies tokens under one deployment's secrets."""
+    """Verifies tokens against the deployment's trusted keys, and mints them with this
+    service's own key (if it has one)."""
 
-    def __init__(self, keys: Sequence[bytes]) -> None:
-        if not keys:
-            raise ValueError("at least one secret")
-        for key in keys:
-            if len(key) < MIN_SECRET_BYTES:
-                raise ValueError(f"a secret must be at least {MIN_SECRET_BYTES} bytes")
-        self._signing = keys[0]
-        self._keys = {_key_id(key): key for key in keys}
+    def __init__(self, keys: AuthKeys) -> None:
+        self._signing = keys.signing
+        self._trusted: dict[str, TrustedKey] = {key.kid: key for key in keys.trusted}
+        self._revoked: frozenset[str] = frozenset()
         # Tokens already verified: a runner or a client sends the same one on every call,
-        # and checking it again (JSON, base64, HMAC) was a fair share of a report's cost.
+        # and checking it again (JSON, base64, a signature) was a fair share of a report's cost.
         self._verified: dict[str, Principal] = {}
 
     def mint(
@@ -129,15 +124,22 @@ class TokenAuthority:
         execution_id: str | None = None,
         now: float | None = None,
     ) -> str:
+        if self._signing is None:
+            raise ValueError("this service has no signing key")
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         if (role == WATCHER) != (execution_id is not None):
             raise ValueError("a watcher token names one execution, and only a watcher token")
+        if tenant == ANY_TENANT and role != RUNNER:
+            raise ValueError("only a runner token may name every tenant")
+        if ttl_seconds > MAX_TOKEN_SECONDS:
+            raise ValueError(f"a token lives at most {MAX_TOKEN_SECONDS} s (366 days)")
         issued = int(time.time() if now is None else now)
         claims: dict[str, Any] = {
             "iss": ISSUER,
             "aud": AUDIENCE,
             "sub": subject,
+            "jti": uuid.uuid4().hex,
             "role": role,
             "tenant": tenant,
             "iat": issued,
@@ -146,52 +148,93 @@ class TokenAuthority:
         if execution_id is not None:
             claims["execution_id"] = execution_id
         return jwt.encode(
-            claims, self._signing, algorithm=ALGORITHM, headers={"kid": _key_id(self._signing)}
+            claims, self._signing.private, algorithm=ALGORITHM, headers={"kid": self._signing.kid}
         )
+
+    def revoke(self, token_ids: Iterable[str]) -> None:
+        """The token ids refused from now on (the whole set: it replaces the last one)."""
+        self._revoked = frozenset(token_ids)
 
     def verify(self, token: str) -> Principal:
         known = self._verified.get(token)
         if known is not None:
             if time.time() < known.expires_at + LEEWAY_SECONDS:
+                self._check_revoked(known)
                 return known
             del self._verified[token]
         caller = self._verify(token)
+        self._check_revoked(caller)
         if len(self._verified) >= MAX_VERIFIED_TOKENS:
             self._verified.clear()  # a bound, refilled by the tokens in use
         self._verified[token] = caller
         return caller
 
-    def _verify(self, token: str) -> Principal:
+    def identify(self, token: str) -> Principal:
+        """Who a token of this deployment names, expired or not (what revoking it needs)."""
+        claims, _ = self._decode(token, verify_exp=False)
+        return Principal(
+            subject=str(claims["sub"]),
+            role=str(claims.get("role", "")),
+            tenant=str(claims.get("tenant", "")),
+            expires_at=float(claims["exp"]),
+            token_id=str(claims["jti"]),
+        )
+
+    def is_revoked(self, caller: Principal) -> bool:
+        return bool(caller.token_id) and caller.token_id in self._revoked
+
+    def _check_revoked(self, caller: Principal) -> None:
+        if self.is_revoked(caller):
+            raise Unauthenticated("the token has been revoked", "TOKEN_REVOKED")
+
+    def _decode(self, token: str, *, verify_exp: bool = True) -> tuple[dict[str, Any], TrustedKey]:
         try:
             header = jwt.get_unverified_header(token)
-            key = self._keys.get(str(header.get("kid", "")))
+            key = self._trusted.get(str(header.get("kid", "")))
             if key is None:
                 raise Unauthenticated("the token is signed with an unknown key", "BAD_TOKEN")
             claims = jwt.decode(
                 token,
-                key,
+                key.public,
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
                 issuer=ISSUER,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+                options={
+                    "require": ["exp", "iat", "iss", "aud", "sub", "jti"],
+                    "verify_exp": verify_exp,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired", "TOKEN_EXPIRED") from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"the token is not valid: {exc}", "BAD_TOKEN") from None
+        return claims, key
+
+    def _verify(self, token: str) -> Principal:
+        claims, key = self._decode(token)
         role, tenant = claims.get("role"), claims.get("tenant")
         execution_id = claims.get("execution_id")
         if role not in ROLES or not isinstance(tenant, str) or not tenant:
             raise Unauthenticated("the token has no valid role or tenant", "BAD_TOKEN")
+        if tenant == ANY_TENANT and role != RUNNER:
+            raise Unauthenticated("only a runner token may name every tenant", "BAD_TOKEN")
         if (role == WATCHER) != isinstance(execution_id, str):
             raise Unauthenticated("the token's execution scope is not valid", "BAD_TOKEN")
+        if not key.may_sign(role, tenant):
+            # A service's key signs only what that service needs: its holder is not the
+            # deployment's operator, whatever the token says.
+            raise Unauthenticated(
+                f"the token's key may not sign {role!r} tokens for tenant {tenant!r}",
+                "KEY_NOT_ALLOWED",
+            )
         return Principal(
             subject=str(claims["sub"]),
             role=str(role),
             tenant=tenant,
             expires_at=float(claims["exp"]),
             execution_id=execution_id,
+            token_id=str(claims["jti"]),
         )
 
     def verify_bearer(self, authorization: str | None) -> Principal:
@@ -243,42 +286,3 @@ class ServiceToken:
             )
             self._renew_at = now + self._ttl / 2
         return self._token
-
-
-def parse_secrets(text: str, where: str) -> tuple[bytes, ...]:
-    keys = tuple(line.strip().encode() for line in text.splitlines() if line.strip())
-    if not keys:
-        raise ConfigError(f"{where}: no secret in it")
-    for key in keys:
-        if len(key) < MIN_SECRET_BYTES:
-            raise ConfigError(f"{where}: each secret must be at least {MIN_SECRET_BYTES} bytes")
-    return keys
-
-
-def keys_from_env(env: Mapping[str, str]) -> tuple[bytes, ...]:
-    """The deployment's secrets; a service without one refuses to start."""
-    path = env.get(SECRET_FILE_ENV, "").strip()
-    if path:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"{SECRET_FILE_ENV}={path!r}: {exc.strerror}") from None
-        return parse_secrets(text, SECRET_FILE_ENV)
-    value = env.get(SECRET_ENV, "")
-    if value.strip():
-        return parse_secrets(value, SECRET_ENV)
-    raise ConfigError(
-        f"{SECRET_FILE_ENV} (or {SECRET_ENV}) is required: every call is authenticated "
-        "with tokens signed under it"
-    )
-
-
-def create_secret_file(path: Path) -> None:
-    """A fresh secret readable by its owner only, unless one is already there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_hex(32) + "\n")

@@ -1,15 +1,18 @@
-"""A private CA and the certificates it signs, for the services' mutual TLS (services/tls.py).
+"""A private CA and the certificates it signs, for the services' mutual TLS (services/tls.py)
+and MongoDB's.
 
-`discovery secrets DIR` uses it to make everything docker-compose.yml mounts; the tests use it
+`discovery secrets` uses it to make everything docker-compose.yml mounts; the tests use it
 for their own CA. Keys are EC P-256, certificates are good for a year (the CA for five), and a
 service certificate serves and calls (server and client auth) for the names it is given.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from services.auth import create_secret_file
+from services import token_keys
+from services.envconfig import ConfigError
+
+# The subject's O of every certificate issued here (its OU and CN are the service's name).
+ORGANIZATION = "Discovery"
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,17 @@ class Authority:
             .sign(self.key, hashes.SHA256())
         )
 
+    @classmethod
+    def load(cls, cert: Path, key: Path) -> Authority:
+        """The CA `write_ca` and `write_key` wrote, to issue more certificates from it."""
+        authority = cls.__new__(cls)
+        authority.cert = x509.load_pem_x509_certificate(cert.read_bytes())
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+        if not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"{key}: not the EC key of a CA this module made")
+        authority.key = private
+        return authority
+
     def write_ca(self, path: Path) -> Path:
         path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         return path
@@ -89,7 +107,18 @@ class Authority:
                 names.append(x509.DNSName(host))
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .subject_name(
+                # MongoDB names an X.509 user by the whole subject, and would take a client
+                # whose O, OU and DC all equal its own certificate's for a replica set member:
+                # each certificate has an OU of its own.
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, name),
+                        x509.NameAttribute(NameOID.COMMON_NAME, name),
+                    ]
+                )
+            )
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -123,23 +152,75 @@ def _write_private(path: Path, data: bytes) -> None:
         file.write(data)
 
 
-# What docker-compose.yml mounts, by file name.
-AUTH_KEY, CA_CERT, CA_KEY, SERVICE = "auth.key", "ca.crt", "ca.key", "service"
+# What `discovery secrets` writes and docker-compose.yml mounts, by file name: the CA, then
+# `<service>.crt` / `<service>.key` for each of SERVICES.
+CA_CERT, CA_KEY = "ca.crt", "ca.key"
+SERVICES = ("engine", "pioneer", "gateway", "mongo")
+# A certificate and its key in one file, `<service>.pem`: mongod's --tlsCertificateKeyFile,
+# and the engine's client certificate for MongoDB (pymongo's tlsCertificateKeyFile).
+ONE_FILE_PEM = ("mongo", "engine")
+# MongoDB's root user's password (the health check's login) and the key its replica set
+# members authenticate each other with.
+MONGO_ROOT_PASSWORD, MONGO_KEYFILE = "mongo-root-password", "mongo-keyfile"
+# The token keys (services/token_keys.py), apart: tokens/engine.key is not engine.key.
+TOKENS = "tokens"
+# Besides its compose service name: health checks dial localhost.
+DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 
 
-def make_deployment_secrets(directory: Path, hosts: tuple[str, ...]) -> list[Path]:
-    """The token secret, a private CA and one service certificate for `hosts`, in
-    `directory`; the files written. An existing CA is kept: issuing again would lock out
-    every service still holding a certificate from it."""
+def make_deployment_secrets(directory: Path, hosts: tuple[str, ...] = DEFAULT_HOSTS) -> list[Path]:
+    """A private CA; a certificate per service, for its name and `hosts`; the token keys;
+    MongoDB's credentials; in `directory`, and the files written. A file already there is
+    kept: a new CA would lock out every service still holding a certificate from the old one,
+    a new key every token signed with the old one. A certificate that is missing is issued
+    again from the CA (ca.key is needed then)."""
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    if not (directory / AUTH_KEY).exists():
-        create_secret_file(directory / AUTH_KEY)
-        written.append(directory / AUTH_KEY)
-    if not (directory / CA_CERT).exists():
-        ca = Authority("discovery-ca")
-        written.append(ca.write_ca(directory / CA_CERT))
-        written.append(ca.write_key(directory / CA_KEY))
-        issued = ca.issue(directory, SERVICE, hosts)
-        written += [issued.cert, issued.key]
+    written: list[Path] = []
+    ca_cert, ca_key = directory / CA_CERT, directory / CA_KEY
+    authority: Authority | None = None
+    new_ca = not ca_cert.exists()
+    if new_ca and ca_key.exists():
+        raise ConfigError(f"{ca_key} is there without {ca_cert}: bring it back")
+    if new_ca:
+        authority = Authority("discovery-ca")
+        written += [authority.write_ca(ca_cert), authority.write_key(ca_key)]
+    for service in SERVICES:
+        cert, key = directory / f"{service}.crt", directory / f"{service}.key"
+        pem = directory / f"{service}.pem"
+        # A new CA issues every certificate again: the old ones would not chain to it.
+        issue = new_ca or not (cert.exists() and key.exists())
+        if issue:
+            if authority is None:
+                if not ca_key.exists():
+                    raise ConfigError(
+                        f"{cert.name} must be issued and {ca_key} is not there: bring the "
+                        "CA's key back (or remove ca.crt too, to start a new CA)"
+                    )
+                authority = Authority.load(ca_cert, ca_key)
+            # dict.fromkeys: the names once each, in order.
+            made = authority.issue(directory, service, tuple(dict.fromkeys((service, *hosts))))
+            written += [made.cert, made.key]
+        if service in ONE_FILE_PEM and (issue or not pem.exists()):
+            _write_private(pem, cert.read_bytes() + key.read_bytes())
+            written.append(pem)
+    # mongod takes a key file of base64 characters, 6 to 1024 of them.
+    mongo_secrets = {
+        MONGO_ROOT_PASSWORD: secrets.token_urlsafe(32),
+        MONGO_KEYFILE: base64.b64encode(secrets.token_bytes(756)).decode(),
+    }
+    for name, value in mongo_secrets.items():
+        if _create_private(directory / name, value.encode()):
+            written.append(directory / name)
+    written += token_keys.make_signer_keys(directory / TOKENS)
     return written
+
+
+def _create_private(path: Path, data: bytes) -> bool:
+    """Writes `data`, owner-only, unless the file is there; whether it wrote."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    return True

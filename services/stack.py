@@ -18,22 +18,26 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.auth import (
-    ADMIN,
-    CLIENT,
-    DEFAULT_TENANT,
-    SECRET_ENV,
-    SECRET_FILE_ENV,
-    TokenAuthority,
-    create_secret_file,
-    keys_from_env,
-)
+from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, TokenAuthority
 from services.engine.config import webhook_urls
 from services.envconfig import ConfigError
 from services.grpc_auth import BearerToken
 from services.pioneer.errors import PioneerError
 from services.pioneer.workflows import ensure_document_workflow
 from services.tls import tls_from_env
+from services.token_keys import (
+    ENGINE_SIGNER,
+    GATEWAY_SIGNER,
+    OPERATOR,
+    PIONEER_SIGNER,
+    SIGNER_GRANTS,
+    SIGNING_KEY_FILE_ENV,
+    TRUSTED_KEYS_FILE,
+    TRUSTED_KEYS_FILE_ENV,
+    AuthKeys,
+    load_signing_key,
+    make_signer_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PR_SET_PDEATHSIG = 1
@@ -45,6 +49,8 @@ LOCAL_TOKEN_SECONDS = 30 * 24 * 3600
 class Service:
     name: str
     module: str
+    # Whose signing key it holds (services/token_keys.py).
+    signer: str
     process: asyncio.subprocess.Process | None = None
 
 
@@ -55,14 +61,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def local_admin_token(env: dict[str, str], data_dir: Path) -> str:
-    """Makes the one-machine stack authenticate like a real one: a secret of its own in the
-    data directory (unless the deployment gives one), and an admin token signed under it,
-    written where the CLI looks for it."""
-    if not env.get(SECRET_FILE_ENV, "").strip() and not env.get(SECRET_ENV, "").strip():
-        env[SECRET_FILE_ENV] = str(data_dir / "auth.key")
-        create_secret_file(data_dir / "auth.key")
-    authority = TokenAuthority(keys_from_env(env))
+def local_keys(env: dict[str, str], keys_dir: Path, anonymous: tuple[str, str] | None) -> None:
+    """Makes the one-machine stack authenticate like a real one: a signing key per service
+    and one for the operator in the data directory, and the trusted keys that grant each
+    what it signs (the gateway also the `anonymous` (role, tenant) it admits callers as)."""
+    grants = {name: {role: list(t) for role, t in g.items()} for name, g in SIGNER_GRANTS.items()}
+    if anonymous is not None:
+        role, tenant = anonymous
+        grants[GATEWAY_SIGNER][role] = [tenant]
+    make_signer_keys(keys_dir, grants, replace_trusted=True)
+    env[TRUSTED_KEYS_FILE_ENV] = str(keys_dir / TRUSTED_KEYS_FILE)
+
+
+def local_admin_token(keys_dir: Path, data_dir: Path) -> str:
+    """An admin token signed with the operator's key, written where the CLI looks for it."""
+    authority = TokenAuthority(AuthKeys((), load_signing_key(keys_dir / f"{OPERATOR}.key")))
     token = authority.mint(
         subject="local-admin", role=ADMIN, tenant=DEFAULT_TENANT, ttl_seconds=LOCAL_TOKEN_SECONDS
     )
@@ -75,25 +88,27 @@ def local_admin_token(env: dict[str, str], data_dir: Path) -> str:
     return token
 
 
-def local_anonymous_access(env: dict[str, str]) -> str:
+def local_anonymous_access(env: dict[str, str]) -> tuple[str, tuple[str, str] | None]:
     """The seed's clients send no token and were promised they work as before: on one machine
     the gateway admits them (GATEWAY_ANONYMOUS_ACCESS) as a client of the default tenant,
     which is safe there because the gateway listens on loopback only (it refuses to start
     with anonymous access on any other address unless GATEWAY_TRUSTED_NETWORK says so).
-    Returns the banner's line about it; the deployment's own settings win."""
+    Returns the banner's line about it and the (role, tenant) admitted, if any; the
+    deployment's own settings win."""
     env.setdefault("GATEWAY_ANONYMOUS_ACCESS", "true")
     if env["GATEWAY_ANONYMOUS_ACCESS"].strip().lower() not in ("1", "true", "yes", "on"):
-        return "  without a token refused (GATEWAY_ANONYMOUS_ACCESS is off)\n"
+        return "  without a token refused (GATEWAY_ANONYMOUS_ACCESS is off)\n", None
     role = env.get("GATEWAY_ANONYMOUS_ROLE", "").strip() or CLIENT
     tenant = env.get("GATEWAY_ANONYMOUS_TENANT", "").strip() or DEFAULT_TENANT
     origins = env.get("GATEWAY_CORS_ORIGINS", "").strip() or (
         "none (to allow a page's origin: GATEWAY_CORS_ORIGINS=http://localhost:3000 make run)"
     )
-    return (
+    banner = (
         f"  without a token  admitted as {role} of tenant {tenant!r}"
         " (loopback only; GATEWAY_ANONYMOUS_ACCESS=false to refuse)\n"
         f"  browser origins {origins}\n"
     )
+    return banner, (role, tenant)
 
 
 async def main() -> int:
@@ -107,8 +122,10 @@ async def main() -> int:
     # Where an HTTP runner the engine pushes to (PIONEER_URL=http://…) reports: this gateway.
     env.setdefault("ENGINE_REPORT_BASE_URL", f"http://127.0.0.1:{gateway_port}")
     data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
-    token = local_admin_token(env, Path(data_dir))
-    anonymous = local_anonymous_access(env)
+    anonymous, admitted = local_anonymous_access(env)
+    keys_dir = Path(data_dir) / "keys"
+    local_keys(env, keys_dir, admitted)
+    token = local_admin_token(keys_dir, Path(data_dir))
     # Pioneer pulls its work from the engine (ENGINE_URL); the engine never dials it. An
     # HTTP runner named by PIONEER_URL(S)=http://… is pushed to by the engine instead.
     try:
@@ -116,13 +133,18 @@ async def main() -> int:
     except ConfigError as exc:
         pushed = f"none: {exc}"  # the engine refuses it too, and the stack stops with it
     services = [
-        Service("engine", "services.engine"),
-        Service("pioneer", "services.pioneer"),
-        Service("gateway", "services.gateway"),
+        Service("engine", "services.engine", ENGINE_SIGNER),
+        Service("pioneer", "services.pioneer", PIONEER_SIGNER),
+        Service("gateway", "services.gateway", GATEWAY_SIGNER),
     ]
     for service in services:
         service.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", service.module, env=env, cwd=ROOT, preexec_fn=_die_with_parent
+            sys.executable,
+            "-m",
+            service.module,
+            env={**env, SIGNING_KEY_FILE_ENV: str(keys_dir / f"{service.signer}.key")},
+            cwd=ROOT,
+            preexec_fn=_die_with_parent,
         )
     try:
         # The engine refuses a workflow whose handlers no runner has offered in a poll.

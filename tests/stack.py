@@ -4,11 +4,14 @@ process (fast, for most tests) or as child processes (for the kill tests)."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -34,10 +37,9 @@ from pymongo import AsyncMongoClient
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
 from services.auth import (
     ADMIN,
+    ANY_TENANT,
     DEFAULT_TENANT,
     RUNNER,
-    SECRET_ENV,
-    SECRET_FILE_ENV,
     ServiceToken,
     TokenAuthority,
 )
@@ -52,26 +54,61 @@ from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server as build_pioneer
+from services.token_keys import (
+    ROLE_NAMES,
+    SIGNER_GRANTS,
+    SIGNING_KEY_FILE_ENV,
+    TRUSTED_KEYS_FILE,
+    TRUSTED_KEYS_FILE_ENV,
+    AuthKeys,
+    keys_from_env,
+    load_signing_key,
+    make_signer_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The deployment secret of every service the tests start, in this process or as children
-# (which inherit it through the environment).
-TEST_SECRET = "tests-only-secret-0123456789abcdef0123456789abcdef"
-os.environ[SECRET_ENV] = TEST_SECRET
-os.environ.pop(SECRET_FILE_ENV, None)
-AUTH_KEYS = (TEST_SECRET.encode(),)
+# The token keys of every service the tests start, in this process or as children (which
+# inherit them through the environment): one key that signs every role for every tenant, as
+# the tests act as the operator and as each service. The others are trusted with what a
+# deployment grants them, for the tests that hold a signer to its grants (`signed_by`).
+KEYS_DIR = Path(tempfile.mkdtemp(prefix="discovery-test-keys-"))
+atexit.register(shutil.rmtree, KEYS_DIR, True)
+make_signer_keys(
+    KEYS_DIR,
+    {
+        "tests": {role: ["*"] for role in sorted(ROLE_NAMES)},
+        **SIGNER_GRANTS,
+        "runner-acme": {"runner": ["acme"]},
+    },
+)
+os.environ[TRUSTED_KEYS_FILE_ENV] = str(KEYS_DIR / TRUSTED_KEYS_FILE)
+os.environ[SIGNING_KEY_FILE_ENV] = str(KEYS_DIR / "tests.key")
+# What a service's settings read, for the tests of settings.
+KEY_FILES = {k: os.environ[k] for k in (TRUSTED_KEYS_FILE_ENV, SIGNING_KEY_FILE_ENV)}
+AUTH_KEYS = keys_from_env(KEY_FILES)
 AUTHORITY = TokenAuthority(AUTH_KEYS)
+
+
+def signed_by(signer: str, role: str, tenant: str, **claims: Any) -> str:
+    """A token signed with one of the test deployment's keys (`KEYS_DIR/<signer>.key`)."""
+    authority = TokenAuthority(AuthKeys((), load_signing_key(KEYS_DIR / f"{signer}.key")))
+    return authority.mint(
+        subject=f"{signer}-{role}", role=role, tenant=tenant, ttl_seconds=3600, **claims
+    )
 
 
 def token(
     role: str = ADMIN,
-    tenant: str = DEFAULT_TENANT,
+    tenant: str | None = None,
     *,
     ttl_seconds: float = 3600,
     execution_id: str | None = None,
 ) -> str:
-    """A token as the deployment's operator would issue it."""
+    """A token as the deployment's operator would issue it: of tenant `default`, but a
+    runner's, which like pioneer's serves every tenant unless given one."""
+    if tenant is None:
+        tenant = ANY_TENANT if role == RUNNER else DEFAULT_TENANT
     return AUTHORITY.mint(
         subject=f"test-{role}",
         role=role,
@@ -114,7 +151,7 @@ class Pioneer:
         self._server: Any = None
 
     async def start(self) -> None:
-        credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER)
+        credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER, tenant=ANY_TENANT)
         self._reporter = StepReporter.connect(self.settings.discovery_url, credentials)
         self.runner = StepRunner(self._reporter, max_concurrent_steps=self.slots)
         self._server, self.port = await build_pioneer(self.settings, registry, self.runner)
@@ -458,7 +495,7 @@ MAKE_RUN_READY = "Ctrl-C stops everything"
 
 
 def start_make_run(data_dir: Path, log: Path, **env: str | int) -> subprocess.Popen[bytes]:
-    """`make run`'s supervisor (`python -m services.stack`) as on a fresh machine: no secret
+    """`make run`'s supervisor (`python -m services.stack`) as on a fresh machine: no keys
     given, so it makes its own in `data_dir`; its output goes to `log`. `env` adds to or
     overrides its environment (ports, the seed's PIONEER_URL…)."""
     with log.open("wb") as out:
@@ -466,7 +503,7 @@ def start_make_run(data_dir: Path, log: Path, **env: str | int) -> subprocess.Po
             [sys.executable, "-m", "services.stack"],
             cwd=ROOT,
             env={
-                **{k: v for k, v in os.environ.items() if k != SECRET_ENV},
+                **{k: v for k, v in os.environ.items() if k not in KEY_FILES},
                 "DISCOVERY_DATA_DIR": str(data_dir),
                 "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
                 **{k: str(v) for k, v in env.items()},

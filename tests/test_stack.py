@@ -38,7 +38,8 @@ def test_the_stack_comes_up_and_goes_down_together(tmp_path: Path) -> None:
         assert "'Procesar Documentos' = " in banner
         assert f"embedded SecantusDB in {tmp_path / 'data'}/db" in banner
         data = tmp_path / "data"
-        assert (data / "auth.key").stat().st_mode & 0o777 == 0o600
+        for signer in ("operator", "engine", "gateway", "pioneer"):
+            assert (data / "keys" / f"{signer}.key").stat().st_mode & 0o777 == 0o600
         assert (data / "token").stat().st_mode & 0o777 == 0o600
         local_token = (data / "token").read_text().strip()
         assert f"#token={local_token}" in banner  # the dashboard's address signs it in

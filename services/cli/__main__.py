@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.text import Text
 
 from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, RUNNER, WATCHER
+from services.certs import DEFAULT_HOSTS
 from services.cli import commands
 from services.cli.client import DEFAULT_TIMEOUT_SECONDS, EngineClient
 from services.cli.config import DEFAULT_TARGET, ENV_VAR, TOKEN_ENV, api_token, engine_target
@@ -100,26 +101,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     secrets = sub.add_parser(
         "secrets",
-        help="make a deployment's secrets: token secret, private CA, service certificate",
-        description="Writes into DIR what docker-compose.yml mounts: auth.key (the token "
-        "secret), ca.crt and ca.key (a private CA), service.crt and service.key (the "
-        "certificate every service serves and calls with, for --hosts). Existing files are "
-        "kept.",
+        help="make a deployment's secrets: CA, a certificate and a token key per service",
+        description="Writes into DIR what docker-compose.yml mounts, each service only its "
+        "own: ca.crt and ca.key (a private CA); engine, pioneer, gateway and mongo .crt and "
+        ".key (each service's certificate, for its compose name and --hosts), engine.pem and "
+        "mongo.pem (certificate and key in one file, for MongoDB's TLS); tokens/engine.key, "
+        "gateway.key, pioneer.key and operator.key (each signer's token key) and "
+        "tokens/trusted-keys.json (the public keys and what each may sign); "
+        "mongo-root-password and mongo-keyfile (MongoDB's root login and replica set key). "
+        "Existing files are kept; a missing certificate is issued again from ca.key. "
+        "ca.key and tokens/operator.key stay with you, off the servers.",
     )
     secrets.add_argument("directory", type=Path, metavar="DIR")
     secrets.add_argument(
         "--hosts",
-        default="engine,pioneer,gateway,localhost,127.0.0.1",
-        help="names and addresses the services are dialled by (default: %(default)s)",
+        default=",".join(DEFAULT_HOSTS),
+        help="names and addresses every certificate holds besides its service's name "
+        "(default: %(default)s)",
     )
 
     issue = sub.add_parser(
         "token",
-        help="issue a token (needs the deployment's secret)",
-        description="Signs a token under the deployment's secret: DISCOVERY_AUTH_SECRET_FILE "
-        "or DISCOVERY_AUTH_SECRET, else ./.discovery/auth.key (what `make run` made). Roles: "
+        help="issue a token (needs the operator's signing key)",
+        description="Signs a token with the operator's key: DISCOVERY_SIGNING_KEY_FILE, else "
+        "./.discovery/keys/operator.key (what `make run` made). Roles: "
         "client (start, read, watch, cancel, advance), admin (also workflow definitions), "
-        "runner (step reports), watcher (one execution, read only). Prints the token.",
+        "runner (takes and reports the tenant's steps; --tenant '*': every tenant's), "
+        "watcher (one execution, read only). Prints the token.",
     )
     issue.add_argument("--role", required=True, choices=sorted(ISSUABLE_ROLES))
     issue.add_argument("--tenant", default=DEFAULT_TENANT, help="default: %(default)s")
@@ -209,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("execution_id", metavar="ID")
     cancel.add_argument("--reason", default="cancelled from the command line")
 
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke a token before it expires (admins)",
+        description="Every service refuses the token within a few seconds, until it expires. "
+        "Give the token itself, or - to read it from stdin (`discovery revoke - < leaked`), or "
+        "its id (its jti claim), which is then kept revoked for the longest a token lives.",
+        parents=[connection, output],
+    )
+    revoke.add_argument("token", metavar="TOKEN_OR_ID")
+
     advance = sub.add_parser(
         "advance", help="let a manual execution run its next step", parents=[connection, output]
     )
@@ -275,6 +293,8 @@ def dispatch(args: argparse.Namespace) -> int:
                 return commands.watch(ctx, args.execution_id, args.after_seq)
             case "cancel":
                 return commands.cancel(ctx, args.execution_id, args.reason)
+            case "revoke":
+                return commands.revoke(ctx, args.token)
             case _:
                 return commands.advance(ctx, args.execution_id, args.data)
 

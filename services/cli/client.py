@@ -18,6 +18,8 @@ from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
 from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
+from discovery.engine.v1 import token_service_pb2 as ts
+from discovery.engine.v1 import token_service_pb2_grpc as ts_grpc
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from discovery.engine.v1 import workflow_service_pb2 as ws
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
@@ -72,6 +74,7 @@ class EngineClient:
         self._workflows = ws_grpc.WorkflowServiceStub(self._channel)
         self._executions = es_grpc.ExecutionServiceStub(self._channel)
         self._queue = sq_grpc.StepQueueServiceStub(self._channel)
+        self._tokens = ts_grpc.TokenServiceStub(self._channel)
 
     def close(self) -> None:
         # Bounded: a command that has done its work must exit. CI once saw `run --watch`
@@ -167,6 +170,15 @@ class EngineClient:
             es.CancelExecutionRequest(execution_id=execution_id, reason=reason),
         )
         return response.execution
+
+    def revoke_token(self, token_or_id: str) -> ts.RevokeTokenResponse:
+        # A token has two dots (header.claims.signature); an id has none.
+        if token_or_id.count(".") == 2:
+            request = ts.RevokeTokenRequest(token=token_or_id)
+        else:
+            request = ts.RevokeTokenRequest(token_id=token_or_id)
+        response: ts.RevokeTokenResponse = self._call(self._tokens.RevokeToken, request)
+        return response
 
     def advance(self, execution_id: str, data: Mapping[str, Any]) -> ex_pb.Execution:
         response: es.AdvanceExecutionResponse = self._call(

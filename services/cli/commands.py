@@ -15,7 +15,7 @@ from discovery.engine.v1 import workflow_pb2 as wf_pb
 from rich.console import Console
 from rich.text import Text
 
-from services.auth import SECRET_ENV, SECRET_FILE_ENV, WATCHER, TokenAuthority, keys_from_env
+from services.auth import WATCHER, TokenAuthority
 from services.certs import make_deployment_secrets
 from services.cli import render
 from services.cli.client import EngineClient
@@ -31,8 +31,11 @@ from services.cli.errors import (
 from services.cli.follow import TERMINAL_EVENTS, Follower
 from services.cli.watch_view import Outcome, event_data, event_name, make_view
 from services.envconfig import ConfigError
+from services.token_keys import SIGNING_KEY_FILE_ENV, AuthKeys, load_signing_key
 
 ROOT = Path(__file__).resolve().parents[2]
+# The operator's key `make run` writes (services/stack.py).
+LOCAL_OPERATOR_KEY = Path(".discovery/keys/operator.key")
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,18 @@ def cancel(ctx: Context, execution_id: str, reason: str) -> int:
     return EXIT_OK
 
 
+def revoke(ctx: Context, token_or_id: str) -> int:
+    if token_or_id == "-":
+        token_or_id = sys.stdin.read().strip()
+    revoked = ctx.client.revoke_token(token_or_id)
+    if ctx.json:
+        render.print_json(render.message_json(revoked))
+    else:
+        until = revoked.expires_at.ToDatetime().isoformat(timespec="seconds")
+        ctx.out.print(f"token {revoked.token_id} revoked (kept so until {until}Z)")
+    return EXIT_OK
+
+
 def advance(ctx: Context, execution_id: str, data: str | None) -> int:
     merged = json_object(data, "--data") if data is not None else {}
     execution = ctx.client.advance(execution_id, merged)
@@ -258,37 +273,43 @@ def queue(ctx: Context) -> int:
 def issue_token(
     *, role: str, tenant: str, subject: str, ttl_seconds: float, execution_id: str | None
 ) -> int:
-    """Signs a token under the deployment's secret and prints it (nothing else: pipeable)."""
+    """Signs a token with the operator's key and prints it (nothing else: pipeable)."""
     if ttl_seconds <= 0:
         raise UsageError("--ttl: must be more than 0")
     if (role == WATCHER) != (execution_id is not None):
         raise UsageError("--execution goes with --role watcher, and only with it")
-    env = dict(os.environ)
-    local = Path.cwd() / ".discovery" / "auth.key"
-    if not env.get(SECRET_FILE_ENV, "").strip() and not env.get(SECRET_ENV, "").strip():
-        if not local.is_file():
-            raise UsageError(f"no secret: set {SECRET_FILE_ENV} (or run `make run` here first)")
-        env[SECRET_FILE_ENV] = str(local)
+    named = os.environ.get(SIGNING_KEY_FILE_ENV, "").strip()
+    path = Path(named) if named else Path.cwd() / LOCAL_OPERATOR_KEY
+    if not named and not path.is_file():
+        raise UsageError(
+            f"no signing key: set {SIGNING_KEY_FILE_ENV} to the operator's key (or run"
+            " `make run` here first)"
+        )
     try:
-        authority = TokenAuthority(keys_from_env(env))
+        authority = TokenAuthority(AuthKeys((), load_signing_key(path)))
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    print(
-        authority.mint(
+    try:
+        token = authority.mint(
             subject=subject,
             role=role,
             tenant=tenant,
             ttl_seconds=ttl_seconds,
             execution_id=execution_id,
         )
-    )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(token)
     return 0
 
 
 def make_secrets(directory: Path, hosts: tuple[str, ...]) -> int:
     if not hosts:
         raise UsageError("--hosts: at least one name")
-    written = make_deployment_secrets(directory, hosts)
+    try:
+        written = make_deployment_secrets(directory, hosts)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     for path in written:
         print(path)
     if not written:

@@ -14,6 +14,7 @@ from services.auth import TokenAuthority
 from services.engine.config import ConfigError, Settings
 from services.engine.hub import EventHub
 from services.engine.quotas import CallQuotas, TenantUsage
+from services.engine.revocations import Revocations
 from services.engine.rpc.server import SERVICE_NAMES, build_server
 from services.engine.rpc.servicers import Limits
 from services.engine.runner import Runner, RunnerSettings
@@ -43,6 +44,7 @@ class Engine:
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._store: MongoStore | None = None
         self._usage: TenantUsage | None = None
+        self._revocations: Revocations | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
@@ -50,8 +52,8 @@ class Engine:
 
     async def start(self) -> None:
         settings = self.settings
-        if not settings.auth_keys:
-            raise ConfigError("the engine needs the deployment's secret (auth_keys)")
+        if not settings.auth_keys.trusted:
+            raise ConfigError("the engine needs the deployment's trusted keys (auth_keys)")
         authority = TokenAuthority(settings.auth_keys)
         uri = settings.mongodb_uri
         if uri is None:
@@ -99,11 +101,14 @@ class Engine:
             runners=settings.runner_max_calls,
             health=settings.health_max_calls,
         )
+        self._revocations = Revocations(self._store, authority)
+        await self._revocations.open()
         self._server, self._health = build_server(
             self.runner,
             authority,
             limits,
             quotas,
+            self._revocations,
             max_message_bytes=settings.max_message_bytes,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
@@ -144,6 +149,8 @@ class Engine:
             await self.runner.close()
         if self._usage is not None:
             await self._usage.close()
+        if self._revocations is not None:
+            await self._revocations.close()
         if self._store is not None:
             await self._store.close()
         if self._client is not None:

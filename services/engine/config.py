@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.auth import keys_from_env
 from services.envconfig import ConfigError, boolean, integer, number, text
 from services.tls import Tls, tls_from_env
+from services.token_keys import AuthKeys, keys_from_env
 
 __all__ = ["ConfigError", "Settings"]
 
@@ -68,8 +68,9 @@ class Settings:
     # Per execution: progress events logged in all; beyond, reports are refused
     # (EVENT_LIMIT_REACHED) and the steps go on.
     max_progress_events: int = 10_000
-    # The secrets tokens are signed under (services/auth.py); never printed.
-    auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # The keys tokens are verified with, and the engine's own signing key (watch tokens, calls
+    # to HTTP runners) (services/token_keys.py); never printed.
+    auth_keys: AuthKeys = field(default=AuthKeys(()), repr=False)
     # Mutual TLS for its server (services/tls.py); None: plaintext.
     tls: Tls | None = field(default=None, repr=False)
     # HTTP step runners the engine pushes attempts to (services/engine/webhooks.py), from

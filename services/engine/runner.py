@@ -373,7 +373,8 @@ class Runner:
     def _match(self, state: ex.ExecutionState, attempt: ex.Attempt) -> Poll | None:
         if attempt.status != ex.ATTEMPT_QUEUED or attempt is not state.current_attempt():
             return None
-        return self.queue.match(state.workflow.steps[attempt.order - 1].handler)
+        handler = state.workflow.steps[attempt.order - 1].handler
+        return self.queue.match(handler, state.workflow.tenant_id)
 
     def _apply(self, state: ex.ExecutionState, new: ex.NewEvent, now: datetime) -> ex.Event:
         event = state.numbered(new, now)
@@ -456,16 +457,24 @@ class Runner:
         )
 
     async def poll(
-        self, runner_id: str, handlers: frozenset[str], max_attempts: int, wait_seconds: float
+        self,
+        runner_id: str,
+        handlers: frozenset[str],
+        max_attempts: int,
+        wait_seconds: float,
+        tenant: str | None = None,
     ) -> list[Assignment]:
-        """Takes up to `max_attempts` queued attempts of `handlers` for the runner, waiting
-        up to `wait_seconds` for the first; empty when none came."""
+        """Takes up to `max_attempts` queued attempts of `handlers` (of `tenant`'s executions
+        only, unless None) for the runner, waiting up to `wait_seconds` for the first; empty
+        when none came."""
         await self._record_runner(runner_id, handlers, max_attempts)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while not self.queue.closed:
             ready: list[ReadyAttempt] = []
-            while len(ready) < max_attempts and (item := self.queue.pop(handlers)) is not None:
+            while (
+                len(ready) < max_attempts and (item := self.queue.pop(handlers, tenant)) is not None
+            ):
                 ready.append(item)
             if ready:
                 # Taken together, the takes share one commit of the event log.
@@ -482,7 +491,7 @@ class Runner:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            handed = await self.queue.wait(runner_id, handlers, max_attempts, remaining)
+            handed = await self.queue.wait(runner_id, handlers, max_attempts, remaining, tenant)
             if handed:
                 return handed
         return []
@@ -815,17 +824,23 @@ class Runner:
     # --- executions: reports from steps ----------------------------------------------
 
     async def report_progress(
-        self, execution_id: str, step_name: str, token: str, reports: list[dict[str, Any]]
+        self,
+        execution_id: str,
+        step_name: str,
+        token: str,
+        reports: list[dict[str, Any]],
+        *,
+        tenant: str | None = None,
     ) -> bool:
         """Logs the progress reports, in order (none: only notes the heartbeat); True when
-        the step should stop."""
+        the step should stop. A runner of one `tenant` reports only that tenant's steps."""
         for report in reports:
             check_progress(report, self._settings.max_custom_data_bytes)
         cancelled = False
 
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
             nonlocal cancelled
-            attempt = _reporting_attempt(state, step_name, token)
+            attempt = _reporting_attempt(state, step_name, token, tenant)
             if attempt.status == ex.ATTEMPT_CANCELLED:
                 cancelled = True
                 return []
@@ -859,6 +874,7 @@ class Runner:
         error: dict[str, Any] | None,
         *,
         progress: list[dict[str, Any]] | None = None,
+        tenant: str | None = None,
     ) -> None:
         """Logs the attempt's end, after the progress it reported last (in the same commit)."""
         check_payload(result, "result", self._settings.max_result_bytes)
@@ -866,7 +882,7 @@ class Runner:
             check_progress(report, self._settings.max_custom_data_bytes)
 
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
-            attempt = _reporting_attempt(state, step_name, token)
+            attempt = _reporting_attempt(state, step_name, token, tenant)
             if attempt.status != ex.ATTEMPT_RUNNING:
                 if attempt.same_outcome(success, result):
                     return []  # a retried report of what is already logged
@@ -891,23 +907,30 @@ class Runner:
 
         await self._command(execution_id, produce)
 
-    async def _running_attempt(self, execution_id: str, token: str) -> None:
-        # A runner holds no tenant: the attempt token is what binds it to this execution.
+    async def _running_attempt(self, execution_id: str, token: str, tenant: str | None) -> None:
+        # The attempt token is what binds the runner to this execution.
         state = await self.store.load_execution(execution_id) if execution_id else None
-        if state is None:
+        if state is None or tenant not in (None, state.workflow.tenant_id):
             raise ExecutionNotFound(execution_id)
         attempt = state.attempt_by_token(token) if token else None
         if attempt is None or attempt.status != ex.ATTEMPT_RUNNING:
             raise StaleAttempt("the attempt token is not a running attempt's")
 
-    async def read_blob(self, execution_id: str, token: str, blob_id: str) -> AsyncIterator[bytes]:
-        await self._running_attempt(execution_id, token)
+    async def read_blob(
+        self, execution_id: str, token: str, blob_id: str, *, tenant: str | None = None
+    ) -> AsyncIterator[bytes]:
+        await self._running_attempt(execution_id, token, tenant)
         return await self.store.read_blob(execution_id, blob_id)
 
     async def write_blob(
-        self, execution_id: str, token: str, chunks: AsyncIterator[bytes]
+        self,
+        execution_id: str,
+        token: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        tenant: str | None = None,
     ) -> BlobRef:
-        await self._running_attempt(execution_id, token)
+        await self._running_attempt(execution_id, token, tenant)
         parts: list[bytes] = []
         size = 0
         async for chunk in chunks:
@@ -974,7 +997,12 @@ def _progress_events(attempt: ex.Attempt, reports: list[dict[str, Any]]) -> list
     return events
 
 
-def _reporting_attempt(state: ex.ExecutionState, step_name: str, token: str) -> ex.Attempt:
+def _reporting_attempt(
+    state: ex.ExecutionState, step_name: str, token: str, tenant: str | None
+) -> ex.Attempt:
+    if tenant not in (None, state.workflow.tenant_id):
+        # A runner of another tenant: the execution is as missing as to its clients.
+        raise ExecutionNotFound(state.execution_id)
     if state.workflow.step_named(step_name) is None:
         raise NotFound(
             f"execution {state.execution_id} has no step {step_name!r}",

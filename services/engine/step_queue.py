@@ -45,6 +45,8 @@ class Poll:
     handlers: frozenset[str]
     # How many more attempts it may be handed.
     capacity: int
+    # The one tenant whose attempts the runner may take (its token's); None: any tenant's.
+    tenant: str | None = None
     woken: asyncio.Event = field(default_factory=asyncio.Event)
     handed: list[Any] = field(default_factory=list)
     # Matched attempts whose take is being written; the poll answers once they settle.
@@ -104,7 +106,7 @@ class StepQueue:
         # that froze or went away without closing its connection, and what it takes waits
         # for a heartbeat timeout. The others wake too and find what is left.
         for poll in reversed(self._polls.values()):
-            if item.handler in poll.handlers:
+            if item.handler in poll.handlers and poll.tenant in (None, item.tenant):
                 poll.woken.set()
 
     def discard(self, token: str) -> None:
@@ -123,12 +125,13 @@ class StepQueue:
         for token in list(self._by_execution.get(execution_id, ())):
             self.discard(token)
 
-    def pop(self, handlers: Collection[str]) -> ReadyAttempt | None:
-        """The next attempt for a runner offering `handlers`: the first tenant in turn that
-        has one, its best priority, its oldest."""
-        for name in list(self._turns):
-            tenant = self._tenants[name]
-            best = self._best(tenant, handlers)
+    def pop(self, handlers: Collection[str], tenant: str | None = None) -> ReadyAttempt | None:
+        """The next attempt for a runner offering `handlers` (for `tenant` only, unless None):
+        the first tenant in turn that has one, its best priority, its oldest."""
+        for name in list(self._turns) if tenant is None else [tenant]:
+            if name not in self._tenants:
+                continue
+            best = self._best(self._tenants[name], handlers)
             if best is not None:
                 self._turns.move_to_end(name)
                 self.discard(best.token)
@@ -167,13 +170,13 @@ class StepQueue:
             del self._tenants[name]
             del self._turns[name]
 
-    def match(self, handler: str) -> Poll | None:
-        """A waiting poll to hand an attempt of `handler` to directly, newest first, and only
-        when no attempt of that handler waits here (those go first)."""
+    def match(self, handler: str, tenant: str) -> Poll | None:
+        """A waiting poll to hand `tenant`'s attempt of `handler` to directly, newest first,
+        and only when no attempt of that handler waits here (those go first)."""
         if self._closed or self._ready_by_handler[handler]:
             return None
         for poll in reversed(self._polls.values()):
-            if handler in poll.handlers and poll.capacity > 0:
+            if handler in poll.handlers and poll.capacity > 0 and poll.tenant in (None, tenant):
                 poll.capacity -= 1
                 poll.pending += 1
                 poll.settled.clear()
@@ -181,13 +184,19 @@ class StepQueue:
         return None
 
     async def wait(
-        self, runner_id: str, handlers: frozenset[str], capacity: int, seconds: float
+        self,
+        runner_id: str,
+        handlers: frozenset[str],
+        capacity: int,
+        seconds: float,
+        tenant: str | None = None,
     ) -> list[Any]:
-        """Waits until an attempt for one of `handlers` may be ready, for `seconds` at most,
-        or until the queue is closed; returns what was handed to the poll meanwhile."""
+        """Waits until an attempt for one of `handlers` (of `tenant`'s, unless None) may be
+        ready, for `seconds` at most, or until the queue is closed; returns what was handed
+        to the poll meanwhile."""
         if self._closed or seconds <= 0:
             return []
-        poll = Poll(runner_id, handlers, capacity)
+        poll = Poll(runner_id, handlers, capacity, tenant)
         key = next(self._poll_ids)
         self._polls[key] = poll
         try:

@@ -6,6 +6,7 @@ The engine client (one grpc.aio channel) and the shared feeds on it are opened a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,14 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from services.auth import RUNNER, WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
+from services.auth import (
+    ANY_TENANT,
+    RUNNER,
+    WATCH_TOKEN_SECONDS,
+    WATCHER,
+    ServiceToken,
+    TokenAuthority,
+)
 from services.gateway import cors, pages, routes
 from services.gateway.anonymous import AnonymousAccess
 from services.gateway.auth import ANONYMOUS, AUTHORITY, REPORTER, auth_middleware
@@ -24,6 +32,7 @@ from services.gateway.errors import error_middleware
 from services.gateway.feeds import FeedRegistry
 from services.gateway.follow import Follower
 from services.gateway.quotas import TENANT_STREAMS, TenantStreams
+from services.gateway.revocations import follow_revocations
 from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import StreamRegistry
 from services.ratelimit import RateLimiter
@@ -62,7 +71,13 @@ async def _engine_client(app: web.Application) -> AsyncIterator[None]:
     # half of it): at most the other half.
     ring_bytes = min(settings.feed_ring_bytes, settings.stream_queue_bytes // 2)
     app[FEEDS] = FeedRegistry(follower, settings.feed_ring_messages, ring_bytes)
+    revocations = asyncio.create_task(
+        follow_revocations(client.as_caller(app[REPORTER]), authority, app[STREAMS]),
+        name="revoked-tokens",
+    )
     yield
+    revocations.cancel()
+    await asyncio.gather(revocations, return_exceptions=True)
     await app[FEEDS].close()
     await client.close()
 
@@ -83,7 +98,11 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[AUTHORITY] = TokenAuthority(settings.auth_keys)
-    app[REPORTER] = ServiceToken(app[AUTHORITY], subject="gateway:attempt-token", role=RUNNER)
+    # Reports that carry only their attempt token, of any tenant's step: the token binds each
+    # to its one step.
+    app[REPORTER] = ServiceToken(
+        app[AUTHORITY], subject="gateway:attempt-token", role=RUNNER, tenant=ANY_TENANT
+    )
     if settings.anonymous_access:
         app[ANONYMOUS] = AnonymousAccess(settings, app[AUTHORITY])
     app[STREAMS] = StreamRegistry(

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.auth import CLIENT, DEFAULT_TENANT, keys_from_env
+from services.auth import CLIENT, DEFAULT_TENANT
 from services.envconfig import ConfigError, boolean, grpc_target, integer, number, text
 from services.tls import Tls, tls_from_env
+from services.token_keys import AuthKeys, keys_from_env
 
 __all__ = ["ConfigError", "Settings"]
 
@@ -135,9 +136,11 @@ class Settings:
     trusted_network: bool = False
     # Graceful stop: open streams are told to go away, requests in flight get this long.
     shutdown_seconds: float = 10.0
-    # The deployment's secrets (services/auth.py): the gateway checks every caller's token
-    # before anything else, and signs the watch tokens of the feeds it shares. Never printed.
-    auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # The deployment's trusted keys and the gateway's own signing key (services/token_keys.py):
+    # the gateway checks every caller's token before anything else, and signs watch tokens,
+    # the reports of HTTP runners that send only their attempt token and, if it admits
+    # anonymous callers, their client token. Never printed.
+    auth_keys: AuthKeys = field(default=AuthKeys(()), repr=False)
     # Mutual TLS towards the engine (services/tls.py); None: plaintext.
     tls: Tls | None = field(default=None, repr=False)
     # HTTPS on the public edge: a certificate browsers trust, and its key. Unset: plain HTTP,
@@ -245,6 +248,13 @@ class Settings:
         tenant = self.anonymous_tenant
         if not tenant or len(tenant) > 128 or not tenant.isprintable() or " " in tenant:
             raise ConfigError(f"{ANONYMOUS_TENANT}={tenant[:100]!r} is not a tenant name")
+        if not self.auth_keys.may_sign(self.anonymous_role, tenant):
+            raise ConfigError(
+                f"{ANONYMOUS_ACCESS}=true: the gateway signs the anonymous caller's token, and "
+                f"its key (DISCOVERY_SIGNING_KEY_FILE) may not sign {self.anonymous_role!r} "
+                f"tokens for tenant {tenant!r}: grant it that in DISCOVERY_TRUSTED_KEYS_FILE"
+                f' ("discovery_grants": {{"{self.anonymous_role}": ["{tenant}"]}})'
+            )
         if not is_loopback(self.host) and not self.trusted_network:
             raise ConfigError(
                 f"{ANONYMOUS_ACCESS}=true admits requests without credentials, and "

@@ -20,6 +20,8 @@ from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import step_report_service_pb2 as sr
 from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
+from discovery.engine.v1 import token_service_pb2 as ts
+from discovery.engine.v1 import token_service_pb2_grpc as ts_grpc
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from discovery.engine.v1 import workflow_service_pb2 as ws
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
@@ -68,6 +70,7 @@ class EngineClient:
         self._reports = sr_grpc.StepReportServiceStub(self._channel)
         self._queue = sq_grpc.StepQueueServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._tokens = ts_grpc.TokenServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -286,6 +289,16 @@ class EngineClient:
             )
         )
         return list(response.workflows), response.next_page_token
+
+    # --- tokens ------------------------------------------------------------------------
+
+    async def list_revoked_tokens(self) -> list[str]:
+        response: ts.ListRevokedTokensResponse = await self._call(
+            self._tokens.ListRevokedTokens(
+                ts.ListRevokedTokensRequest(), timeout=self._timeout, metadata=self._metadata
+            )
+        )
+        return list(response.token_ids)
 
     # --- the step queue ----------------------------------------------------------------
 

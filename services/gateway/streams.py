@@ -33,8 +33,14 @@ from services.ratelimit import RateLimiter
 
 
 class LiveStream(Protocol):
+    # Who opened it: the stream ends when that caller's token expires or is revoked.
+    principal: Principal
+
     async def shutdown(self) -> None:
         """Ends the stream because the gateway is stopping."""
+
+    def token_ended(self, code: str, why: str) -> None:
+        """Ends the stream after what is queued: the caller's token is no longer good."""
 
 
 def token_ended(code: str, why: str, last_seq: int) -> Unauthorized:

@@ -46,7 +46,9 @@ async def serve(settings: Settings) -> None:
     pool = worker_pool(settings)
     configure_pool(pool)
     runner_id = process_runner_id()
-    credentials = ServiceToken(TokenAuthority(settings.auth_keys), subject=runner_id, role=RUNNER)
+    credentials = ServiceToken(
+        TokenAuthority(settings.auth_keys), subject=runner_id, role=RUNNER, tenant=settings.tenant
+    )
     reporter = StepReporter.connect(settings.discovery_url, credentials, tls=settings.tls)
     runner = StepRunner(reporter, max_concurrent_steps=settings.max_concurrent_steps)
     server, port = await build_server(settings, registry, runner)

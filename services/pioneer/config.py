@@ -6,9 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.auth import keys_from_env
+from services.auth import ANY_TENANT
 from services.envconfig import ConfigError, grpc_target, integer, text
 from services.tls import Tls, tls_from_env
+from services.token_keys import AuthKeys, keys_from_env
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,11 @@ class Settings:
     # The user's own step modules, imported at start so that their `@step` decorators
     # register on the default registry beside the built-in steps.
     step_modules: tuple[str, ...] = ()
-    # The deployment's secrets (services/auth.py): pioneer checks the engine's token on
-    # StartStep and signs its own runner token for reports. Never printed.
-    auth_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # The deployment's trusted keys and pioneer's own signing key (services/token_keys.py):
+    # pioneer checks the engine's token on StartStep and signs its own runner token, for
+    # `tenant`'s steps only ("*": any tenant's, if its key may sign that). Never printed.
+    auth_keys: AuthKeys = field(default=AuthKeys(()), repr=False)
+    tenant: str = ANY_TENANT
     # Mutual TLS for its server and its reports (services/tls.py); None: plaintext.
     tls: Tls | None = field(default=None, repr=False)
 
@@ -62,6 +65,7 @@ class Settings:
             ),
             step_modules=_module_names(env, "PIONEER_STEP_MODULES"),
             auth_keys=keys_from_env(env),
+            tenant=text(env, "PIONEER_TENANT", defaults.tenant),
             tls=tls_from_env(env),
         )
 

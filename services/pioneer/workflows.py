@@ -3,7 +3,9 @@
 "Procesar Documentos" is the seed's document workflow, built on the steps of
 `steps/documents.py`. `ensure_document_workflow` creates it through the engine's
 WorkflowService unless a workflow of that name exists already; `python -m
-services.pioneer.workflows` does so against `DISCOVERY_URL` and prints the workflow's id.
+services.pioneer.workflows` does so against `DISCOVERY_URL` with an admin's token (the
+`discovery` command's: DISCOVERY_TOKEN or DISCOVERY_TOKEN_FILE; pioneer's own key may sign
+runner tokens only) and prints the workflow's id.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import json_format
 
 from services import jsonlog
-from services.auth import ADMIN, ServiceToken, TokenAuthority
+from services.cli.config import api_token
+from services.cli.errors import UsageError
 from services.envconfig import ConfigError
-from services.grpc_auth import Credentials, bearer_interceptors
+from services.grpc_auth import BearerToken, Credentials, bearer_interceptors
 from services.pioneer.config import Settings
 from services.pioneer.errors import EngineUnavailable, WorkflowRejected
 from services.pioneer.steps.documents import MAX_NAME_CHARS
@@ -210,13 +213,11 @@ def main() -> int:
     jsonlog.configure("pioneer")
     try:
         settings = Settings.from_env()
-    except ConfigError as exc:
+        admin = BearerToken(api_token())
+    except (ConfigError, UsageError) as exc:
         log.error("bad configuration", extra={"error": str(exc)})
         return 2
     try:
-        admin = ServiceToken(
-            TokenAuthority(settings.auth_keys), subject="pioneer-setup", role=ADMIN
-        )
         workflow = asyncio.run(
             ensure_document_workflow(settings.discovery_url, admin, tls=settings.tls)
         )

@@ -7,12 +7,13 @@ import pytest
 from services.envconfig import ConfigError
 from services.pioneer.config import Settings
 from services.pioneer.steps.documents import DocumentLimits
+from tests.stack import KEY_FILES
 
-SECRET = {"DISCOVERY_AUTH_SECRET": "s" * 32}
+KEY_ENV = KEY_FILES
 
 
 def test_defaults_match_the_steps_own() -> None:
-    settings = Settings.from_env(SECRET)
+    settings = Settings.from_env(KEY_ENV)
     limits = DocumentLimits()
     assert settings.max_document_bytes == limits.max_document_bytes == 48 * 1024 * 1024
     assert settings.max_pdf_pages == limits.max_pages == 2000
@@ -20,7 +21,7 @@ def test_defaults_match_the_steps_own() -> None:
 
 def test_values_from_the_environment() -> None:
     settings = Settings.from_env(
-        {**SECRET, "PIONEER_MAX_DOCUMENT_BYTES": "1048576", "PIONEER_MAX_PDF_PAGES": "50"}
+        {**KEY_ENV, "PIONEER_MAX_DOCUMENT_BYTES": "1048576", "PIONEER_MAX_PDF_PAGES": "50"}
     )
     assert (settings.max_document_bytes, settings.max_pdf_pages) == (1048576, 50)
 
@@ -37,4 +38,4 @@ def test_values_from_the_environment() -> None:
 )
 def test_a_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name}="):
-        Settings.from_env({**SECRET, name: value})
+        Settings.from_env({**KEY_ENV, name: value})

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -230,26 +231,30 @@ async def test_ensure_document_workflow_says_when_the_engine_is_unreachable() ->
 
 
 async def test_the_workflows_command_creates_the_workflow_from_engine_url(
-    stack: Stack,
+    stack: Stack, tmp_path: Path
 ) -> None:
-    def run() -> subprocess.CompletedProcess[str]:
+    def run(**env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "services.pioneer.workflows"],
-            cwd=ROOT,
+            cwd=tmp_path,  # no .discovery/token here
             env={
-                **os.environ,
+                **{k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_TOKEN")},
                 "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
                 # The gateway's name and URL form of the engine's address.
                 "ENGINE_URL": f"http://{stack.client.target}/",
+                **env,
             },
             capture_output=True,
             text=True,
             timeout=30,
         )
 
-    first = await asyncio.to_thread(run)
+    # An admin's token, never one pioneer signs: its key may sign runner tokens only.
+    refused = await asyncio.to_thread(run)
+    assert refused.returncode == 2 and "no credentials: set DISCOVERY_TOKEN" in refused.stderr
+    first = await asyncio.to_thread(run, DISCOVERY_TOKEN=token())
     assert first.returncode == 0, first.stderr
-    second = await asyncio.to_thread(run)
+    second = await asyncio.to_thread(run, DISCOVERY_TOKEN=token())
     assert second.stdout == first.stdout
     listed = await stack.client.workflows.ListWorkflows(
         ws.ListWorkflowsRequest(name=DOCUMENT_WORKFLOW_NAME)

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
 from discovery.engine.v1 import step_report_service_pb2 as sr
@@ -23,7 +25,8 @@ from services.auth import ADMIN, CLIENT, ENGINE, RUNNER, WATCHER, TokenAuthority
 from services.engine.rpc.auth import PERMISSIONS
 from services.engine.rpc.server import SERVICE_NAMES
 from services.grpc_auth import HEALTH, REFLECTION, BearerToken, bearer_interceptors
-from tests.stack import Client, Stack, token
+from services.token_keys import AuthKeys, SigningKey
+from tests.stack import AUTH_KEYS, Client, Stack, token
 
 SLEEP = {"handler": "sleep", "heartbeat_timeout_seconds": 5}
 SERVED = (
@@ -91,10 +94,19 @@ async def test_without_a_token_every_method_but_health_is_unauthenticated(stack:
         "Bearer not-a-jwt",
         "Basic dXNlcjpwYXNz",
         "Bearer " + token(ttl_seconds=-120),  # expired, past the leeway
-        # Signed with another deployment's secret.
+        # Signed with another deployment's key.
         "Bearer "
-        + TokenAuthority((b"x" * 32,)).mint(
+        + TokenAuthority(AuthKeys((), SigningKey.of(Ed25519PrivateKey.generate()))).mint(
             subject="mallory", role=ADMIN, tenant="default", ttl_seconds=60
+        ),
+        # HS256 under our key's id, as the old scheme signed: the algorithm is never the
+        # token's to choose.
+        "Bearer "
+        + jwt.encode(
+            {"sub": "m", "role": "admin", "tenant": "default", "exp": 2**40, "jti": "j"},
+            "x" * 32,
+            algorithm="HS256",
+            headers={"kid": AUTH_KEYS.trusted[0].kid},
         ),
         # `alg: none`: never accepted, whatever the token says.
         "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0."

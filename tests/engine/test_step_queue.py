@@ -103,8 +103,8 @@ async def test_a_waiting_poll_is_handed_work_directly_only_when_none_waits() -> 
     queue = StepQueue()
     poll = asyncio.create_task(queue.wait("runner-1", frozenset({"h"}), 2, 5))
     await asyncio.sleep(0.01)
-    assert queue.match("x") is None, "matched a handler the poll does not offer"
-    matched = queue.match("h")
+    assert queue.match("x", "a") is None, "matched a handler the poll does not offer"
+    matched = queue.match("h", "a")
     assert matched is not None and matched.runner_id == "runner-1"
     matched.woken.set()
     await asyncio.sleep(0.01)
@@ -116,7 +116,7 @@ async def test_a_waiting_poll_is_handed_work_directly_only_when_none_waits() -> 
     queue.put(ready("queued"))
     poll = asyncio.create_task(queue.wait("runner-1", frozenset({"h"}), 2, 0.05))
     await asyncio.sleep(0.01)
-    assert queue.match("h") is None
+    assert queue.match("h", "a") is None
     assert await asyncio.wait_for(poll, 1) == []
 
 
@@ -124,9 +124,9 @@ async def test_a_released_match_frees_the_slot_and_hands_nothing() -> None:
     queue = StepQueue()
     poll = asyncio.create_task(queue.wait("runner-1", frozenset({"h"}), 1, 0.2))
     await asyncio.sleep(0.01)
-    matched = queue.match("h")
+    matched = queue.match("h", "a")
     assert matched is not None
-    assert queue.match("h") is None, "matched beyond the poll's free slots"
+    assert queue.match("h", "a") is None, "matched beyond the poll's free slots"
     matched.release()
     assert matched.capacity == 1
     assert await asyncio.wait_for(poll, 1) == []
@@ -147,3 +147,24 @@ async def test_the_newest_poll_is_served_first() -> None:
     queue.put(ready("one"))
     await asyncio.wait_for(asyncio.gather(*polls), 1)
     assert order == ["live"]
+
+
+async def test_a_runner_of_one_tenant_is_given_only_that_tenants_attempts() -> None:
+    queue = StepQueue()
+    queue.put(ready("a0", "a"))
+    queue.put(ready("b0", "b", at=1))
+    assert queue.pop({"h"}, "b") is not None and queue.pop({"h"}, "b") is None
+    assert queue.pop({"h"}, "c") is None
+    # A waiting poll of tenant b is neither woken by nor handed tenant a's work.
+    poll = asyncio.create_task(queue.wait("runner-b", frozenset({"h"}), 1, 0.2, "b"))
+    await asyncio.sleep(0.01)
+    queue.put(ready("a1", "a", at=2))
+    assert queue.match("h", "a") is None
+    assert await asyncio.wait_for(poll, 1) == []
+    assert drain(queue) == ["a0", "a1"]
+    poll = asyncio.create_task(queue.wait("runner-b", frozenset({"h"}), 1, 5, "b"))
+    await asyncio.sleep(0.01)
+    matched = queue.match("h", "b")
+    assert matched is not None and matched.runner_id == "runner-b"
+    matched.deliver("assignment-b")
+    assert await asyncio.wait_for(poll, 1) == ["assignment-b"]

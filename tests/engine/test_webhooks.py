@@ -21,7 +21,7 @@ from services.engine.app import Engine
 from services.engine.config import Settings, webhook_urls
 from services.engine.webhooks import MAX_CONCURRENT_CAP, Offer, RunnerUnavailable, parse_offer
 from services.envconfig import ConfigError
-from tests.stack import Stack, free_port, start_stack, struct, wait_for_runner
+from tests.stack import KEY_FILES, Stack, free_port, start_stack, struct, wait_for_runner
 
 HANDLER = "hook"
 
@@ -240,7 +240,7 @@ def _cancel(execution_id: str) -> es.CancelExecutionRequest:
 
 
 def test_push_is_chosen_by_the_urls_scheme() -> None:
-    secret = {"DISCOVERY_AUTH_SECRET": "s" * 32}
+    secret = KEY_FILES
     assert webhook_urls({"PIONEER_URL": "http://localhost:8000"}) == ("http://localhost:8000",)
     # A gRPC host:port is a runner that pulls: nothing to push to.
     assert webhook_urls({"PIONEER_URL": "localhost:50052"}) == ()

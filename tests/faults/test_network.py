@@ -27,7 +27,7 @@ from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.auth import RUNNER, ServiceToken
+from services.auth import ANY_TENANT, RUNNER, ServiceToken
 from services.engine.app import Engine
 from services.gateway.config import Settings as GatewaySettings
 from services.gateway.engine import channel_options as gateway_channel_options
@@ -145,7 +145,7 @@ class RecordingPioneer(Pioneer):
             options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS,
             interceptors=[_CallRecorder(self.calls)],
         )
-        credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER)
+        credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER, tenant=ANY_TENANT)
         self._reporter = StepReporter(channel, credentials)
         self.runner = StepRunner(self._reporter, max_concurrent_steps=self.slots)
         self._server, self.port = await build_pioneer(self.settings, step_registry, self.runner)

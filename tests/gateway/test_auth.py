@@ -10,10 +10,12 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
+from discovery.engine.v1 import token_service_pb2 as ts
+from discovery.engine.v1 import token_service_pb2_grpc as ts_grpc
 
 from services.auth import ADMIN, CLIENT, RUNNER, WATCHER
-from tests.gateway.harness import Api, Gateway, sleep_step
-from tests.stack import AUTHORITY, token
+from tests.gateway.harness import Api, Gateway, GatewayStack, sleep_step
+from tests.stack import AUTHORITY, Client, token
 
 PUBLIC = {"/", "/dashboard/{name}", "/health", "/openapi.json"}
 EXTERNAL = {"name": "fetch_user", "handler": "external", "heartbeat_timeout_seconds": 30}
@@ -239,4 +241,37 @@ async def test_an_event_stream_ends_when_its_token_does(api: Api, gateway: Gatew
         last = text.strip().split("\n\n")[-1]
         assert last.startswith("data: ") and '"TOKEN_EXPIRED"' in last, text
     finally:
+        await api.call("POST", f"/executions/{execution_id}/cancel", {})
+
+
+async def test_a_revoked_token_ends_its_streams_and_is_refused(
+    api: Api, gateway: Gateway, gw_stack: GatewayStack
+) -> None:
+    execution_id = await long_run(api)
+    leaked = token(CLIENT)
+    headers = {"Authorization": f"Bearer {leaked}"}
+    admin = Client(f"127.0.0.1:{gw_stack.engine.port}")
+    try:
+        async with aiohttp.ClientSession(headers=headers) as holder:
+            events = f"{gateway.url}/executions/{execution_id}/events"
+            async with (
+                holder.ws_connect(f"{gateway.ws_url}/ws/{execution_id}") as ws,
+                holder.get(events) as stream,
+                asyncio.timeout(60),
+            ):
+                assert (await ws.receive_json())["event"] == "snapshot"
+                assert stream.status == 200
+                await ts_grpc.TokenServiceStub(admin.channel).RevokeToken(
+                    ts.RevokeTokenRequest(token=leaked), timeout=5
+                )
+                messages = [message.json() async for message in ws]
+                text = await stream.text()
+            assert ws.close_code == 4401
+            assert messages[-1]["error"]["code"] == "TOKEN_REVOKED"
+            assert '"TOKEN_REVOKED"' in text.strip().split("\n\n")[-1]
+            async with holder.get(f"{gateway.url}/workflows") as response:
+                assert response.status == 401
+                assert (await response.json())["error"]["code"] == "TOKEN_REVOKED"
+    finally:
+        await admin.close()
         await api.call("POST", f"/executions/{execution_id}/cancel", {})

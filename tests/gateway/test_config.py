@@ -6,12 +6,13 @@ import pytest
 
 from services.gateway.app import create_app
 from services.gateway.config import ConfigError, Settings
+from tests.stack import AUTH_KEYS, KEY_FILES
 
-SECRET = {"DISCOVERY_AUTH_SECRET": "s" * 32}
+KEY_ENV = KEY_FILES
 
 
 def test_defaults() -> None:
-    settings = Settings.from_env(SECRET)
+    settings = Settings.from_env(KEY_ENV)
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
     assert settings.engine_target == "localhost:50051"
     assert settings.max_body_bytes == 64 * 1024 * 1024
@@ -28,7 +29,7 @@ def test_defaults() -> None:
     ],
 )
 def test_engine_address_accepts_the_seed_url_forms(env: dict[str, str], target: str) -> None:
-    assert Settings.from_env({**SECRET, **env}).engine_target == target
+    assert Settings.from_env({**KEY_ENV, **env}).engine_target == target
 
 
 @pytest.mark.parametrize(
@@ -47,18 +48,18 @@ def test_engine_address_accepts_the_seed_url_forms(env: dict[str, str], target: 
 )
 def test_a_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        Settings.from_env({**SECRET, name: value})
+        Settings.from_env({**KEY_ENV, name: value})
 
 
 def test_allowed_origins_are_a_list() -> None:
     settings = Settings.from_env(
-        {**SECRET, "GATEWAY_WS_ALLOWED_ORIGINS": "https://a.example/, https://b"}
+        {**KEY_ENV, "GATEWAY_WS_ALLOWED_ORIGINS": "https://a.example/, https://b"}
     )
     assert settings.ws_allowed_origins == ("https://a.example", "https://b")
 
 
 def test_anonymous_access_is_off_unless_asked_for() -> None:
-    settings = Settings.from_env(SECRET)
+    settings = Settings.from_env(KEY_ENV)
     assert settings.anonymous_access is False
     assert (settings.anonymous_tenant, settings.anonymous_role) == ("default", "client")
     assert settings.cors_origins == () and settings.ws_allowed_origins == ()
@@ -68,7 +69,7 @@ def test_anonymous_access_is_off_unless_asked_for() -> None:
 def test_anonymous_access_on_loopback_as_a_client_of_a_named_tenant(host: str) -> None:
     settings = Settings.from_env(
         {
-            **SECRET,
+            **KEY_ENV,
             "GATEWAY_HOST": host,
             "GATEWAY_ANONYMOUS_ACCESS": "true",
             "GATEWAY_ANONYMOUS_TENANT": "legacy",
@@ -82,14 +83,14 @@ def test_anonymous_access_on_loopback_as_a_client_of_a_named_tenant(host: str) -
 def test_anonymous_access_is_never_more_than_a_client(role: str) -> None:
     with pytest.raises(ConfigError, match="GATEWAY_ANONYMOUS_ROLE") as refused:
         Settings.from_env(
-            {**SECRET, "GATEWAY_ANONYMOUS_ACCESS": "true", "GATEWAY_ANONYMOUS_ROLE": role}
+            {**KEY_ENV, "GATEWAY_ANONYMOUS_ACCESS": "true", "GATEWAY_ANONYMOUS_ROLE": role}
         )
     assert "client" in str(refused.value)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "gateway.example.com"])
 def test_anonymous_access_on_a_reachable_address_needs_a_trusted_network(host: str) -> None:
-    env = {**SECRET, "GATEWAY_ANONYMOUS_ACCESS": "true", "GATEWAY_HOST": host}
+    env = {**KEY_ENV, "GATEWAY_ANONYMOUS_ACCESS": "true", "GATEWAY_HOST": host}
     with pytest.raises(ConfigError) as refused:
         Settings.from_env(env)
     for name in ("GATEWAY_ANONYMOUS_ACCESS", "GATEWAY_HOST", "GATEWAY_TRUSTED_NETWORK"):
@@ -97,26 +98,26 @@ def test_anonymous_access_on_a_reachable_address_needs_a_trusted_network(host: s
     trusted = Settings.from_env({**env, "GATEWAY_TRUSTED_NETWORK": "true"})
     assert trusted.anonymous_access and trusted.host == host
     # Without anonymous access any address is fine, as before.
-    assert Settings.from_env({**SECRET, "GATEWAY_HOST": host}).host == host
+    assert Settings.from_env({**KEY_ENV, "GATEWAY_HOST": host}).host == host
 
 
 def test_settings_made_in_code_are_held_to_the_same_rule() -> None:
-    reachable = Settings(host="0.0.0.0", anonymous_access=True, auth_keys=(b"s" * 32,))
+    reachable = Settings(host="0.0.0.0", anonymous_access=True, auth_keys=AUTH_KEYS)
     with pytest.raises(ConfigError, match="GATEWAY_TRUSTED_NETWORK"):
         create_app(reachable)
     with pytest.raises(ConfigError, match="GATEWAY_ANONYMOUS_ROLE"):
-        create_app(Settings(anonymous_access=True, anonymous_role="admin", auth_keys=(b"s" * 32,)))
+        create_app(Settings(anonymous_access=True, anonymous_role="admin", auth_keys=AUTH_KEYS))
 
 
 def test_cors_origins_are_a_list_and_the_websocket_list_follows_them() -> None:
     settings = Settings.from_env(
-        {**SECRET, "GATEWAY_CORS_ORIGINS": "http://localhost:3000/, https://app.example"}
+        {**KEY_ENV, "GATEWAY_CORS_ORIGINS": "http://localhost:3000/, https://app.example"}
     )
     assert settings.cors_origins == ("http://localhost:3000", "https://app.example")
     assert settings.ws_allowed_origins == settings.cors_origins
     own = Settings.from_env(
         {
-            **SECRET,
+            **KEY_ENV,
             "GATEWAY_CORS_ORIGINS": "http://localhost:3000",
             "GATEWAY_WS_ALLOWED_ORIGINS": "https://b.example",
         }
@@ -129,4 +130,4 @@ def test_cors_origins_are_a_list_and_the_websocket_list_follows_them() -> None:
 )
 def test_a_cors_origin_must_be_an_origin(value: str) -> None:
     with pytest.raises(ConfigError, match="GATEWAY_CORS_ORIGINS"):
-        Settings.from_env({**SECRET, "GATEWAY_CORS_ORIGINS": value})
+        Settings.from_env({**KEY_ENV, "GATEWAY_CORS_ORIGINS": value})

@@ -13,7 +13,7 @@ import grpc
 from discovery.pioneer.v1 import step_runner_service_pb2 as runner_pb2
 from discovery.pioneer.v1 import step_runner_service_pb2_grpc as runner_grpc
 
-from services.auth import ENGINE, RUNNER, ServiceToken
+from services.auth import ANY_TENANT, ENGINE, RUNNER, ServiceToken
 from services.grpc_auth import bearer_interceptors
 from services.pioneer.config import Settings
 from services.pioneer.reporter import RetryPolicy, StepReporter
@@ -98,7 +98,7 @@ async def start_pioneer(
     stack.push_async_callback(pool.close)
     reporter = StepReporter.connect(
         settings.discovery_url,
-        ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER),
+        ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER, tenant=ANY_TENANT),
         FAST_RETRIES,
     )
     stack.push_async_callback(reporter.close)

@@ -8,13 +8,14 @@ import pytest
 
 from services.envconfig import ConfigError
 from services.pioneer.config import Settings
+from tests.stack import AUTH_KEYS, KEY_FILES
 
-SECRET = {"DISCOVERY_AUTH_SECRET": "s" * 32}
-KEYS = (b"s" * 32,)
+KEY_ENV = KEY_FILES
+KEYS = AUTH_KEYS
 
 
 def test_defaults() -> None:
-    assert Settings.from_env(SECRET) == Settings(
+    assert Settings.from_env(KEY_ENV) == Settings(
         host="127.0.0.1",
         port=50052,
         discovery_url="localhost:50051",
@@ -26,7 +27,7 @@ def test_defaults() -> None:
 def test_values_from_the_environment() -> None:
     settings = Settings.from_env(
         {
-            **SECRET,
+            **KEY_ENV,
             "PIONEER_HOST": "0.0.0.0",
             "PIONEER_PORT": "0",
             "DISCOVERY_URL": "engine:7000",
@@ -48,17 +49,17 @@ def test_values_from_the_environment() -> None:
     ],
 )
 def test_the_engines_address_as_the_gateway_reads_it(name: str, url: str) -> None:
-    assert Settings.from_env({**SECRET, name: url}).discovery_url == "engine:50051"
+    assert Settings.from_env({**KEY_ENV, name: url}).discovery_url == "engine:50051"
 
 
 def test_document_workers_one_per_core_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    assert Settings.from_env(SECRET).document_worker_count() == 4
-    assert Settings.from_env(SECRET).worker_memory_mib == 1024
-    capped = Settings.from_env({**SECRET, "PIONEER_MAX_CONCURRENT_STEPS": "2"})
+    assert Settings.from_env(KEY_ENV).document_worker_count() == 4
+    assert Settings.from_env(KEY_ENV).worker_memory_mib == 1024
+    capped = Settings.from_env({**KEY_ENV, "PIONEER_MAX_CONCURRENT_STEPS": "2"})
     assert capped.document_worker_count() == 2
     settings = Settings.from_env(
-        {**SECRET, "PIONEER_DOCUMENT_WORKERS": "8", "PIONEER_WORKER_MEMORY_MIB": "512"}
+        {**KEY_ENV, "PIONEER_DOCUMENT_WORKERS": "8", "PIONEER_WORKER_MEMORY_MIB": "512"}
     )
     assert (settings.document_worker_count(), settings.worker_memory_mib) == (8, 512)
 
@@ -67,9 +68,9 @@ def test_document_workers_one_per_core_unless_set(monkeypatch: pytest.MonkeyPatc
 def test_the_seeds_http_discovery_url_is_the_gateway_and_stops_pioneer(url: str) -> None:
     """It is where HTTP runners report; gRPC pointed there would fail on every call."""
     with pytest.raises(ConfigError, match=r"^DISCOVERY_URL=.*set ENGINE_URL=host:port"):
-        Settings.from_env({**SECRET, "DISCOVERY_URL": url})
+        Settings.from_env({**KEY_ENV, "DISCOVERY_URL": url})
     # Beside ENGINE_URL (an environment shared with HTTP runners) it is not read.
-    settings = Settings.from_env({**SECRET, "DISCOVERY_URL": url, "ENGINE_URL": "engine:7000"})
+    settings = Settings.from_env({**KEY_ENV, "DISCOVERY_URL": url, "ENGINE_URL": "engine:7000"})
     assert settings.discovery_url == "engine:7000"
 
 
@@ -88,4 +89,4 @@ def test_the_seeds_http_discovery_url_is_the_gateway_and_stops_pioneer(url: str)
 )
 def test_a_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name}="):
-        Settings.from_env({**SECRET, name: value})
+        Settings.from_env({**KEY_ENV, name: value})

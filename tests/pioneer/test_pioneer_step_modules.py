@@ -15,22 +15,23 @@ import pytest
 
 from services.envconfig import ConfigError
 from services.pioneer.config import Settings
+from tests.stack import KEY_FILES
 
 pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = {"DISCOVERY_AUTH_SECRET": "s" * 32}
+KEY_ENV = KEY_FILES
 
 
 def test_modules_are_read_comma_separated() -> None:
-    settings = Settings.from_env({**SECRET, "PIONEER_STEP_MODULES": " a.steps, b ,,c_d.e "})
+    settings = Settings.from_env({**KEY_ENV, "PIONEER_STEP_MODULES": " a.steps, b ,,c_d.e "})
     assert settings.step_modules == ("a.steps", "b", "c_d.e")
-    assert Settings.from_env(SECRET).step_modules == ()
+    assert Settings.from_env(KEY_ENV).step_modules == ()
 
 
 def test_a_name_that_cannot_be_a_module_is_refused_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"PIONEER_STEP_MODULES.*'my-steps'"):
-        Settings.from_env({**SECRET, "PIONEER_STEP_MODULES": "ok.steps,my-steps"})
+        Settings.from_env({**KEY_ENV, "PIONEER_STEP_MODULES": "ok.steps,my-steps"})
 
 
 async def _pioneer(modules: str) -> asyncio.subprocess.Process:

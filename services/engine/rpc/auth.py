@@ -13,6 +13,7 @@ _WORKFLOWS = "/discovery.engine.v1.WorkflowService/"
 _EXECUTIONS = "/discovery.engine.v1.ExecutionService/"
 _REPORTS = "/discovery.engine.v1.StepReportService/"
 _QUEUE = "/discovery.engine.v1.StepQueueService/"
+_TOKENS = "/discovery.engine.v1.TokenService/"
 
 _DRIVERS = frozenset({CLIENT, ADMIN})
 _READERS = frozenset({CLIENT, ADMIN, WATCHER})
@@ -36,6 +37,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     _REPORTS + "WriteBlob": _RUNNERS,
     _QUEUE + "PollStepAttempts": _RUNNERS,
     _QUEUE + "GetStepQueue": _DRIVERS,
+    _TOKENS + "RevokeToken": frozenset({ADMIN}),
+    # The gateway, which verifies its streams' tokens itself, asks with its runner token.
+    _TOKENS + "ListRevokedTokens": frozenset({ADMIN, RUNNER}),
     REFLECTION: frozenset({CLIENT, ADMIN, RUNNER}),
     # Check and Watch are open (services/grpc_auth.py); the list of every service is not.
     "/grpc.health.v1.Health/List": frozenset({ADMIN}),

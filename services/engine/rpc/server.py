@@ -9,6 +9,8 @@ from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import step_report_service_pb2 as sr
 from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
+from discovery.engine.v1 import token_service_pb2 as ts
+from discovery.engine.v1 import token_service_pb2_grpc as ts_grpc
 from discovery.engine.v1 import workflow_service_pb2 as ws
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.auth import TokenAuthority
 from services.engine.quotas import CallQuotas
+from services.engine.revocations import Revocations
 from services.engine.rpc.auth import PERMISSIONS
 from services.engine.rpc.call_quotas import CallQuotaInterceptor
 from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
@@ -26,6 +29,7 @@ from services.engine.rpc.servicers import (
     StepReportServicer,
     WorkflowServicer,
 )
+from services.engine.rpc.tokens import TokenServicer
 from services.engine.runner import Runner
 from services.grpc_auth import AuthInterceptor
 
@@ -34,6 +38,7 @@ SERVICE_NAMES = (
     es.DESCRIPTOR.services_by_name["ExecutionService"].full_name,
     sr.DESCRIPTOR.services_by_name["StepReportService"].full_name,
     sq.DESCRIPTOR.services_by_name["StepQueueService"].full_name,
+    ts.DESCRIPTOR.services_by_name["TokenService"].full_name,
 )
 
 # Keepalive that lets long WatchExecution streams survive idle proxies without provoking
@@ -52,6 +57,7 @@ def build_server(
     authority: TokenAuthority,
     limits: Limits,
     quotas: CallQuotas,
+    revocations: Revocations,
     *,
     max_message_bytes: int,
     max_concurrent_rpcs: int,
@@ -83,6 +89,7 @@ def build_server(
     sq_grpc.add_StepQueueServiceServicer_to_server(
         StepQueueServicer(runner, authority, limits), server
     )
+    ts_grpc.add_TokenServiceServicer_to_server(TokenServicer(authority, revocations), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -314,6 +314,7 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
             _required(request.step_name, "step_name"),
             _required(request.attempt_token, "attempt_token"),
             self._within_rate(request.attempt_token, reports),
+            tenant=self._caller(context).runs_for,
         )
         return sr.ReportStepProgressResponse(cancel_requested=cancelled)
 
@@ -337,6 +338,7 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
             progress=self._within_rate(
                 request.attempt_token, _at_most(request.progress, MAX_REPORTS_PER_CALL, "progress")
             ),
+            tenant=self._caller(context).runs_for,
         )
         return sr.CompleteStepResponse()
 
@@ -359,6 +361,7 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
             _required(request.execution_id, "execution_id"),
             _required(request.attempt_token, "attempt_token"),
             _required(request.blob_id, "blob_id"),
+            tenant=self._caller(context).runs_for,
         )
         async for chunk in chunks:
             # Small messages fit any client's default 4 MiB receive cap.
@@ -390,7 +393,10 @@ class StepReportServicer(_Servicer, sr_grpc.StepReportServiceServicer):
                 yield request.chunk
 
         ref = await self._runner.write_blob(
-            execution_id, _required(first.header.attempt_token, "header.attempt_token"), chunks()
+            execution_id,
+            _required(first.header.attempt_token, "header.attempt_token"),
+            chunks(),
+            tenant=self._caller(context).runs_for,
         )
         if tenant is not None:
             usage.add_bytes(tenant, ref.size_bytes)
@@ -419,7 +425,11 @@ class StepQueueServicer(_Servicer, sq_grpc.StepQueueServiceServicer):
         if left is not None:
             wait = max(min(wait, left - POLL_DEADLINE_MARGIN_SECONDS), 0.0)
         assignments = await self._runner.poll(
-            runner_id, frozenset(request.handlers), request.max_attempts, wait
+            runner_id,
+            frozenset(request.handlers),
+            request.max_attempts,
+            wait,
+            self._caller(context).runs_for,
         )
         return sq.PollStepAttemptsResponse(tasks=[convert.step_task(a) for a in assignments])
 

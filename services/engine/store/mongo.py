@@ -54,6 +54,7 @@ from services.engine.store.repository import (
     Page,
     QueueDepth,
     RequestIdTaken,
+    RevokedToken,
     RunnerSeen,
     StepTotal,
     TenantCounts,
@@ -116,6 +117,7 @@ class MongoStore:
         self.blob_chunks: AsyncCollection[dict[str, Any]] = db["blob_chunks"]
         self.step_stats: AsyncCollection[dict[str, Any]] = db["step_stats"]
         self.runners: AsyncCollection[dict[str, Any]] = db["runners"]
+        self.revoked_tokens: AsyncCollection[dict[str, Any]] = db["revoked_tokens"]
         # The store's own bookkeeping (migrations under way).
         self.meta: AsyncCollection[dict[str, Any]] = db["meta"]
         self._pending: list[_Append] = []
@@ -194,6 +196,8 @@ class MongoStore:
         await self.runners.create_indexes(
             [IndexModel("last_poll_at", expireAfterSeconds=RUNNER_RECORD_TTL_SECONDS)]
         )
+        # A revocation matters until the token it names expires, and goes then.
+        await self.revoked_tokens.create_indexes([IndexModel("expires_at", expireAfterSeconds=0)])
 
     async def _adopt_untenanted(self) -> None:
         """Data written before tenants existed belongs to the default tenant; the global
@@ -662,6 +666,24 @@ class MongoStore:
             RunnerSeen(d["_id"], tuple(d["handlers"]), d["free_slots"], d["last_poll_at"])
             async for d in cursor
         ]
+
+    # --- revoked tokens (services/engine/revocations.py) ----------------------------------
+
+    async def revoke_token(self, revoked: RevokedToken) -> None:
+        await self.revoked_tokens.update_one(
+            {"_id": revoked.token_id},
+            {
+                "$set": {"revoked_by": revoked.revoked_by, "revoked_at": revoked.revoked_at},
+                # Revoked twice: kept until the later of the two expiries.
+                "$max": {"expires_at": revoked.expires_at},
+            },
+            upsert=True,
+        )
+
+    async def revoked_token_ids(self, now: datetime) -> list[str]:
+        # The TTL monitor deletes expired ones only every minute or so.
+        cursor = self.revoked_tokens.find({"expires_at": {"$gt": now}}, {"_id": 1})
+        return [d["_id"] async for d in cursor]
 
     # --- per-tenant usage, for quotas (services/engine/quotas.py) ----------------------
 

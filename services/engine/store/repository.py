@@ -162,6 +162,23 @@ class ExecutionStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class RevokedToken:
+    token_id: str
+    expires_at: datetime
+    revoked_at: datetime
+    # Who revoked it (subject@tenant), for the audit.
+    revoked_by: str
+
+
+class RevocationStore(Protocol):
+    async def revoke_token(self, revoked: RevokedToken) -> None: ...
+
+    async def revoked_token_ids(self, now: datetime) -> list[str]:
+        """The ids of revoked tokens that expire after `now`."""
+        ...
+
+
 @dataclass
 class TenantCounts:
     """What one tenant holds, as the database counts it (services/engine/quotas.py)."""
