@@ -160,6 +160,13 @@ class TenantUsage:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._refreshing is not None and not self._refreshing.done():
+            # A round its callers stopped waiting for (the loop, just cancelled) still asks
+            # the database: it ends before the store it uses closes.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(self._refreshing)
+            self._refreshing.cancel()
         if self._unflushed:
             # A second's worth of bytes at most, not worth holding a stop for long.
             with contextlib.suppress(Exception):
@@ -246,6 +253,8 @@ class TenantUsage:
         callers at the same time share one round."""
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._refresh())
+            # Its callers hear how it went; with all of them gone, nobody has to.
+            self._refreshing.add_done_callback(_retrieved)
         await asyncio.shield(self._refreshing)
 
     async def _refresh(self) -> None:
@@ -273,3 +282,8 @@ class TenantUsage:
                 log.warning("tenant usage not counted: %s", exc)
                 self._wanted.set()
             await asyncio.sleep(self.refresh_seconds)
+
+
+def _retrieved(round_: asyncio.Future[None]) -> None:
+    if not round_.cancelled():
+        round_.exception()
