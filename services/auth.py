@@ -32,14 +32,14 @@ from typing import Any
 import jwt
 
 from services.token_keys import ANY_TENANT as ANY_TENANT
-from services.token_keys import AuthKeys, TrustedKey
+from services.token_keys import ROLE_NAMES, AuthKeys, TrustedKey
 
 CLIENT = "client"
 ADMIN = "admin"
 RUNNER = "runner"
 WATCHER = "watcher"
 ENGINE = "engine"
-ROLES = frozenset({CLIENT, ADMIN, RUNNER, WATCHER, ENGINE})
+ROLES = ROLE_NAMES  # services/token_keys.py checks grants against the same names
 
 DEFAULT_TENANT = "default"
 ISSUER = "discovery"
