@@ -11,7 +11,6 @@ import logging
 
 from services.auth import TokenAuthority
 from services.gateway.engine import EngineClient
-from services.gateway.errors import GatewayError
 from services.gateway.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -26,8 +25,8 @@ async def follow_revocations(
     while True:
         try:
             authority.revoke(await engine.list_revoked_tokens())
-        except GatewayError as exc:
-            log.warning("revoked tokens not read", extra={"error": exc.message})
+        except Exception as exc:  # whatever it was, the next round asks again
+            log.warning("revoked tokens not read", extra={"error": str(exc)})
         else:
             for stream in streams.streams:
                 if authority.is_revoked(stream.principal):
