@@ -5,6 +5,7 @@ with a gapless log in which each step succeeded exactly once."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections import Counter
 from typing import Any
 
@@ -20,6 +21,13 @@ EXECUTIONS = 200
 SEED = 20250822
 
 
+def _tasks_waiting() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    return out.getvalue()
+
+
 async def start_until_accepted(c: Client, workflow_id: str, i: int, codes: Counter[str]) -> str:
     """A client's start, retried with its idempotency key while the engine says UNAVAILABLE."""
     for _ in range(50):
@@ -33,6 +41,10 @@ async def start_until_accepted(c: Client, workflow_id: str, i: int, codes: Count
             return started.execution_id
         except grpc.aio.AioRpcError as exc:
             codes[exc.code().name] += 1
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                # Once (CI), a start here outlived its 60 s deadline while the slowest takes
+                # about 4 s: say where the engine (in this process) was waiting.
+                print(_tasks_waiting())
             assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
             await asyncio.sleep(0.05)
     raise AssertionError(f"start {i} never accepted")
