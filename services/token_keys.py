@@ -175,21 +175,18 @@ def load_trusted_keys(path: Path, where: str = TRUSTED_KEYS_FILE_ENV) -> tuple[T
     return parse_trusted_keys(text, f"{where}={str(path)!r}")
 
 
-def keys_from_env(env: Mapping[str, str], *, signs: bool = True) -> AuthKeys:
-    """A service's keys; one without them refuses to start (`signs`: it signs tokens too)."""
+def keys_from_env(env: Mapping[str, str]) -> AuthKeys:
+    """A service's keys; a service without them refuses to start (each one signs tokens)."""
     trusted_path = env.get(TRUSTED_KEYS_FILE_ENV, "").strip()
     if not trusted_path:
         raise ConfigError(
             f"{TRUSTED_KEYS_FILE_ENV} is required: every call is authenticated with tokens "
             "verified against those keys (`discovery secrets DIR` makes a deployment's keys)"
         )
-    trusted = load_trusted_keys(Path(trusted_path))
     signing_path = env.get(SIGNING_KEY_FILE_ENV, "").strip()
     if not signing_path:
-        if signs:
-            raise ConfigError(f"{SIGNING_KEY_FILE_ENV} is required: this service signs tokens")
-        return AuthKeys(trusted)
-    return AuthKeys(trusted, load_signing_key(Path(signing_path)))
+        raise ConfigError(f"{SIGNING_KEY_FILE_ENV} is required: this service signs tokens")
+    return AuthKeys(load_trusted_keys(Path(trusted_path)), load_signing_key(Path(signing_path)))
 
 
 def jwk(public: Ed25519PublicKey, grants: Mapping[str, list[str]]) -> dict[str, Any]:
