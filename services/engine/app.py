@@ -11,10 +11,11 @@ from grpc_health.v1 import health_pb2
 from pymongo import AsyncMongoClient
 
 from services.auth import TokenAuthority
-from services.engine.config import ConfigError, Settings
+from services.engine.config import ConfigError, Settings, advertised
 from services.engine.hub import EventHub
 from services.engine.quotas import CallQuotas, TenantUsage
 from services.engine.revocations import Revocations
+from services.engine.rpc.forward import Forwarder
 from services.engine.rpc.server import SERVICE_NAMES, build_server
 from services.engine.rpc.servicers import Limits
 from services.engine.runner import Runner, RunnerSettings
@@ -45,6 +46,7 @@ class Engine:
         self._store: MongoStore | None = None
         self._usage: TenantUsage | None = None
         self._revocations: Revocations | None = None
+        self._forwarder: Forwarder | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
@@ -57,15 +59,13 @@ class Engine:
         authority = TokenAuthority(settings.auth_keys)
         uri = settings.mongodb_uri
         if uri is None:
-            self._embedded = DatabaseProcess(
-                settings.data_dir, sync_on_commit=settings.embedded_fsync
-            )
+            self._embedded = DatabaseProcess(settings.data_dir)
             # From the event loop's thread, which outlives the child (see DatabaseProcess).
             uri = await self._embedded.start_async()
             self._supervisor = asyncio.create_task(self._supervise(self._embedded))
             log.info(
                 "embedded database started",
-                extra={"path": str(self._embedded.path / "db"), "fsync": settings.embedded_fsync},
+                extra={"path": str(self._embedded.path / "db")},
             )
         self._client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         self._store = MongoStore(self._client, settings.mongodb_database)
@@ -103,18 +103,20 @@ class Engine:
         )
         self._revocations = Revocations(self._store, authority)
         await self._revocations.open()
+        self._forwarder = Forwarder(settings.tls, settings.max_message_bytes)
         self._server, self._health = build_server(
             self.runner,
             authority,
             limits,
             quotas,
             self._revocations,
+            self._forwarder,
             max_message_bytes=settings.max_message_bytes,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.port = add_port(self._server, f"{settings.host}:{settings.port}", settings.tls)
         # Recovery first, so that the first RPC finds the unfinished executions held again.
-        await self.runner.open()
+        await self.runner.open(advertised(settings, self.port))
         await self._server.start()
         for url in settings.webhook_urls:
             webhook = WebhookRunner(self.runner, url, settings.report_base_url)
@@ -147,6 +149,8 @@ class Engine:
             await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.runner is not None:
             await self.runner.close()
+        if self._forwarder is not None:
+            await self._forwarder.close()
         if self._usage is not None:
             await self._usage.close()
         if self._revocations is not None:

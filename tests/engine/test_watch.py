@@ -22,6 +22,7 @@ async def store(mongo_server: str, database: str) -> AsyncIterator[MongoStore]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server, tz_aware=True)
     store = MongoStore(client, database)
     await store.open()
+    await store.acquire_lease("watch-test", "", 60, fence_namesakes=True)
     yield store
     await store.close()
     await client.close()
@@ -31,7 +32,7 @@ async def test_a_watcher_that_falls_behind_is_told_where_to_resume(store: MongoS
     now = datetime.now(UTC)
     workflow = new_workflow("w", "", [{"name": "s", "handler": "sleep"}], now, tenant_id="t")
     state = ex.ExecutionState("exec-slow", workflow, ex.AUTOMATIC, {}, now, now)
-    await store.create_execution(state, "me", now)
+    await store.create_execution(state)
     first = state.numbered(ex.NewEvent(ex.WORKFLOW_STARTED, {}), now)
     state.apply(first)
     await store.append([first], state)

@@ -181,7 +181,6 @@ def status_to_doc(state: ExecutionState) -> dict[str, Any]:
     }
     if state.is_terminal:
         doc["lease_owner"] = None
-        doc["lease_expires_at"] = None
     return doc
 
 
