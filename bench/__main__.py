@@ -207,8 +207,8 @@ class Bench:
             f"replica: a second engine on the database; {a.replica_reports} progress reports "
             f"{a.replica_interval} s apart to engine A by this process (as the step's runner), "
             "watched on B (through its change feed) and on A (in-process, the baseline); "
-            "report acknowledged -> event received on this process's clock (below zero on A: "
-            "A streams the event before it replies)",
+            "report acknowledged -> event received on this process's clock (below zero when "
+            "the event overtakes A's reply), and report sent -> event received",
             f"soak: 2 good tenants run 5-step workflows in sequence, {a.soak_seconds / 2:.0f} s "
             f"alone, {a.soak_seconds:.0f} s beside an abuser, {a.soak_seconds / 2:.0f} s alone "
             "again (the abuser, through the gateway: ~1 MiB manual starts, "
