@@ -1,4 +1,5 @@
-"""Assembles the engine: database, store, runner (with its step queue) and gRPC server."""
+"""Assembles the engine: database, store, the log's change feed, runner (with its step queue)
+and gRPC server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pymongo import AsyncMongoClient
 
 from services.auth import TokenAuthority
 from services.engine.config import ConfigError, Settings, advertised
+from services.engine.feed import EventFeed
 from services.engine.hub import EventHub
 from services.engine.quotas import CallQuotas, TenantUsage
 from services.engine.revocations import Revocations
@@ -47,6 +49,7 @@ class Engine:
         self._usage: TenantUsage | None = None
         self._revocations: Revocations | None = None
         self._forwarder: Forwarder | None = None
+        self.feed: EventFeed | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
@@ -70,9 +73,14 @@ class Engine:
         self._client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         self._store = MongoStore(self._client, settings.mongodb_database)
         await self._store.open()
+        hub = EventHub(settings.watch_queue, settings.watch_queue_bytes)
+        # Following the log before anyone can watch: a watcher's replay and the feed then
+        # leave no event between them, whichever engine commits it.
+        self.feed = EventFeed(self._store, hub)
+        await self.feed.start()
         self.runner = Runner(
             self._wrap_store(self._store) if self._wrap_store else self._store,
-            EventHub(settings.watch_queue, settings.watch_queue_bytes),
+            hub,
             RunnerSettings(
                 engine_id=settings.engine_id,
                 lease_seconds=settings.lease_seconds,
@@ -151,6 +159,8 @@ class Engine:
             await self.runner.close()
         if self._forwarder is not None:
             await self._forwarder.close()
+        if self.feed is not None:
+            await self.feed.stop()
         if self._usage is not None:
             await self._usage.close()
         if self._revocations is not None:

@@ -890,9 +890,6 @@ class Runner:
                 return state, [e for e in recent if e.seq > after_seq]
             return state, None
 
-    def holds(self, execution_id: str) -> bool:
-        return execution_id in self._actors
-
     # --- executions: reports from steps ----------------------------------------------
 
     async def report_progress(

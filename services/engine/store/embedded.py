@@ -38,6 +38,7 @@ PR_SET_PDEATHSIG = 1
 # told (the parent may itself be pid 1 in a container).
 PARENT_ENV = "DISCOVERY_DATABASE_PARENT"
 START_SECONDS = 30.0
+NOOP_HEARTBEAT_SECONDS = 10
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -107,6 +108,9 @@ class DatabaseProcess:
                     *("-m", "services.engine.store.embedded"),
                     *("--storage-path", str(db), "--port", str(self.port)),
                     *("--log-level", "WARNING"),
+                    # A quiet log's change feed keeps a resume token the server still has
+                    # (mongod does the same every 10 s), so a hiccup never costs a resync.
+                    *("--noop-heartbeat-seconds", str(NOOP_HEARTBEAT_SECONDS)),
                     *(["--sync-on-commit"] if self.sync_on_commit else []),
                 ],
                 # secantusd-py silently reads a ./secantusd.toml: its own folder has none.

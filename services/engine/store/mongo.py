@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
+from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
@@ -61,10 +62,13 @@ from services.engine.store.documents import (
 from services.engine.store.repository import (
     BlobRef,
     Claim,
+    CommittedEvent,
+    HistoryLost,
     LeaseHolder,
     Page,
     QueueDepth,
     RequestIdTaken,
+    ResumeToken,
     RevokedToken,
     RunnerSeen,
     StepTotal,
@@ -94,6 +98,15 @@ LEASES_PER_ENGINE = "leases_per_engine"
 FENCED_LEASE_SECONDS = 24 * 3600
 # Tries of one commit that lost a write conflict (another engine fencing this one, mostly).
 COMMIT_TRIES = 5
+# The log's change feed: inserted events, and of each only what an Event and its tenant are
+# made of (the change's _id is its resume token, kept whatever the projection says).
+_FEED_FIELDS = ("execution_id", "seq", "type", "time", "data", "attempt_token", "tenant_id")
+_FEED_PIPELINE: list[dict[str, Any]] = [
+    {"$match": {"operationType": "insert"}},
+    {"$project": {f"fullDocument.{name}": 1 for name in _FEED_FIELDS}},
+]
+# How long one wait of the feed for news lasts on the server (its `next` then gives None).
+FEED_AWAIT_MS = 1000
 # What a listing leaves behind: the payloads. The attempts stay, without theirs, because
 # progress is computed from them.
 _SUMMARY_FIELDS = {
@@ -403,7 +416,7 @@ class MongoStore:
 
     async def append(self, events: Sequence[Event], state: ExecutionState) -> None:
         item = _Append(
-            event_docs=[event_to_doc(e) for e in events],
+            event_docs=[event_to_doc(e, state.workflow.tenant_id) for e in events],
             execution_id=state.execution_id,
             tenant_id=state.workflow.tenant_id,
             last_seq=state.last_seq,
@@ -587,6 +600,22 @@ class MongoStore:
                 break
             ask = min(ask * 2, MAX_READ)
         return events
+
+    async def follow_events(self, resume_after: ResumeToken | None) -> _EventChanges:
+        """A change stream on the log (see repository.EventLogFeed)."""
+        try:
+            stream = await self.events.watch(
+                _FEED_PIPELINE, resume_after=resume_after, max_await_time_ms=FEED_AWAIT_MS
+            )
+        except OperationFailure as exc:
+            # The server refuses to resume from there (its history was pruned, or the token
+            # is not one of its own): a failure that asking again would only repeat.
+            if resume_after is not None:
+                raise HistoryLost(str(exc)) from exc
+            raise StoreUnavailable("the event log cannot be followed") from exc
+        except PyMongoError as exc:
+            raise StoreUnavailable("the database is unavailable") from exc
+        return _EventChanges(stream)
 
     # --- leases ----------------------------------------------------------------------
 
@@ -873,6 +902,38 @@ class MongoStore:
         async for doc in usage.find({}):
             counts.setdefault(doc["_id"], TenantCounts()).stored_bytes = int(doc["stored_bytes"])
         return counts
+
+
+class _EventChanges:
+    """One change stream on the log (repository.CommittedEvents)."""
+
+    def __init__(self, stream: AsyncChangeStream[dict[str, Any]]) -> None:
+        self._stream = stream
+
+    @property
+    def resume_token(self) -> ResumeToken | None:
+        return self._stream.resume_token
+
+    async def next(self) -> CommittedEvent | None:
+        while True:
+            try:
+                change = await self._stream.try_next()
+            except PyMongoError as exc:
+                # pymongo has already tried to resume once; whoever follows opens the feed
+                # again from `resume_token`, which tells a hiccup from lost history.
+                raise StoreUnavailable(f"the event log's change stream broke off: {exc}") from exc
+            if change is None:
+                return None
+            doc = change.get("fullDocument") or {}
+            try:
+                return CommittedEvent(event_from_doc(doc), doc.get("tenant_id", ""))
+            except KeyError:
+                # Not an event this engine wrote: nothing a watcher could be given.
+                log.warning("event feed skipped a document with fields %s", sorted(doc))
+
+    async def close(self) -> None:
+        with contextlib.suppress(PyMongoError):
+            await self._stream.close()
 
 
 def _refused(exc: BulkWriteError, owners: list[int], batch: list[_Append]) -> dict[int, Exception]:

@@ -196,6 +196,50 @@ class ExecutionStore(Protocol):
 
 
 @dataclass(frozen=True)
+class CommittedEvent:
+    """An event as the log's change feed gives it: durable, whichever engine wrote it, with
+    the tenant of its execution (which `Event.data`, what clients see, does not carry)."""
+
+    event: Event
+    # Empty for an event written by an engine older than the feed.
+    tenant_id: str
+
+
+# Where a feed of the log stands, opaque to all but the store that gave it.
+ResumeToken = Mapping[str, Any]
+
+
+class HistoryLost(Exception):
+    """The log's change history no longer reaches back to the resume token: events
+    committed since may never be given. Follow from now, and read the log again."""
+
+
+class CommittedEvents(Protocol):
+    """One open feed of the events committed to the log."""
+
+    @property
+    def resume_token(self) -> ResumeToken | None:
+        """Where to resume to miss nothing after what `next` has given."""
+        ...
+
+    async def next(self) -> CommittedEvent | None:
+        """The next event committed, in commit order; None after a quiet spell (about a
+        second), so that a caller may look up. Raises StoreUnavailable when the database
+        cannot be reached and HistoryLost when the feed cannot go on where it was."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EventLogFeed(Protocol):
+    async def follow_events(self, resume_after: ResumeToken | None) -> CommittedEvents:
+        """The events committed after `resume_after`, or from now on when None: once it
+        returns, nothing committed later is missed. Raises HistoryLost when the token is too
+        old, StoreUnavailable when the database cannot be reached."""
+        ...
+
+
+@dataclass(frozen=True)
 class RevokedToken:
     token_id: str
     expires_at: datetime
