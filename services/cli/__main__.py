@@ -30,7 +30,8 @@ from services.tls import tls_from_env
 
 EPILOG = f"""\
 engine:
-  --engine HOST:PORT, else ${ENV_VAR}, else {DEFAULT_TARGET} (http://host:port is accepted).
+  --engine HOST:PORT, else ${ENV_VAR}, else {DEFAULT_TARGET} (http://host:port is accepted;
+  several engines: IP:PORT,IP:PORT or dns:///NAME:PORT, a name with every engine's address).
   Every call carries ${TOKEN_ENV}, else the file $DISCOVERY_TOKEN_FILE, else
   ./.discovery/token (written by `make run`).
 
