@@ -44,6 +44,7 @@ exit codes:
 
 examples:
   discovery up
+  discovery up --engines 3 --pioneers 2 --gateways 2
   discovery workflows create -f naps.yaml
   discovery run "Procesar Documentos" --file contrato.pdf --watch
   discovery watch EXECUTION_ID --json
@@ -53,11 +54,19 @@ examples:
 
 ISSUABLE_ROLES = {CLIENT, ADMIN, RUNNER, WATCHER}
 TOKEN_DAYS = 30
+# Of each kind `up` runs: services/stack.py's bound.
+MAX_SERVICES = 16
 
 FOLLOW_EXIT_CODES = (
     "exit codes: 0 the execution completed, 1 it failed or was cancelled, 2 usage, input or "
     "engine errors, 130 interrupted (the execution goes on)"
 )
+
+
+def _count(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_SERVICES:
+        raise argparse.ArgumentTypeError(f"{raw!r}: a number from 1 to {MAX_SERVICES}")
+    return int(raw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     # given before it. Absent options are simply missing from the namespace (see dispatch).
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    sub.add_parser("up", help="start the whole stack (like `make run`)", parents=[connection])
+    up = sub.add_parser(
+        "up",
+        help="start the whole stack (like `make run`); a cluster with --engines N…",
+        description="Runs engines, pioneers and gateways on this machine as one group, on one "
+        "embedded database, and prints where each listens: engines from ENGINE_PORT (50051) "
+        "and pioneers from PIONEER_PORT (50052), 10 apart; gateways from GATEWAY_PORT (8080), "
+        "1 apart. Ctrl-C stops everything.",
+        parents=[connection],
+    )
+    for kind in ("engines", "pioneers", "gateways"):
+        up.add_argument(
+            f"--{kind}", type=_count, default=1, metavar="N", help=f"{kind} to run (default: 1)"
+        )
 
     secrets = sub.add_parser(
         "secrets",
@@ -242,7 +263,8 @@ def dispatch(args: argparse.Namespace) -> int:
     engine: str | None = getattr(args, "engine", None)
     timeout: float = getattr(args, "timeout", DEFAULT_TIMEOUT_SECONDS)
     if args.command == "up":
-        commands.up(engine or os.environ.get(ENV_VAR) or None)
+        counts = [f"--{kind}={getattr(args, kind)}" for kind in ("engines", "pioneers", "gateways")]
+        commands.up(engine or os.environ.get(ENV_VAR) or None, counts)
     if args.command == "secrets":
         hosts = tuple(h.strip() for h in args.hosts.split(",") if h.strip())
         return commands.make_secrets(args.directory, hosts)
