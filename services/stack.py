@@ -27,7 +27,7 @@ from pathlib import Path
 from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, TokenAuthority
 from services.engine.config import webhook_urls
 from services.engine.store.embedded import DatabaseProcess
-from services.envconfig import ConfigError, boolean, grpc_target
+from services.envconfig import ConfigError, boolean, grpc_target, integer
 from services.grpc_auth import BearerToken
 from services.pioneer.errors import PioneerError
 from services.pioneer.workflows import ensure_document_workflow
@@ -149,7 +149,7 @@ def _count(raw: str) -> int:
 def service_ports(env: Mapping[str, str], name: str, count: int, step: int) -> list[int]:
     """`count` ports from `name`'s (default in `env`), `step` apart: engines at 50051, 50061…
     beside pioneers at 50052, 50062…, gateways at 8080, 8081…"""
-    base = int(env[name])
+    base = integer(env, name, 0, low=1, high=65535)
     ports = [base + step * i for i in range(count)]
     if ports[-1] > 65535:
         raise ConfigError(f"{name}={base}: {count} ports {step} apart go past 65535")
@@ -181,7 +181,7 @@ async def main(argv: Sequence[str] = ()) -> int:
         engine_ports = service_ports(env, "ENGINE_PORT", counts.engines, PORT_STEP)
         pioneer_ports = service_ports(env, "PIONEER_PORT", counts.pioneers, PORT_STEP)
         gateway_ports = service_ports(env, "GATEWAY_PORT", counts.gateways, 1)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(f"discovery up: {exc}", file=sys.stderr)
         return 2
     engines = ",".join(f"127.0.0.1:{port}" for port in engine_ports)
