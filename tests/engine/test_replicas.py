@@ -240,6 +240,46 @@ async def check_fenced_engine_changed_nothing(
         assert types.count(ex_pb.EVENT_TYPE_STEP_STARTED) == 1, types
 
 
+async def run_past_the_lease(
+    a: Engine,
+    b: Engine,
+    mongo_uri: str,
+    database: str,
+    fault: Callable[[], None],
+    heal: Callable[[], None],
+    what: str,
+) -> None:
+    """A holds five runs whose attempts the test took and heartbeats through B. `fault` keeps
+    A from renewing its lease; once B holds every run, `heal` lets A go on. A's heartbeat
+    timers are overdue by then, and it would retry every step if it could still write."""
+    await offer_handler(a)
+    workflow = await a.client.create_workflow("fenced", {"name": "only", **STEP})
+    ids = [(await a.client.start(workflow.workflow_id, {"n": n})).execution_id for n in range(5)]
+    tasks = await take_attempts(a, len(ids))
+    stop = asyncio.Event()
+    heartbeats = asyncio.create_task(keep_alive(b, tasks, stop))
+    try:
+        fault()
+        since = time.monotonic()
+
+        async def taken_over() -> bool:
+            owners = await lease_owners(mongo_uri, database, ids)
+            return set(owners.values()) == {b.process.env["ENGINE_ID"]}
+
+        await eventually(taken_over, 30, "B holds every execution")
+        print(f"\ntakeover: B held all 5 runs {time.monotonic() - since:.1f} s after {what}")
+        heal()
+        await eventually(lambda: _logged(a, "this engine's lease was fenced"), 60, "A's fence")
+    finally:
+        stop.set()
+        await heartbeats
+    await check_fenced_engine_changed_nothing(b, tasks, ids)
+
+
+async def _logged(at: Engine, text: str) -> bool:
+    return text in at.process.log_path.read_text(errors="replace")
+
+
 async def test_a_paused_engine_writes_nothing_once_another_took_over(
     mongo_server: str, database: str, tmp_path: Path
 ) -> None:
@@ -247,36 +287,17 @@ async def test_a_paused_engine_writes_nothing_once_another_took_over(
         engine(mongo_server, database, tmp_path / "a.log") as a,
         engine(mongo_server, database, tmp_path / "b.log") as b,
     ):
-        await offer_handler(a)
-        workflow = await a.client.create_workflow("fenced", {"name": "only", **STEP})
-        ids = [
-            (await a.client.start(workflow.workflow_id, {"n": n})).execution_id for n in range(5)
-        ]
-        tasks = await take_attempts(a, len(ids))
-        stop = asyncio.Event()
-        heartbeats = asyncio.create_task(keep_alive(b, tasks, stop))
-        try:
-            a.process.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-
-            async def taken_over() -> bool:
-                owners = await lease_owners(mongo_server, database, ids)
-                return set(owners.values()) == {b.process.env["ENGINE_ID"]}
-
-            await eventually(taken_over, 30, "B holds every execution")
-            # Past A's heartbeat timeout since it last heard of the attempts: resumed, A's
-            # timers fire at once and it would retry every step, if it could still write.
-            a.process.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-            await eventually(
-                lambda: _logged(a, "this engine's lease was fenced"), 30, "A saw its fence"
-            )
-        finally:
-            stop.set()
-            await heartbeats
-        await check_fenced_engine_changed_nothing(b, tasks, ids)
-
-
-async def _logged(at: Engine, text: str) -> bool:
-    return text in at.process.log_path.read_text(errors="replace")
+        process = a.process.process
+        assert process is not None
+        await run_past_the_lease(
+            a,
+            b,
+            mongo_server,
+            database,
+            lambda: process.send_signal(signal.SIGSTOP),
+            lambda: process.send_signal(signal.SIGCONT),
+            "A paused",
+        )
 
 
 async def test_an_engine_cut_off_from_the_database_writes_nothing_once_another_took_over(
@@ -295,28 +316,6 @@ async def test_an_engine_cut_off_from_the_database_writes_nothing_once_another_t
             engine(through_proxy, database, tmp_path / "a.log") as a,
             engine(mongo_server, database, tmp_path / "b.log") as b,
         ):
-            await offer_handler(a)
-            workflow = await a.client.create_workflow("cut", {"name": "only", **STEP})
-            ids = [
-                (await a.client.start(workflow.workflow_id, {"n": n})).execution_id
-                for n in range(5)
-            ]
-            tasks = await take_attempts(a, len(ids))
-            stop = asyncio.Event()
-            heartbeats = asyncio.create_task(keep_alive(b, tasks, stop))
-            try:
-                proxy.blackhole()
-
-                async def taken_over() -> bool:
-                    owners = await lease_owners(mongo_server, database, ids)
-                    return set(owners.values()) == {b.process.env["ENGINE_ID"]}
-
-                await eventually(taken_over, 30, "B holds every execution")
-                proxy.heal()
-                await eventually(
-                    lambda: _logged(a, "this engine's lease was fenced"), 60, "A saw its fence"
-                )
-            finally:
-                stop.set()
-                await heartbeats
-            await check_fenced_engine_changed_nothing(b, tasks, ids)
+            await run_past_the_lease(
+                a, b, mongo_server, database, proxy.blackhole, proxy.heal, "the cut"
+            )
