@@ -8,7 +8,9 @@ Scenarios (all by default): `storage` (what the database allows: single and batc
 inserts), `latency` (5 steps x 3 progress reports, runs in sequence: start+watch and the sync
 ExecuteWorkflow), `throughput` (500 runs at once, each watched), `fanout` (one run, 1,000
 WebSockets on one gateway), `soak` (3 tenants on a stack of their own, under quotas: two run
-5-step workflows alone, beside an abuser, alone again; their p50/p99 both ways, the ratio). Each
+5-step workflows alone, beside an abuser, alone again; their p50/p99 both ways, the ratio),
+`replica` (cross-replica watch latency: a second engine on the database; progress reported
+to the first, watched on both; acknowledged -> received p50/p99 on each). Each
 but soak repeats --rounds times (3) against a database that is durable to the OS; soak runs
 once next; then storage/latency/throughput again against one that fsyncs at every commit,
 with as many rounds as the time bound (--budget) leaves. CPU seconds per run come from
@@ -41,7 +43,7 @@ from bench.stack import (
     Stack,
 )
 
-ALL = ("storage", "latency", "throughput", "fanout", "soak")
+ALL = ("storage", "latency", "throughput", "fanout", "replica", "soak")
 # The fsync set repeats the figures that storage durability can change.
 FSYNC_SCENARIOS = ("storage", "latency", "throughput")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,6 +83,8 @@ class Bench:
             return await scenarios.throughput(stack, a.throughput_runs, a.throughput_deadline)
         if scenario == "soak":
             return await scenarios.soak(stack, a.soak_seconds, tuple(a.soak_abuse.split(",")))
+        if scenario == "replica":
+            return await scenarios.replica_watch(stack, a.replica_reports, a.replica_interval)
         return await scenarios.fanout(stack, a.sockets, a.ws_processes, a.reports, a.interval)
 
     def estimate(self, scenario: str, name: str) -> float:
@@ -96,6 +100,7 @@ class Bench:
             "latency": a.latency_deadline,
             "throughput": a.throughput_deadline + 30,
             "fanout": 40.0,
+            "replica": a.replica_reports * (a.replica_interval + 0.01) + 30,
             "soak": 2 * a.soak_seconds + 40,
         }
         return first_guess[scenario]
@@ -199,6 +204,11 @@ class Bench:
             f"fresh gateway per round; {a.reports} reports {a.interval} s apart; delivery to "
             "the last socket per report (send time from the step, shared clock)",
             "CPU ms/run: utime+stime from /proc over the measured runs; client = this process",
+            f"replica: a second engine on the database; {a.replica_reports} progress reports "
+            f"{a.replica_interval} s apart to engine A by this process (as the step's runner), "
+            "watched on B (through its change feed) and on A (in-process, the baseline); "
+            "report acknowledged -> event received on this process's clock (below zero when "
+            "the event overtakes A's reply), and report sent -> event received",
             f"soak: 2 good tenants run 5-step workflows in sequence, {a.soak_seconds / 2:.0f} s "
             f"alone, {a.soak_seconds:.0f} s beside an abuser, {a.soak_seconds / 2:.0f} s alone "
             "again (the abuser, through the gateway: ~1 MiB manual starts, "
@@ -243,6 +253,7 @@ def brief(scenario: str, figures: dict[str, float]) -> str:
         "latency": ("start_watch_p50_ms", "start_watch_p99_ms", "execute_p50_ms"),
         "throughput": ("runs_per_s", "completed", "progress_seen", "events_per_s"),
         "fanout": ("to_last_p50_ms", "to_last_p99_ms", "rss_per_socket_kib", "sockets"),
+        "replica": ("replica_p50_ms", "replica_p99_ms", "same_engine_p50_ms", "same_engine_p99_ms"),
         "soak": (
             "alone_p50_ms",
             "alone_p99_ms",
@@ -292,6 +303,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ws-processes", type=int, default=2)
     parser.add_argument("--reports", type=int, default=25)
     parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument(
+        "--replica-reports",
+        type=int,
+        default=200,
+        help="progress reports of the replica scenario (at most the engine's progress burst)",
+    )
+    parser.add_argument("--replica-interval", type=float, default=0.02)
     parser.add_argument(
         "--soak-seconds",
         type=float,

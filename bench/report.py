@@ -91,6 +91,22 @@ ROWS = [
         "fanout", "to_last_p99_ms", "fan-out: report → last socket p99", "ms", at_most(100, "ms"), 1
     ),
     Row("fanout", "any_socket_p50_ms", "fan-out: report → a socket p50", "ms", None, 1),
+    Row("replica", "replica_p50_ms", "watch on another engine: ack → received p50", "ms", None, 1),
+    Row(
+        "replica",
+        "replica_p99_ms",
+        "watch on another engine: ack → received p99",
+        "ms",
+        at_most(100, "ms"),
+        1,
+    ),
+    Row("replica", "same_engine_p50_ms", "watch on the same engine: p50 (baseline)", "ms", None, 1),
+    Row("replica", "same_engine_p99_ms", "watch on the same engine: p99 (baseline)", "ms", None, 1),
+    *(
+        Row("replica", f"{who}_from_sent_p{q}_ms", f"  {label}: sent → got p{q}", "ms", None, 1)
+        for who, label in (("replica", "another engine"), ("same_engine", "same engine"))
+        for q in (50, 99)
+    ),
     Row("fanout", "rss_per_socket_kib", "fan-out: gateway RSS per socket", "KiB", None, 1),
     Row("fanout", "gateway_cpu_share", "fan-out: gateway CPU (cores busy)", "", None, 2),
     Row("fanout", "clients_cpu_share", "fan-out: client processes CPU (cores)", "", None, 2),

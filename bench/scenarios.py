@@ -22,12 +22,22 @@ import grpc
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
+from discovery.engine.v1 import step_report_service_pb2 as sr
 from pymongo import AsyncMongoClient
 from pymongo.write_concern import WriteConcern
 
 from bench.stack import ROOT_ENV, Stack, cpu_seconds, rss_bytes
 from bench.steps import PROGRESS_REPORTS
-from tests.stack import Client, struct, token
+from tests.stack import (
+    Client,
+    EngineProcess,
+    as_dict,
+    free_port,
+    struct,
+    token,
+    wait_serving,
+)
 
 STEPS = 5
 PROGRESS_PER_RUN = STEPS * PROGRESS_REPORTS
@@ -383,6 +393,123 @@ async def fanout(
 
 
 # --- soak: three tenants, one abusive -------------------------------------------------
+
+# Offered by no runner but this process, which takes the step and reports for it.
+REPLICA_HANDLER = "bench-replica-watch"
+
+
+async def replica_watch(stack: Stack, reports: int, interval: float) -> Round:
+    """Cross-replica watch latency: a second engine (B) on the stack's database; this process
+    takes a step of a run that engine A (the stack's) holds, and reports progress to A,
+    `reports` times, `interval` seconds apart. One watcher on B and one on A (the baseline:
+    A publishes in-process, B learns through its change feed) note when each report's event
+    arrives. Figures, on this process's clock: report acknowledged by A -> event received
+    (below zero when the event overtakes A's reply), and report sent -> event received."""
+    assert stack.client is not None and stack.engine is not None
+    a = stack.client
+    result = Round()
+    port = free_port()
+    replica = EngineProcess(
+        {**stack.engine.env, "ENGINE_PORT": str(port), "ENGINE_ID": f"bench-replica-{port}"},
+        stack.workdir / "replica.log",
+    )
+    replica.start()
+    b = Client(f"127.0.0.1:{port}")
+    watchers: list[asyncio.Task[None]] = []
+    try:
+        await wait_serving(b.target)
+        queue = sq_grpc.StepQueueServiceStub(a.runner_channel)
+
+        async def poll(wait_seconds: float) -> sq.PollStepAttemptsResponse:
+            reply: sq.PollStepAttemptsResponse = await queue.PollStepAttempts(
+                sq.PollStepAttemptsRequest(
+                    runner_id="bench-replica-runner",
+                    handlers=[REPLICA_HANDLER],
+                    max_attempts=1,
+                    wait_seconds=wait_seconds,
+                ),
+                timeout=wait_seconds + 5,
+            )
+            return reply
+
+        await poll(0.1)  # a workflow may name only a handler some runner offers
+        step = {"handler": REPLICA_HANDLER, "heartbeat_timeout_seconds": 60}
+        workflow = await a.create_workflow("bench-replica-watch", {"name": "report", **step})
+        execution = await a.start(workflow.workflow_id)
+        execution_id = execution.execution_id
+        polled = await poll(10)
+        task = polled.tasks[0]
+        head = (await a.get(execution_id)).last_seq
+        arrivals: dict[str, dict[int, float]] = {"a": {}, "b": {}}
+        live = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+        async def watch(name: str, client: Client) -> None:
+            # From one before the head: its arrival says the watcher follows live.
+            async for item in client.watch(execution_id, head - 1):
+                event = item.event
+                if event.seq == head:
+                    live[name].set()
+                if event.type == ex_pb.EVENT_TYPE_STEP_PROGRESS:
+                    n = int(as_dict(event.data)["progress"]["custom_data"]["n"])
+                    arrivals[name][n] = time.monotonic()
+                if event.type in TERMINAL_EVENTS:
+                    return
+
+        watchers = [
+            asyncio.create_task(watch("a", a)),
+            asyncio.create_task(watch("b", b)),
+        ]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in live.values())), 30)
+        acknowledged: dict[int, float] = {}
+        sent: dict[int, float] = {}
+        for n in range(1, reports + 1):
+            sent[n] = time.monotonic()
+            await a.reports.ReportStepProgress(
+                sr.ReportStepProgressRequest(
+                    execution_id=execution_id,
+                    step_name=task.step_name,
+                    attempt_token=task.attempt_token,
+                    progress=ex_pb.StepProgress(
+                        percentage=100.0 * n / reports, custom_data=struct({"n": n})
+                    ),
+                ),
+                timeout=10,
+            )
+            acknowledged[n] = time.monotonic()
+            await asyncio.sleep(interval)
+        await a.reports.CompleteStep(
+            sr.CompleteStepRequest(
+                execution_id=execution_id,
+                step_name=task.step_name,
+                attempt_token=task.attempt_token,
+                success=True,
+            ),
+            timeout=10,
+        )
+        await asyncio.wait_for(asyncio.gather(*watchers), 30)
+        for name, label in (("b", "replica"), ("a", "same_engine")):
+            got = arrivals[name]
+            for since, key in ((acknowledged, label), (sent, f"{label}_from_sent")):
+                samples = [(got[n] - since[n]) * 1000 for n in since if n in got]
+                result.samples[f"{key}_ms"] = samples
+                for q in (50, 99):
+                    result.figures[f"{key}_p{q}_ms"] = quantile(samples, q / 100)
+            if len(got) < reports:
+                result.failures.append(
+                    f"replica: the watcher on {'B' if name == 'b' else 'A'} saw {len(got)} "
+                    f"of {reports} progress events"
+                )
+        result.figures["reports"] = reports
+    except (TimeoutError, grpc.aio.AioRpcError, IndexError) as exc:
+        result.failures.append(f"replica: {exc!r}\n{replica.log_tail(20)}")
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await b.close()
+        replica.stop()
+    return result
+
 
 SOAK_GOOD_TENANTS = ("soak-good-1", "soak-good-2")
 SOAK_ABUSER = "soak-abuser"

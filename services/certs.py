@@ -156,9 +156,22 @@ def _write_private(path: Path, data: bytes) -> None:
 # `<service>.crt` / `<service>.key` for each of SERVICES.
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVICES = ("engine", "pioneer", "gateway", "mongo")
+# The compose `cluster` profile's services, each with a certificate of its own: an engine's
+# names the engine that the others forward calls to, a replica set member's the member the
+# others dial, and each engine logs in to MongoDB as its own certificate's subject.
+CLUSTER_ENGINES = ("engine-1", "engine-2", "engine-3")
+CLUSTER_MONGOS = ("mongo-1", "mongo-2", "mongo-3")
+CLUSTER_SERVICES = (
+    *CLUSTER_ENGINES,
+    *("pioneer-1", "pioneer-2", "gateway-1", "gateway-2"),
+    *CLUSTER_MONGOS,
+)
+# The name every cluster engine also answers to: pioneers and gateways dial
+# dns:///engines:50051, a network alias that resolves to all of them.
+ENGINES_ALIAS = "engines"
 # A certificate and its key in one file, `<service>.pem`: mongod's --tlsCertificateKeyFile,
 # and the engine's client certificate for MongoDB (pymongo's tlsCertificateKeyFile).
-ONE_FILE_PEM = ("mongo", "engine")
+ONE_FILE_PEM = ("mongo", "engine", *CLUSTER_ENGINES, *CLUSTER_MONGOS)
 # MongoDB's root user's password (the health check's login) and the key its replica set
 # members authenticate each other with.
 MONGO_ROOT_PASSWORD, MONGO_KEYFILE = "mongo-root-password", "mongo-keyfile"
@@ -169,8 +182,9 @@ DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 
 
 def make_deployment_secrets(directory: Path, hosts: tuple[str, ...] = DEFAULT_HOSTS) -> list[Path]:
-    """A private CA; a certificate per service, for its name and `hosts`; the token keys;
-    MongoDB's credentials; in `directory`, and the files written. A file already there is
+    """A private CA; a certificate per service (the compose cluster profile's too), for its
+    name and `hosts`; the token keys; MongoDB's credentials; in `directory`, and the files
+    written. A file already there is
     kept: a new CA would lock out every service still holding a certificate from the old one,
     a new key every token signed with the old one. A certificate that is missing is issued
     again from the CA (ca.key is needed then)."""
@@ -184,7 +198,7 @@ def make_deployment_secrets(directory: Path, hosts: tuple[str, ...] = DEFAULT_HO
     if new_ca:
         authority = Authority("discovery-ca")
         written += [authority.write_ca(ca_cert), authority.write_key(ca_key)]
-    for service in SERVICES:
+    for service in (*SERVICES, *CLUSTER_SERVICES):
         cert, key = directory / f"{service}.crt", directory / f"{service}.key"
         pem = directory / f"{service}.pem"
         # A new CA issues every certificate again: the old ones would not chain to it.
@@ -197,8 +211,10 @@ def make_deployment_secrets(directory: Path, hosts: tuple[str, ...] = DEFAULT_HO
                         "CA's key back (or remove ca.crt too, to start a new CA)"
                     )
                 authority = Authority.load(ca_cert, ca_key)
+            alias = (ENGINES_ALIAS,) if service in CLUSTER_ENGINES else ()
             # dict.fromkeys: the names once each, in order.
-            made = authority.issue(directory, service, tuple(dict.fromkeys((service, *hosts))))
+            names = tuple(dict.fromkeys((service, *alias, *hosts)))
+            made = authority.issue(directory, service, names)
             written += [made.cert, made.key]
         if service in ONE_FILE_PEM and (issue or not pem.exists()):
             _write_private(pem, cert.read_bytes() + key.read_bytes())

@@ -1,26 +1,33 @@
-"""`make run`: the whole stack on its embedded default, as one supervised group.
+"""`make run` and `discovery up [--engines N] [--pioneers N] [--gateways N]`: the whole stack
+on its embedded default, as one supervised group.
 
 Starts the engine (with its embedded SecantusDB when MONGODB_URI is unset), pioneer and the
-gateway as child processes, makes sure the "Procesar Documentos" workflow exists (once
-pioneer has polled the engine's step queue, so that its handlers are offered), admits the
-seed's token-less clients on loopback (`local_anonymous_access`), says where everything is,
-and stops all of them together: on Ctrl-C or SIGTERM, or as soon as one of them dies, so
+gateway as child processes; with several engines, one SecantusDB for all of them first, each
+engine with its own ENGINE_ID and port, and every pioneer and gateway dialling all engines.
+It makes sure the "Procesar Documentos" workflow exists (once pioneer has polled the
+engine's step queue, so that its handlers are offered), admits the seed's token-less clients
+on loopback (`local_anonymous_access`), says where everything is, and stops all of them
+together: on Ctrl-C or SIGTERM, or as soon as one of them (the shared database too) dies, so
 nothing is left running behind.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ctypes
 import os
 import signal
+import socket
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, TokenAuthority
 from services.engine.config import webhook_urls
-from services.envconfig import ConfigError
+from services.engine.store.embedded import DatabaseProcess
+from services.envconfig import ConfigError, boolean, grpc_target, integer
 from services.grpc_auth import BearerToken
 from services.pioneer.errors import PioneerError
 from services.pioneer.workflows import ensure_document_workflow
@@ -43,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PR_SET_PDEATHSIG = 1
 # The local admin key `make run` writes for the CLI and the dashboard.
 LOCAL_TOKEN_SECONDS = 30 * 24 * 3600
+# Engines, and pioneers, this many ports apart: 50051, 50061… beside 50052, 50062….
+PORT_STEP = 10
+MAX_COUNT = 16
 
 
 @dataclass
@@ -51,6 +61,8 @@ class Service:
     module: str
     # Whose signing key it holds (services/token_keys.py).
     signer: str
+    # Its own settings (its port…), over the group's.
+    env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
 
 
@@ -111,17 +123,107 @@ def local_anonymous_access(env: dict[str, str]) -> tuple[str, tuple[str, str] | 
     return banner, (role, tenant)
 
 
-async def main() -> int:
+@dataclass(frozen=True)
+class Counts:
+    """How many of each service `discovery up` runs."""
+
+    engines: int = 1
+    pioneers: int = 1
+    gateways: int = 1
+
+
+def parse_counts(argv: Sequence[str]) -> Counts:
+    parser = argparse.ArgumentParser(prog="discovery up", description=__doc__)
+    for name in ("engines", "pioneers", "gateways"):
+        parser.add_argument(f"--{name}", type=_count, default=1, metavar="N")
+    args = parser.parse_args(argv)
+    return Counts(args.engines, args.pioneers, args.gateways)
+
+
+def _count(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{raw!r}: a number from 1 to {MAX_COUNT}")
+    return int(raw)
+
+
+def service_ports(env: Mapping[str, str], name: str, count: int, step: int) -> list[int]:
+    """`count` ports from `name`'s (default in `env`), `step` apart: engines at 50051, 50061…
+    beside pioneers at 50052, 50062…, gateways at 8080, 8081…"""
+    base = integer(env, name, 0, low=1, high=65535)
+    ports = [base + step * i for i in range(count)]
+    if ports[-1] > 65535:
+        raise ConfigError(f"{name}={base}: {count} ports {step} apart go past 65535")
+    return ports
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def named(kind: str, count: int) -> list[str]:
+    """`engine` alone, or `engine-1`, `engine-2`…"""
+    return [kind] if count == 1 else [f"{kind}-{i}" for i in range(1, count + 1)]
+
+
+async def main(argv: Sequence[str] = ()) -> int:
+    counts = parse_counts(argv)
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'generated'}"
-    engine_port = env.setdefault("ENGINE_PORT", "50051")
-    pioneer_port = env.setdefault("PIONEER_PORT", "50052")
-    env.setdefault("DISCOVERY_URL", f"127.0.0.1:{engine_port}")
-    env.setdefault("ENGINE_URL", f"127.0.0.1:{engine_port}")
-    gateway_port = env.setdefault("GATEWAY_PORT", "8080")
-    # Where an HTTP runner the engine pushes to (PIONEER_URL=http://…) reports: this gateway.
-    env.setdefault("ENGINE_REPORT_BASE_URL", f"http://127.0.0.1:{gateway_port}")
+    env.setdefault("ENGINE_PORT", "50051")
+    env.setdefault("PIONEER_PORT", "50052")
+    env.setdefault("GATEWAY_PORT", "8080")
+    try:
+        engine_ports = service_ports(env, "ENGINE_PORT", counts.engines, PORT_STEP)
+        pioneer_ports = service_ports(env, "PIONEER_PORT", counts.pioneers, PORT_STEP)
+        gateway_ports = service_ports(env, "GATEWAY_PORT", counts.gateways, 1)
+    except ConfigError as exc:
+        print(f"discovery up: {exc}", file=sys.stderr)
+        return 2
+    engines = ",".join(f"127.0.0.1:{port}" for port in engine_ports)
+    # Pioneers and gateways dial every engine (a list: services/envconfig.grpc_target).
+    env.setdefault("DISCOVERY_URL", engines)
+    env.setdefault("ENGINE_URL", engines)
+    # Where an HTTP runner the engine pushes to (PIONEER_URL=http://…) reports: a gateway.
+    env.setdefault("ENGINE_REPORT_BASE_URL", f"http://127.0.0.1:{gateway_ports[0]}")
     data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
+    services = [
+        *(
+            Service(name, "services.engine", ENGINE_SIGNER, {"ENGINE_PORT": str(port)})
+            for name, port in zip(named("engine", counts.engines), engine_ports, strict=True)
+        ),
+        *(
+            Service(name, "services.pioneer", PIONEER_SIGNER, {"PIONEER_PORT": str(port)})
+            for name, port in zip(named("pioneer", counts.pioneers), pioneer_ports, strict=True)
+        ),
+        *(
+            Service(name, "services.gateway", GATEWAY_SIGNER, {"GATEWAY_PORT": str(port)})
+            for name, port in zip(named("gateway", counts.gateways), gateway_ports, strict=True)
+        ),
+    ]
+    busy = [
+        f"{service.name} {port}"
+        for service in services
+        for port in map(int, service.env.values())
+        if port_in_use(port)
+    ]
+    if busy:
+        print(
+            f"discovery up: ports in use: {', '.join(busy)} (ENGINE_PORT, PIONEER_PORT and"
+            f" GATEWAY_PORT move them; more than one engine or pioneer: {PORT_STEP} apart)",
+            file=sys.stderr,
+        )
+        return 2
+    if counts.engines > 1:
+        for service, port in zip(services[: counts.engines], engine_ports, strict=True):
+            # Stable names, so that a restarted engine takes its executions back at once; and
+            # where the others forward calls for the executions it holds.
+            service.env["ENGINE_ID"] = service.name
+            service.env["ENGINE_ADVERTISE_ADDRESS"] = f"127.0.0.1:{port}"
     anonymous, admitted = local_anonymous_access(env)
     keys_dir = Path(data_dir) / "keys"
     local_keys(env, keys_dir, admitted)
@@ -132,24 +234,34 @@ async def main() -> int:
         pushed = ", ".join(webhook_urls(env)) or "none (PIONEER_URL=http://host:port names one)"
     except ConfigError as exc:
         pushed = f"none: {exc}"  # the engine refuses it too, and the stack stops with it
-    services = [
-        Service("engine", "services.engine", ENGINE_SIGNER),
-        Service("pioneer", "services.pioneer", PIONEER_SIGNER),
-        Service("gateway", "services.gateway", GATEWAY_SIGNER),
-    ]
+    database: DatabaseProcess | None = None
+    if counts.engines > 1 and not env.get("MONGODB_URI", "").strip():
+        # One database for every engine. One engine alone starts (and restarts) its own.
+        database = DatabaseProcess(
+            Path(data_dir), sync_on_commit=boolean(env, "DISCOVERY_DB_FSYNC", True)
+        )
+        try:
+            env["MONGODB_URI"] = await database.start_async()
+        except RuntimeError as exc:
+            print(f"discovery up: {exc}", file=sys.stderr)
+            return 1
     for service in services:
         service.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             service.module,
-            env={**env, SIGNING_KEY_FILE_ENV: str(keys_dir / f"{service.signer}.key")},
+            env={
+                **env,
+                **service.env,
+                SIGNING_KEY_FILE_ENV: str(keys_dir / f"{service.signer}.key"),
+            },
             cwd=ROOT,
             preexec_fn=_die_with_parent,
         )
     try:
         # The engine refuses a workflow whose handlers no runner has offered in a poll.
         workflow = await ensure_document_workflow(
-            f"127.0.0.1:{engine_port}",
+            grpc_target({"engines": engines}, "engines", engines),
             BearerToken(token),
             wait_seconds=60,
             tls=tls_from_env(env),
@@ -157,19 +269,27 @@ async def main() -> int:
         ready = f"  workflow        {workflow.name!r} = {workflow.workflow_id}\n"
     except PioneerError as exc:
         ready = f"  workflow        not ready: {exc}\n"
+    gateway = f"http://127.0.0.1:{gateway_ports[0]}"
+    if database is not None:
+        where = f"embedded SecantusDB in {data_dir}/db, {database.uri}, for every engine"
+    else:
+        where = env.get("MONGODB_URI") or f"embedded SecantusDB in {data_dir}/db"
     print(
         "\nDiscovery is up:\n"
-        f"  REST / WebSocket http://127.0.0.1:{gateway_port}\n"
+        f"  REST / WebSocket {', '.join(f'http://127.0.0.1:{p}' for p in gateway_ports)}\n"
         f"{anonymous}"
-        f"  dashboard       http://127.0.0.1:{gateway_port}/#token={token}\n"
+        f"  dashboard       {gateway}/#token={token}\n"
         f"  admin token     {data_dir}/token   (the CLI reads it; send it as"
         " 'Authorization: Bearer …')\n"
-        f"  engine (gRPC)   127.0.0.1:{engine_port}"
+        f"  {'engine (gRPC)  ' if counts.engines == 1 else 'engines (gRPC) '} {engines}"
         f'   (grpcurl -plaintext -H "authorization: Bearer $(cat {data_dir}/token)"'
-        f" 127.0.0.1:{engine_port} list)\n"
-        f"  pioneer (gRPC)  127.0.0.1:{pioneer_port}\n"
+        f" 127.0.0.1:{engine_ports[0]} list"
+        + ("" if counts.engines == 1 else f"; the CLI: DISCOVERY_ENGINE={engines}")
+        + ")\n"
+        f"  {'pioneer (gRPC) ' if counts.pioneers == 1 else 'pioneers (gRPC)'} "
+        f"{', '.join(f'127.0.0.1:{p}' for p in pioneer_ports)}\n"
         f"  HTTP runners    {pushed}\n"
-        f"  database        {env.get('MONGODB_URI') or f'embedded SecantusDB in {data_dir}/db'}\n"
+        f"  database        {where}\n"
         f"{ready}"
         "Ctrl-C stops everything.\n",
         flush=True,
@@ -178,14 +298,15 @@ async def main() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waits = {asyncio.create_task(s.process.wait()): s for s in services if s.process is not None}
+    waits = {asyncio.create_task(s.process.wait()): s.name for s in services if s.process}
+    if database is not None and database.process is not None:
+        waits[asyncio.create_task(asyncio.to_thread(database.process.wait))] = "database"
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*waits, stopping], return_when=asyncio.FIRST_COMPLETED)
     code = 0
     for task in done:
         if task in waits:
-            service = waits[task]
-            print(f"\n{service.name} exited with code {task.result()}; stopping the rest.")
+            print(f"\n{waits[task]} exited with code {task.result()}; stopping the rest.")
             code = 1
     for service in services:
         if service.process is not None and service.process.returncode is None:
@@ -198,9 +319,15 @@ async def main() -> int:
         except TimeoutError:
             service.process.kill()
             await service.process.wait()
+    # Last: the engines write to it until they have stopped.
+    if database is not None:
+        await asyncio.to_thread(database.stop)
     stopping.cancel()
+    for task in waits:
+        task.cancel()
+    await asyncio.gather(*waits, return_exceptions=True)
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(main(sys.argv[1:])))

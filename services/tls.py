@@ -75,6 +75,19 @@ def add_port(server: grpc.aio.Server, address: str, tls: Tls | None) -> int:
     return port
 
 
+def balanced(target: str, options: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """`options` plus gRPC's round_robin policy: with a target of several engines (a list, or
+    a name with several addresses: services/envconfig.grpc_target) every call goes to the next
+    engine that is connected, and one that is down is skipped until it is back. A list's
+    authority (the name TLS checks the certificate against) is its first address: gRPC's own
+    would be the whole list, which no certificate names."""
+    balancing: list[tuple[str, Any]] = [("grpc.lb_policy_name", "round_robin")]
+    scheme, _, addresses = target.partition(":")
+    if scheme in ("ipv4", "ipv6") and "," in addresses:
+        balancing.append(("grpc.default_authority", addresses.split(",")[0]))
+    return [*options, *balancing]
+
+
 def aio_channel(
     target: str,
     tls: Tls | None,
@@ -82,6 +95,7 @@ def aio_channel(
     options: Sequence[tuple[str, Any]] = (),
     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
 ) -> grpc.aio.Channel:
+    options = balanced(target, options)
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(
@@ -93,6 +107,7 @@ def channel(
     target: str, tls: Tls | None, *, options: Sequence[tuple[str, Any]] = ()
 ) -> grpc.Channel:
     """A blocking channel (the CLI, the health check)."""
+    options = balanced(target, options)
     if tls is None:
         return grpc.insecure_channel(target, options=options)
     return grpc.secure_channel(target, tls.channel_credentials(), options=options)

@@ -498,9 +498,22 @@ def start_make_run(data_dir: Path, log: Path, **env: str | int) -> subprocess.Po
     """`make run`'s supervisor (`python -m services.stack`) as on a fresh machine: no keys
     given, so it makes its own in `data_dir`; its output goes to `log`. `env` adds to or
     overrides its environment (ports, the seed's PIONEER_URL…)."""
+    return _start_supervisor(["services.stack"], data_dir, log, env)
+
+
+def start_up(
+    args: list[str], data_dir: Path, log: Path, **env: str | int
+) -> subprocess.Popen[bytes]:
+    """The same supervisor through `discovery up ARGS`."""
+    return _start_supervisor(["services.cli", "up", *args], data_dir, log, env)
+
+
+def _start_supervisor(
+    command: list[str], data_dir: Path, log: Path, env: dict[str, str | int]
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.stack"],
+            [sys.executable, "-m", *command],
             cwd=ROOT,
             env={
                 **{k: v for k, v in os.environ.items() if k not in KEY_FILES},

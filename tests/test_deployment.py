@@ -5,8 +5,10 @@ and MongoDB requires TLS and authenticates the engine by its certificate."""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,10 @@ from services.token_keys import OPERATOR, TRUSTED_KEYS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES: dict[str, Any] = COMPOSE["services"]
+ALL_SERVICES: dict[str, Any] = COMPOSE["services"]
+# The default deployment (`docker compose up`), and the `cluster` profile's.
+SERVICES = {name: s for name, s in ALL_SERVICES.items() if "profiles" not in s}
+CLUSTER = {name: s for name, s in ALL_SERVICES.items() if s.get("profiles") == ["cluster"]}
 SETTINGS: dict[str, Any] = {
     "engine": EngineSettings,
     "pioneer": PioneerSettings,
@@ -55,27 +60,43 @@ def secret_file(name: str) -> str:
     return source.removeprefix("./secrets/")
 
 
+def mounts(service: str) -> dict[str, str]:
+    """The compose secrets `service` mounts, by the name it finds each under /run/secrets."""
+    found = {}
+    for entry in ALL_SERVICES[service]["secrets"]:
+        if isinstance(entry, str):
+            found[entry] = entry
+        else:
+            found[entry.get("target", entry["source"])] = entry["source"]
+    return found
+
+
 def mounted(service: str) -> set[str]:
-    return {secret_file(name) for name in SERVICES[service]["secrets"]}
+    return {secret_file(name) for name in mounts(service).values()}
 
 
 def env(service: str, secrets: Path | None = None) -> dict[str, str]:
     """The service's environment; with `secrets`, every /run/secrets/NAME it names (the engine's
     MongoDB URI too) is the file `discovery secrets` made there, and must be one it mounts."""
-    values = {k: str(v) for k, v in SERVICES[service]["environment"].items()}
+    values = {k: str(v) for k, v in ALL_SERVICES[service]["environment"].items()}
     if secrets is None:
         return values
 
     def local(match: re.Match[str]) -> str:
         name = match.group(1)
-        assert name in SERVICES[service]["secrets"], f"{service} does not mount {name}"
-        return str(secrets / secret_file(name))
+        assert name in mounts(service), f"{service} does not mount {name}"
+        return str(secrets / secret_file(mounts(service)[name]))
 
     return {k: re.sub(r"/run/secrets/(\w+)", local, v) for k, v in values.items()}
 
 
 def settings(service: str, secrets: Path) -> Any:
-    return SETTINGS[service].from_env(env(service, secrets))
+    return SETTINGS[kind(service)].from_env(env(service, secrets))
+
+
+def kind(service: str) -> str:
+    """`engine` of `engine-2`."""
+    return service.rsplit("-", 1)[0] if service[-1].isdigit() else service
 
 
 def certificate(path: Path) -> x509.Certificate:
@@ -300,3 +321,209 @@ def test_compose_still_refuses_a_request_without_credentials(tmp_path: Path) -> 
     gateway = settings("gateway", tmp_path)
     assert gateway.anonymous_access is False
     assert gateway.cors_origins == ()
+
+
+# --- the cluster profile ------------------------------------------------------------------
+
+CLUSTER_ENGINES = ["engine-1", "engine-2", "engine-3"]
+CLUSTER_MONGOS = ["mongo-1", "mongo-2", "mongo-3"]
+CLUSTER_CLIENTS = ["pioneer-1", "pioneer-2", "gateway-1", "gateway-2"]
+
+
+# Set for the engine's cluster work (issue 12), which reads it: on its own branch until merged.
+def test_the_cluster_profile_is_three_engines_two_pioneers_two_gateways_and_a_replica_set() -> None:
+    assert set(CLUSTER) == {
+        *CLUSTER_ENGINES,
+        *CLUSTER_CLIENTS,
+        *CLUSTER_MONGOS,
+        "mongo-init",
+        "entry",
+    }
+    assert set(SERVICES) | set(CLUSTER) == set(ALL_SERVICES), "a service in another profile"
+    for service in CLUSTER:
+        if kind(service) in SETTINGS:
+            assert ALL_SERVICES[service]["command"] == ["python", "-m", f"services.{kind(service)}"]
+            assert ALL_SERVICES[service]["build"] == "."
+            assert "healthcheck" in ALL_SERVICES[service]
+            assert "ports" not in ALL_SERVICES[service], "only the entry point is published"
+            text = CONFIG_SOURCES[kind(service)].read_text()
+            text += "".join(shared.read_text() for shared in SHARED_SOURCES)
+            for name in env(service):
+                assert f'"{name}"' in text, f"{service} does not read {name}"
+    # `up entry` starts all of it, and only it: the default services stay down.
+    assert set(CLUSTER["entry"]["depends_on"]) == {*CLUSTER_ENGINES, *CLUSTER_CLIENTS}
+
+
+def test_each_cluster_service_has_its_own_certificate_naming_it(tmp_path: Path) -> None:
+    make_deployment_secrets(tmp_path)
+    ca = certificate(tmp_path / CA_CERT)
+    for service in [*CLUSTER_ENGINES, *CLUSTER_CLIENTS]:
+        token_key = f"{TOKENS}/{kind(service)}.key"
+        assert mounted(service) == {
+            CA_CERT,
+            f"{TOKENS}/{TRUSTED_KEYS_FILE}",
+            f"{service}.crt",
+            f"{service}.key",
+            token_key,
+        } | ({f"{service}.pem"} if service in CLUSTER_ENGINES else set()), service
+        loaded = settings(service, tmp_path)
+        assert loaded.tls.cert == (tmp_path / f"{service}.crt").read_bytes()
+        cert = certificate(tmp_path / f"{service}.crt")
+        cert.verify_directly_issued_by(ca)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        found = {*names.get_values_for_type(x509.DNSName)}
+        found |= {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+        # An engine is dialled by its own name (forwarding) and by `engines` (its clients).
+        alias = {"engines"} if service in CLUSTER_ENGINES else set()
+        assert found == {service, *alias, *DEFAULT_HOSTS}, service
+    for member in CLUSTER_MONGOS:
+        assert mounted(member) >= {CA_CERT, f"{member}.pem", MONGO_KEYFILE}
+        assert mounts(member)["mongo_pem"] == f"{member.replace('-', '_')}_pem"
+    assert MONGO_ROOT_PASSWORD in [secret_file(n) for n in mounts("mongo-1").values()]
+    assert {f"{s}.crt" for s in CLUSTER_MONGOS} <= {
+        str(p.relative_to(tmp_path)) for p in tmp_path.iterdir()
+    }
+
+
+def test_each_cluster_engine_has_its_id_its_address_and_its_database_login(
+    tmp_path: Path,
+) -> None:
+    make_deployment_secrets(tmp_path)
+    ids = set()
+    for service in CLUSTER_ENGINES:
+        engine = settings(service, tmp_path)
+        ids.add(engine.engine_id)
+        assert engine.engine_id == service
+        assert env(service)["ENGINE_ADVERTISE_ADDRESS"] == f"{service}:{engine.port}"
+        assert ALL_SERVICES[service]["networks"]["default"]["aliases"] == ["engines"]
+        assert ALL_SERVICES[service]["depends_on"] == {
+            "mongo-init": {"condition": "service_completed_successfully"}
+        }
+        uri = engine.mongodb_uri
+        parsed = uri_parser.parse_uri(uri)
+        options = parsed["options"]
+        assert parsed["nodelist"] == [(m, 27017) for m in CLUSTER_MONGOS]
+        assert options["replicaSet"] == "rs0" and options["tls"] is True
+        assert options["authMechanism"] == "MONGODB-X509" and parsed["password"] is None
+        assert options["tlsCertificateKeyFile"] == str(tmp_path / f"{service}.pem")
+        MongoClient(uri, connect=False).close()
+        # Its login, made by mongo-1's first start: its certificate's subject.
+        subject = certificate(tmp_path / f"{service}.crt").subject.rfc4514_string()
+        users = COMPOSE["configs"]["mongo_cluster_engine_users"]["content"]
+        name = service
+        assert subject == f"CN={name},OU={name},O=Discovery"
+        assert f"'{name}'" in users and "user: `CN=$${name},OU=$${name},O=Discovery`" in users
+        assert "{ role: 'readWrite', db: 'discovery' }" in users
+    assert len(ids) == 3
+
+
+def test_pioneers_and_gateways_dial_every_engine(tmp_path: Path) -> None:
+    make_deployment_secrets(tmp_path)
+    for service in CLUSTER_CLIENTS:
+        loaded = settings(service, tmp_path)
+        target = loaded.discovery_url if kind(service) == "pioneer" else loaded.engine_target
+        assert target == "dns:///engines:50051", service
+        assert set(ALL_SERVICES[service]["depends_on"]) == set(CLUSTER_ENGINES)
+
+
+def test_the_cluster_replica_set_has_three_members_with_tls_and_authentication() -> None:
+    for member in CLUSTER_MONGOS:
+        command = ALL_SERVICES[member]["command"]
+        assert command == SERVICES["mongo"]["command"], member  # requireTLS, keyFile, rs0
+        assert f"{member}-data:/data/db" in ALL_SERVICES[member]["volumes"]
+        assert ALL_SERVICES[member]["entrypoint"] == SERVICES["mongo"]["entrypoint"]
+    # Only mongo-1 makes users: the others start empty and copy its data.
+    assert ALL_SERVICES["mongo-1"]["environment"] == SERVICES["mongo"]["environment"]
+    assert "environment" not in ALL_SERVICES["mongo-2"]
+    assert "configs" not in ALL_SERVICES["mongo-2"]
+    init = ALL_SERVICES["mongo-init"]
+    assert init["restart"] == "no"
+    assert set(init["depends_on"]) == set(CLUSTER_MONGOS)
+    script = init["command"][-1]
+    assert "/run/secrets/mongo_root_password" in script and "rs.initiate" in script
+    for i, member in enumerate(CLUSTER_MONGOS):
+        assert f"{{_id: {i}, host: '{member}:27017'}}" in script
+    assert "PRIMARY" in script
+    assert "--tls" in init["command"] and "mongo_1_pem" in mounts("mongo-init")
+
+
+def entry_config() -> str:
+    config: str = COMPOSE["configs"]["entry_haproxy"]["content"]
+    return config
+
+
+def test_one_entry_point_for_http_websocket_and_grpc() -> None:
+    entry = CLUSTER["entry"]
+    assert re.fullmatch(r"haproxy:\d+\.\d+\.\d+", entry["image"]), "a pinned version"
+    assert entry["configs"] == [
+        {"source": "entry_haproxy", "target": "/usr/local/etc/haproxy/haproxy.cfg"}
+    ]
+    assert sorted(entry["ports"]) == ["50051:50051", "8080:8080"]
+    sections = re.split(r"\n(?=\S)", entry_config())
+    gateways = next(s for s in sections if s.startswith("backend gateways"))
+    engines = next(s for s in sections if s.startswith("backend engines"))
+    assert "mode http" in gateways and "option httpchk GET /health" in gateways
+    assert "mode tcp" in engines  # gRPC's mutual TLS passes through to the engine
+    for service in ("gateway-1", "gateway-2"):
+        assert f"server {service} {service}:8080 check" in gateways
+    for service in CLUSTER_ENGINES:
+        assert f"server {service} {service}:50051 check" in engines
+    assert "timeout tunnel" in entry_config()  # WebSockets outlive a request's timeout
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_haproxy_accepts_the_entry_point_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(entry_config())
+    checked = subprocess.run(
+        ["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> str:
+    """Real TLS over a socket pair, the client dialling `name`: the client's common name as
+    the server read it."""
+    left, right = socket.socketpair()
+    seen: list[Any] = []
+
+    def serve() -> None:
+        with server.wrap_socket(left, server_side=True) as tls:
+            seen.append(tls.getpeercert())
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client.wrap_socket(right, server_hostname=name) as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        right.close()  # the server's side ends too, whatever happened here
+        thread.join()
+    common_name: str = dict(rdn[0] for rdn in seen[0]["subject"])["commonName"]
+    return common_name
+
+
+def test_a_cluster_engine_and_its_peers_complete_mutual_tls_handshakes(tmp_path: Path) -> None:
+    """engine-1 dialling engine-2 (a forwarded call), a gateway dialling `engines`, engine-3
+    dialling mongo-2, and mongo-1 dialling mongo-3 (replication), with the files each has."""
+    make_deployment_secrets(tmp_path)
+
+    def load(context: ssl.SSLContext, service: str) -> ssl.SSLContext:
+        if (tmp_path / f"{service}.pem").exists():
+            context.load_cert_chain(tmp_path / f"{service}.pem")
+        else:
+            context.load_cert_chain(tmp_path / f"{service}.crt", tmp_path / f"{service}.key")
+        return context
+
+    pairs = [
+        ("engine-1", "engine-2", "engine-2"),
+        ("gateway-1", "engine-3", "engines"),
+        ("engine-3", "mongo-2", "mongo-2"),
+        ("mongo-1", "mongo-3", "mongo-3"),
+    ]
+    for client, server, name in pairs:
+        server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tmp_path / CA_CERT)
+        server_side.verify_mode = ssl.CERT_REQUIRED
+        client_side = ssl.create_default_context(cafile=tmp_path / CA_CERT)
+        seen = handshake(load(server_side, server), load(client_side, client), name)
+        assert seen == client, (client, server)

@@ -30,7 +30,8 @@ from services.tls import tls_from_env
 
 EPILOG = f"""\
 engine:
-  --engine HOST:PORT, else ${ENV_VAR}, else {DEFAULT_TARGET} (http://host:port is accepted).
+  --engine HOST:PORT, else ${ENV_VAR}, else {DEFAULT_TARGET} (http://host:port is accepted;
+  several engines: IP:PORT,IP:PORT or dns:///NAME:PORT, a name with every engine's address).
   Every call carries ${TOKEN_ENV}, else the file $DISCOVERY_TOKEN_FILE, else
   ./.discovery/token (written by `make run`).
 
@@ -43,6 +44,7 @@ exit codes:
 
 examples:
   discovery up
+  discovery up --engines 3 --pioneers 2 --gateways 2
   discovery workflows create -f naps.yaml
   discovery run "Procesar Documentos" --file contrato.pdf --watch
   discovery watch EXECUTION_ID --json
@@ -52,11 +54,19 @@ examples:
 
 ISSUABLE_ROLES = {CLIENT, ADMIN, RUNNER, WATCHER}
 TOKEN_DAYS = 30
+# Of each kind `up` runs: services/stack.py's bound.
+MAX_SERVICES = 16
 
 FOLLOW_EXIT_CODES = (
     "exit codes: 0 the execution completed, 1 it failed or was cancelled, 2 usage, input or "
     "engine errors, 130 interrupted (the execution goes on)"
 )
+
+
+def _count(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_SERVICES:
+        raise argparse.ArgumentTypeError(f"{raw!r}: a number from 1 to {MAX_SERVICES}")
+    return int(raw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     # given before it. Absent options are simply missing from the namespace (see dispatch).
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    sub.add_parser("up", help="start the whole stack (like `make run`)", parents=[connection])
+    up = sub.add_parser(
+        "up",
+        help="start the whole stack (like `make run`); a cluster with --engines N…",
+        description="Runs engines, pioneers and gateways on this machine as one group, on one "
+        "embedded database, and prints where each listens: engines from ENGINE_PORT (50051) "
+        "and pioneers from PIONEER_PORT (50052), 10 apart; gateways from GATEWAY_PORT (8080), "
+        "1 apart. Ctrl-C stops everything.",
+        parents=[connection],
+    )
+    for kind in ("engines", "pioneers", "gateways"):
+        up.add_argument(
+            f"--{kind}", type=_count, default=1, metavar="N", help=f"{kind} to run (default: 1)"
+        )
 
     secrets = sub.add_parser(
         "secrets",
@@ -105,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes into DIR what docker-compose.yml mounts, each service only its "
         "own: ca.crt and ca.key (a private CA); engine, pioneer, gateway and mongo .crt and "
         ".key (each service's certificate, for its compose name and --hosts), engine.pem and "
-        "mongo.pem (certificate and key in one file, for MongoDB's TLS); tokens/engine.key, "
+        "mongo.pem (certificate and key in one file, for MongoDB's TLS); the same for the "
+        "cluster profile's engine-1..3 (also named 'engines'), pioneer-1..2, gateway-1..2 and "
+        "mongo-1..3; tokens/engine.key, "
         "gateway.key, pioneer.key and operator.key (each signer's token key) and "
         "tokens/trusted-keys.json (the public keys and what each may sign); "
         "mongo-root-password and mongo-keyfile (MongoDB's root login and replica set key). "
@@ -241,7 +265,8 @@ def dispatch(args: argparse.Namespace) -> int:
     engine: str | None = getattr(args, "engine", None)
     timeout: float = getattr(args, "timeout", DEFAULT_TIMEOUT_SECONDS)
     if args.command == "up":
-        commands.up(engine or os.environ.get(ENV_VAR) or None)
+        counts = [f"--{kind}={getattr(args, kind)}" for kind in ("engines", "pioneers", "gateways")]
+        commands.up(engine or os.environ.get(ENV_VAR) or None, counts)
     if args.command == "secrets":
         hosts = tuple(h.strip() for h in args.hosts.split(",") if h.strip())
         return commands.make_secrets(args.directory, hosts)

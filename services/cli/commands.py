@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -317,16 +318,17 @@ def make_secrets(directory: Path, hosts: tuple[str, ...]) -> int:
     return 0
 
 
-def up(engine: str | None) -> NoReturn:
-    """`make run` without make: replaces this process with `python -m services.stack`."""
+def up(engine: str | None, counts: Sequence[str] = ()) -> NoReturn:
+    """`make run` without make: replaces this process with `python -m services.stack`, given
+    `counts` (`--engines N`…) as they came."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), str(ROOT / "generated"), *filter(None, [env.get("PYTHONPATH")])]
     )
     if engine is not None:
-        # The engine listens where the CLI would look for it.
-        env.setdefault("ENGINE_PORT", engine.rpartition(":")[2])
-    argv = [sys.executable, "-m", "services.stack"]
+        # The (first) engine listens where the CLI would look for it.
+        env.setdefault("ENGINE_PORT", engine.split(",")[0].rpartition(":")[2])
+    argv = [sys.executable, "-m", "services.stack", *counts]
     try:
         os.chdir(ROOT)
         os.execve(sys.executable, argv, env)

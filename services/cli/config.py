@@ -1,6 +1,6 @@
-"""Where the engine is (`--engine HOST:PORT`, else DISCOVERY_ENGINE, else localhost:50051)
-and who the CLI is to it (DISCOVERY_TOKEN, else the file DISCOVERY_TOKEN_FILE, else the
-`.discovery/token` that `make run` writes)."""
+"""Where the engines are (`--engine HOST:PORT[,…]`, else DISCOVERY_ENGINE, else
+localhost:50051) and who the CLI is to them (DISCOVERY_TOKEN, else the file
+DISCOVERY_TOKEN_FILE, else the `.discovery/token` that `make run` writes)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from services.cli.errors import UsageError
+from services.envconfig import ConfigError, grpc_target
 
 ENV_VAR = "DISCOVERY_ENGINE"
 DEFAULT_TARGET = "localhost:50051"
@@ -18,20 +19,17 @@ LOCAL_TOKEN_FILE = Path(".discovery") / "token"
 
 
 def engine_target(flag: str | None, environ: Mapping[str, str] = os.environ) -> str:
-    """The gRPC target to dial. `http://host:port` is accepted (the seed's URLs have it);
-    TLS is not: the engine speaks plaintext gRPC."""
-    raw = flag if flag is not None else environ.get(ENV_VAR) or DEFAULT_TARGET
-    source = "--engine" if flag is not None else ENV_VAR if environ.get(ENV_VAR) else "default"
-    value = raw.strip()
-    if value.startswith("http://"):
-        value = value[len("http://") :]
-    elif "://" in value:
-        raise UsageError(f"{source}: {raw!r}: only plaintext host:port (or http://) is supported")
-    value = value.rstrip("/")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{source}: {raw!r} is not HOST:PORT")
-    return value
+    """The gRPC target to dial: `host:port` (`http://host:port` is accepted: the seed's URLs
+    have it), a list of engines or a gRPC target, as the services read theirs
+    (services/envconfig.grpc_target)."""
+    source = "--engine" if flag is not None else ENV_VAR
+    raw = flag if flag is not None else environ.get(ENV_VAR, "")
+    if flag is not None and not flag.strip():
+        raise UsageError("--engine: empty")
+    try:
+        return grpc_target({source: raw}, source, DEFAULT_TARGET)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def api_token(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Assembles the engine: database, store, runner (with its step queue) and gRPC server."""
+"""Assembles the engine: database, store, the log's change feed, runner (with its step queue)
+and gRPC server."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from grpc_health.v1 import health_pb2
 from pymongo import AsyncMongoClient
 
 from services.auth import TokenAuthority
-from services.engine.config import ConfigError, Settings
+from services.engine.config import ConfigError, Settings, advertised
+from services.engine.feed import EventFeed
 from services.engine.hub import EventHub
 from services.engine.quotas import CallQuotas, TenantUsage
 from services.engine.revocations import Revocations
+from services.engine.rpc.forward import Forwarder
 from services.engine.rpc.server import SERVICE_NAMES, build_server
 from services.engine.rpc.servicers import Limits
 from services.engine.runner import Runner, RunnerSettings
@@ -45,6 +48,8 @@ class Engine:
         self._store: MongoStore | None = None
         self._usage: TenantUsage | None = None
         self._revocations: Revocations | None = None
+        self._forwarder: Forwarder | None = None
+        self.feed: EventFeed | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
@@ -57,22 +62,25 @@ class Engine:
         authority = TokenAuthority(settings.auth_keys)
         uri = settings.mongodb_uri
         if uri is None:
-            self._embedded = DatabaseProcess(
-                settings.data_dir, sync_on_commit=settings.embedded_fsync
-            )
+            self._embedded = DatabaseProcess(settings.data_dir)
             # From the event loop's thread, which outlives the child (see DatabaseProcess).
             uri = await self._embedded.start_async()
             self._supervisor = asyncio.create_task(self._supervise(self._embedded))
             log.info(
                 "embedded database started",
-                extra={"path": str(self._embedded.path / "db"), "fsync": settings.embedded_fsync},
+                extra={"path": str(self._embedded.path / "db")},
             )
         self._client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         self._store = MongoStore(self._client, settings.mongodb_database)
         await self._store.open()
+        hub = EventHub(settings.watch_queue, settings.watch_queue_bytes)
+        # Following the log before anyone can watch: a watcher's replay and the feed then
+        # leave no event between them, whichever engine commits it.
+        self.feed = EventFeed(self._store, hub)
+        await self.feed.start()
         self.runner = Runner(
             self._wrap_store(self._store) if self._wrap_store else self._store,
-            EventHub(settings.watch_queue, settings.watch_queue_bytes),
+            hub,
             RunnerSettings(
                 engine_id=settings.engine_id,
                 lease_seconds=settings.lease_seconds,
@@ -103,18 +111,20 @@ class Engine:
         )
         self._revocations = Revocations(self._store, authority)
         await self._revocations.open()
+        self._forwarder = Forwarder(settings.tls, settings.max_message_bytes)
         self._server, self._health = build_server(
             self.runner,
             authority,
             limits,
             quotas,
             self._revocations,
+            self._forwarder,
             max_message_bytes=settings.max_message_bytes,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.port = add_port(self._server, f"{settings.host}:{settings.port}", settings.tls)
         # Recovery first, so that the first RPC finds the unfinished executions held again.
-        await self.runner.open()
+        await self.runner.open(advertised(settings, self.port))
         await self._server.start()
         for url in settings.webhook_urls:
             webhook = WebhookRunner(self.runner, url, settings.report_base_url)
@@ -147,6 +157,10 @@ class Engine:
             await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.runner is not None:
             await self.runner.close()
+        if self._forwarder is not None:
+            await self._forwarder.close()
+        if self.feed is not None:
+            await self.feed.stop()
         if self._usage is not None:
             await self._usage.close()
         if self._revocations is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.envconfig import ConfigError, boolean, integer, number, text
+from services.envconfig import ConfigError, integer, number, text
 from services.tls import Tls, tls_from_env
 from services.token_keys import AuthKeys, keys_from_env
 
@@ -24,13 +24,12 @@ class Settings:
     mongodb_uri: str | None = None
     mongodb_database: str = "discovery"
     data_dir: Path = Path(".discovery")
-    # The embedded database fsyncs its log at every commit: an acknowledged event then
-    # survives a power loss too, not only a crash. Group commit makes it cheap (README,
-    # "Performance"); off, SecantusDB only writes its log to the OS at each commit.
-    embedded_fsync: bool = True
     # Stable across restarts, so a restarted engine takes its own executions back at once
     # instead of waiting for their leases to expire.
     engine_id: str = ""
+    # Where the other engines reach this one: calls for the executions it holds are sent
+    # there. Empty: this host's name and the port it serves on.
+    advertise_address: str = ""
     lease_seconds: float = 15.0
     grace_seconds: float = 10.0
     # gRPC's own cap on calls in flight: the last resort, kept above the sum of the pools
@@ -90,8 +89,8 @@ class Settings:
             mongodb_uri=env.get("MONGODB_URI", "").strip() or None,
             mongodb_database=text(env, "MONGODB_DATABASE", d.mongodb_database),
             data_dir=Path(text(env, "DISCOVERY_DATA_DIR", str(d.data_dir))),
-            embedded_fsync=boolean(env, "DISCOVERY_DB_FSYNC", d.embedded_fsync),
             engine_id=text(env, "ENGINE_ID", f"{socket.gethostname()}:{port}"),
+            advertise_address=env.get("ENGINE_ADVERTISE_ADDRESS", "").strip(),
             lease_seconds=number(env, "ENGINE_LEASE_SECONDS", d.lease_seconds, low=1.0),
             grace_seconds=number(env, "ENGINE_GRACE_SECONDS", d.grace_seconds, low=0.0),
             max_concurrent_rpcs=integer(
@@ -141,6 +140,17 @@ class Settings:
                 f"({pools})"
             )
         return settings
+
+
+def advertised(settings: Settings, port: int) -> str:
+    """The address other engines dial: ENGINE_ADVERTISE_ADDRESS, or this host and `port` (the
+    one bound, when ENGINE_PORT is 0)."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    host = settings.host
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
 def http_url(env: Mapping[str, str], name: str, default: str) -> str:

@@ -1,5 +1,9 @@
 """In-process fan-out of freshly committed events to the watchers of each execution.
 
+Events come from two places: the engine that commits them publishes them at once, and the
+log's change feed (services/engine/feed.py) publishes every engine's, its own included a few
+milliseconds later. A subscription is offered each seq once, whichever comes first.
+
 Publishing never waits: each watcher has a queue bounded in events and in bytes (a
 step_started event carries the step's whole input, so a count alone would let a thousand
 big events pile up), and a watcher that lets it fill up is marked as overflowed and told to
@@ -27,15 +31,22 @@ def event_size(event: Event) -> int:
 class Subscription:
     def __init__(self, execution_id: str, capacity: int, max_bytes: int) -> None:
         self.execution_id = execution_id
-        self._queue: asyncio.Queue[tuple[Event, int]] = asyncio.Queue()
+        # None in the queue: events may have been missed, read the log (see `resync`).
+        self._queue: asyncio.Queue[tuple[Event, int] | None] = asyncio.Queue()
         self._capacity = capacity
         self._max_bytes = max_bytes
         self.bytes = 0
         self.overflowed = False
+        # The highest seq offered: the same event comes from its engine and from the feed,
+        # and one below it is of no use to the watcher either (it has it, or the gap at
+        # that seq sends it to the log).
+        self._offered = 0
+        self._resync_queued = False
 
     def offer(self, event: Event, size: int) -> None:
-        if self.overflowed:
+        if self.overflowed or event.seq <= self._offered:
             return
+        self._offered = event.seq
         # An empty queue takes one event of any size: one bigger than the bound could
         # otherwise never be watched live.
         if self._queue.qsize() >= self._capacity or (
@@ -46,8 +57,20 @@ class Subscription:
         self._queue.put_nowait((event, size))
         self.bytes += size
 
-    async def get(self) -> Event:
-        event, size = await self._queue.get()
+    def resync(self) -> None:
+        """Events may have been committed that will never be offered (the feed started
+        anew): the watcher reads the log again after what is queued now."""
+        if not self._resync_queued:
+            self._resync_queued = True
+            self._queue.put_nowait(None)
+
+    async def get(self) -> Event | None:
+        """The next event offered; None when the watcher must read the log again."""
+        item = await self._queue.get()
+        if item is None:
+            self._resync_queued = False
+            return None
+        event, size = item
         self.bytes -= size
         return event
 
@@ -79,6 +102,12 @@ class EventHub:
             size = event_size(event)  # once, however many watch
             for subscription in subscriptions:
                 subscription.offer(event, size)
+
+    def resync(self) -> None:
+        """Tells every watcher to read the log again (Subscription.resync)."""
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                subscription.resync()
 
     def watching(self, execution_id: str) -> int:
         """How many follow the execution here."""

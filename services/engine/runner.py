@@ -11,9 +11,12 @@ Runners pull: a queued attempt waits in the step queue until a runner's poll tak
 take is logged (`step_started`) before the runner is told, so an attempt is handed to one
 runner at a time and a crash in between loses nothing.
 
-Executions are leased to an engine id. The lease loop renews what this engine holds and
-claims what nobody holds any more, so a restarted engine, or another replica, takes over the
-unfinished executions from what is stored.
+Executions are held under this engine's lease (one per engine process, store/mongo.py). The
+lease loop renews it, fences the leases of engines that stopped renewing theirs, and takes
+their executions over from what is stored. Every write is conditioned on the lease: once
+another engine fenced it, this one lets go of everything it held and takes a new lease. A
+command for an execution another engine holds is answered there (HeldElsewhere, which the
+RPC layer forwards).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from services.engine.domain.errors import (
     DiscoveryError,
     EventLimitReached,
     ExecutionNotFound,
+    Fenced,
+    HeldElsewhere,
     IdempotencyConflict,
     InvalidArgument,
     NotFound,
@@ -44,6 +49,7 @@ from services.engine.domain.errors import (
     NotWaiting,
     StaleAttempt,
     StoreUnavailable,
+    Unavailable,
     WorkflowNotFound,
 )
 from services.engine.domain.payload import check_payload, check_progress
@@ -54,6 +60,7 @@ from services.engine.intake import check_input, request_hash, set_large_values_a
 from services.engine.step_queue import Poll, ReadyAttempt, StepQueue
 from services.engine.store.repository import (
     BlobRef,
+    Claim,
     ExecutionStore,
     QueueDepth,
     RequestIdTaken,
@@ -88,6 +95,9 @@ MAX_CACHED_WORKFLOWS = 1000
 RUNNER_SEEN_SECONDS = 300.0
 # How often a polling runner's record in the database is refreshed.
 RUNNER_RECORD_SECONDS = 10.0
+# Looks at an execution that moves between engines (ends, is parked, is taken over) while a
+# command looks for it, before the command is refused as UNAVAILABLE.
+MAX_COMMAND_LOOKS = 10
 
 
 class _Released(NotOwner):
@@ -117,6 +127,9 @@ class Assignment:
 @dataclass
 class _Actor:
     state: ex.ExecutionState
+    # The lease it was claimed under: once that lease is not this engine's any more, the
+    # actor is not either.
+    lease: str
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timer: asyncio.TimerHandle | None = None
     # Its latest durable events, so that a watcher starting now needs no read of the log.
@@ -137,6 +150,8 @@ class Runner:
         self._load_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lease_task: asyncio.Task[None] | None = None
+        self._reletting: asyncio.Future[None] | None = None
+        self._address = ""
         self.durations = StepDurations(store)
         self._workflows: dict[tuple[str, str], Workflow] = {}
         # runner_id -> told the token of each attempt it took once that attempt ends here
@@ -145,8 +160,18 @@ class Runner:
 
     # --- life cycle ------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Takes back every unfinished execution this engine holds or nobody holds."""
+    async def open(self, address: str = "") -> None:
+        """Takes a lease, and with it every unfinished execution an earlier process with this
+        engine id held, and every one whose engine is gone. `address`: where the other
+        engines reach this one, to send it the calls for the executions it holds."""
+        self._address = address
+        await self.store.acquire_lease(
+            self._settings.engine_id,
+            address,
+            self._settings.lease_seconds,
+            fence_namesakes=True,
+        )
+        await self.store.fence_expired_leases(utc_now())
         await self._claim()
         self._lease_task = asyncio.create_task(self._lease_loop(), name="lease-loop")
 
@@ -166,71 +191,101 @@ class Runner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.durations.flush()
-        held = list(self._actors)
         self._actors.clear()
         try:
             # Another replica may take them over now rather than after the lease runs out.
-            await self.store.release_leases(self._settings.engine_id, held, utc_now())
-        except PyMongoError as exc:
-            log.warning("leases not released: %s", exc)
+            await self.store.release_lease()
+        except (PyMongoError, DiscoveryError) as exc:
+            log.warning("lease not released: %s", exc)
 
     @property
     def held(self) -> int:
         return len(self._actors)
-
-    def _lease_until(self, now: datetime) -> datetime:
-        return now + timedelta(seconds=self._settings.lease_seconds)
 
     async def _lease_loop(self) -> None:
         period = self._settings.lease_seconds / 3
         while True:
             await asyncio.sleep(period)
             try:
-                now = utc_now()
-                held = list(self._actors)
-                kept = await self.store.renew_leases(
-                    self._settings.engine_id, held, self._lease_until(now)
-                )
-                for lost in set(held) - kept:
-                    # An execution that ended meanwhile gave its lease up itself.
-                    if lost in self._actors:
-                        log.warning("lease lost", extra={"execution_id": lost})
-                        self._drop(lost)
+                try:
+                    await self.store.renew_lease()
+                except Fenced:
+                    await self._relet()
+                await self.store.fence_expired_leases(utc_now())
                 await self._claim()
                 for actor in list(self._actors.values()):
                     if actor.state.status == ex.WAITING:
                         self._spawn(self._park(actor))
             except (PyMongoError, DiscoveryError) as exc:
                 log.warning("lease renewal failed: %s", exc)
-            except Exception:  # the loop that keeps every lease must outlive any one failure
+            except Exception:  # the loop that keeps the lease must outlive any one failure
                 log.exception("lease renewal failed")
             await self.durations.flush()
 
+    async def _relet(self) -> None:
+        """Another engine fenced this one's lease (it went too long without renewing it):
+        everything held under it is that engine's to take over now. Lets go of it all, takes
+        a new lease, and claims what is left to claim. Callers that meet the fence together
+        wait for one new lease."""
+        if self._reletting is None:
+            self._drop_all()
+            self._reletting = asyncio.ensure_future(self._take_new_lease())
+        await asyncio.shield(self._reletting)
+
+    async def _take_new_lease(self) -> None:
+        try:
+            delay = 0.5
+            while True:
+                try:
+                    await self.store.acquire_lease(
+                        self._settings.engine_id,
+                        self._address,
+                        self._settings.lease_seconds,
+                        fence_namesakes=False,
+                    )
+                    break
+                except (PyMongoError, DiscoveryError) as exc:
+                    log.warning("new lease not taken: %s", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._settings.lease_seconds / 3)
+            log.warning("new lease taken after a fence")
+            await self._claim()
+        finally:
+            self._reletting = None
+
+    def _drop_all(self) -> None:
+        if self._actors:
+            log.error(
+                "this engine's lease was fenced: letting go of its executions",
+                extra={"held": len(self._actors)},
+            )
+        for execution_id in list(self._actors):
+            self._drop(execution_id)
+
     async def _claim(self) -> None:
-        now = utc_now()
-        ids = await self.store.claim_executions(
-            self._settings.engine_id, now, self._lease_until(now)
-        )
-        for execution_id in ids:
+        lease = self.store.lease_id
+        for execution_id in await self.store.claim_orphans():
             if execution_id not in self._actors:
                 try:
-                    await self._recover(execution_id)
+                    await self._recover(execution_id, lease)
                 except (PyMongoError, DiscoveryError) as exc:
                     log.warning("recovery of %s failed: %s", execution_id, exc)
 
-    async def _recover(self, execution_id: str) -> None:
+    async def _recover(self, execution_id: str, lease: str | None) -> None:
+        """Loads an execution claimed under `lease` and holds it, unless that lease is not
+        this engine's any more."""
         async with self._load_lock:
-            if execution_id in self._actors:
+            if execution_id in self._actors or lease != self.store.lease_id or lease is None:
                 return
             state = await self.store.load_execution(execution_id)
-            if state is None:
+            if state is None or lease != self.store.lease_id:
                 return
             if state.is_terminal:
                 # The projection missed the terminal write; this write also gives up the lease.
                 await self.store.append([], state)
                 return
             state.last_heartbeat = utc_now()
-            actor = _Actor(state)
+            actor = _Actor(state, lease)
             self._actors[execution_id] = actor
         log.info("execution recovered", extra={"execution_id": execution_id})
         current = state.current_attempt()
@@ -253,53 +308,66 @@ class Runner:
         actor = self._actors.get(execution_id)
         if actor is not None:
             return actor
-        await self._recover_if_ours(execution_id)
+        claim = await self._recover_if_ours(execution_id)
         actor = self._actors.get(execution_id)
-        if actor is None:
-            raise NotOwner(
-                f"execution {execution_id} is held by another engine; retry",
-                metadata={"execution_id": execution_id},
-            )
-        return actor
+        if actor is not None:
+            return actor
+        if claim is not None and claim.owner_address is not None:
+            raise HeldElsewhere(execution_id, claim.owner_address)
+        raise _Released(f"execution {execution_id} moved; look again")
 
-    async def _recover_if_ours(self, execution_id: str) -> None:
-        now = utc_now()
+    async def _recover_if_ours(self, execution_id: str) -> Claim:
         # One execution by its _id: a touch of a dropped actor must not cost a scan of
         # every execution this engine holds.
-        if await self.store.claim_execution(
-            self._settings.engine_id, execution_id, now, self._lease_until(now)
-        ):
-            await self._recover(execution_id)
+        lease = self.store.lease_id
+        claim = await self.store.claim_execution(execution_id)
+        if claim.held:
+            await self._recover(execution_id, lease)
+        return claim
 
-    async def _command(self, execution_id: str, produce: Produce) -> ex.ExecutionState:
-        """Runs a command against an execution, wherever it is held."""
-        while True:
-            actor = self._actors.get(execution_id)
-            if actor is None:
-                state = await self.store.load_execution(execution_id)
-                if state is None:
-                    raise ExecutionNotFound(execution_id)
-                if state.is_terminal:
-                    # Nothing changes a terminal execution: a command can only verify or refuse.
-                    if produce(state, utc_now()):
-                        raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
-                    return state
-                actor = await self._actor(execution_id)
-            actor.commands += 1
+    async def _command(
+        self, execution_id: str, produce: Produce, tenant: str | None
+    ) -> ex.ExecutionState:
+        """Runs a command against an execution this engine holds or can take; one held by
+        another engine raises HeldElsewhere. A caller of `tenant` (None: any) sees another
+        tenant's execution as missing before anything says where it is held."""
+        for _ in range(MAX_COMMAND_LOOKS):
             try:
-                # Shielded: once a change has begun, a caller that gives up (deadline,
-                # disconnect) must not leave the actor half-way between memory and the log.
-                return await _shielded(self._change(actor, produce))
-            except _Released:
-                continue  # it ended (or moved) while the command waited: look again
-            finally:
-                actor.commands -= 1
+                actor = self._actors.get(execution_id)
+                if actor is None:
+                    state = await self.store.load_execution(execution_id)
+                    if state is None or tenant not in (None, state.workflow.tenant_id):
+                        raise ExecutionNotFound(execution_id)
+                    if state.is_terminal:
+                        # Nothing changes a terminal execution: a command can only verify or
+                        # refuse.
+                        if produce(state, utc_now()):
+                            raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
+                        return state
+                    actor = await self._actor(execution_id)
+                actor.commands += 1
+                try:
+                    # Shielded: once a change has begun, a caller that gives up (deadline,
+                    # disconnect) must not leave the actor half-way between memory and log.
+                    return await _shielded(self._change(actor, produce))
+                finally:
+                    actor.commands -= 1
+            except HeldElsewhere:
+                raise
+            except Fenced:
+                await self._relet()
+            except (_Released, NotOwner):
+                continue  # it ended, or moved, while the command waited: look again
+        raise Unavailable(f"execution {execution_id} is moving between engines; retry")
 
     async def _change(self, actor: _Actor, produce: Produce) -> ex.ExecutionState:
         async with actor.lock:
             state = actor.state
             if self._actors.get(state.execution_id) is not actor:
                 raise _Released(f"execution {state.execution_id} was let go; retry")
+            if actor.lease != self.store.lease_id:
+                self._drop(state.execution_id)
+                raise _Released(f"execution {state.execution_id} was held under a fenced lease")
             now = utc_now()
             appended: list[ex.Event] = []
             for new in produce(state, now):
@@ -325,6 +393,8 @@ class Runner:
                     for poll, _ in matched:
                         poll.release()
                     self._drop(state.execution_id)
+                    if isinstance(exc, Fenced):
+                        self._drop_all()
                     if isinstance(exc, DiscoveryError):
                         raise
                     raise StoreUnavailable("the database is unavailable") from exc
@@ -346,12 +416,13 @@ class Runner:
             state = actor.state
             if (
                 self._actors.get(state.execution_id) is not actor
+                or actor.lease != self.store.lease_id
                 or state.status != ex.WAITING
                 or actor.commands
             ):
                 return
             try:
-                parked = await self.store.park(self._settings.engine_id, state.execution_id)
+                parked = await self.store.park(state.execution_id)
             except (PyMongoError, DiscoveryError) as exc:
                 # Held a while longer: the lease loop parks what still waits.
                 log.warning("execution %s not parked: %s", state.execution_id, exc)
@@ -508,7 +579,7 @@ class Runner:
             return [ex.step_started(state, attempt, runner_id, now)]
 
         try:
-            state = await self._command(item.execution_id, produce)
+            state = await self._command(item.execution_id, produce, None)
         except (_NotQueued, ExecutionNotFound, AlreadyTerminal, NotOwner):
             return None
         attempt = state.attempt_by_token(item.token)
@@ -696,9 +767,10 @@ class Runner:
                 request_hash=fingerprint,
                 priority=priority,
             )
-            await self.store.create_execution(
-                state, self._settings.engine_id, self._lease_until(now)
-            )
+            if self.store.lease_id is None:
+                await self._relet()
+            lease = self.store.lease_id
+            await self.store.create_execution(state)
         except RequestIdTaken:
             await self.store.delete_blobs(execution_id)
             existing = await self.store.find_by_request_id(tenant, request_id)
@@ -710,7 +782,7 @@ class Runner:
             # the caller may be gone (deadline, disconnect).
             self._spawn(self._delete_blobs_of_refused(execution_id))
             raise
-        actor = _Actor(state)
+        actor = _Actor(state, lease or "")
         self._actors[execution_id] = actor
         try:
             return await _shielded(self._change(actor, lambda s, n: []))
@@ -764,7 +836,7 @@ class Runner:
             events.append(ex.NewEvent(ex.WORKFLOW_CANCELLED, {"reason": reason or "cancelled"}))
             return events
 
-        return await self._command(execution_id, produce)
+        return await self._command(execution_id, produce, tenant)
 
     async def advance(
         self, execution_id: str, data: dict[str, Any], *, tenant: str
@@ -778,7 +850,7 @@ class Runner:
                 raise NotWaiting(f"execution {execution_id} is {state.status}, not waiting")
             return [ex.NewEvent(ex.WORKFLOW_ADVANCED, {"data": data})]
 
-        return await self._command(execution_id, produce)
+        return await self._command(execution_id, produce, tenant)
 
     async def wait_for_end(
         self, execution_id: str, after_seq: int, seconds: float, *, tenant: str
@@ -817,9 +889,6 @@ class Runner:
             if recent and recent[0].seq <= after_seq + 1:
                 return state, [e for e in recent if e.seq > after_seq]
             return state, None
-
-    def holds(self, execution_id: str) -> bool:
-        return execution_id in self._actors
 
     # --- executions: reports from steps ----------------------------------------------
 
@@ -861,7 +930,7 @@ class Runner:
                 )
             return events
 
-        await self._command(execution_id, produce)
+        await self._command(execution_id, produce, tenant)
         return cancelled
 
     async def complete_step(
@@ -905,7 +974,7 @@ class Runner:
             end = ex.step_finished(attempt, status, output=result, error=failure, now=now)
             return [*events, end]
 
-        await self._command(execution_id, produce)
+        await self._command(execution_id, produce, tenant)
 
     async def _running_attempt(self, execution_id: str, token: str, tenant: str | None) -> None:
         # The attempt token is what binds the runner to this execution.

@@ -1,18 +1,19 @@
 """Following one execution: replay of the log after a seq, then the live tail.
 
 The subscription to the hub is taken before the log is read, so an event is either in what
-the replay reads or in the subscription's queue (or both, and then dropped by seq). A gap in
-the live tail, or a quiet spell, sends the watcher back to the log: events written by another
-engine replica reach it that way too.
+the replay reads or in the subscription's queue (or both, and then dropped by seq): the hub
+is given every event committed by any engine replica (by the log's change feed, which is
+following the log before the engine serves), so however the execution moves between
+engines, its live tail is complete. A gap in it (an event published by its engine before the
+feed brought the one before, a queue that overflowed), or the feed telling that it may have
+missed events, sends the watcher back to the log.
 
 An execution this engine holds is answered from memory (`Held`): its state, and its recent
-events when they reach back to where the watcher starts; its live tail is complete, so a
-quiet spell costs no read.
+events when they reach back to where the watcher starts.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
@@ -34,8 +35,6 @@ class Held(Protocol):
         all; None when the execution is not held here."""
         ...
 
-    def holds(self, execution_id: str) -> bool: ...
-
 
 async def watch(
     store: ExecutionStore,
@@ -45,7 +44,6 @@ async def watch(
     *,
     tenant: str,
     held: Held | None = None,
-    recheck_seconds: float = 2.0,
 ) -> AsyncGenerator[ExecutionState | Event]:
     """Yields a snapshot first when `after_seq` is None, then every event after it, in
     order and once each; returns after the terminal event."""
@@ -90,19 +88,14 @@ async def watch(
                         f"watcher fell behind; resume with after_seq={last}",
                         metadata={"last_seq": str(last)},
                     )
-                try:
-                    event = await asyncio.wait_for(subscription.get(), recheck_seconds)
-                except TimeoutError:
-                    if held is not None and held.holds(execution_id):
-                        continue  # every event of it comes through the hub
-                    break
-                if event.seq <= last:
+                live = await subscription.get()
+                if live is None or live.seq > last + 1:
+                    break  # events may be missing: the log has them
+                if live.seq <= last:
                     continue
-                if event.seq > last + 1:
-                    break
-                yield event
-                last = event.seq
-                if event.is_terminal:
+                yield live
+                last = live.seq
+                if live.is_terminal:
                     return
     finally:
         hub.unsubscribe(subscription)

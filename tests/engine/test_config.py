@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from services.engine.config import ConfigError, Settings
+from services.engine.config import ConfigError, Settings, advertised
 from tests.stack import AUTH_KEYS, KEY_FILES
 
 KEY_ENV = KEY_FILES
@@ -19,9 +20,15 @@ def test_defaults_and_the_keys_stay_out_of_logs() -> None:
     assert settings.mongodb_uri is None
     assert settings.auth_keys == AUTH_KEYS
     assert "auth_keys" not in repr(settings), "no key reaches a log line"
-    # The embedded database fsyncs at every commit unless told not to.
-    assert settings.embedded_fsync
-    assert not Settings.from_env({**KEY_ENV, "DISCOVERY_DB_FSYNC": "false"}).embedded_fsync
+
+
+def test_other_engines_reach_this_one_at_its_advertised_address() -> None:
+    bound = Settings.from_env({**KEY_ENV, "ENGINE_HOST": "0.0.0.0", "ENGINE_PORT": "0"})
+    assert advertised(bound, 43210) == f"{socket.gethostname()}:43210"
+    local = Settings.from_env({**KEY_ENV, "ENGINE_PORT": "0"})
+    assert advertised(local, 43210) == "127.0.0.1:43210"
+    given = {**KEY_ENV, "ENGINE_ADVERTISE_ADDRESS": "engine-2.internal:50051"}
+    assert advertised(Settings.from_env(given), 43210) == "engine-2.internal:50051"
 
 
 @pytest.mark.parametrize(
@@ -31,7 +38,6 @@ def test_defaults_and_the_keys_stay_out_of_logs() -> None:
         ("ENGINE_PORT", "eighty"),
         ("ENGINE_LEASE_SECONDS", "0.1"),
         ("ENGINE_MAX_CONCURRENT_RPCS", "0"),
-        ("DISCOVERY_DB_FSYNC", "sometimes"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:

@@ -284,7 +284,6 @@ async def test_make_run_pushes_to_it_with_the_seeds_variables(tmp_path: Path) ->
         ENGINE_PORT=engine_port,
         PIONEER_PORT=pioneer_port,
         GATEWAY_PORT=gateway_port,
-        DISCOVERY_DB_FSYNC="false",
         PIONEER_URL=node.url,
         DISCOVERY_URL=gateway_url,
     )

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from services.engine.domain.errors import BlobNotFound, NotOwner
+from services.engine.domain.errors import BlobNotFound, Fenced, NotOwner
 from services.engine.domain.execution import Event, ExecutionState
 from services.engine.domain.workflow import Workflow
 from services.engine.store.documents import (
@@ -25,6 +25,7 @@ from services.engine.store.documents import (
 )
 from services.engine.store.repository import (
     BlobRef,
+    Claim,
     Page,
     QueueDepth,
     RequestIdTaken,
@@ -41,6 +42,8 @@ class InMemoryStore:
         self.blobs: dict[str, tuple[str, bytes]] = {}
         self.durations: dict[tuple[str, str], StepTotal] = {}
         self.runners: dict[str, RunnerSeen] = {}
+        self._lease: str | None = None
+        self.fenced: set[str] = set()
 
     async def create_workflow(self, workflow: Workflow) -> None:
         self.workflows[workflow.workflow_id] = workflow
@@ -59,9 +62,7 @@ class InMemoryStore:
         ]
         return Page(items[:page_size], "")
 
-    async def create_execution(
-        self, state: ExecutionState, owner: str, lease_until: datetime
-    ) -> None:
+    async def create_execution(self, state: ExecutionState) -> None:
         if state.request_id and any(
             (d.get("tenant_id"), d.get("request_id"))
             == (state.workflow.tenant_id, state.request_id)
@@ -69,7 +70,7 @@ class InMemoryStore:
         ):
             raise RequestIdTaken(state.request_id)
         doc = execution_to_doc(state)
-        doc.update(lease_owner=owner, lease_expires_at=lease_until)
+        doc["lease_owner"] = self._lease_of_caller()
         self.executions[state.execution_id] = copy.deepcopy(doc)
         self.events[state.execution_id] = []
 
@@ -106,6 +107,7 @@ class InMemoryStore:
         return Page(states[:page_size], "")
 
     async def append(self, events: Sequence[Event], state: ExecutionState) -> None:
+        self._lease_of_caller()
         log = self.events[state.execution_id]
         taken = {d["seq"] for d in log}
         if any(e.seq in taken for e in events):
@@ -119,53 +121,58 @@ class InMemoryStore:
         docs = sorted(self.events.get(execution_id, []), key=lambda d: d["seq"])
         return [event_from_doc(copy.deepcopy(d)) for d in docs if d["seq"] > after_seq][:limit]
 
-    async def claim_executions(self, owner: str, now: datetime, lease_until: datetime) -> list[str]:
-        claimed = []
-        for execution_id, doc in self.executions.items():
-            expires = doc.get("lease_expires_at")
-            if expires is not None and expires < now:
-                doc.update(lease_owner=owner, lease_expires_at=lease_until)
-            if expires is not None and doc.get("lease_owner") == owner:
-                claimed.append(execution_id)
-        return claimed
+    # One engine at a time: its lease is the store's (a restart takes a new one).
 
-    async def claim_execution(
-        self, owner: str, execution_id: str, now: datetime, lease_until: datetime
-    ) -> bool:
+    @property
+    def lease_id(self) -> str | None:
+        return self._lease
+
+    def _lease_of_caller(self) -> str:
+        if self._lease is None or self._lease in self.fenced:
+            raise Fenced("this engine's lease was fenced")
+        return self._lease
+
+    async def acquire_lease(
+        self, engine_id: str, address: str, seconds: float, *, fence_namesakes: bool
+    ) -> str:
+        if self._lease is not None and fence_namesakes:
+            self.fenced.add(self._lease)
+        self._lease = str(uuid.uuid4())
+        return self._lease
+
+    async def renew_lease(self) -> None:
+        self._lease_of_caller()
+
+    async def release_lease(self) -> None:
+        pass
+
+    async def fence_expired_leases(self, now: datetime) -> None:
+        pass
+
+    async def claim_orphans(self) -> list[str]:
+        mine = self._lease_of_caller()
+        for doc in self.executions.values():
+            if doc.get("lease_owner") in self.fenced:
+                doc["lease_owner"] = mine
+        return [i for i, d in self.executions.items() if d.get("lease_owner") == mine]
+
+    async def claim_execution(self, execution_id: str) -> Claim:
+        mine = self._lease_of_caller()
         doc = self.executions.get(execution_id)
         if doc is None:
-            return False
-        expires = doc.get("lease_expires_at")
-        held = doc.get("lease_owner") == owner and expires is not None
-        if not (held or (expires is not None and expires < now) or doc.get("parked")):
-            return False
-        doc.update(lease_owner=owner, lease_expires_at=lease_until)
+            return Claim(held=False)
+        if doc.get("lease_owner") not in (mine, *self.fenced) and not doc.get("parked"):
+            return Claim(held=False)
+        doc["lease_owner"] = mine
         doc.pop("parked", None)
-        return True
+        return Claim(held=True)
 
-    async def park(self, owner: str, execution_id: str) -> bool:
+    async def park(self, execution_id: str) -> bool:
         doc = self.executions.get(execution_id)
-        if doc is None or doc.get("lease_owner") != owner or doc.get("lease_expires_at") is None:
+        if doc is None or doc.get("lease_owner") != self._lease_of_caller():
             return False
-        doc.update(lease_owner=None, lease_expires_at=None, parked=True)
+        doc.update(lease_owner=None, parked=True)
         return True
-
-    async def renew_leases(
-        self, owner: str, execution_ids: Sequence[str], lease_until: datetime
-    ) -> set[str]:
-        kept = set()
-        for execution_id in execution_ids:
-            doc = self.executions.get(execution_id)
-            if doc is not None and doc.get("lease_owner") == owner:
-                doc["lease_expires_at"] = lease_until
-                kept.add(execution_id)
-        return kept
-
-    async def release_leases(self, owner: str, execution_ids: Sequence[str], now: datetime) -> None:
-        for execution_id in execution_ids:
-            doc = self.executions.get(execution_id)
-            if doc is not None and doc.get("lease_owner") == owner:
-                doc["lease_expires_at"] = now
 
     async def put_blob(self, execution_id: str, data: bytes) -> BlobRef:
         blob_id = str(uuid.uuid4())

@@ -20,7 +20,9 @@
     └── Unavailable
         ├── StoreUnavailable
         ├── PioneerUnavailable
-        └── NotOwner           another engine replica holds the execution's lease
+        └── NotOwner           another engine replica holds the execution (internal: a
+            ├── Fenced             call is forwarded to the holder, never answered with it)
+            └── HeldElsewhere
 
 Each carries a stable `reason` (sent as google.rpc.ErrorInfo.reason) and optional metadata.
 """
@@ -174,3 +176,22 @@ class PioneerUnavailable(Unavailable):
 
 class NotOwner(Unavailable):
     reason = "NOT_OWNER"
+
+
+class Fenced(NotOwner):
+    """Another engine fenced this one's lease: it may write nothing it decided under it."""
+
+    reason = "FENCED"
+
+
+class HeldElsewhere(NotOwner):
+    """Another engine, alive, holds the execution: the call goes to it (rpc/forward.py)."""
+
+    reason = "HELD_ELSEWHERE"
+
+    def __init__(self, execution_id: str, address: str) -> None:
+        super().__init__(
+            f"execution {execution_id} is held by the engine at {address}",
+            metadata={"execution_id": execution_id},
+        )
+        self.address = address

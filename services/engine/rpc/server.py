@@ -22,6 +22,7 @@ from services.engine.revocations import Revocations
 from services.engine.rpc.auth import PERMISSIONS
 from services.engine.rpc.call_quotas import CallQuotaInterceptor
 from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
+from services.engine.rpc.forward import Forwarder, ForwardInterceptor
 from services.engine.rpc.servicers import (
     ExecutionServicer,
     Limits,
@@ -58,6 +59,7 @@ def build_server(
     limits: Limits,
     quotas: CallQuotas,
     revocations: Revocations,
+    forwarder: Forwarder,
     *,
     max_message_bytes: int,
     max_concurrent_rpcs: int,
@@ -68,6 +70,8 @@ def build_server(
             AuthInterceptor(authority, PERMISSIONS, domain=DOMAIN),
             # After auth: it counts verified principals only.
             CallQuotaInterceptor(authority, quotas),
+            # Innermost: what it forwards was authenticated and counted here too.
+            ForwardInterceptor(forwarder),
         ],
         # The last resort above the quotas' pools (config.py keeps it above their sum).
         maximum_concurrent_rpcs=max_concurrent_rpcs,

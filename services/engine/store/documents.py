@@ -181,7 +181,6 @@ def status_to_doc(state: ExecutionState) -> dict[str, Any]:
     }
     if state.is_terminal:
         doc["lease_owner"] = None
-        doc["lease_expires_at"] = None
     return doc
 
 
@@ -229,7 +228,9 @@ def event_id(execution_id: str, seq: int) -> str:
     return f"{execution_id}:{seq}"
 
 
-def event_to_doc(event: Event) -> dict[str, Any]:
+def event_to_doc(event: Event, tenant_id: str | None = None) -> dict[str, Any]:
+    """`tenant_id`, the execution's, is for the readers of the log's change feed only (an
+    event read back leaves it out)."""
     doc: dict[str, Any] = {
         "_id": event_id(event.execution_id, event.seq),
         "execution_id": event.execution_id,
@@ -240,6 +241,8 @@ def event_to_doc(event: Event) -> dict[str, Any]:
     }
     if event.attempt_token is not None:
         doc["attempt_token"] = event.attempt_token
+    if tenant_id is not None:
+        doc["tenant_id"] = tenant_id
     return doc
 
 

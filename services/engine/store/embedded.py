@@ -6,10 +6,12 @@ process, not a thread of the engine: SecantusDB is pure Python, and in the engin
 two shared one interpreter lock (74 % of an engine profile under load was the database). The
 child dies with its parent (Linux PR_SET_PDEATHSIG), even when the parent is killed.
 
-SecantusDB writes its log at every commit but fsyncs it only with `sync_on_commit`: without
-it an acknowledged write survives a crash of any process, not a power loss (mongod's
-`j: false`). It is GPL-2.0-only and pre-release: a development and single-machine default;
-production points MONGODB_URI at MongoDB.
+With `sync_on_commit` (the default) SecantusDB fsyncs its log at every commit. Without it,
+a transaction's commit is acknowledged before its log record reaches the OS: a crash of the
+database process loses the commits of its last moments (measured: the last 1-3 of a stream
+of transactions), and the engine commits every event in a transaction (store/mongo.py). Only
+the benchmarks turn it off, to show what fsync costs. It is GPL-2.0-only and pre-release: a
+development and single-machine default; production points MONGODB_URI at MongoDB.
 
     python -m services.engine.store.embedded --storage-path DIR --port N [--sync-on-commit]
 """
@@ -36,6 +38,7 @@ PR_SET_PDEATHSIG = 1
 # told (the parent may itself be pid 1 in a container).
 PARENT_ENV = "DISCOVERY_DATABASE_PARENT"
 START_SECONDS = 30.0
+NOOP_HEARTBEAT_SECONDS = 10
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -69,7 +72,7 @@ class DatabaseProcess:
     Start it from a thread that outlives it (the main thread, or the event loop's): the
     parent-death signal follows the thread that forked the child."""
 
-    def __init__(self, path: Path, *, port: int = 0, sync_on_commit: bool = False) -> None:
+    def __init__(self, path: Path, *, port: int = 0, sync_on_commit: bool = True) -> None:
         self.path = path
         self.port = port or free_port()
         self.sync_on_commit = sync_on_commit
@@ -105,6 +108,9 @@ class DatabaseProcess:
                     *("-m", "services.engine.store.embedded"),
                     *("--storage-path", str(db), "--port", str(self.port)),
                     *("--log-level", "WARNING"),
+                    # A quiet log's change feed keeps a resume token the server still has
+                    # (mongod does the same every 10 s), so a hiccup never costs a resync.
+                    *("--noop-heartbeat-seconds", str(NOOP_HEARTBEAT_SECONDS)),
                     *(["--sync-on-commit"] if self.sync_on_commit else []),
                 ],
                 # secantusd-py silently reads a ./secantusd.toml: its own folder has none.

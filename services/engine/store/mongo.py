@@ -11,6 +11,14 @@ execution ends: rewriting the whole document for every event was most of what th
 spent per event. Until it is written, this store answers listings from the unwritten
 document, and a load catches up from the log, so both are exact here; another engine's
 listing may be that much behind.
+
+Executions are leased per engine: each engine process takes a lease of its own (a document in
+`engine_leases`) and owns the executions whose `lease_owner` is that lease. Every commit of the
+log, and every status document written, goes in one transaction with an update of the lease
+document that finds it only while it is not fenced: an engine whose lease another engine fenced
+(it stopped renewing it in time) cannot write anything afterwards, and its executions are
+orphans any engine claims. A commit also renews the lease; the lease loop renews it through the
+same write loop, so that this engine's own writes never conflict with each other.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -33,7 +43,7 @@ from pymongo.write_concern import WriteConcern
 
 from services.auth import DEFAULT_TENANT
 from services.engine.clock import utc_now
-from services.engine.domain.errors import BlobNotFound, NotOwner, StoreUnavailable
+from services.engine.domain.errors import BlobNotFound, Fenced, NotOwner, StoreUnavailable
 from services.engine.domain.execution import WAITING, Event, ExecutionState
 from services.engine.domain.workflow import Workflow
 from services.engine.store.documents import (
@@ -51,9 +61,14 @@ from services.engine.store.documents import (
 )
 from services.engine.store.repository import (
     BlobRef,
+    Claim,
+    CommittedEvent,
+    HistoryLost,
+    LeaseHolder,
     Page,
     QueueDepth,
     RequestIdTaken,
+    ResumeToken,
     RevokedToken,
     RunnerSeen,
     StepTotal,
@@ -74,8 +89,24 @@ FIRST_READ = 16
 MAX_READ = 512
 # How far behind the log an execution's status document may be (see the module docstring).
 PROJECTION_SECONDS = 5.0
-# Execution ids per lease query: 10,000 ids of 36 characters make a command of ~0.5 MiB.
-LEASE_PAGE = 10_000
+# The lease_owner of an execution whose engine lease is unknown (written before leases were
+# per engine): any engine claims it.
+ORPHAN = ""
+LEASES_PER_ENGINE = "leases_per_engine"
+# A fenced lease is kept this long, so that an execution a fenced engine created after it was
+# fenced (it cannot know) is still found as an orphan.
+FENCED_LEASE_SECONDS = 24 * 3600
+# Tries of one commit that lost a write conflict (another engine fencing this one, mostly).
+COMMIT_TRIES = 5
+# The log's change feed: inserted events, and of each only what an Event and its tenant are
+# made of (the change's _id is its resume token, kept whatever the projection says).
+_FEED_FIELDS = ("execution_id", "seq", "type", "time", "data", "attempt_token", "tenant_id")
+_FEED_PIPELINE: list[dict[str, Any]] = [
+    {"$match": {"operationType": "insert"}},
+    {"$project": {f"fullDocument.{name}": 1 for name in _FEED_FIELDS}},
+]
+# How long one wait of the feed for news lasts on the server (its `next` then gives None).
+FEED_AWAIT_MS = 1000
 # What a listing leaves behind: the payloads. The attempts stay, without theirs, because
 # progress is computed from them.
 _SUMMARY_FIELDS = {
@@ -94,8 +125,10 @@ class _Append:
     tenant_id: str
     last_seq: int
     projection: dict[str, Any]
-    # Written right after the events rather than within PROJECTION_SECONDS: it ended.
+    # Written with the events rather than within PROJECTION_SECONDS: it ended, or waits.
     urgent: bool
+    # The lease it was decided under: if that one was fenced since, it is not written.
+    lease: LeaseHolder | None
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -118,6 +151,8 @@ class MongoStore:
         self.step_stats: AsyncCollection[dict[str, Any]] = db["step_stats"]
         self.runners: AsyncCollection[dict[str, Any]] = db["runners"]
         self.revoked_tokens: AsyncCollection[dict[str, Any]] = db["revoked_tokens"]
+        self.leases: AsyncCollection[dict[str, Any]] = db["engine_leases"]
+        self._concern = concern
         # The store's own bookkeeping (migrations under way).
         self.meta: AsyncCollection[dict[str, Any]] = db["meta"]
         self._pending: list[_Append] = []
@@ -126,24 +161,23 @@ class MongoStore:
         self._projections: dict[str, _Append] = {}
         self._projections_since: float | None = None
         self._wakeup = asyncio.Event()
-        self._projection_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # This engine's lease (acquire_lease), and the fenced leases it last saw.
+        self._lease: LeaseHolder | None = None
+        self._fenced: list[str] = []
 
     async def open(self) -> None:
         await self.ensure_indexes()
-        self._tasks = [
-            asyncio.create_task(self._write_loop(), name="event-log-writer"),
-            asyncio.create_task(self._projection_loop(), name="status-writer"),
-        ]
+        self._tasks = [asyncio.create_task(self._write_loop(), name="event-log-writer")]
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(PyMongoError):
+        with contextlib.suppress(PyMongoError, Fenced):
             # Not needed for correctness (loads catch up from the log), but listings are
             # right at once after a clean stop.
-            await self._write_projections(list(self._projections.values()))
+            await self._commit([], list(self._projections.values()))
         for item in self._pending:
             if not item.done.done():
                 item.done.set_exception(StoreUnavailable("the store is closing"))
@@ -160,7 +194,6 @@ class MongoStore:
                     unique=True,
                     partialFilterExpression={"request_id": {"$type": "string"}},
                 ),
-                IndexModel([("lease_expires_at", ASCENDING)]),
                 IndexModel([("lease_owner", ASCENDING)]),
                 # Parked runs, counted per tenant for the running-executions quota.
                 IndexModel([("parked", ASCENDING)], sparse=True),
@@ -198,6 +231,14 @@ class MongoStore:
         )
         # A revocation matters until the token it names expires, and goes then.
         await self.revoked_tokens.create_indexes([IndexModel("expires_at", expireAfterSeconds=0)])
+        await self.leases.create_indexes(
+            [
+                IndexModel("expires_at"),
+                IndexModel("engine_id"),
+                IndexModel("fenced_at", expireAfterSeconds=FENCED_LEASE_SECONDS),
+            ]
+        )
+        await self._adopt_engine_leases()
 
     async def _adopt_untenanted(self) -> None:
         """Data written before tenants existed belongs to the default tenant; the global
@@ -213,6 +254,31 @@ class MongoStore:
             await self.executions.drop_index("request_id_1")
         await self.meta.update_one(
             {"_id": TENANTS_ADOPTED}, {"$set": {"at": utc_now()}}, upsert=True
+        )
+
+    async def _adopt_engine_leases(self) -> None:
+        """Executions leased one by one (before leases were per engine) become orphans, which
+        the first engine to look claims; the per-execution lease index goes. Engines of both
+        kinds must not share a database: stop the old ones before the first new one starts."""
+        if await self.meta.find_one({"_id": LEASES_PER_ENGINE}) is not None:
+            return
+        await self.executions.update_many(
+            {"lease_expires_at": {"$exists": True}},
+            [
+                {
+                    "$set": {
+                        "lease_owner": {
+                            "$cond": [{"$eq": ["$lease_expires_at", None]}, None, ORPHAN]
+                        }
+                    }
+                },
+                {"$unset": "lease_expires_at"},
+            ],
+        )
+        with contextlib.suppress(OperationFailure):
+            await self.executions.drop_index("lease_expires_at_1")
+        await self.meta.update_one(
+            {"_id": LEASES_PER_ENGINE}, {"$set": {"at": utc_now()}}, upsert=True
         )
 
     async def _adopt_event_ids(self) -> None:
@@ -272,11 +338,9 @@ class MongoStore:
 
     # --- executions ------------------------------------------------------------------
 
-    async def create_execution(
-        self, state: ExecutionState, owner: str, lease_until: datetime
-    ) -> None:
+    async def create_execution(self, state: ExecutionState) -> None:
         doc = execution_to_doc(state)
-        doc.update(lease_owner=owner, lease_expires_at=lease_until)
+        doc["lease_owner"] = self._lease_id()
         try:
             await self.executions.insert_one(doc)
         except DuplicateKeyError as exc:
@@ -352,21 +416,32 @@ class MongoStore:
 
     async def append(self, events: Sequence[Event], state: ExecutionState) -> None:
         item = _Append(
-            event_docs=[event_to_doc(e) for e in events],
+            event_docs=[event_to_doc(e, state.workflow.tenant_id) for e in events],
             execution_id=state.execution_id,
             tenant_id=state.workflow.tenant_id,
             last_seq=state.last_seq,
             projection=status_to_doc(state),
             # An ended run, or one about to be parked, leaves memory: so does its status.
             urgent=state.is_terminal or state.status == WAITING,
+            lease=self._current_lease(),
         )
         self._pending.append(item)
         self._wakeup.set()
         await item.done
 
     async def _write_loop(self) -> None:
+        """Commits what is pending, as soon as the commit before it is done; and the status
+        documents of the executions still running once the oldest has waited
+        PROJECTION_SECONDS."""
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wakeup.wait()
+            if self._projections_since is None:
+                await self._wakeup.wait()
+            else:
+                due = self._projections_since + PROJECTION_SECONDS - loop.time()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(due, 0.0)):
+                        await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._pending = self._pending, []
             try:
@@ -380,98 +455,131 @@ class MongoStore:
                         )
 
     async def _flush(self, batch: list[_Append]) -> None:
-        docs: list[dict[str, Any]] = []
-        owner_of_doc: list[int] = []
-        for i, item in enumerate(batch):
-            docs.extend(item.event_docs)
-            owner_of_doc.extend([i] * len(item.event_docs))
+        loop = asyncio.get_running_loop()
+        aged = self._projections_since is not None and (
+            loop.time() - self._projections_since >= PROJECTION_SECONDS
+        )
         failures: dict[int, Exception] = {}
-        if docs:
+        for i, item in enumerate(batch):
+            if item.lease is not self._lease:
+                # Decided under a lease that was fenced since: not this engine's to write.
+                failures[i] = Fenced("this engine's lease was fenced; retry")
+        written: list[_Append] = []
+        while len(failures) < len(batch) or aged:
+            live = [i for i in range(len(batch)) if i not in failures]
+            docs = [(i, doc) for i in live for doc in batch[i].event_docs]
+            due = {p.execution_id: p for p in self._projections.values()} if aged else {}
+            for i in live:
+                if batch[i].urgent:
+                    due[batch[i].execution_id] = batch[i]
             try:
-                await self.events.insert_many(docs, ordered=False)
+                await self._commit([doc for _, doc in docs], list(due.values()))
             except BulkWriteError as exc:
-                refused = set()
-                for error in exc.details.get("writeErrors", []):
-                    refused.add(error["index"])
-                    i = owner_of_doc[error["index"]]
-                    if error.get("code") == DUPLICATE_KEY:
-                        failures[i] = NotOwner(
-                            f"execution {batch[i].execution_id} was written by another engine"
-                        )
-                    else:
-                        log.warning("event log write refused: %s", error.get("errmsg"))
-                        failures[i] = StoreUnavailable("the event log write failed; retry")
-                # An append is all or nothing: what went in of a refused one comes out again,
-                # or another engine's event would be followed by this one's next.
-                went_in = [
-                    doc["_id"]
-                    for n, doc in enumerate(docs)
-                    if owner_of_doc[n] in failures and n not in refused
-                ]
-                if went_in:
-                    await self.events.delete_many({"_id": {"$in": went_in}})
+                refused = _refused(exc, [i for i, _ in docs], batch)
+                if not refused:
+                    raise
+                failures.update(refused)
+                continue  # the same commit without the appends another engine beat
+            except Fenced as exc:
+                log.error("this engine's lease was fenced: it writes nothing more under it")
+                self._lease = None
+                self._projections.clear()
+                self._projections_since = None
+                failures.update({i: exc for i in live})
+                return self._settle(batch, failures, [], aged=False)
             except PyMongoError as exc:
                 log.warning("event log write failed: %s", exc)
-                for i in range(len(batch)):
-                    failures[i] = StoreUnavailable("the database is unavailable")
+                failures.update({i: StoreUnavailable("the database is unavailable") for i in live})
+                return self._settle(batch, failures, [], aged=False)
+            written = list(due.values())
+            break
+        self._settle(batch, failures, written, aged=aged)
+
+    def _settle(
+        self,
+        batch: list[_Append],
+        failures: dict[int, Exception],
+        written: list[_Append],
+        *,
+        aged: bool,
+    ) -> None:
+        """Tells each append how it went, and keeps the status documents still to write."""
         now = asyncio.get_running_loop().time()
+        for item in written:
+            # A later append may have replaced it meanwhile: that one is still to write.
+            if self._projections.get(item.execution_id) is item:
+                del self._projections[item.execution_id]
         for i, item in enumerate(batch):
             if i in failures:
                 item.done.set_exception(failures[i])
                 continue
-            # Durable: the caller goes on, the status document follows.
-            self._projections[item.execution_id] = item
-            if self._projections_since is None:
-                self._projections_since = now
-            if item.urgent:
-                self._projection_due.set()
+            if item.execution_id:
+                if item.urgent:
+                    self._projections.pop(item.execution_id, None)
+                else:
+                    self._projections[item.execution_id] = item
             item.done.set_result(None)
+        if not self._projections:
+            self._projections_since = None
+        elif aged or self._projections_since is None:
+            self._projections_since = now
 
-    async def _projection_loop(self) -> None:
-        """Writes the status documents that are due: an ended execution's at once, the others
-        once the oldest unwritten one has waited PROJECTION_SECONDS."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._projections_since is None:
-                await self._projection_due.wait()
-            else:
-                due = self._projections_since + PROJECTION_SECONDS - loop.time()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(due, 0.0)):
-                        await self._projection_due.wait()
-            self._projection_due.clear()
-            aged = self._projections_since is not None and (
-                loop.time() - self._projections_since >= PROJECTION_SECONDS
+    async def _commit(self, docs: list[dict[str, Any]], projections: list[_Append]) -> None:
+        """One transaction: the events, the status documents, and the renewal of this
+        engine's lease, which finds the lease only while no other engine fenced it."""
+        lease = self._lease
+        if lease is None:
+            raise Fenced("this engine holds no lease; retry")
+        updates = [
+            UpdateOne(
+                {"_id": item.execution_id, "last_seq": {"$lt": item.last_seq}},
+                {"$set": item.projection},
             )
-            items = [p for p in self._projections.values() if aged or p.urgent]
+            for item in projections
+        ]
+        for attempt in range(1, COMMIT_TRIES + 1):
             try:
-                await self._write_projections(items)
-            except PyMongoError as exc:
-                # The events are durable; a stale projection is caught up on the next load.
-                log.warning("status projection write failed: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            for item in items:
-                # A later append may have replaced it meanwhile: that one is still to write.
-                if self._projections.get(item.execution_id) is item:
-                    del self._projections[item.execution_id]
-            if not self._projections:
-                self._projections_since = None
-            elif aged:
-                self._projections_since = loop.time()
-
-    async def _write_projections(self, items: list[_Append]) -> None:
-        if items:
-            await self.executions.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": item.execution_id, "last_seq": {"$lt": item.last_seq}},
-                        {"$set": item.projection},
+                async with self._transaction() as session:
+                    if docs:
+                        await self.events.insert_many(docs, ordered=False, session=session)
+                    if updates:
+                        await self.executions.bulk_write(updates, ordered=False, session=session)
+                    # Last: the lease document is locked only from here to the commit, and
+                    # an engine fencing this one waits for no more than that.
+                    renewed = await self.leases.update_one(
+                        {"_id": lease.lease_id, "fenced_at": None},
+                        {"$set": {"expires_at": utc_now() + lease.duration}},
+                        session=session,
                     )
-                    for item in items
-                ],
-                ordered=False,
+                    if renewed.matched_count == 0:
+                        raise Fenced("this engine's lease was fenced; retry")
+                return
+            except PyMongoError as exc:
+                if attempt == COMMIT_TRIES or not exc.has_error_label("TransientTransactionError"):
+                    raise
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncClientSession]:
+        """A session in a transaction, committed when the block ends and aborted when it
+        raises."""
+        async with self._client.start_session() as session:
+            transaction = await session.start_transaction(
+                write_concern=self._concern, read_concern=ReadConcern("majority")
             )
+            async with transaction:
+                yield session
+
+    @property
+    def lease_id(self) -> str | None:
+        return self._lease.lease_id if self._lease is not None else None
+
+    def _current_lease(self) -> LeaseHolder:
+        if self._lease is None:
+            raise Fenced("this engine holds no lease; retry")
+        return self._lease
+
+    def _lease_id(self) -> str:
+        return self._current_lease().lease_id
 
     async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]:
         """The log after `after_seq`, by ids: a few at first, twice as many each time all were
@@ -493,70 +601,143 @@ class MongoStore:
             ask = min(ask * 2, MAX_READ)
         return events
 
+    async def follow_events(self, resume_after: ResumeToken | None) -> _EventChanges:
+        """A change stream on the log (see repository.EventLogFeed)."""
+        try:
+            stream = await self.events.watch(
+                _FEED_PIPELINE, resume_after=resume_after, max_await_time_ms=FEED_AWAIT_MS
+            )
+        except OperationFailure as exc:
+            # The server refuses to resume from there (its history was pruned, or the token
+            # is not one of its own): a failure that asking again would only repeat.
+            if resume_after is not None:
+                raise HistoryLost(str(exc)) from exc
+            raise StoreUnavailable("the event log cannot be followed") from exc
+        except PyMongoError as exc:
+            raise StoreUnavailable("the database is unavailable") from exc
+        return _EventChanges(stream)
+
     # --- leases ----------------------------------------------------------------------
 
-    async def claim_executions(self, owner: str, now: datetime, lease_until: datetime) -> list[str]:
-        # Only expired leases are written: the ones `owner` holds already are renewed by
-        # renew_leases. Rewriting every held status document here too, once a lease period,
-        # took the embedded server's whole write budget at a few hundred executions.
+    async def acquire_lease(
+        self, engine_id: str, address: str, seconds: float, *, fence_namesakes: bool
+    ) -> str:
+        now = utc_now()
+        lease = LeaseHolder(str(uuid.uuid4()), timedelta(seconds=seconds))
+        await self.leases.insert_one(
+            {
+                "_id": lease.lease_id,
+                "engine_id": engine_id,
+                "address": address,
+                "started_at": now,
+                "expires_at": now + lease.duration,
+                "fenced_at": None,
+            }
+        )
+        if fence_namesakes:
+            # An engine restarted with the same ENGINE_ID: its earlier self is gone, and its
+            # executions are this one's at once rather than after its lease runs out.
+            earlier = self.leases.find(
+                {"engine_id": engine_id, "fenced_at": None, "_id": {"$ne": lease.lease_id}},
+                {"_id": 1},
+            )
+            for doc in await earlier.to_list():
+                await self._fence(doc["_id"], now, expired_only=False)
+        self._lease = lease
+        await self._read_fenced()
+        return lease.lease_id
+
+    async def renew_lease(self) -> None:
+        """Through the write loop (an append of nothing); raises Fenced when another engine
+        fenced this one's lease."""
+        item = _Append([], "", "", 0, {}, urgent=False, lease=self._current_lease())
+        self._pending.append(item)
+        self._wakeup.set()
+        await item.done
+
+    async def release_lease(self) -> None:
+        lease = self._lease
+        if lease is not None:
+            # Expired now: the other engines fence it and take its executions at their next
+            # lease round instead of a lease period later.
+            await self.leases.update_one(
+                {"_id": lease.lease_id, "fenced_at": None}, {"$set": {"expires_at": utc_now()}}
+            )
+
+    async def fence_expired_leases(self, now: datetime) -> None:
+        expired = self.leases.find({"expires_at": {"$lt": now}, "fenced_at": None}, {"_id": 1})
+        for doc in await expired.to_list():
+            await self._fence(doc["_id"], now, expired_only=True)
+        await self._read_fenced()
+
+    async def _read_fenced(self) -> None:
+        # A handful of documents: engines that went within FENCED_LEASE_SECONDS.
+        fenced = self.leases.find({"fenced_at": {"$ne": None}}, {"_id": 1})
+        self._fenced = [d["_id"] for d in await fenced.to_list()]
+
+    async def _fence(self, lease_id: str, now: datetime, *, expired_only: bool) -> None:
+        """In a transaction: the lease of an engine that was stopped in the middle of a
+        commit stays locked until the database drops that commit, and a plain write would
+        wait for it; this one gives up and tries again at the next round."""
+        query: dict[str, Any] = {"_id": lease_id, "fenced_at": None}
+        if expired_only:
+            query["expires_at"] = {"$lt": now}
+        try:
+            async with self._transaction() as session:
+                result = await self.leases.update_one(
+                    query, {"$set": {"fenced_at": now}}, session=session
+                )
+        except PyMongoError as exc:
+            if not exc.has_error_label("TransientTransactionError"):
+                raise
+            log.info("lease %s is in a commit: fenced at a later round", lease_id)
+            return
+        if result.modified_count:
+            log.warning("engine lease fenced", extra={"lease": lease_id})
+
+    async def claim_orphans(self) -> list[str]:
+        mine = self._lease_id()
         await self.executions.update_many(
-            # A range, which the lease index answers (`$ne: None` is a scan on SecantusDB).
-            {"lease_expires_at": {"$gt": _EPOCH, "$lt": now}},
-            {"$set": {"lease_owner": owner, "lease_expires_at": lease_until}},
+            {"lease_owner": {"$in": [ORPHAN, *self._fenced]}}, {"$set": {"lease_owner": mine}}
         )
-        cursor = self.executions.find(
-            {"lease_owner": owner, "lease_expires_at": {"$ne": None}}, {"_id": 1}
-        )
+        cursor = self.executions.find({"lease_owner": mine}, {"_id": 1})
         return [d["_id"] for d in await cursor.to_list()]
 
-    async def claim_execution(
-        self, owner: str, execution_id: str, now: datetime, lease_until: datetime
-    ) -> bool:
+    async def claim_execution(self, execution_id: str) -> Claim:
+        for _ in range(2):
+            mine = self._lease_id()
+            result = await self.executions.update_one(
+                {
+                    "_id": execution_id,
+                    "$or": [
+                        {"lease_owner": {"$in": [mine, ORPHAN, *self._fenced]}},
+                        {"parked": True},
+                    ],
+                },
+                {"$set": {"lease_owner": mine}, "$unset": {"parked": ""}},
+            )
+            if result.matched_count:
+                return Claim(held=True)
+            doc = await self.executions.find_one({"_id": execution_id}, {"lease_owner": 1})
+            owner = doc.get("lease_owner") if doc else None
+            if not owner:
+                return Claim(held=False)  # it ended meanwhile
+            lease = await self.leases.find_one({"_id": owner})
+            now = utc_now()
+            if lease is not None and lease["fenced_at"] is None and lease["expires_at"] > now:
+                return Claim(held=False, owner_address=lease["address"])
+            # Its engine is gone: fenced since this engine last looked, or due to be.
+            if lease is not None and lease["fenced_at"] is None:
+                await self._fence(owner, now, expired_only=True)
+            await self._read_fenced()
+        return Claim(held=False)
+
+    async def park(self, execution_id: str) -> bool:
         result = await self.executions.update_one(
-            {
-                "_id": execution_id,
-                "$or": [
-                    {"lease_owner": owner, "lease_expires_at": {"$ne": None}},
-                    {"lease_expires_at": {"$lt": now}},
-                    {"parked": True},
-                ],
-            },
-            {
-                "$set": {"lease_owner": owner, "lease_expires_at": lease_until},
-                "$unset": {"parked": ""},
-            },
+            {"_id": execution_id, "lease_owner": self._lease_id()},
+            {"$set": {"lease_owner": None, "parked": True}},
         )
         return result.matched_count == 1
-
-    async def park(self, owner: str, execution_id: str) -> bool:
-        result = await self.executions.update_one(
-            {"_id": execution_id, "lease_owner": owner, "lease_expires_at": {"$ne": None}},
-            {"$set": {"lease_owner": None, "lease_expires_at": None, "parked": True}},
-        )
-        return result.matched_count == 1
-
-    async def renew_leases(
-        self, owner: str, execution_ids: Sequence[str], lease_until: datetime
-    ) -> set[str]:
-        kept: set[str] = set()
-        for ids in _pages(execution_ids):
-            result = await self.executions.update_many(
-                {"_id": {"$in": ids}, "lease_owner": owner},
-                {"$set": {"lease_expires_at": lease_until}},
-            )
-            if result.matched_count == len(ids):
-                kept.update(ids)
-                continue
-            cursor = self.executions.find({"_id": {"$in": ids}, "lease_owner": owner}, {"_id": 1})
-            kept.update(d["_id"] for d in await cursor.to_list())
-        return kept
-
-    async def release_leases(self, owner: str, execution_ids: Sequence[str], now: datetime) -> None:
-        for ids in _pages(execution_ids):
-            await self.executions.update_many(
-                {"_id": {"$in": ids}, "lease_owner": owner},
-                {"$set": {"lease_expires_at": now}},
-            )
 
     # --- blobs -----------------------------------------------------------------------
 
@@ -699,11 +880,11 @@ class MongoStore:
             await usage.bulk_write(increments, ordered=False)
         counts: dict[str, TenantCounts] = {}
         # An execution gives its lease up when it ends (documents.execution_to_doc): the
-        # ones with a lease are the ones not ended. A range, unlike `$ne: None`, is read
-        # through the lease index: 7 ms instead of 110 ms over 5,000 executions, 100 running.
+        # ones with an owner (a string) are the ones not ended. A range, unlike `$ne: None`,
+        # is read through the owner index: 7 ms instead of 110 ms over 5,000 executions.
         running = await self.executions.aggregate(
             [
-                {"$match": {"lease_expires_at": {"$gt": _EPOCH}}},
+                {"$match": {"lease_owner": {"$gte": ORPHAN}}},
                 {"$group": {"_id": "$tenant_id", "running": {"$sum": 1}}},
             ]
         )
@@ -723,11 +904,48 @@ class MongoStore:
         return counts
 
 
-def _pages(ids: Sequence[str]) -> Iterator[list[str]]:
-    """Ids in pages a query can hold: 16 MiB is the most one command may carry, and an
-    engine may hold a few hundred thousand executions."""
-    for start in range(0, len(ids), LEASE_PAGE):
-        yield list(ids[start : start + LEASE_PAGE])
+class _EventChanges:
+    """One change stream on the log (repository.CommittedEvents)."""
+
+    def __init__(self, stream: AsyncChangeStream[dict[str, Any]]) -> None:
+        self._stream = stream
+
+    @property
+    def resume_token(self) -> ResumeToken | None:
+        return self._stream.resume_token
+
+    async def next(self) -> CommittedEvent | None:
+        while True:
+            try:
+                change = await self._stream.try_next()
+            except PyMongoError as exc:
+                # pymongo has already tried to resume once; whoever follows opens the feed
+                # again from `resume_token`, which tells a hiccup from lost history.
+                raise StoreUnavailable(f"the event log's change stream broke off: {exc}") from exc
+            if change is None:
+                return None
+            doc = change.get("fullDocument") or {}
+            try:
+                return CommittedEvent(event_from_doc(doc), doc.get("tenant_id", ""))
+            except KeyError:
+                # Not an event this engine wrote: nothing a watcher could be given.
+                log.warning("event feed skipped a document with fields %s", sorted(doc))
+
+    async def close(self) -> None:
+        with contextlib.suppress(PyMongoError):
+            await self._stream.close()
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def _refused(exc: BulkWriteError, owners: list[int], batch: list[_Append]) -> dict[int, Exception]:
+    """The appends (by place in `batch`) whose events the commit refused: a seq that is
+    taken means another engine wrote that execution."""
+    refused: dict[int, Exception] = {}
+    for error in exc.details.get("writeErrors", []):
+        i = owners[error["index"]]
+        if error.get("code") == DUPLICATE_KEY:
+            execution_id = batch[i].execution_id
+            refused[i] = NotOwner(f"execution {execution_id} was written by another engine")
+        else:
+            log.warning("event log write refused: %s", error.get("errmsg"))
+            refused[i] = StoreUnavailable("the event log write failed; retry")
+    return refused

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from services.engine.domain.execution import Event, ExecutionState
@@ -56,6 +56,22 @@ class QueueDepth:
 
 
 @dataclass(frozen=True)
+class LeaseHolder:
+    """This engine's lease: every write it makes is conditioned on it (store/mongo.py)."""
+
+    lease_id: str
+    duration: timedelta
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Whether this engine holds an execution now; if another engine does, where it is."""
+
+    held: bool
+    owner_address: str | None = None
+
+
+@dataclass(frozen=True)
 class RunnerSeen:
     """A step runner as its last recorded poll described it."""
 
@@ -76,10 +92,8 @@ class ExecutionStore(Protocol):
         """The tenant's, oldest first."""
         ...
 
-    async def create_execution(
-        self, state: ExecutionState, owner: str, lease_until: datetime
-    ) -> None:
-        """Inserts a new execution at seq 0, leased to `owner`.
+    async def create_execution(self, state: ExecutionState) -> None:
+        """Inserts a new execution at seq 0, held by this engine's lease.
 
         Raises RequestIdTaken when its request_id is already used."""
         ...
@@ -101,41 +115,60 @@ class ExecutionStore(Protocol):
         ...
 
     async def append(self, events: Sequence[Event], state: ExecutionState) -> None:
-        """Appends events to the log, then refreshes the status projection to `state`.
+        """Appends events to the log, and the status projection to `state` with them or
+        soon after, under this engine's lease.
 
         Durable when it returns. Raises NotOwner when another writer took one of the seqs,
+        Fenced when this engine's lease was fenced (it must let go of everything),
         StoreUnavailable when the database cannot be reached."""
         ...
 
     async def read_events(self, execution_id: str, after_seq: int, limit: int) -> list[Event]: ...
 
-    async def claim_executions(self, owner: str, now: datetime, lease_until: datetime) -> list[str]:
-        """Leases to `owner` every unfinished execution whose lease expired; returns every
-        unfinished one `owner` holds (those it held already keep their lease as it is)."""
+    # Leases are per engine process: an execution is held by the lease in its lease_owner.
+
+    @property
+    def lease_id(self) -> str | None:
+        """This engine's lease now; None after a fence, until it takes a new one."""
         ...
 
-    async def claim_execution(
-        self, owner: str, execution_id: str, now: datetime, lease_until: datetime
-    ) -> bool:
-        """Leases one unfinished execution to `owner` if it holds it already, its lease
-        expired or it is parked; whether `owner` holds it now."""
+    async def acquire_lease(
+        self, engine_id: str, address: str, seconds: float, *, fence_namesakes: bool
+    ) -> str:
+        """Takes a new lease for this engine, which calls at `address` reach, and makes it
+        the one every later write is conditioned on. `fence_namesakes`: fence the leases of
+        earlier processes with the same `engine_id` (a restart), so their executions are
+        orphans at once."""
         ...
 
-    async def park(self, owner: str, execution_id: str) -> bool:
-        """Lets go of an execution `owner` holds that waits for a command (a manual run
-        waiting to be advanced): no engine holds it, none claims it when leases run out,
-        and the next command leases it to the engine it reaches (`claim_execution`).
-        Whether `owner` held it."""
+    async def renew_lease(self) -> None:
+        """Extends this engine's lease; raises Fenced when another engine fenced it."""
         ...
 
-    async def renew_leases(
-        self, owner: str, execution_ids: Sequence[str], lease_until: datetime
-    ) -> set[str]:
-        """Extends the leases `owner` still holds; returns their ids."""
+    async def release_lease(self) -> None:
+        """Lets this engine's lease run out now: others take its executions at once."""
         ...
 
-    async def release_leases(self, owner: str, execution_ids: Sequence[str], now: datetime) -> None:
-        """Lets the leases run out now; `owner` keeps first claim."""
+    async def fence_expired_leases(self, now: datetime) -> None:
+        """Fences every lease that ran out: their engines can write nothing more, and their
+        executions are orphans (`claim_orphans`)."""
+        ...
+
+    async def claim_orphans(self) -> list[str]:
+        """Moves every orphan (its lease fenced) to this engine's lease; returns every
+        execution this engine's lease holds."""
+        ...
+
+    async def claim_execution(self, execution_id: str) -> Claim:
+        """Moves one execution to this engine's lease if it holds it already, it is an
+        orphan, or it is parked; otherwise says where the engine holding it is."""
+        ...
+
+    async def park(self, execution_id: str) -> bool:
+        """Lets go of an execution this engine holds that waits for a command (a manual run
+        waiting to be advanced): no engine holds it, none claims it as an orphan, and the
+        next command moves it to the engine it reaches (`claim_execution`). Whether this
+        engine held it."""
         ...
 
     async def put_blob(self, execution_id: str, data: bytes) -> BlobRef: ...
@@ -159,6 +192,50 @@ class ExecutionStore(Protocol):
 
     async def list_runners(self, since: datetime) -> list[RunnerSeen]:
         """Runners whose last poll was at `since` or later."""
+        ...
+
+
+@dataclass(frozen=True)
+class CommittedEvent:
+    """An event as the log's change feed gives it: durable, whichever engine wrote it, with
+    the tenant of its execution (which `Event.data`, what clients see, does not carry)."""
+
+    event: Event
+    # Empty for an event written by an engine older than the feed.
+    tenant_id: str
+
+
+# Where a feed of the log stands, opaque to all but the store that gave it.
+ResumeToken = Mapping[str, Any]
+
+
+class HistoryLost(Exception):
+    """The log's change history no longer reaches back to the resume token: events
+    committed since may never be given. Follow from now, and read the log again."""
+
+
+class CommittedEvents(Protocol):
+    """One open feed of the events committed to the log."""
+
+    @property
+    def resume_token(self) -> ResumeToken | None:
+        """Where to resume to miss nothing after what `next` has given."""
+        ...
+
+    async def next(self) -> CommittedEvent | None:
+        """The next event committed, in commit order; None after a quiet spell (about a
+        second), so that a caller may look up. Raises StoreUnavailable when the database
+        cannot be reached and HistoryLost when the feed cannot go on where it was."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EventLogFeed(Protocol):
+    async def follow_events(self, resume_after: ResumeToken | None) -> CommittedEvents:
+        """The events committed after `resume_after`, or from now on when None: once it
+        returns, nothing committed later is missed. Raises HistoryLost when the token is too
+        old, StoreUnavailable when the database cannot be reached."""
         ...
 
 

@@ -1,0 +1,129 @@
+"""A call for an execution that another engine holds goes to that engine, as it came.
+
+Any engine answers any call: a report, cancel or advance that reaches an engine which does
+not hold the execution (the runner raises HeldElsewhere, after the tenant check) is sent on to
+the engine that does, with the caller's own credentials, which that engine verifies itself;
+its answer, or its error with all its details, is the caller's. A forwarded call carries how
+many times it was forwarded: an execution that moves again meanwhile is looked for at most
+MAX_HOPS times, then the caller is told to retry (UNAVAILABLE), never where it is held.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool, message_factory
+from grpc_interceptor.server import AsyncServerInterceptor
+
+from services.engine.domain.errors import HeldElsewhere, Unavailable
+from services.tls import Tls, aio_channel
+
+log = logging.getLogger(__name__)
+
+HOPS_HEADER = "discovery-forwarded-hops"
+MAX_HOPS = 2
+# Of the caller's metadata, what the engine it is forwarded to needs: its credentials, and
+# what ties the call to the caller's logs and traces.
+FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate")
+# A forwarded call waits no longer than this for an engine that does not answer (a caller
+# without a deadline would otherwise wait on a paused engine for ever).
+MAX_FORWARD_SECONDS = 60.0
+# Set on every status that carries google.rpc details: an engine's own refusal, as opposed to
+# a failure to reach it.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class Forwarder:
+    """One channel per engine address, opened at the first call forwarded there."""
+
+    def __init__(self, tls: Tls | None, max_message_bytes: int) -> None:
+        self._tls = tls
+        self._options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = aio_channel(address, self._tls, options=self._options)
+            self._channels[address] = channel
+        return channel
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+
+class ForwardInterceptor(AsyncServerInterceptor):
+    def __init__(self, forwarder: Forwarder) -> None:
+        self._forwarder = forwarder
+
+    async def intercept(
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
+    ) -> Any:
+        try:
+            response = method(request_or_iterator, context)
+            if hasattr(response, "__aiter__"):
+                return response  # streams (watches, blobs) are served by any engine
+            return await response
+        except HeldElsewhere as held:
+            return await self._forward(held, request_or_iterator, context, method_name)
+
+    async def _forward(
+        self,
+        held: HeldElsewhere,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
+    ) -> Any:
+        incoming = context.invocation_metadata() or ()
+        hops = next((int(v) for k, v in incoming if k == HOPS_HEADER and str(v).isdigit()), 0)
+        if hops >= MAX_HOPS:
+            raise Unavailable(
+                f"{held.metadata['execution_id']} is moving between engines; retry",
+                metadata=held.metadata,
+            )
+        metadata = [(k, v) for k, v in incoming if k in FORWARDED_HEADERS]
+        metadata.append((HOPS_HEADER, str(hops + 1)))
+        left = context.time_remaining()
+        call = self._forwarder.channel(held.address).unary_unary(
+            method_name,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=_response_class(method_name).FromString,
+        )
+        try:
+            return await call(
+                request,
+                metadata=metadata,
+                timeout=MAX_FORWARD_SECONDS if left is None else min(left, MAX_FORWARD_SECONDS),
+            )
+        except grpc.aio.AioRpcError as exc:
+            trailing = tuple(exc.trailing_metadata() or ())
+            if any(k == STATUS_DETAILS_KEY for k, _ in trailing):
+                # The engine's own answer, with its details: the caller's, as it is.
+                await context.abort(exc.code(), exc.details() or "", trailing)
+            log.warning(
+                "forwarded call failed",
+                extra={"method": method_name, "to": held.address, "code": exc.code().name},
+            )
+            raise Unavailable(
+                f"the engine holding {held.metadata['execution_id']} does not answer; retry",
+                metadata=held.metadata,
+            ) from None
+
+
+def _response_class(method_name: str) -> Any:
+    """The response message class of `/package.Service/Method`."""
+    service, method = method_name.lstrip("/").rsplit("/", 1)
+    descriptor = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(method)
+    return message_factory.GetMessageClass(descriptor.output_type)
