@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,13 @@ from tests.faults.proxy import FaultProxy
 from tests.stack import (
     Client,
     EngineProcess,
+    Pioneer,
+    as_dict,
     authenticated,
     engine_process_env,
     error_info,
     token,
+    wait_for_runner,
     wait_serving,
 )
 
@@ -367,3 +371,46 @@ async def test_a_runner_polling_one_engine_gets_the_work_every_engine_holds(
                 timeout=10,
             )
             assert not leftover.tasks
+
+
+async def test_runners_of_every_engine_finish_every_run_when_an_engine_is_killed(
+    mongo_server: str, database: str, tmp_path: Path
+) -> None:
+    async with (
+        engine(mongo_server, database, tmp_path / "a.log") as a,
+        engine(mongo_server, database, tmp_path / "b.log") as b,
+    ):
+        both = f"ipv4:{a.client.target},{b.client.target}"
+        pioneer = Pioneer(0, slots=8, name="both-engines", target=both)
+        await pioneer.start()
+        try:
+            await wait_for_runner(b.client.queue, pioneer.name)
+            step = {
+                "handler": "sleep",
+                "heartbeat_timeout_seconds": 3,
+                "retry": {"max_attempts": 3},
+            }
+            workflow = await a.client.create_workflow(
+                "survives", {"name": "one", **step}, {"name": "two", **step}
+            )
+            ids = [
+                (await at.client.start(workflow.workflow_id, {"seconds": 0.5})).execution_id
+                for at in (a, b)
+                for _ in range(8)
+            ]
+            await asyncio.sleep(1.0)  # mid-run: steps taken, reports flowing through both
+            a.process.kill()
+            for execution_id in ids:
+                final = await b.client.wait_terminal(execution_id, 60)
+                assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED, execution_id
+                events = await b.client.events(execution_id)
+                assert [e.seq for e in events] == list(range(1, len(events) + 1))
+                successes = Counter(
+                    as_dict(e.data)["order"]
+                    for e in events
+                    if e.type == ex_pb.EVENT_TYPE_STEP_FINISHED
+                    and as_dict(e.data)["status"] == "success"
+                )
+                assert successes == {1: 1, 2: 1}, events
+        finally:
+            await pioneer.stop()
