@@ -97,9 +97,8 @@ def grpc_target(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _host_port(name: str, raw: str, entry: str) -> str:
-    scheme, sep, rest = entry.partition("://")
-    # Only the seed's http:// is dropped: another scheme (grpcs://) is a mistake to name.
-    target = (rest if sep and scheme.lower() in ("http", "https") else entry).rstrip("/")
+    target = entry.split("://", 1)[1] if "://" in entry else entry
+    target = target.rstrip("/")
     host, sep, port = target.rpartition(":")
     if not sep or not host or "/" in target or not port.isdigit() or not 0 < int(port) < 65536:
         what = "host:port (or http://host:port)"

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from services.cli.errors import UsageError
-from services.envconfig import ConfigError, grpc_target
+from services.envconfig import GRPC_SCHEMES, ConfigError, grpc_target
 
 ENV_VAR = "DISCOVERY_ENGINE"
 DEFAULT_TARGET = "localhost:50051"
@@ -26,6 +26,11 @@ def engine_target(flag: str | None, environ: Mapping[str, str] = os.environ) -> 
     raw = flag if flag is not None else environ.get(ENV_VAR, "")
     if flag is not None and not flag.strip():
         raise UsageError("--engine: empty")
+    scheme, sep, _ = raw.strip().partition("://")
+    if sep and scheme.lower() != "http" and not raw.strip().lower().startswith(GRPC_SCHEMES):
+        # The CLI dials plaintext or its own TLS settings: grpcs:// and the like would be a
+        # silent downgrade, not what the user asked for.
+        raise UsageError(f"{source}: {raw!r}: only plaintext host:port (or http://) is supported")
     try:
         return grpc_target({source: raw}, source, DEFAULT_TARGET)
     except ConfigError as exc:
