@@ -138,9 +138,17 @@ def as_dict(message: struct_pb2.Struct) -> dict[str, Any]:
 class Pioneer:
     """A pioneer in this process: its server, and its poller pulling from the engine."""
 
-    def __init__(self, engine_port: int, *, slots: int = 64, name: str = "test-pioneer") -> None:
+    def __init__(
+        self,
+        engine_port: int,
+        *,
+        slots: int = 64,
+        name: str = "test-pioneer",
+        target: str | None = None,
+    ) -> None:
+        """`target`: any gRPC target for the engines instead of the one at `engine_port`."""
         self.settings = PioneerSettings(
-            port=0, discovery_url=f"127.0.0.1:{engine_port}", auth_keys=AUTH_KEYS
+            port=0, discovery_url=target or f"127.0.0.1:{engine_port}", auth_keys=AUTH_KEYS
         )
         self.slots = slots
         self.name = name

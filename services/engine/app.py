@@ -11,10 +11,11 @@ from typing import Any
 from grpc_health.v1 import health_pb2
 from pymongo import AsyncMongoClient
 
-from services.auth import TokenAuthority
+from services.auth import ENGINE, ServiceToken, TokenAuthority
 from services.engine.config import ConfigError, Settings, advertised
 from services.engine.feed import EventFeed
 from services.engine.hub import EventHub
+from services.engine.queue_mirror import QueueMirror
 from services.engine.quotas import CallQuotas, TenantUsage
 from services.engine.revocations import Revocations
 from services.engine.rpc.forward import Forwarder
@@ -50,6 +51,7 @@ class Engine:
         self._revocations: Revocations | None = None
         self._forwarder: Forwarder | None = None
         self.feed: EventFeed | None = None
+        self._mirror: QueueMirror | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
@@ -78,6 +80,12 @@ class Engine:
         # leave no event between them, whichever engine commits it.
         self.feed = EventFeed(self._store, hub)
         await self.feed.start()
+        self._forwarder = Forwarder(
+            settings.tls,
+            settings.max_message_bytes,
+            # In its own name: taking, for its runners, attempts another engine holds.
+            ServiceToken(authority, subject=settings.engine_id, role=ENGINE),
+        )
         self.runner = Runner(
             self._wrap_store(self._store) if self._wrap_store else self._store,
             hub,
@@ -90,7 +98,10 @@ class Engine:
                 max_custom_data_bytes=settings.max_custom_data_bytes,
                 max_progress_events=settings.max_progress_events,
             ),
+            take_elsewhere=self._forwarder.take,
         )
+        self._mirror = QueueMirror(self.runner.queue, self._store, self.runner.holds)
+        self.feed.add_listener(self._mirror)
         self._usage = TenantUsage(
             self._store,
             max_running=settings.tenant_max_running_executions,
@@ -111,7 +122,6 @@ class Engine:
         )
         self._revocations = Revocations(self._store, authority)
         await self._revocations.open()
-        self._forwarder = Forwarder(settings.tls, settings.max_message_bytes)
         self._server, self._health = build_server(
             self.runner,
             authority,
@@ -125,6 +135,8 @@ class Engine:
         self.port = add_port(self._server, f"{settings.host}:{settings.port}", settings.tls)
         # Recovery first, so that the first RPC finds the unfinished executions held again.
         await self.runner.open(advertised(settings, self.port))
+        # After recovery: what this engine holds is not mirrored from the others.
+        self._mirror.start()
         await self._server.start()
         for url in settings.webhook_urls:
             webhook = WebhookRunner(self.runner, url, settings.report_base_url)
@@ -155,6 +167,8 @@ class Engine:
             await webhook.stop()
         if self._server is not None:
             await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self._mirror is not None:
+            await self._mirror.stop()
         if self.runner is not None:
             await self.runner.close()
         if self._forwarder is not None:

@@ -9,7 +9,8 @@ actor; the next touch reloads it from the log, which is the truth.
 
 Runners pull: a queued attempt waits in the step queue until a runner's poll takes it, and the
 take is logged (`step_started`) before the runner is told, so an attempt is handed to one
-runner at a time and a crash in between loses nothing.
+runner at a time and a crash in between loses nothing. The queue also holds the attempts other
+engines queued (queue_mirror.py): a poll takes those through the engine holding them.
 
 Executions are held under this engine's lease (one per engine process, store/mongo.py). The
 lease loop renews it, fences the leases of engines that stopped renewing theirs, and takes
@@ -71,6 +72,9 @@ from services.engine.watch import watch
 log = logging.getLogger(__name__)
 
 Produce = Callable[[ex.ExecutionState, datetime], list[ex.NewEvent]]
+# Takes, at the engine at an address, a queued attempt of an execution it holds, for a runner
+# that polled this one (rpc/forward.py).
+TakeElsewhere = Callable[[str, "ReadyAttempt", str], Coroutine[Any, Any, "Assignment | None"]]
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,15 @@ class _Actor:
 
 
 class Runner:
-    def __init__(self, store: ExecutionStore, hub: EventHub, settings: RunnerSettings) -> None:
+    def __init__(
+        self,
+        store: ExecutionStore,
+        hub: EventHub,
+        settings: RunnerSettings,
+        take_elsewhere: TakeElsewhere | None = None,
+    ) -> None:
         self.store = store
+        self._take_elsewhere = take_elsewhere
         self.hub = hub
         self.queue = StepQueue()
         self._settings = settings
@@ -463,6 +474,10 @@ class Runner:
                 attempt = state.attempt(event.data["order"], event.data["attempt"])
                 if attempt.status == ex.ATTEMPT_QUEUED:
                     self._enqueue(state, attempt)
+            elif event.type == ex.STEP_STARTED:
+                # Taken, maybe by a runner of another engine: no poll here may take it again.
+                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                self.queue.discard(attempt.token)
             elif event.type == ex.STEP_FINISHED:
                 # A runner running the attempt learns that it ended from its next report.
                 attempt = state.attempt(event.data["order"], event.data["attempt"])
@@ -568,21 +583,35 @@ class Runner:
         return []
 
     async def _take(self, item: ReadyAttempt, runner_id: str) -> Assignment | None:
+        try:
+            return await self.take(item.execution_id, item.token, runner_id)
+        except HeldElsewhere as held:
+            if self._take_elsewhere is None:
+                return None
+            return await self._take_elsewhere(held.address, item, runner_id)
+
+    async def take(self, execution_id: str, token: str, runner_id: str) -> Assignment | None:
+        """Takes the queued attempt `token` of an execution this engine holds (or can take)
+        for `runner_id`; None when it is no longer queued. HeldElsewhere when another engine
+        holds the execution."""
+
         def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
-            attempt = state.attempt_by_token(item.token)
+            attempt = state.attempt_by_token(token)
             if (
                 attempt is None
                 or attempt.status != ex.ATTEMPT_QUEUED
                 or attempt is not state.current_attempt()
             ):
-                raise _NotQueued(item.token)
+                raise _NotQueued(token)
             return [ex.step_started(state, attempt, runner_id, now)]
 
         try:
-            state = await self._command(item.execution_id, produce, None)
+            state = await self._command(execution_id, produce, None)
+        except HeldElsewhere:
+            raise
         except (_NotQueued, ExecutionNotFound, AlreadyTerminal, NotOwner):
             return None
-        attempt = state.attempt_by_token(item.token)
+        attempt = state.attempt_by_token(token)
         assert attempt is not None
         return self._assignment(state, attempt, runner_id)
 
@@ -870,6 +899,9 @@ class Runner:
         self, execution_id: str, after_seq: int | None, *, tenant: str
     ) -> AsyncGenerator[Any]:
         return watch(self.store, self.hub, execution_id, after_seq, tenant=tenant, held=self)
+
+    def holds(self, execution_id: str) -> bool:
+        return execution_id in self._actors
 
     async def snapshot(
         self, execution_id: str, after_seq: int | None

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,13 @@ from tests.faults.proxy import FaultProxy
 from tests.stack import (
     Client,
     EngineProcess,
+    Pioneer,
+    as_dict,
     authenticated,
     engine_process_env,
     error_info,
     token,
+    wait_for_runner,
     wait_serving,
 )
 
@@ -319,3 +323,94 @@ async def test_an_engine_cut_off_from_the_database_writes_nothing_once_another_t
             await run_past_the_lease(
                 a, b, mongo_server, database, proxy.blackhole, proxy.heal, "the cut"
             )
+
+
+async def test_a_runner_polling_one_engine_gets_the_work_every_engine_holds(
+    mongo_server: str, database: str, tmp_path: Path
+) -> None:
+    async with engine(mongo_server, database, tmp_path / "a.log") as a:
+        await offer_handler(a)
+        workflow = await a.client.create_workflow("pulled", {"name": "only", **STEP})
+        # Queued before B started: B learns of them from the status documents.
+        early = [
+            (await a.client.start(workflow.workflow_id, {"n": n})).execution_id for n in (1, 2)
+        ]
+        await asyncio.sleep(6)  # the status documents of runs still queued are written by now
+        async with engine(mongo_server, database, tmp_path / "b.log") as b:
+            # Queued while B runs: B learns of them from the event log's change stream.
+            late = [
+                (await a.client.start(workflow.workflow_id, {"n": n})).execution_id
+                for n in (3, 4, 5)
+            ]
+            ids = early + late
+            tasks = await take_attempts(b, len(ids))
+            assert sorted(t.execution_id for t in tasks) == sorted(ids)
+            owners = await lease_owners(mongo_server, database, ids)
+            assert set(owners.values()) == {a.process.env["ENGINE_ID"]}, "A still holds them"
+            for task in tasks:
+                await b.client.reports.CompleteStep(
+                    sr.CompleteStepRequest(
+                        execution_id=task.execution_id,
+                        step_name=task.step_name,
+                        attempt_token=task.attempt_token,
+                        success=True,
+                    ),
+                    timeout=10,
+                )
+            for execution_id in ids:
+                final = await b.client.wait_terminal(execution_id, 30)
+                assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
+                events = await b.client.events(execution_id)
+                types = [e.type for e in events]
+                assert types.count(ex_pb.EVENT_TYPE_STEP_STARTED) == 1, types
+            # A's own runner found nothing left: every attempt was taken once, through B.
+            leftover = await a.queue.PollStepAttempts(
+                sq.PollStepAttemptsRequest(
+                    runner_id="a-runner", handlers=[HANDLER], max_attempts=5, wait_seconds=0
+                ),
+                timeout=10,
+            )
+            assert not leftover.tasks
+
+
+async def test_runners_of_every_engine_finish_every_run_when_an_engine_is_killed(
+    mongo_server: str, database: str, tmp_path: Path
+) -> None:
+    async with (
+        engine(mongo_server, database, tmp_path / "a.log") as a,
+        engine(mongo_server, database, tmp_path / "b.log") as b,
+    ):
+        both = f"ipv4:{a.client.target},{b.client.target}"
+        pioneer = Pioneer(0, slots=8, name="both-engines", target=both)
+        await pioneer.start()
+        try:
+            await wait_for_runner(b.client.queue, pioneer.name)
+            step = {
+                "handler": "sleep",
+                "heartbeat_timeout_seconds": 3,
+                "retry": {"max_attempts": 3},
+            }
+            workflow = await a.client.create_workflow(
+                "survives", {"name": "one", **step}, {"name": "two", **step}
+            )
+            ids = [
+                (await at.client.start(workflow.workflow_id, {"seconds": 0.5})).execution_id
+                for at in (a, b)
+                for _ in range(8)
+            ]
+            await asyncio.sleep(1.0)  # mid-run: steps taken, reports flowing through both
+            a.process.kill()
+            for execution_id in ids:
+                final = await b.client.wait_terminal(execution_id, 60)
+                assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED, execution_id
+                events = await b.client.events(execution_id)
+                assert [e.seq for e in events] == list(range(1, len(events) + 1))
+                successes = Counter(
+                    as_dict(e.data)["order"]
+                    for e in events
+                    if e.type == ex_pb.EVENT_TYPE_STEP_FINISHED
+                    and as_dict(e.data)["status"] == "success"
+                )
+                assert successes == {1: 1, 2: 1}, events
+        finally:
+            await pioneer.stop()

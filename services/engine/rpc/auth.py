@@ -6,7 +6,7 @@ servicers' check.
 
 from __future__ import annotations
 
-from services.auth import ADMIN, CLIENT, RUNNER, WATCHER
+from services.auth import ADMIN, CLIENT, ENGINE, RUNNER, WATCHER
 from services.grpc_auth import REFLECTION
 
 _WORKFLOWS = "/discovery.engine.v1.WorkflowService/"
@@ -37,6 +37,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     _REPORTS + "WriteBlob": _RUNNERS,
     _QUEUE + "PollStepAttempts": _RUNNERS,
     _QUEUE + "GetStepQueue": _DRIVERS,
+    # An engine taking, for a runner that polled it, an attempt another engine holds.
+    _QUEUE + "TakeStepAttempt": frozenset({ENGINE}),
     _TOKENS + "RevokeToken": frozenset({ADMIN}),
     # The gateway, which verifies its streams' tokens itself, asks with its runner token.
     _TOKENS + "ListRevokedTokens": frozenset({ADMIN, RUNNER}),

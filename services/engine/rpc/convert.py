@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from discovery.engine.v1 import execution_pb2 as pb
@@ -250,6 +250,22 @@ def step_task(value: Assignment) -> queue_pb.StepTask:
         heartbeat_timeout_seconds=value.heartbeat_timeout_seconds,
         queue_time=timestamp(value.queued_at),
         start_time=timestamp(value.started_at),
+    )
+
+
+def assignment(task: queue_pb.StepTask) -> Assignment:
+    """A task another engine took for a runner that polled this one."""
+    return Assignment(
+        execution_id=task.execution_id,
+        step_name=task.step_name,
+        handler=task.handler,
+        attempt=task.attempt,
+        attempt_token=task.attempt_token,
+        input_payload=from_struct(task.input),
+        timeout_seconds=task.timeout_seconds,
+        heartbeat_timeout_seconds=task.heartbeat_timeout_seconds,
+        queued_at=task.queue_time.ToDatetime(tzinfo=UTC),
+        started_at=task.start_time.ToDatetime(tzinfo=UTC),
     )
 
 

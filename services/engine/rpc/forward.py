@@ -15,10 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from google.protobuf import descriptor_pool, message_factory
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from services.engine.domain.errors import HeldElsewhere, Unavailable
+from services.engine.rpc import convert
+from services.engine.runner import Assignment
+from services.engine.step_queue import ReadyAttempt
+from services.grpc_auth import Credentials
 from services.tls import Tls, aio_channel
 
 log = logging.getLogger(__name__)
@@ -31,16 +37,22 @@ FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate")
 # A forwarded call waits no longer than this for an engine that does not answer (a caller
 # without a deadline would otherwise wait on a paused engine for ever).
 MAX_FORWARD_SECONDS = 60.0
+# A take from another engine answers at once, or the runner's poll goes on without it.
+TAKE_SECONDS = 5.0
 # Set on every status that carries google.rpc details: an engine's own refusal, as opposed to
 # a failure to reach it.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class Forwarder:
-    """One channel per engine address, opened at the first call forwarded there."""
+    """One channel per engine address, opened at the first call forwarded there; and the
+    calls an engine makes to another in its own name (`take`)."""
 
-    def __init__(self, tls: Tls | None, max_message_bytes: int) -> None:
+    def __init__(
+        self, tls: Tls | None, max_message_bytes: int, credentials: Credentials | None = None
+    ) -> None:
         self._tls = tls
+        self._credentials = credentials
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -53,6 +65,30 @@ class Forwarder:
             channel = aio_channel(address, self._tls, options=self._options)
             self._channels[address] = channel
         return channel
+
+    async def take(self, address: str, item: ReadyAttempt, runner_id: str) -> Assignment | None:
+        """Takes, for a runner that polled this engine, a queued attempt of an execution the
+        engine at `address` holds; None when it left the queue, or that engine does not
+        answer (the attempt stays queued there, for its own runners and for the next
+        reconciliation of this engine's queue)."""
+        assert self._credentials is not None, "an engine's own calls need its credentials"
+        stub = sq_grpc.StepQueueServiceStub(self.channel(address))
+        request = sq.TakeStepAttemptRequest(
+            execution_id=item.execution_id, attempt_token=item.token, runner_id=runner_id
+        )
+        try:
+            reply = await stub.TakeStepAttempt(
+                request,
+                metadata=self._credentials.metadata(),
+                timeout=TAKE_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "attempt not taken from another engine",
+                extra={"to": address, "code": exc.code().name, "execution_id": item.execution_id},
+            )
+            return None
+        return convert.assignment(reply.task) if reply.HasField("task") else None
 
     async def close(self) -> None:
         for channel in self._channels.values():

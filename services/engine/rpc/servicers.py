@@ -433,6 +433,18 @@ class StepQueueServicer(_Servicer, sq_grpc.StepQueueServiceServicer):
         )
         return sq.PollStepAttemptsResponse(tasks=[convert.step_task(a) for a in assignments])
 
+    async def TakeStepAttempt(
+        self, request: sq.TakeStepAttemptRequest, context: Context
+    ) -> sq.TakeStepAttemptResponse:
+        assignment = await self._runner.take(
+            _required(request.execution_id, "execution_id"),
+            _required(request.attempt_token, "attempt_token"),
+            _required(request.runner_id, "runner_id"),
+        )
+        if assignment is None:
+            return sq.TakeStepAttemptResponse()
+        return sq.TakeStepAttemptResponse(task=convert.step_task(assignment))
+
     async def GetStepQueue(
         self, request: sq.GetStepQueueRequest, context: Context
     ) -> sq.GetStepQueueResponse:

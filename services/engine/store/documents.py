@@ -196,6 +196,8 @@ def _queue_entry(state: ExecutionState) -> dict[str, Any] | None:
         "handler": state.current_step.handler,
         "priority": state.priority,
         "queued_at": current.queued_at,
+        # Other engines put it in their step queues from here (queue_mirror.py).
+        "token": current.token,
     }
 
 

@@ -44,8 +44,9 @@ from pymongo.write_concern import WriteConcern
 from services.auth import DEFAULT_TENANT
 from services.engine.clock import utc_now
 from services.engine.domain.errors import BlobNotFound, Fenced, NotOwner, StoreUnavailable
-from services.engine.domain.execution import WAITING, Event, ExecutionState
+from services.engine.domain.execution import DEFAULT_PRIORITY, WAITING, Event, ExecutionState
 from services.engine.domain.workflow import Workflow
+from services.engine.step_queue import ReadyAttempt
 from services.engine.store.documents import (
     decode_page_token,
     encode_page_token,
@@ -826,6 +827,25 @@ class MongoStore:
         return [
             QueueDepth(handler, tenant, count, oldest)
             for (tenant, handler), (count, oldest) in sorted(counts.items())
+        ]
+
+    async def ready_attempts(self) -> list[ReadyAttempt]:
+        # Equality on one indexed field, as queue_depths reads it.
+        docs = self.executions.find(
+            {"queue.state": "ready"}, {"tenant_id": 1, "queue": 1, "priority": 1}
+        )
+        return [
+            ReadyAttempt(
+                execution_id=doc["_id"],
+                token=queue["token"],
+                handler=queue["handler"],
+                tenant=doc.get("tenant_id", DEFAULT_TENANT),
+                priority=queue.get("priority", doc.get("priority", DEFAULT_PRIORITY)),
+                queued_at=queue["queued_at"],
+            )
+            async for doc in docs
+            # Written before engines shared their queues: no token, its holder hands it out.
+            if (queue := doc["queue"]).get("token")
         ]
 
     async def record_runner(self, runner: RunnerSeen) -> None:

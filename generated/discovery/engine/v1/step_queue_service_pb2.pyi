@@ -10,6 +10,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TakeStepAttemptRequest(_message.Message):
+    __slots__ = ("execution_id", "attempt_token", "runner_id")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_ID_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    attempt_token: str
+    runner_id: str
+    def __init__(self, execution_id: _Optional[str] = ..., attempt_token: _Optional[str] = ..., runner_id: _Optional[str] = ...) -> None: ...
+
+class TakeStepAttemptResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: StepTask
+    def __init__(self, task: _Optional[_Union[StepTask, _Mapping]] = ...) -> None: ...
+
 class PollStepAttemptsRequest(_message.Message):
     __slots__ = ("runner_id", "handlers", "max_attempts", "wait_seconds")
     RUNNER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -48,6 +48,11 @@ class StepQueueServiceStub:
                 request_serializer=discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.GetStepQueueRequest.SerializeToString,
                 response_deserializer=discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.GetStepQueueResponse.FromString,
                 _registered_method=True)
+        self.TakeStepAttempt = channel.unary_unary(
+                '/discovery.engine.v1.StepQueueService/TakeStepAttempt',
+                request_serializer=discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.TakeStepAttemptRequest.SerializeToString,
+                response_deserializer=discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.TakeStepAttemptResponse.FromString,
+                _registered_method=True)
 
 
 class StepQueueServiceServicer:
@@ -82,6 +87,16 @@ class StepQueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TakeStepAttempt(self, request, context):
+        """Between engines only (role engine): takes a queued attempt of an execution the called
+        engine holds, for a runner that polled the calling engine. Every engine knows every
+        queued attempt (from the event log's change stream); the one holding the execution
+        logs the take. No task: the attempt is no longer queued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StepQueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +109,11 @@ def add_StepQueueServiceServicer_to_server(servicer, server):
                     servicer.GetStepQueue,
                     request_deserializer=discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.GetStepQueueRequest.FromString,
                     response_serializer=discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.GetStepQueueResponse.SerializeToString,
+            ),
+            'TakeStepAttempt': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeStepAttempt,
+                    request_deserializer=discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.TakeStepAttemptRequest.FromString,
+                    response_serializer=discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.TakeStepAttemptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -154,6 +174,33 @@ class StepQueueService:
             '/discovery.engine.v1.StepQueueService/GetStepQueue',
             discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.GetStepQueueRequest.SerializeToString,
             discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.GetStepQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeStepAttempt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/discovery.engine.v1.StepQueueService/TakeStepAttempt',
+            discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.TakeStepAttemptRequest.SerializeToString,
+            discovery_dot_engine_dot_v1_dot_step__queue__service__pb2.TakeStepAttemptResponse.FromString,
             options,
             channel_credentials,
             insecure,
