@@ -13,6 +13,7 @@ from pymongo import AsyncMongoClient
 
 from services.auth import ENGINE, ServiceToken, TokenAuthority
 from services.engine.config import ConfigError, Settings, advertised
+from services.engine.domain.errors import StoreUnavailable
 from services.engine.feed import EventFeed
 from services.engine.hub import EventHub
 from services.engine.queue_mirror import QueueMirror
@@ -30,6 +31,9 @@ from services.ratelimit import RateLimiter
 from services.tls import add_port
 
 log = logging.getLogger(__name__)
+
+# Between attempts to start the feed while the database cannot be reached.
+FEED_RETRY_SECONDS = 1.0
 
 
 class Engine:
@@ -52,6 +56,7 @@ class Engine:
         self._forwarder: Forwarder | None = None
         self.feed: EventFeed | None = None
         self._mirror: QueueMirror | None = None
+        self._feed_starter: asyncio.Task[None] | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
@@ -76,10 +81,7 @@ class Engine:
         self._store = MongoStore(self._client, settings.mongodb_database)
         await self._store.open()
         hub = EventHub(settings.watch_queue, settings.watch_queue_bytes)
-        # Following the log before anyone can watch: a watcher's replay and the feed then
-        # leave no event between them, whichever engine commits it.
         self.feed = EventFeed(self._store, hub)
-        await self.feed.start()
         self._forwarder = Forwarder(
             settings.tls,
             settings.max_message_bytes,
@@ -135,6 +137,12 @@ class Engine:
         self.port = add_port(self._server, f"{settings.host}:{settings.port}", settings.tls)
         # Recovery first, so that the first RPC finds the unfinished executions held again.
         await self.runner.open(advertised(settings, self.port))
+        if self._store.others_alive:
+            # Following the log before anyone can watch: a watcher's replay and the feed then
+            # leave no event between them, whichever engine commits it.
+            await self.feed.start()
+        else:
+            self._feed_starter = asyncio.create_task(self._start_feed_with_company())
         # After recovery: what this engine holds is not mirrored from the others.
         self._mirror.start()
         await self._server.start()
@@ -167,6 +175,9 @@ class Engine:
             await webhook.stop()
         if self._server is not None:
             await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self._feed_starter is not None:
+            self._feed_starter.cancel()
+            await asyncio.gather(self._feed_starter, return_exceptions=True)
         if self._mirror is not None:
             await self._mirror.stop()
         if self.runner is not None:
@@ -188,6 +199,21 @@ class Engine:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
+
+    async def _start_feed_with_company(self) -> None:
+        """An engine alone publishes every event itself: the feed, which reads every event
+        back from the database (measured: a third of the CPU a run costs), starts once another
+        engine holds a lease (the lease loop looks every third of a lease), and tells the
+        watchers and the queue to catch up with the log."""
+        assert self._store is not None and self.feed is not None
+        await self._store.company.wait()
+        while True:
+            try:
+                await self.feed.start(catching_up=True)
+                return
+            except StoreUnavailable as exc:
+                log.warning("event feed not started: %s", exc)
+                await asyncio.sleep(FEED_RETRY_SECONDS)
 
     @staticmethod
     async def _supervise(database: DatabaseProcess) -> None:

@@ -74,12 +74,21 @@ class EventFeed:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    async def start(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def start(self, *, catching_up: bool = False) -> None:
         """Returns once the stream follows the log: an event committed later reaches the
-        listeners. Raises StoreUnavailable when the database cannot be reached."""
+        listeners. `catching_up`: the listeners were already in use without the feed, and
+        are told that they lost track. Raises StoreUnavailable when the database cannot be
+        reached."""
         self._stream = await self._store.follow_events(None)
         self._token = self._stream.resume_token
         self._task = asyncio.create_task(self._follow(), name="event-feed")
+        if catching_up:
+            log.info("event feed started: every watcher reads the log again from its last seq")
+            self._lost_track()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -125,12 +134,15 @@ class EventFeed:
         )
         # Only now that the new stream follows the log: a watcher reading the log from here
         # on misses nothing between what it reads and what the stream gives.
+        self._lost_track()
+        return stream
+
+    def _lost_track(self) -> None:
         for listener in list(self._listeners):
             try:
                 listener.lost_track()
             except Exception:  # as in _deliver
                 log.exception("event feed listener failed")
-        return stream
 
     def _deliver(self, committed: CommittedEvent) -> None:
         for listener in list(self._listeners):

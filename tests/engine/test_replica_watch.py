@@ -161,3 +161,34 @@ async def test_watchers_on_both_replicas_follow_a_run_moving_between_them(
     assert log[-1][1] == "workflow_completed"
     assert [(e.seq, type_name(e)) for e in seen_b] == log
     assert [(e.seq, type_name(e)) for e in seen_a] == log
+
+
+async def test_an_engine_alone_follows_the_log_once_another_engine_comes(
+    mongo_server: str, database: str
+) -> None:
+    """Alone, an engine publishes every event itself and runs no change feed. A watcher on
+    it, of a run another engine then drives, still gets every event in order, once: the
+    feed starts when the other engine's lease appears, and the watcher catches up."""
+    a = await start_stack(mongo_server, database)
+    b: Stack | None = None
+    try:
+        assert a.engine.feed is not None and not a.engine.feed.running
+        step = {"handler": "sleep", "heartbeat_timeout_seconds": 10}
+        workflow = await a.client.create_workflow("joined", {"name": "s1", **step})
+        started = await a.client.start(workflow.workflow_id, {"seconds": 0.3}, manual=True)
+        execution_id = started.execution_id
+
+        async def through_a_newcomer(_: int) -> None:
+            nonlocal b
+            b = await start_stack(mongo_server, database)
+            await advance(b.client, execution_id)
+
+        seen = await watch_driving(a.client, execution_id, through_a_newcomer)
+        log = await logged(a, execution_id)
+        assert [(e.seq, type_name(e)) for e in seen] == log
+        assert log[-1][1] == "workflow_completed"
+        assert a.engine.feed.running
+    finally:
+        if b is not None:
+            await b.stop()
+        await a.stop()

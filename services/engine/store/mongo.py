@@ -166,6 +166,9 @@ class MongoStore:
         # This engine's lease (acquire_lease), and the fenced leases it last saw.
         self._lease: LeaseHolder | None = None
         self._fenced: list[str] = []
+        # Whether another engine held a live lease when this one last looked; set once it did.
+        self.others_alive = False
+        self.company = asyncio.Event()
 
     async def open(self) -> None:
         await self.ensure_indexes()
@@ -645,7 +648,7 @@ class MongoStore:
             for doc in await earlier.to_list():
                 await self._fence(doc["_id"], now, expired_only=False)
         self._lease = lease
-        await self._read_fenced()
+        await self._read_leases()
         return lease.lease_id
 
     async def renew_lease(self) -> None:
@@ -669,12 +672,21 @@ class MongoStore:
         expired = self.leases.find({"expires_at": {"$lt": now}, "fenced_at": None}, {"_id": 1})
         for doc in await expired.to_list():
             await self._fence(doc["_id"], now, expired_only=True)
-        await self._read_fenced()
+        await self._read_leases()
 
-    async def _read_fenced(self) -> None:
-        # A handful of documents: engines that went within FENCED_LEASE_SECONDS.
-        fenced = self.leases.find({"fenced_at": {"$ne": None}}, {"_id": 1})
-        self._fenced = [d["_id"] for d in await fenced.to_list()]
+    async def _read_leases(self) -> None:
+        # A handful of documents: the engines alive, and those that went within
+        # FENCED_LEASE_SECONDS.
+        now, mine = utc_now(), self.lease_id
+        fenced, others = [], False
+        async for doc in self.leases.find({}, {"fenced_at": 1, "expires_at": 1}):
+            if doc["fenced_at"] is not None:
+                fenced.append(doc["_id"])
+            elif doc["_id"] != mine and doc["expires_at"] > now:
+                others = True
+        self._fenced, self.others_alive = fenced, others
+        if others:
+            self.company.set()
 
     async def _fence(self, lease_id: str, now: datetime, *, expired_only: bool) -> None:
         """In a transaction: the lease of an engine that was stopped in the middle of a
@@ -730,7 +742,7 @@ class MongoStore:
             # Its engine is gone: fenced since this engine last looked, or due to be.
             if lease is not None and lease["fenced_at"] is None:
                 await self._fence(owner, now, expired_only=True)
-            await self._read_fenced()
+            await self._read_leases()
         return Claim(held=False)
 
     async def park(self, execution_id: str) -> bool:
