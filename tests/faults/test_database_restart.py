@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,6 @@ from tests.stack import (
     wait_database,
     wait_serving,
 )
-
-
-@pytest.fixture
-def database_process(tmp_path: Path) -> Iterator[DatabaseProcess]:
-    db = DatabaseProcess(tmp_path)
-    db.start()
-    yield db
-    db.stop()
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ and the watcher misses nothing of what A commits after the restart."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -23,14 +22,6 @@ from tests.engine.test_replica_watch import (
 from tests.stack import start_stack, wait_database
 
 DOWN_SECONDS = 8.0
-
-
-@pytest.fixture
-def database_process(tmp_path: Path) -> Iterator[DatabaseProcess]:
-    db = DatabaseProcess(tmp_path)
-    db.start()
-    yield db
-    db.stop()
 
 
 @pytest.fixture
