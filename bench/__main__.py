@@ -9,12 +9,13 @@ inserts), `latency` (5 steps x 3 progress reports, runs in sequence: start+watch
 ExecuteWorkflow), `throughput` (500 runs at once, each watched), `fanout` (one run, 1,000
 WebSockets on one gateway), `soak` (3 tenants on a stack of their own, under quotas: two run
 5-step workflows alone, beside an abuser, alone again; their p50/p99 both ways, the ratio),
-`replica` (cross-replica watch latency: a second engine on the database; progress reported
-to the first, watched on both; acknowledged -> received p50/p99 on each). Each
-but soak repeats --rounds times (3) against a database that is durable to the OS; soak runs
-once next; then storage/latency/throughput again against one that fsyncs at every commit,
-with as many rounds as the time bound (--budget) leaves. CPU seconds per run come from
-/proc/<pid>/stat over latency and throughput.
+`engines` (throughput's runs on one engine, then on two engines on one database; runs/s
+of each and each process's CPU per run), `replica` (cross-replica watch latency: a second
+engine on the database; progress reported to the first, watched on both; acknowledged ->
+received p50/p99 on each). Each but soak repeats --rounds times (3) against a database
+that does not fsync; soak runs once next; then storage/latency/throughput again against one
+that fsyncs at every commit, with as many rounds as the time bound (--budget) leaves. CPU
+seconds per run come from /proc/<pid>/stat over latency, throughput and engines.
 
 Exit status 1 when a run did not complete or a watch missed progress events; figures that
 miss their targets are printed as MISS and do not change the exit status.
@@ -43,7 +44,7 @@ from bench.stack import (
     Stack,
 )
 
-ALL = ("storage", "latency", "throughput", "fanout", "replica", "soak")
+ALL = ("storage", "latency", "throughput", "engines", "fanout", "replica", "soak")
 # The fsync set repeats the figures that storage durability can change.
 FSYNC_SCENARIOS = ("storage", "latency", "throughput")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,6 +84,8 @@ class Bench:
             return await scenarios.throughput(stack, a.throughput_runs, a.throughput_deadline)
         if scenario == "soak":
             return await scenarios.soak(stack, a.soak_seconds, tuple(a.soak_abuse.split(",")))
+        if scenario == "engines":
+            return await scenarios.engines(stack, a.throughput_runs, a.throughput_deadline)
         if scenario == "replica":
             return await scenarios.replica_watch(stack, a.replica_reports, a.replica_interval)
         return await scenarios.fanout(stack, a.sockets, a.ws_processes, a.reports, a.interval)
@@ -99,6 +102,7 @@ class Bench:
             "storage": 12.0,
             "latency": a.latency_deadline,
             "throughput": a.throughput_deadline + 30,
+            "engines": 2 * a.throughput_deadline + 45,
             "fanout": 40.0,
             "replica": a.replica_reports * (a.replica_interval + 0.01) + 30,
             "soak": 2 * a.soak_seconds + 40,
@@ -194,7 +198,7 @@ class Bench:
             for name, result in self.sets.items()
         }
         self.notes[:0] = [
-            f"rounds: {a.rounds} on the set durable to the OS; medians with (min-max) over rounds",
+            f"rounds: {a.rounds} on the set without fsync; medians with (min-max) over rounds",
             f"latency: {a.warmup} warm-up + {a.latency_runs} measured runs per mode per round, "
             f"in sequence (p99 of {a.latency_runs} runs is the slowest of each round)",
             f"throughput: {a.throughput_runs} runs started at once, each watched from seq 1; "
@@ -204,6 +208,10 @@ class Bench:
             f"fresh gateway per round; {a.reports} reports {a.interval} s apart; delivery to "
             "the last socket per report (send time from the step, shared clock)",
             "CPU ms/run: utime+stime from /proc over the measured runs; client = this process",
+            f"engines: throughput's {a.throughput_runs} runs on one engine (A), then on A and a"
+            " second engine (B) on the same database, started alternately and watched where they"
+            " started; one pioneer, polling A (B's steps reach it through the cluster-wide"
+            " queue); everything on the same 2 cores",
             f"replica: a second engine on the database; {a.replica_reports} progress reports "
             f"{a.replica_interval} s apart to engine A by this process (as the step's runner), "
             "watched on B (through its change feed) and on A (in-process, the baseline); "
@@ -253,6 +261,7 @@ def brief(scenario: str, figures: dict[str, float]) -> str:
         "latency": ("start_watch_p50_ms", "start_watch_p99_ms", "execute_p50_ms"),
         "throughput": ("runs_per_s", "completed", "progress_seen", "events_per_s"),
         "fanout": ("to_last_p50_ms", "to_last_p99_ms", "rss_per_socket_kib", "sockets"),
+        "engines": ("one_runs_per_s", "two_runs_per_s", "two_over_one"),
         "replica": ("replica_p50_ms", "replica_p99_ms", "same_engine_p50_ms", "same_engine_p99_ms"),
         "soak": (
             "alone_p50_ms",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 SETS = {
-    "default": "durable to the OS",
+    "default": "no fsync (not crash-safe)",
     "fsync": "fsync at commit (the default)",
     "soak": "3 tenants under quotas",
 }
@@ -74,6 +74,17 @@ ROWS = [
         Row("soak", f"{phase}_p{q}_ms", f"soak: good tenants p{q}, {label}", "ms", None, 1)
         for phase, label in (("alone", "alone"), ("abused", "with the abuser"))
         for q in (50, 99)
+    ),
+    *(
+        Row("engines", f"{n}_runs_per_s", f"scale-out: runs/s on {label}", "/s", None, 1)
+        for n, label in (("one", "one engine"), ("two", "two engines"))
+    ),
+    Row("engines", "two_over_one", "scale-out: two engines / one", "x", None, 2),
+    *(
+        Row("engines", f"{n}_cpu_ms_{process}", f"  CPU ms/run, {label}: {process}", "ms", None, 1)
+        for n, label in (("one", "one engine"), ("two", "two engines"))
+        for process in ("engine", "engine_b", "database", "pioneer", "client")
+        if not (n == "one" and process == "engine_b")
     ),
     Row("soak", "p50_ratio", "soak: good tenants p50 with / without the abuser", "x", None, 2),
     Row(

@@ -162,56 +162,109 @@ async def latency(stack: Stack, runs: int, warmup: int, deadline: float) -> Roun
 async def throughput(stack: Stack, runs: int, deadline: float) -> Round:
     """`runs` runs started at once, each watched from seq 1 on its own stream."""
     assert stack.client is not None
-    client = stack.client
     result = Round()
-    workflow_id = await progress_workflow(client)
-    before = stack.cpu()
+    figures, result.failures = await _at_once(
+        "throughput", [stack.client], runs, deadline, stack.pids()
+    )
+    result.figures.update(
+        {k: v for k, v in figures.items() if not k.startswith("cpu_ms_")},
+        **{f"throughput_{k}": v for k, v in figures.items() if k.startswith("cpu_ms_")},
+    )
+    return result
+
+
+async def _at_once(
+    name: str, clients: list[Client], runs: int, deadline: float, pids: dict[str, int]
+) -> tuple[dict[str, float], list[str]]:
+    """`runs` runs started at once, spread over `clients` (engines) in turn, each watched from
+    seq 1 on the engine it started on; its figures, with the CPU each of `pids` spent per
+    completed run, and its failures."""
+    failures: list[str] = []
+    workflow_id = await progress_workflow(clients[0])
+    before = {who: cpu_seconds(pid) for who, pid in pids.items()}
     began = time.monotonic()
     end = began + deadline
 
-    async def one() -> Watched:
+    async def one(client: Client) -> Watched:
         try:
             execution = await client.start(workflow_id, deadline_seconds=deadline)
         except grpc.aio.AioRpcError as exc:
             return Watched("", error=f"start: {exc.code().name}: {exc.details()}")
         return await watch_to_end(client, execution.execution_id, max(end - time.monotonic(), 1))
 
-    seen = await asyncio.gather(*(one() for _ in range(runs)))
-    after = stack.cpu()
+    seen = await asyncio.gather(*(one(clients[n % len(clients)]) for n in range(runs)))
+    after = {who: cpu_seconds(pid) for who, pid in pids.items()}
     completed = [s for s in seen if s.status == ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED]
     last = max((s.ended for s in seen if s.ended), default=time.monotonic())
     seconds = last - began
     short = [s for s in seen if s.progress < PROGRESS_PER_RUN]
-    result.figures.update(
-        runs=runs,
-        completed=len(completed),
-        seconds=seconds,
-        runs_per_s=len(completed) / seconds,
-        events_per_s=sum(s.last_seq for s in seen) / seconds,
-        progress_seen=sum(s.progress for s in seen),
-        progress_expected=runs * PROGRESS_PER_RUN,
-    )
-    result.figures.update(
-        {f"throughput_{k}": v for k, v in cpu_per_run(before, after, len(completed)).items()}
-    )
+    figures = {
+        "runs": runs,
+        "completed": len(completed),
+        "seconds": seconds,
+        "runs_per_s": len(completed) / seconds,
+        "events_per_s": sum(s.last_seq for s in seen) / seconds,
+        "progress_seen": sum(s.progress for s in seen),
+        "progress_expected": runs * PROGRESS_PER_RUN,
+        **cpu_per_run(before, after, len(completed)),
+    }
     unfinished = [s.execution_id for s in seen if s.execution_id and not s.status]
     if unfinished:
         # Left running, they would load the next round and be counted in its figures.
-        await cancel_all(client, unfinished)
-        await settle(client)
+        await cancel_all(clients[0], unfinished)
+        await settle(clients[0])
     if len(completed) < runs:
         errors = sorted({s.error for s in seen if s.error})[:3]
-        result.failures.append(
-            f"throughput: {runs - len(completed)} of {runs} runs did not complete within "
+        failures.append(
+            f"{name}: {runs - len(completed)} of {runs} runs did not complete within "
             f"{deadline:.0f} s {errors or ''}"
         )
     if short:
         worst = min(short, key=lambda s: s.progress)
-        result.failures.append(
-            f"throughput: {len(short)} runs showed fewer than {PROGRESS_PER_RUN} progress events "
+        failures.append(
+            f"{name}: {len(short)} runs showed fewer than {PROGRESS_PER_RUN} progress events "
             f"on their watch stream (worst: {worst.execution_id or '(not started)'} with "
             f"{worst.progress})"
         )
+    return figures, failures
+
+
+async def engines(stack: Stack, runs: int, deadline: float) -> Round:
+    """Throughput on one engine, then on two: `runs` runs at once on the stack's engine (A);
+    then a second engine (B) joins the database and the runs alternate between A and B, each
+    watched where it started. The stack's pioneer polls A alone and gets B's steps through
+    the cluster-wide step queue (as a runner of any engine does). Figures of each, and the
+    CPU each process spent per run: where a second engine's cost goes on these 2 cores."""
+    assert stack.client is not None and stack.engine is not None
+    result = Round()
+    one, failures = await _at_once("engines (one)", [stack.client], runs, deadline, stack.pids())
+    result.failures += failures
+    port = free_port()
+    second = EngineProcess(
+        {**stack.engine.env, "ENGINE_PORT": str(port), "ENGINE_ID": f"bench-second-{port}"},
+        stack.workdir / "second-engine.log",
+    )
+    second.start()
+    b = Client(f"127.0.0.1:{port}")
+    try:
+        await wait_serving(b.target)
+        assert second.process is not None
+        pids = {**stack.pids(), "engine_b": second.process.pid}
+        two, failures = await _at_once("engines (two)", [stack.client, b], runs, deadline, pids)
+        result.failures += failures
+    except (TimeoutError, grpc.aio.AioRpcError) as exc:
+        result.failures.append(f"engines: the second engine: {exc!r}\n{second.log_tail(20)}")
+        return result
+    finally:
+        await b.close()
+        second.stop()
+    for label, figures in (("one", one), ("two", two)):
+        for key in ("runs_per_s", "completed", "events_per_s"):
+            result.figures[f"{label}_{key}"] = figures[key]
+        for key, value in figures.items():
+            if key.startswith("cpu_ms_"):
+                result.figures[f"{label}_{key}"] = value
+    result.figures["two_over_one"] = two["runs_per_s"] / one["runs_per_s"]
     return result
 
 

@@ -371,6 +371,10 @@ def engine_process_env(mongo_uri: str, database: str, port: int) -> dict[str, st
     }
 
 
+class GatewayProcess(ServiceProcess):
+    module = "services.gateway"
+
+
 class PioneerProcess(ServiceProcess):
     module = "services.pioneer"
 

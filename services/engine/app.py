@@ -102,6 +102,7 @@ class Engine:
             ),
             take_elsewhere=self._forwarder.take,
         )
+        self._forwarder.on_unreachable = self.runner.forget_holder
         self._mirror = QueueMirror(self.runner.queue, self._store, self.runner.holds)
         self.feed.add_listener(self._mirror)
         self._usage = TenantUsage(

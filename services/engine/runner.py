@@ -26,7 +26,7 @@ import asyncio
 import copy
 import logging
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -102,6 +102,9 @@ RUNNER_RECORD_SECONDS = 10.0
 # Looks at an execution that moves between engines (ends, is parked, is taken over) while a
 # command looks for it, before the command is refused as UNAVAILABLE.
 MAX_COMMAND_LOOKS = 10
+# Executions known to be held by another engine, kept so that the calls forwarded there need
+# no read of the database each (a runner's reports reach any engine); the oldest go first.
+MAX_KNOWN_HOLDERS = 10_000
 
 
 class _Released(NotOwner):
@@ -126,6 +129,15 @@ class Assignment:
     heartbeat_timeout_seconds: float
     queued_at: datetime
     started_at: datetime
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """Where another engine holds an execution, and until when its lease, as read, holds."""
+
+    tenant_id: str
+    address: str
+    until: datetime
 
 
 @dataclass
@@ -168,6 +180,7 @@ class Runner:
         # runner_id -> told the token of each attempt it took once that attempt ends here
         # (an in-process runner, such as the webhook pusher, counts its attempts in flight).
         self._end_listeners: dict[str, Callable[[str], None]] = {}
+        self._holders: OrderedDict[str, _Holder] = OrderedDict()
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -315,7 +328,7 @@ class Runner:
 
     # --- the core: change, log, act --------------------------------------------------
 
-    async def _actor(self, execution_id: str) -> _Actor:
+    async def _actor(self, execution_id: str, tenant_id: str) -> _Actor:
         actor = self._actors.get(execution_id)
         if actor is not None:
             return actor
@@ -324,8 +337,45 @@ class Runner:
         if actor is not None:
             return actor
         if claim is not None and claim.owner_address is not None:
+            if claim.owner_until is not None:
+                self._holders[execution_id] = _Holder(
+                    tenant_id, claim.owner_address, claim.owner_until
+                )
+                self._holders.move_to_end(execution_id)
+                if len(self._holders) > MAX_KNOWN_HOLDERS:
+                    self._holders.popitem(last=False)
             raise HeldElsewhere(execution_id, claim.owner_address)
         raise _Released(f"execution {execution_id} moved; look again")
+
+    def _known_holder(self, execution_id: str) -> _Holder | None:
+        """The engine that held the execution when last looked at, while its lease as read
+        then holds: an execution it let go since is looked for again by that engine."""
+        holder = self._holders.get(execution_id)
+        if holder is not None and holder.until <= utc_now():
+            del self._holders[execution_id]
+            return None
+        return holder
+
+    def forget_holder(self, execution_id: str) -> None:
+        """The engine that held it did not answer: the next call looks in the database."""
+        self._holders.pop(execution_id, None)
+
+    def _heard(self, execution_id: str, token: str) -> None:
+        """A report of a running attempt is its runner's sign of life from the moment it
+        arrives, not from when it gets its turn after the changes before it: an engine slow
+        to write (its database busy) must not time out a runner that reported in time."""
+        actor = self._actors.get(execution_id)
+        attempt = actor.state.current_attempt() if actor is not None else None
+        if (
+            actor is None
+            or attempt is None
+            or attempt.status != ex.ATTEMPT_RUNNING
+            or actor.state.attempt_by_token(token) is not attempt
+        ):
+            return
+        now = utc_now()
+        if actor.state.last_heartbeat is None or actor.state.last_heartbeat < now:
+            actor.state.last_heartbeat = now
 
     async def _recover_if_ours(self, execution_id: str) -> Claim:
         # One execution by its _id: a touch of a dropped actor must not cost a scan of
@@ -346,6 +396,11 @@ class Runner:
             try:
                 actor = self._actors.get(execution_id)
                 if actor is None:
+                    holder = self._known_holder(execution_id)
+                    if holder is not None:
+                        if tenant not in (None, holder.tenant_id):
+                            raise ExecutionNotFound(execution_id)
+                        raise HeldElsewhere(execution_id, holder.address)
                     state = await self.store.load_execution(execution_id)
                     if state is None or tenant not in (None, state.workflow.tenant_id):
                         raise ExecutionNotFound(execution_id)
@@ -355,7 +410,7 @@ class Runner:
                         if produce(state, utc_now()):
                             raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
                         return state
-                    actor = await self._actor(execution_id)
+                    actor = await self._actor(execution_id, state.workflow.tenant_id)
                 actor.commands += 1
                 try:
                     # Shielded: once a change has begun, a caller that gives up (deadline,
@@ -935,6 +990,7 @@ class Runner:
     ) -> bool:
         """Logs the progress reports, in order (none: only notes the heartbeat); True when
         the step should stop. A runner of one `tenant` reports only that tenant's steps."""
+        self._heard(execution_id, token)
         for report in reports:
             check_progress(report, self._settings.max_custom_data_bytes)
         cancelled = False
@@ -978,6 +1034,7 @@ class Runner:
         tenant: str | None = None,
     ) -> None:
         """Logs the attempt's end, after the progress it reported last (in the same commit)."""
+        self._heard(execution_id, token)
         check_payload(result, "result", self._settings.max_result_bytes)
         for report in progress or ():
             check_progress(report, self._settings.max_custom_data_bytes)

@@ -194,4 +194,5 @@ class HeldElsewhere(NotOwner):
             f"execution {execution_id} is held by the engine at {address}",
             metadata={"execution_id": execution_id},
         )
+        self.execution_id = execution_id
         self.address = address

@@ -58,6 +58,9 @@ class Forwarder:
             ("grpc.max_send_message_length", max_message_bytes),
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # Told the execution whose holder did not answer a forwarded call (the runner then
+        # looks for it in the database again instead of where it last saw it).
+        self.on_unreachable: Callable[[str], None] = lambda execution_id: None
 
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -152,6 +155,7 @@ class ForwardInterceptor(AsyncServerInterceptor):
                 "forwarded call failed",
                 extra={"method": method_name, "to": held.address, "code": exc.code().name},
             )
+            self._forwarder.on_unreachable(held.execution_id)
             raise Unavailable(
                 f"the engine holding {held.metadata['execution_id']} does not answer; retry",
                 metadata=held.metadata,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -39,6 +40,14 @@ PR_SET_PDEATHSIG = 1
 PARENT_ENV = "DISCOVERY_DATABASE_PARENT"
 START_SECONDS = 30.0
 NOOP_HEARTBEAT_SECONDS = 10
+# A transaction idle this long is aborted (SecantusDB's default is 60 s, as mongod's
+# transactionLifetimeLimitSeconds; docker-compose.yml lowers that too). An engine killed or
+# paused in the middle of a commit leaves the commit open, and it holds the engine's lease
+# document: no other engine can fence that lease, and take its executions over, until the
+# database drops the commit. Well under the default lease (ENGINE_LEASE_SECONDS, 15 s), so
+# that a takeover waits for the lease alone; an engine sends a commit's statements back to
+# back, never seconds apart.
+TRANSACTION_IDLE_SECONDS = 5.0
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -181,9 +190,13 @@ def main() -> int:
         parent = os.environ.get(PARENT_ENV)
         if parent and os.getppid() != int(parent):
             return 1  # the parent died before the signal was asked for
-    from secantus.cli import main as secantus_main
+    import secantus.cli
 
-    return int(secantus_main(sys.argv[1:]))
+    # secantusd-py has no flag for the transaction lifetime (0.7.0b3); its server takes one.
+    secantus.cli.SecantusDBServer = functools.partial(
+        secantus.cli.SecantusDBServer, transaction_lifetime_seconds=TRANSACTION_IDLE_SECONDS
+    )
+    return int(secantus.cli.main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

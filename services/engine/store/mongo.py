@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ LEASES_PER_ENGINE = "leases_per_engine"
 FENCED_LEASE_SECONDS = 24 * 3600
 # Tries of one commit that lost a write conflict (another engine fencing this one, mostly).
 COMMIT_TRIES = 5
+# A commit that takes this share of the lease or more is logged (see _note_slow_commit).
+SLOW_COMMIT_SHARE = 1 / 3
 # The log's change feed: inserted events, and of each only what an Event and its tenant are
 # made of (the change's _id is its resume token, kept whatever the projection says).
 _FEED_FIELDS = ("execution_id", "seq", "type", "time", "data", "attempt_token", "tenant_id")
@@ -165,6 +168,7 @@ class MongoStore:
         self._tasks: list[asyncio.Task[None]] = []
         # This engine's lease (acquire_lease), and the fenced leases it last saw.
         self._lease: LeaseHolder | None = None
+        self._slow_commit_said = -float("inf")
         self._fenced: list[str] = []
         # Whether another engine held a live lease when this one last looked; set once it did.
         self.others_alive = False
@@ -541,6 +545,7 @@ class MongoStore:
             )
             for item in projections
         ]
+        began = time.monotonic()
         for attempt in range(1, COMMIT_TRIES + 1):
             try:
                 async with self._transaction() as session:
@@ -557,10 +562,30 @@ class MongoStore:
                     )
                     if renewed.matched_count == 0:
                         raise Fenced("this engine's lease was fenced; retry")
+                self._note_slow_commit(time.monotonic() - began, lease, len(docs), len(updates))
                 return
             except PyMongoError as exc:
                 if attempt == COMMIT_TRIES or not exc.has_error_label("TransientTransactionError"):
                     raise
+
+    def _note_slow_commit(
+        self, seconds: float, lease: LeaseHolder, events: int, statuses: int
+    ) -> None:
+        """A commit that takes a good part of the lease is the warning before a fence: the
+        other engines see the lease run out while it waits, and take this one's executions
+        over although it is alive. Said at most once a lease period."""
+        period = lease.duration.total_seconds()
+        now = time.monotonic()
+        if seconds < period * SLOW_COMMIT_SHARE or now - self._slow_commit_said < period:
+            return
+        self._slow_commit_said = now
+        log.warning(
+            "a commit took %.1f s of a %.0f s lease: at the full lease other engines take this"
+            " one's executions over (relieve the database, or raise ENGINE_LEASE_SECONDS)",
+            seconds,
+            period,
+            extra={"events": events, "status_documents": statuses},
+        )
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncClientSession]:
@@ -738,7 +763,9 @@ class MongoStore:
             lease = await self.leases.find_one({"_id": owner})
             now = utc_now()
             if lease is not None and lease["fenced_at"] is None and lease["expires_at"] > now:
-                return Claim(held=False, owner_address=lease["address"])
+                return Claim(
+                    held=False, owner_address=lease["address"], owner_until=lease["expires_at"]
+                )
             # Its engine is gone: fenced since this engine last looked, or due to be.
             if lease is not None and lease["fenced_at"] is None:
                 await self._fence(owner, now, expired_only=True)

@@ -69,6 +69,9 @@ class Claim:
 
     held: bool
     owner_address: str | None = None
+    # When the owner's lease, as read, runs out: until then calls for it may go straight
+    # there without another look.
+    owner_until: datetime | None = None
 
 
 @dataclass(frozen=True)

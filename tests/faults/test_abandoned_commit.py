@@ -1,0 +1,89 @@
+"""A client killed in the middle of a transaction (an engine SIGKILLed during a commit) leaves
+that transaction open, and what it wrote locked: the embedded database drops it after
+TRANSACTION_IDLE_SECONDS, so that the engine's lease document, which every commit writes, can
+be fenced and its executions taken over without waiting a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
+
+from services.engine.store.embedded import TRANSACTION_IDLE_SECONDS
+
+# A client that opens a transaction, writes the document, says so, and never commits.
+ABANDON = textwrap.dedent(
+    """
+    import sys, time
+    from pymongo import MongoClient
+    client = MongoClient(sys.argv[1])
+    with client.start_session() as session:
+        session.start_transaction()
+        client[sys.argv[2]]["leases"].update_one(
+            {"_id": "lease"}, {"$set": {"renewed": True}}, session=session
+        )
+        print("open", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+async def fence(uri: str, database: str) -> None:
+    """Writes the document in a transaction of its own, as an engine fencing a lease does;
+    a write conflict with the open transaction raises."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        async with client.start_session() as session, await session.start_transaction():
+            await client[database]["leases"].update_one(
+                {"_id": "lease"}, {"$set": {"fenced": True}}, session=session
+            )
+    finally:
+        await client.close()
+
+
+async def test_the_commit_of_a_killed_client_is_dropped_and_its_document_written_again(
+    mongo_server: str, database: str
+) -> None:
+    seed: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server)
+    await seed[database]["leases"].insert_one({"_id": "lease"})
+    await seed.close()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ABANDON, mongo_server, database, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        assert (await child.stdout.readline()).strip() == b"open"
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        killed = time.monotonic()
+        try:
+            await fence(mongo_server, database)
+            raise AssertionError("the killed client's transaction held nothing")
+        except OperationFailure as exc:
+            assert exc.has_error_label("TransientTransactionError"), exc
+        while True:
+            try:
+                await fence(mongo_server, database)
+                break
+            except OperationFailure as exc:
+                assert exc.has_error_label("TransientTransactionError"), exc
+                assert time.monotonic() - killed < TRANSACTION_IDLE_SECONDS + 5
+                await asyncio.sleep(0.2)
+        dropped_after = time.monotonic() - killed
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    check: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server)
+    doc = await check[database]["leases"].find_one({"_id": "lease"})
+    await check.close()
+    # Its write went with it; the fence's stayed.
+    assert doc == {"_id": "lease", "fenced": True}
+    assert dropped_after >= TRANSACTION_IDLE_SECONDS - 1
