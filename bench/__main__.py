@@ -9,8 +9,8 @@ inserts), `latency` (5 steps x 3 progress reports, runs in sequence: start+watch
 ExecuteWorkflow), `throughput` (500 runs at once, each watched), `fanout` (one run, 1,000
 WebSockets on one gateway), `soak` (3 tenants on a stack of their own, under quotas: two run
 5-step workflows alone, beside an abuser, alone again; their p50/p99 both ways, the ratio),
-`engines` (throughput's runs on one engine, then on two engines on one database; runs/s
-of each and each process's CPU per run), `replica` (cross-replica watch latency: a second
+`engines` (200 runs at once on one engine, then on two engines on one database; runs/s of
+each and each process's CPU per run), `replica` (cross-replica watch latency: a second
 engine on the database; progress reported to the first, watched on both; acknowledged ->
 received p50/p99 on each). Each but soak repeats --rounds times (3) against a database
 that does not fsync; soak runs once next; then storage/latency/throughput again against one
@@ -85,7 +85,7 @@ class Bench:
         if scenario == "soak":
             return await scenarios.soak(stack, a.soak_seconds, tuple(a.soak_abuse.split(",")))
         if scenario == "engines":
-            return await scenarios.engines(stack, a.throughput_runs, a.throughput_deadline)
+            return await scenarios.engines(stack, a.engines_runs, a.throughput_deadline)
         if scenario == "replica":
             return await scenarios.replica_watch(stack, a.replica_reports, a.replica_interval)
         return await scenarios.fanout(stack, a.sockets, a.ws_processes, a.reports, a.interval)
@@ -208,8 +208,8 @@ class Bench:
             f"fresh gateway per round; {a.reports} reports {a.interval} s apart; delivery to "
             "the last socket per report (send time from the step, shared clock)",
             "CPU ms/run: utime+stime from /proc over the measured runs; client = this process",
-            f"engines: throughput's {a.throughput_runs} runs on one engine (A), then on A and a"
-            " second engine (B) on the same database, started alternately and watched where they"
+            f"engines: {a.engines_runs} runs at once on one engine (A), then on A and a second"
+            " engine (B) on the same database, started alternately and watched where they"
             " started; one pioneer, polling A (B's steps reach it through the cluster-wide"
             " queue); everything on the same 2 cores",
             f"replica: a second engine on the database; {a.replica_reports} progress reports "
@@ -307,6 +307,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=45.0,
         help="seconds per throughput round; runs unfinished by then are failures",
+    )
+    parser.add_argument(
+        "--engines-runs",
+        type=int,
+        default=200,
+        help="runs at once in each half of the engines scenario (throughput's 500 make commits"
+        " of several seconds on the embedded database, and two engines then fence each other)",
     )
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--ws-processes", type=int, default=2)

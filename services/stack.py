@@ -27,7 +27,7 @@ from pathlib import Path
 from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, TokenAuthority
 from services.engine.config import webhook_urls
 from services.engine.store.embedded import DatabaseProcess
-from services.envconfig import ConfigError, boolean, grpc_target, integer
+from services.envconfig import ConfigError, grpc_target, integer
 from services.grpc_auth import BearerToken
 from services.pioneer.errors import PioneerError
 from services.pioneer.workflows import ensure_document_workflow
@@ -237,9 +237,7 @@ async def main(argv: Sequence[str] = ()) -> int:
     database: DatabaseProcess | None = None
     if counts.engines > 1 and not env.get("MONGODB_URI", "").strip():
         # One database for every engine. One engine alone starts (and restarts) its own.
-        database = DatabaseProcess(
-            Path(data_dir), sync_on_commit=boolean(env, "DISCOVERY_DB_FSYNC", True)
-        )
+        database = DatabaseProcess(Path(data_dir))
         try:
             env["MONGODB_URI"] = await database.start_async()
         except RuntimeError as exc:

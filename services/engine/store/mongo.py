@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import time
 import uuid
@@ -100,6 +101,12 @@ LEASES_PER_ENGINE = "leases_per_engine"
 FENCED_LEASE_SECONDS = 24 * 3600
 # Tries of one commit that lost a write conflict (another engine fencing this one, mostly).
 COMMIT_TRIES = 5
+# What one commit holds at most. Under a backlog a commit of everything pending grows with it
+# (a burst of 500 runs made commits of 9 s on the embedded database), and the lease that
+# every commit renews runs out while one is under way: another engine fences a live one. The
+# rest goes in the next commit, at once.
+MAX_COMMIT_EVENTS = 256
+MAX_COMMIT_STATUSES = 128
 # A commit that takes this share of the lease or more is logged (see _note_slow_commit).
 SLOW_COMMIT_SHARE = 1 / 3
 # The log's change feed: inserted events, and of each only what an Event and its tenant are
@@ -451,7 +458,7 @@ class MongoStore:
                     async with asyncio.timeout(max(due, 0.0)):
                         await self._wakeup.wait()
             self._wakeup.clear()
-            batch, self._pending = self._pending, []
+            batch = self._next_batch()
             try:
                 await self._flush(batch)
             except Exception:  # the loop must outlive any one batch
@@ -462,11 +469,28 @@ class MongoStore:
                             StoreUnavailable("the event log write failed; retry")
                         )
 
+    def _next_batch(self) -> list[_Append]:
+        """The oldest pending appends, up to MAX_COMMIT_EVENTS events (one append at least);
+        what is left wakes the loop again at once."""
+        taken, events = 0, 0
+        while taken < len(self._pending):
+            events += len(self._pending[taken].event_docs)
+            if taken and events > MAX_COMMIT_EVENTS:
+                break
+            taken += 1
+        batch, self._pending = self._pending[:taken], self._pending[taken:]
+        if self._pending:
+            self._wakeup.set()
+        return batch
+
     async def _flush(self, batch: list[_Append]) -> None:
         loop = asyncio.get_running_loop()
         aged = self._projections_since is not None and (
             loop.time() - self._projections_since >= PROJECTION_SECONDS
         )
+        # The oldest first; those past MAX_COMMIT_STATUSES stay due for the next commit.
+        aged_items = list(itertools.islice(self._projections.values(), MAX_COMMIT_STATUSES))
+        all_aged = aged and len(aged_items) == len(self._projections)
         failures: dict[int, Exception] = {}
         for i, item in enumerate(batch):
             if item.lease is not self._lease:
@@ -476,7 +500,7 @@ class MongoStore:
         while len(failures) < len(batch) or aged:
             live = [i for i in range(len(batch)) if i not in failures]
             docs = [(i, doc) for i in live for doc in batch[i].event_docs]
-            due = {p.execution_id: p for p in self._projections.values()} if aged else {}
+            due = {p.execution_id: p for p in aged_items} if aged else {}
             for i in live:
                 if batch[i].urgent:
                     due[batch[i].execution_id] = batch[i]
@@ -501,7 +525,7 @@ class MongoStore:
                 return self._settle(batch, failures, [], aged=False)
             written = list(due.values())
             break
-        self._settle(batch, failures, written, aged=aged)
+        self._settle(batch, failures, written, aged=all_aged)
 
     def _settle(
         self,
@@ -735,29 +759,41 @@ class MongoStore:
 
     async def claim_orphans(self) -> list[str]:
         mine = self._lease_id()
-        await self.executions.update_many(
-            {"lease_owner": {"$in": [ORPHAN, *self._fenced]}}, {"$set": {"lease_owner": mine}}
-        )
+        orphans = {"lease_owner": {"$in": [ORPHAN, *self._fenced]}}
+        # A read first, and a write only when there is something to claim (seldom): under
+        # load the multi-document update took seconds each lease round even when it matched
+        # nothing (SecantusDB, while commits wrote the same collection).
+        found = await self.executions.find(orphans, {"_id": 1}).to_list()
+        if found:
+            await self.executions.update_many(
+                {"_id": {"$in": [d["_id"] for d in found]}, **orphans},
+                {"$set": {"lease_owner": mine}},
+            )
         cursor = self.executions.find({"lease_owner": mine}, {"_id": 1})
         return [d["_id"] for d in await cursor.to_list()]
 
     async def claim_execution(self, execution_id: str) -> Claim:
         for _ in range(2):
             mine = self._lease_id()
-            result = await self.executions.update_one(
-                {
-                    "_id": execution_id,
-                    "$or": [
-                        {"lease_owner": {"$in": [mine, ORPHAN, *self._fenced]}},
-                        {"parked": True},
-                    ],
-                },
-                {"$set": {"lease_owner": mine}, "$unset": {"parked": ""}},
+            claimable: list[str | None] = [mine, ORPHAN, *self._fenced]
+            # A read first: the update is for what this engine may take, and it would wait
+            # on the holder's open commit of the same document otherwise (and a non-owner
+            # looks for the holder of every execution a forwarded call names).
+            doc = await self.executions.find_one(
+                {"_id": execution_id}, {"lease_owner": 1, "parked": 1}
             )
-            if result.matched_count:
-                return Claim(held=True)
-            doc = await self.executions.find_one({"_id": execution_id}, {"lease_owner": 1})
             owner = doc.get("lease_owner") if doc else None
+            if doc is not None and (doc.get("parked") is True or owner in claimable):
+                result = await self.executions.update_one(
+                    {
+                        "_id": execution_id,
+                        "$or": [{"lease_owner": {"$in": claimable}}, {"parked": True}],
+                    },
+                    {"$set": {"lease_owner": mine}, "$unset": {"parked": ""}},
+                )
+                if result.matched_count:
+                    return Claim(held=True)
+                continue  # it moved meanwhile: look again
             if not owner:
                 return Claim(held=False)  # it ended meanwhile
             lease = await self.leases.find_one({"_id": owner})
