@@ -229,6 +229,19 @@ async def _at_once(
     return figures, failures
 
 
+def another_engine(stack: Stack, name: str) -> tuple[EngineProcess, Client]:
+    """A second engine on the stack's database, started (the caller waits until it serves,
+    and stops it); a client of it."""
+    assert stack.engine is not None
+    port = free_port()
+    engine = EngineProcess(
+        {**stack.engine.env, "ENGINE_PORT": str(port), "ENGINE_ID": f"bench-{name}-{port}"},
+        stack.workdir / f"{name}-engine.log",
+    )
+    engine.start()
+    return engine, Client(f"127.0.0.1:{port}")
+
+
 async def engines(stack: Stack, runs: int, deadline: float) -> Round:
     """Throughput on one engine, then on two: `runs` runs at once on the stack's engine (A);
     then a second engine (B) joins the database and the runs alternate between A and B, each
@@ -239,13 +252,7 @@ async def engines(stack: Stack, runs: int, deadline: float) -> Round:
     result = Round()
     one, failures = await _at_once("engines (one)", [stack.client], runs, deadline, stack.pids())
     result.failures += failures
-    port = free_port()
-    second = EngineProcess(
-        {**stack.engine.env, "ENGINE_PORT": str(port), "ENGINE_ID": f"bench-second-{port}"},
-        stack.workdir / "second-engine.log",
-    )
-    second.start()
-    b = Client(f"127.0.0.1:{port}")
+    second, b = another_engine(stack, "second")
     try:
         await wait_serving(b.target)
         assert second.process is not None
@@ -461,13 +468,7 @@ async def replica_watch(stack: Stack, reports: int, interval: float) -> Round:
     assert stack.client is not None and stack.engine is not None
     a = stack.client
     result = Round()
-    port = free_port()
-    replica = EngineProcess(
-        {**stack.engine.env, "ENGINE_PORT": str(port), "ENGINE_ID": f"bench-replica-{port}"},
-        stack.workdir / "replica.log",
-    )
-    replica.start()
-    b = Client(f"127.0.0.1:{port}")
+    replica, b = another_engine(stack, "replica")
     watchers: list[asyncio.Task[None]] = []
     try:
         await wait_serving(b.target)
