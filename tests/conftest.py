@@ -30,6 +30,18 @@ def database() -> str:
 
 
 @pytest.fixture
+async def own_database(tmp_path: Path) -> AsyncIterator[str]:
+    """A database server of the test's own, for a test whose load (tens of thousands of runs,
+    a cluster of services) would slow the session's server for every test after it, and whose
+    data takes longer to drop than a server to stop."""
+    server = DatabaseProcess(tmp_path / "secantus")
+    try:
+        yield await server.start_async()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 async def stack(mongo_server: str, database: str) -> AsyncIterator[Stack]:
     running = await start_stack(mongo_server, database)
     try:

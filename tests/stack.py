@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -133,6 +134,15 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
 
 def as_dict(message: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(message)
+
+
+def step_successes(events: list[ex_pb.ExecutionEvent]) -> Counter[int]:
+    """How many attempts of each step (by order) succeeded, in a run's log."""
+    return Counter(
+        as_dict(e.data)["order"]
+        for e in events
+        if e.type == ex_pb.EVENT_TYPE_STEP_FINISHED and as_dict(e.data)["status"] == "success"
+    )
 
 
 class Pioneer:

@@ -22,7 +22,6 @@ import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from pymongo import AsyncMongoClient
 
-from services.engine.store.embedded import DatabaseProcess
 from services.gateway.legacy import event_name
 from tests.stack import (
     Client,
@@ -30,9 +29,9 @@ from tests.stack import (
     GatewayProcess,
     PioneerProcess,
     ServiceProcess,
-    as_dict,
     engine_process_env,
     free_port,
+    step_successes,
     token,
     wait_for_handlers,
     wait_http,
@@ -112,17 +111,6 @@ async def cluster(uri: str, database: str, logs: Path) -> AsyncIterator[Cluster]
         yield Cluster(engines, targets, pioneers, urls, processes)
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop) for p in processes))
-
-
-@pytest.fixture
-async def own_database(tmp_path: Path) -> AsyncIterator[str]:
-    """Seven services and 300 watchers load a database enough to slow every later test on the
-    session's server."""
-    server = DatabaseProcess(tmp_path / "secantus")
-    try:
-        yield await server.start_async()
-    finally:
-        server.stop()
 
 
 async def watch(
@@ -238,7 +226,7 @@ async def test_a_cluster_finishes_every_run_and_every_watcher_sees_every_event_t
             )
             since_kill, since_expiry = await takeover(db, lease, killed_at)
 
-            survivor = clients[c.engines.index(victim) - 1]
+            survivor = next(x for x, e in zip(clients, c.engines, strict=True) if e is not victim)
             finals = await asyncio.gather(*(survivor.wait_terminal(i, 240) for i in ids))
             seen = await asyncio.wait_for(asyncio.gather(*watchers), 120)
             logs = {i: await survivor.events(i) for i in ids}
@@ -252,13 +240,7 @@ async def test_a_cluster_finishes_every_run_and_every_watcher_sees_every_event_t
         assert outcomes == {"EXECUTION_STATUS_COMPLETED": RUNS}, c.logs()
         for execution_id, events in logs.items():
             assert [e.seq for e in events] == list(range(1, len(events) + 1)), execution_id
-            successes = Counter(
-                as_dict(e.data)["order"]
-                for e in events
-                if e.type == ex_pb.EVENT_TYPE_STEP_FINISHED
-                and as_dict(e.data)["status"] == "success"
-            )
-            assert successes == {1: 1, 2: 1, 3: 1}, execution_id
+            assert step_successes(events) == {1: 1, 2: 1, 3: 1}, execution_id
 
         for (_, execution_id, after), (messages, close_code) in zip(plan, seen, strict=True):
             assert close_code == aiohttp.WSCloseCode.OK, (execution_id, messages[-3:])

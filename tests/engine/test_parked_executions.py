@@ -16,7 +16,6 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from pymongo import AsyncMongoClient
 
-from services.engine.store.embedded import DatabaseProcess
 from tests.stack import (
     Client,
     EngineProcess,
@@ -98,17 +97,6 @@ async def test_waiting_runs_are_let_go_and_taken_up_by_their_next_command(stack:
         final = await c.wait_terminal(execution_id, 20)
         assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
         assert final.dynamic_properties["ok"] == 1
-
-
-@pytest.fixture
-async def own_database(tmp_path: Path) -> AsyncIterator[str]:
-    """A database server of its own: 50,000 runs would slow the session's server for every
-    test after this one, and dropping them takes longer than stopping a server."""
-    server = DatabaseProcess(tmp_path / "secantus")
-    try:
-        yield await server.start_async()
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,10 @@ from tests.stack import (
     Client,
     EngineProcess,
     Pioneer,
-    as_dict,
     authenticated,
     engine_process_env,
     error_info,
+    step_successes,
     token,
     wait_for_runner,
     wait_serving,
@@ -390,12 +389,6 @@ async def test_runners_of_every_engine_finish_every_run_when_an_engine_is_killed
                 assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED, execution_id
                 events = await b.client.events(execution_id)
                 assert [e.seq for e in events] == list(range(1, len(events) + 1))
-                successes = Counter(
-                    as_dict(e.data)["order"]
-                    for e in events
-                    if e.type == ex_pb.EVENT_TYPE_STEP_FINISHED
-                    and as_dict(e.data)["status"] == "success"
-                )
-                assert successes == {1: 1, 2: 1}, events
+                assert step_successes(events) == {1: 1, 2: 1}, events
         finally:
             await pioneer.stop()
