@@ -105,6 +105,9 @@ MAX_COMMAND_LOOKS = 10
 # Executions known to be held by another engine, kept so that the calls forwarded there need
 # no read of the database each (a runner's reports reach any engine); the oldest go first.
 MAX_KNOWN_HOLDERS = 10_000
+# Executions loaded at once when this engine takes executions over (at start, after a fence,
+# from a dead engine).
+RECOVERIES_AT_ONCE = 32
 
 
 class _Released(NotOwner):
@@ -273,9 +276,12 @@ class Runner:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._settings.lease_seconds / 3)
             log.warning("new lease taken after a fence")
-            await self._claim()
         finally:
             self._reletting = None
+        # Not awaited by the callers that met the fence: they need a lease, not the reload of
+        # every execution, which takes a commit each and under load took longer than a
+        # client's deadline (a start waited for it and failed a fault test once).
+        self._spawn(self._claim_or_log())
 
     def _drop_all(self) -> None:
         if self._actors:
@@ -287,13 +293,26 @@ class Runner:
             self._drop(execution_id)
 
     async def _claim(self) -> None:
+        """Holds what this engine's lease claims: executions whose engine is gone, and its own
+        dropped ones. Loaded side by side, so that their first writes share commits."""
         lease = self.store.lease_id
-        for execution_id in await self.store.claim_orphans():
-            if execution_id not in self._actors:
+        slots = asyncio.Semaphore(RECOVERIES_AT_ONCE)
+
+        async def recover(execution_id: str) -> None:
+            async with slots:
                 try:
                     await self._recover(execution_id, lease)
                 except (PyMongoError, DiscoveryError) as exc:
                     log.warning("recovery of %s failed: %s", execution_id, exc)
+
+        claimed = await self.store.claim_orphans()
+        await asyncio.gather(*(recover(i) for i in claimed if i not in self._actors))
+
+    async def _claim_or_log(self) -> None:
+        try:
+            await self._claim()
+        except (PyMongoError, DiscoveryError) as exc:
+            log.warning("claim after a new lease failed (the lease loop tries again): %s", exc)
 
     async def _recover(self, execution_id: str, lease: str | None) -> None:
         """Loads an execution claimed under `lease` and holds it, unless that lease is not

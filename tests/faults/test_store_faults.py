@@ -43,7 +43,9 @@ async def start_until_accepted(c: Client, workflow_id: str, i: int, codes: Count
             codes[exc.code().name] += 1
             if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 # Once (CI), a start here outlived its 60 s deadline while the slowest takes
-                # about 4 s: say where the engine (in this process) was waiting.
+                # about 4 s: it met a fence and waited for the reload of every held run
+                # (tests/engine/test_fences.py). Should one hang again, say where the engine
+                # (in this process) waited.
                 print(_tasks_waiting())
             assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
             await asyncio.sleep(0.05)

@@ -718,7 +718,13 @@ class MongoStore:
             )
 
     async def fence_expired_leases(self, now: datetime) -> None:
-        expired = self.leases.find({"expires_at": {"$lt": now}, "fenced_at": None}, {"_id": 1})
+        # Never this engine's own: it is alive, and a commit that outlasted the lease renews
+        # it (as long as no other engine fenced it meanwhile). Fencing itself would only make
+        # it let go of and reload everything it holds.
+        expired = self.leases.find(
+            {"expires_at": {"$lt": now}, "fenced_at": None, "_id": {"$ne": self.lease_id}},
+            {"_id": 1},
+        )
         for doc in await expired.to_list():
             await self._fence(doc["_id"], now, expired_only=True)
         await self._read_leases()

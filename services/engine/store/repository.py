@@ -153,8 +153,8 @@ class ExecutionStore(Protocol):
         ...
 
     async def fence_expired_leases(self, now: datetime) -> None:
-        """Fences every lease that ran out: their engines can write nothing more, and their
-        executions are orphans (`claim_orphans`)."""
+        """Fences every lease that ran out but this engine's own: their engines can write
+        nothing more, and their executions are orphans (`claim_orphans`)."""
         ...
 
     async def claim_orphans(self) -> list[str]:
