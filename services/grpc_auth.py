@@ -9,7 +9,7 @@ to a proto stays closed until someone decides who may call it. The health check 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -17,6 +17,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
+from discovery_client.credentials import BearerToken as BearerToken
+from discovery_client.credentials import Credentials as Credentials
 from services.auth import AuthError, PermissionDenied, Principal, TokenAuthority, Unauthenticated
 
 HEALTH = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
@@ -80,22 +82,6 @@ class AuthInterceptor(AsyncServerInterceptor):
         if hasattr(response, "__aiter__"):
             return response
         return await response
-
-
-class Credentials(Protocol):
-    """Where a client's `authorization` metadata comes from."""
-
-    def metadata(self) -> tuple[tuple[str, str], ...]: ...
-
-
-class BearerToken:
-    """A token given from outside (an API key, a watch token)."""
-
-    def __init__(self, token: str) -> None:
-        self._metadata = (("authorization", f"Bearer {token}"),)
-
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
 
 
 class _Bearer:

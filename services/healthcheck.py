@@ -12,8 +12,9 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from discovery_client.channel import channel
+from discovery_client.settings import tls_from_env
 from services.envconfig import ConfigError
-from services.tls import channel, tls_from_env
 
 
 def main(target: str) -> int:

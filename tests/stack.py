@@ -36,6 +36,7 @@ from grpc_status import rpc_status
 from pymongo import AsyncMongoClient
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
+from discovery_client.requests import struct
 from services.auth import (
     ADMIN,
     ANY_TENANT,
@@ -124,12 +125,6 @@ TERMINAL = {
     ex_pb.EXECUTION_STATUS_FAILED,
     ex_pb.EXECUTION_STATUS_CANCELLED,
 }
-
-
-def struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    json_format.ParseDict(value, message)
-    return message
 
 
 def as_dict(message: struct_pb2.Struct) -> dict[str, Any]:

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from discovery_client import Client as CliClient
+from discovery_client import Settings as ClientSettings
 from services.certs import Authority
-from services.cli.client import EngineClient as CliClient
 from services.cli.config import engine_target
 from services.cli.errors import UsageError
 from services.engine.app import Engine
 from services.envconfig import ConfigError
 from services.gateway.config import Settings as GatewaySettings
-from services.gateway.engine import EngineClient
+from services.gateway.engine import engine_client
 from services.grpc_auth import BearerToken
 from services.pioneer.config import Settings as PioneerSettings
 from services.tls import CA_ENV, CERT_ENV, KEY_ENV, tls_from_env
@@ -101,18 +102,18 @@ async def test_clients_of_two_engines_go_on_when_one_stops(
     engines, env = two_engines
     settings = GatewaySettings.from_env(env)
     assert settings.engine_target.startswith("ipv4:")
-    gateway = EngineClient(settings).as_caller(BearerToken(token()))
-    cli = CliClient(settings.engine_target, token(), tls=settings.tls)
+    gateway = engine_client(settings).with_credentials(BearerToken(token()))
+    cli = CliClient(ClientSettings(settings.engine_target, token(), settings.tls))
     try:
         # Both engines answer (TLS checks each against the list's first address, which both
         # certificates name), then either one alone does.
         for _ in range(4):
-            await gateway.list_workflows(10, "")
-            await asyncio.to_thread(cli.list_workflows)
+            await gateway.list_workflows(page_size=10)
+            await asyncio.to_thread(cli.list_workflows, page_size=10)
         await engines[0].stop(grace=0)
         for _ in range(6):
-            await gateway.list_workflows(10, "")
-            await asyncio.to_thread(cli.list_workflows)
+            await gateway.list_workflows(page_size=10)
+            await asyncio.to_thread(cli.list_workflows, page_size=10)
     finally:
         await gateway.close()
         cli.close()

@@ -16,21 +16,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from discovery_client.settings import DEFAULT_TARGET, DEFAULT_TIMEOUT_SECONDS, ENGINE_ENV, TOKEN_ENV
 from rich.text import Text
 
+from discovery_client import Client, EngineError
 from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, RUNNER, WATCHER
 from services.certs import DEFAULT_HOSTS
 from services.cli import commands
-from services.cli.client import DEFAULT_TIMEOUT_SECONDS, EngineClient
-from services.cli.config import DEFAULT_TARGET, ENV_VAR, TOKEN_ENV, api_token, engine_target
+from services.cli.config import RETRIED_STARTS, engine_settings
 from services.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError, UsageError
 from services.cli.render import make_console
-from services.envconfig import ConfigError
-from services.tls import tls_from_env
 
 EPILOG = f"""\
 engine:
-  --engine HOST:PORT, else ${ENV_VAR}, else {DEFAULT_TARGET} (http://host:port is accepted;
+  --engine HOST:PORT, else ${ENGINE_ENV}, else {DEFAULT_TARGET} (http://host:port is accepted;
   several engines: IP:PORT,IP:PORT or dns:///NAME:PORT, a name with every engine's address).
   Every call carries ${TOKEN_ENV}, else the file $DISCOVERY_TOKEN_FILE, else
   ./.discovery/token (written by `make run`).
@@ -78,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         metavar="HOST:PORT",
         default=argparse.SUPPRESS,
-        help=f"engine gRPC address (default: ${ENV_VAR} or {DEFAULT_TARGET})",
+        help=f"engine gRPC address (default: ${ENGINE_ENV} or {DEFAULT_TARGET})",
     )
     connection.add_argument(
         "--timeout",
@@ -266,7 +265,7 @@ def dispatch(args: argparse.Namespace) -> int:
     timeout: float = getattr(args, "timeout", DEFAULT_TIMEOUT_SECONDS)
     if args.command == "up":
         counts = [f"--{kind}={getattr(args, kind)}" for kind in ("engines", "pioneers", "gateways")]
-        commands.up(engine or os.environ.get(ENV_VAR) or None, counts)
+        commands.up(engine or os.environ.get(ENGINE_ENV) or None, counts)
     if args.command == "secrets":
         hosts = tuple(h.strip() for h in args.hosts.split(",") if h.strip())
         return commands.make_secrets(args.directory, hosts)
@@ -280,12 +279,7 @@ def dispatch(args: argparse.Namespace) -> int:
         )
     if timeout <= 0:
         raise UsageError("--timeout: must be more than 0")
-    target = engine_target(engine)
-    try:
-        tls = tls_from_env(os.environ)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    with EngineClient(target, api_token(), timeout=timeout, tls=tls) as client:
+    with Client(engine_settings(engine, timeout), options=RETRIED_STARTS) as client:
         json_output: bool = getattr(args, "json", False)
         ctx = commands.Context(client, make_console(), make_console(stderr=True), json_output)
         match args.command:
@@ -336,6 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         errors.print(Text(f"discovery: {exc.describe()}"), soft_wrap=True)
         return exc.exit_code
+    except EngineError as exc:
+        errors.print(Text(f"discovery: {exc.describe()}"), soft_wrap=True)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -16,20 +16,12 @@ from discovery.engine.v1 import workflow_pb2 as wf_pb
 from rich.console import Console
 from rich.text import Text
 
+from discovery_client import TERMINAL_EVENTS, Client, EngineError
 from services.auth import WATCHER, TokenAuthority
 from services.certs import make_deployment_secrets
 from services.cli import render
-from services.cli.client import EngineClient
 from services.cli.documents import file_document, json_object, read_definition
-from services.cli.errors import (
-    EXIT_EXECUTION_FAILED,
-    EXIT_OK,
-    CliError,
-    EngineError,
-    Interrupted,
-    UsageError,
-)
-from services.cli.follow import TERMINAL_EVENTS, Follower
+from services.cli.errors import EXIT_EXECUTION_FAILED, EXIT_OK, CliError, Interrupted, UsageError
 from services.cli.watch_view import Outcome, event_data, event_name, make_view
 from services.envconfig import ConfigError
 from services.token_keys import SIGNING_KEY_FILE_ENV, AuthKeys, load_signing_key
@@ -41,7 +33,7 @@ LOCAL_OPERATOR_KEY = Path(".discovery/keys/operator.key")
 
 @dataclass(frozen=True)
 class Context:
-    client: EngineClient
+    client: Client
     out: Console
     err: Console
     json: bool = False
@@ -51,7 +43,7 @@ class Context:
 
 
 def workflows_list(ctx: Context) -> int:
-    workflows = ctx.client.list_workflows()
+    workflows = all_workflows(ctx.client)
     if ctx.json:
         render.print_json({"workflows": [render.message_json(w) for w in workflows]})
     elif not workflows:
@@ -94,13 +86,25 @@ def resolve_workflow(ctx: Context, ref: str) -> wf_pb.Workflow:
         except EngineError as exc:
             if exc.code is not grpc.StatusCode.NOT_FOUND:
                 raise
-    named = ctx.client.list_workflows(name=ref)
+    named = all_workflows(ctx.client, name=ref)
     if not named:
         raise CliError(f"no workflow with the id or name {ref!r} (see `discovery workflows list`)")
     if len(named) > 1:
         newest = named[-1].workflow_id
         ctx.err.print(Text(f"{len(named)} workflows are named {ref!r}; using the newest, {newest}"))
     return named[-1]
+
+
+def all_workflows(client: Client, name: str = "") -> list[wf_pb.Workflow]:
+    """Every page, oldest first."""
+    found: list[wf_pb.Workflow] = []
+    token = ""
+    while True:
+        page = client.list_workflows(page_size=1000, page_token=token, name=name)
+        found.extend(page.workflows)
+        token = page.next_page_token
+        if not token:
+            return found
 
 
 def _is_uuid(text: str) -> bool:
@@ -145,7 +149,7 @@ def run(ctx: Context, options: RunOptions) -> int:
         manual=options.manual,
         request_id=request_id,
         priority=options.priority or 0,
-    )
+    ).execution
     if ctx.json:
         render.print_json(render.message_json(execution))
     else:
@@ -179,21 +183,23 @@ def follow(ctx: Context, execution: ex_pb.Execution, after_seq: int | None) -> i
     execution_id = execution.execution_id
     steps = ctx.client.list_steps(execution_id)
     view = make_view(ctx.json, ctx.out, ctx.err)
-    follower = Follower(ctx.client, execution_id, after_seq, on_resume=view.resumed)
     terminal: ex_pb.ExecutionEvent | None = None
+    last_seq = after_seq
     try:
         view.begin(execution, steps)
-        for item in follower.items():
+        for item in ctx.client.watch(execution_id, after_seq, on_resume=view.resumed):
             if isinstance(item, ex_pb.Execution):
+                last_seq = item.last_seq
                 view.snapshot(item)
                 continue
+            last_seq = item.seq
             view.event(item)
             if item.type in TERMINAL_EVENTS:
                 terminal = item
         outcome = _outcome(ctx, execution, terminal)
         view.finish(outcome)
     except KeyboardInterrupt:
-        raise Interrupted(execution_id, follower.last_seq) from None
+        raise Interrupted(execution_id, last_seq) from None
     finally:
         view.close()
     return EXIT_OK if outcome.status == "completed" else EXIT_EXECUTION_FAILED

@@ -1,29 +1,55 @@
 """Where the engines are (`--engine HOST:PORT[,…]`, else DISCOVERY_ENGINE, else
 localhost:50051) and who the CLI is to them (DISCOVERY_TOKEN, else the file
-DISCOVERY_TOKEN_FILE, else the `.discovery/token` that `make run` writes)."""
+DISCOVERY_TOKEN_FILE, else the `.discovery/token` that `make run` writes): the client
+library's settings (discovery_client/settings.py), with the flag on top."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
+from discovery_client.errors import ConfigError
+from discovery_client.settings import (
+    DEFAULT_TARGET,
+    ENGINE_ENV,
+    GRPC_SCHEMES,
+    Settings,
+    grpc_target,
+    tls_from_env,
+    token_from_env,
+)
+
+from discovery_client.channel import IDEMPOTENT_READS, channel_options
 from services.cli.errors import UsageError
-from services.envconfig import GRPC_SCHEMES, ConfigError, grpc_target
 
-ENV_VAR = "DISCOVERY_ENGINE"
-DEFAULT_TARGET = "localhost:50051"
-TOKEN_ENV = "DISCOVERY_TOKEN"
-TOKEN_FILE_ENV = "DISCOVERY_TOKEN_FILE"
-LOCAL_TOKEN_FILE = Path(".discovery") / "token"
+__all__ = ["DEFAULT_TARGET", "ENGINE_ENV", "RETRIED_STARTS", "engine_settings", "engine_target"]
+
+# Starts are retried too: the CLI always sends a request_id, so a retry finds the same run.
+RETRIED_STARTS = channel_options(
+    retried=[*IDEMPOTENT_READS, ("discovery.engine.v1.ExecutionService", "StartExecution")],
+    reconnect_backoff_ms=(100, 1000),
+)
+
+
+def engine_settings(
+    flag: str | None, timeout_seconds: float, environ: Mapping[str, str] = os.environ
+) -> Settings:
+    try:
+        return Settings(
+            target=engine_target(flag, environ),
+            token=token_from_env(environ),
+            tls=tls_from_env(environ),
+            timeout_seconds=timeout_seconds,
+        )
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def engine_target(flag: str | None, environ: Mapping[str, str] = os.environ) -> str:
     """The gRPC target to dial: `host:port` (`http://host:port` is accepted: the seed's URLs
-    have it), a list of engines or a gRPC target, as the services read theirs
-    (services/envconfig.grpc_target)."""
-    source = "--engine" if flag is not None else ENV_VAR
-    raw = flag if flag is not None else environ.get(ENV_VAR, "")
+    have it), a list of engines or a gRPC target, as the services read theirs."""
+    source = "--engine" if flag is not None else ENGINE_ENV
+    raw = flag if flag is not None else environ.get(ENGINE_ENV, "")
     if flag is not None and not flag.strip():
         raise UsageError("--engine: empty")
     scheme, sep, _ = raw.strip().partition("://")
@@ -35,26 +61,3 @@ def engine_target(flag: str | None, environ: Mapping[str, str] = os.environ) -> 
         return grpc_target({source: raw}, source, DEFAULT_TARGET)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-
-
-def api_token(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> str:
-    """The token every call carries. Never a command-line flag: those show in `ps`."""
-    token = environ.get(TOKEN_ENV, "").strip()
-    if token:
-        return token
-    named = environ.get(TOKEN_FILE_ENV, "").strip()
-    path = Path(named) if named else (cwd or Path.cwd()) / LOCAL_TOKEN_FILE
-    try:
-        token = path.read_text().strip()
-    except FileNotFoundError:
-        if named:
-            raise UsageError(f"{TOKEN_FILE_ENV}: {named!r} does not exist") from None
-        raise UsageError(
-            f"no credentials: set {TOKEN_ENV} (or {TOKEN_FILE_ENV}), or run `make run` here,"
-            f" which writes {LOCAL_TOKEN_FILE}"
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-    if not token:
-        raise UsageError(f"{path} is empty")
-    return token

@@ -1,6 +1,6 @@
 """What `watch` shows while it follows an execution.
 
-Three views of the same stream (follow.py):
+Three views of the same stream (discovery_client's `watch`):
 
 - `LiveView` (stdout is a terminal): one rich progress bar per step with its percentage,
   current task, message and ETA, an overall bar on top, and a line above the bars for every
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tex
 from rich.table import Column
 from rich.text import Text
 
-from services.cli.follow import Resumed
+from discovery_client import Resumed
 from services.cli.render import (
     QUEUED_MARK,
     attempt_status,

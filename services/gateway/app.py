@@ -18,8 +18,6 @@ from aiohttp.web_response import StreamResponse
 from services.auth import (
     ANY_TENANT,
     RUNNER,
-    WATCH_TOKEN_SECONDS,
-    WATCHER,
     ServiceToken,
     TokenAuthority,
 )
@@ -27,10 +25,9 @@ from services.gateway import cors, pages, routes
 from services.gateway.anonymous import AnonymousAccess
 from services.gateway.auth import ANONYMOUS, AUTHORITY, REPORTER, auth_middleware
 from services.gateway.config import Settings
-from services.gateway.engine import EngineClient
+from services.gateway.engine import engine_client
 from services.gateway.errors import error_middleware
-from services.gateway.feeds import FeedRegistry
-from services.gateway.follow import Follower
+from services.gateway.feeds import FeedRegistry, engine_watch
 from services.gateway.quotas import TENANT_STREAMS, TenantStreams
 from services.gateway.revocations import follow_revocations
 from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
@@ -43,36 +40,18 @@ ENVELOPE_BYTES = 64 * 1024
 
 async def _engine_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = EngineClient(settings)
+    client = engine_client(settings)
 
     authority = app[AUTHORITY]
-
-    def follower(execution_id: str, tenant: str, after_seq: int) -> Follower:
-        # A feed outlives the caller that opened it and serves everyone of its tenant who
-        # may see the execution (each checked on joining): it watches with a token of its own.
-        watcher = ServiceToken(
-            authority,
-            subject="gateway-feed",
-            role=WATCHER,
-            tenant=tenant,
-            execution_id=execution_id,
-            ttl_seconds=WATCH_TOKEN_SECONDS,
-        )
-        return Follower(
-            client.as_caller(watcher),
-            execution_id,
-            after_seq,
-            segment_seconds=settings.watch_segment_seconds,
-            retry_seconds=settings.watch_retry_seconds,
-        )
 
     app[ENGINE] = client
     # The ring's backlog must fit a joining client's queue beside its snapshot (at most
     # half of it): at most the other half.
     ring_bytes = min(settings.feed_ring_bytes, settings.stream_queue_bytes // 2)
-    app[FEEDS] = FeedRegistry(follower, settings.feed_ring_messages, ring_bytes)
+    watch = engine_watch(client, authority, settings)
+    app[FEEDS] = FeedRegistry(watch, settings.feed_ring_messages, ring_bytes)
     revocations = asyncio.create_task(
-        follow_revocations(client.as_caller(app[REPORTER]), authority, app[STREAMS]),
+        follow_revocations(client.with_credentials(app[REPORTER]), authority, app[STREAMS]),
         name="revoked-tokens",
     )
     yield

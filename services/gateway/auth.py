@@ -31,13 +31,12 @@ from urllib.parse import parse_qsl
 from aiohttp import hdrs, web
 from multidict import MultiDict
 
+from discovery_client import AsyncClient, BearerToken
 from services.auth import WATCHER, AuthError, Principal, ServiceToken, TokenAuthority
 from services.gateway.anonymous import AnonymousAccess
-from services.gateway.engine import EngineClient
 from services.gateway.errors import Forbidden, Unauthorized
 from services.gateway.state import ENGINE
 from services.gateway.validation import ATTEMPT_TOKEN_HEADER
-from services.grpc_auth import BearerToken
 
 # Routes anyone may fetch: the dashboard's page and assets (it asks for a token itself), the
 # API description, and the health check probes use.
@@ -143,6 +142,6 @@ def stream_owner(request: web.Request) -> str:
     return f"{principal.tenant}/{principal.subject}"
 
 
-def engine_for(request: web.Request) -> EngineClient:
+def engine_for(request: web.Request) -> AsyncClient:
     """The engine client that acts as this request's caller."""
-    return request.app[ENGINE].as_caller(BearerToken(caller(request).token))
+    return request.app[ENGINE].with_credentials(BearerToken(caller(request).token))

@@ -13,7 +13,7 @@ that turns all of them into the legacy body `{"error": {"code", "message", "deta
     ├── TooManyStreams             429      the live-stream caps
     ├── quotas.QuotaExceeded       429      a tenant's live-stream quota
     ├── ShuttingDown               503      a new live stream while the gateway stops
-    └── EngineError                from HTTP_STATUS by gRPC code; code is the engine's
+    └── EngineRefused              from HTTP_STATUS by gRPC code; code is the engine's
                                             google.rpc.ErrorInfo reason
 
 The engine's ErrorInfo metadata and BadRequest field violations become `details`. An
@@ -31,8 +31,8 @@ from typing import Any
 
 import grpc
 from aiohttp import web
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from discovery_client import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,9 @@ class ShuttingDown(GatewayError):
     code = "SHUTTING_DOWN"
 
 
-class EngineError(GatewayError):
-    """The engine's refusal, with its stable reason as the code."""
+class EngineRefused(GatewayError):
+    """The engine's refusal (discovery_client.EngineError), with its stable reason as the
+    code and its status from HTTP_STATUS."""
 
     def __init__(
         self,
@@ -179,38 +180,23 @@ class EngineError(GatewayError):
         return self.code
 
     @classmethod
-    def from_rpc(cls, error: grpc.aio.AioRpcError) -> EngineError:
-        code = error.code()
-        reason = code.name
-        details: dict[str, Any] = {}
-        try:
-            status = rpc_status.from_call(error)
-        except ValueError:  # a status whose details do not match its code: keep the code
-            status = None
-        for detail in status.details if status is not None else ():
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason = info.reason or reason
-                details.update(info.metadata)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations = [
-                    {"field": v.field, "description": v.description} for v in bad.field_violations
-                ]
-                if violations:
-                    details.update(violations[0])
-                if len(violations) > 1:
-                    details["violations"] = violations
-        status_code = HTTP_STATUS.get(code, 502)
+    def of(cls, error: EngineError) -> EngineRefused:
+        details: dict[str, Any] = dict(error.metadata)
+        violations = [{"field": v.field, "description": v.description} for v in error.violations]
+        if violations:
+            details.update(violations[0])
+        if len(violations) > 1:
+            details["violations"] = violations
+        status_code = HTTP_STATUS.get(error.code, 502)
         if status_code >= 500:
             # What a transport failure says (addresses, file names) is not for clients.
-            message = _UPSTREAM_MESSAGES.get(code, "the engine failed to answer")
-            log.warning("engine call failed", extra={"code": code.name, "reason": reason})
+            message = _UPSTREAM_MESSAGES.get(error.code, "the engine failed to answer")
+            log.warning(
+                "engine call failed", extra={"code": error.code.name, "reason": error.reason}
+            )
         else:
-            message = error.details() or reason
-        refused = cls(code, message, reason=reason, details=details)
+            message = error.message
+        refused = cls(error.code, message, reason=error.reason, details=details)
         wait = details.get("retry_after_seconds")
         if status_code == 429 and wait is not None:
             # The engine said how soon (a rate, a quota): tell the client, in whole seconds.
@@ -249,6 +235,8 @@ _HTTP_CODES: Mapping[int, str] = {
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except EngineError as exc:
+        return EngineRefused.of(exc).response()
     except GatewayError as exc:
         response = exc.response()
         if isinstance(exc, PayloadTooLarge | UnsupportedMediaType):

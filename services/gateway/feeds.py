@@ -18,13 +18,60 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
+from discovery.engine.v1 import execution_pb2 as ex_pb
+
+from discovery_client import AsyncClient, EngineError, Item, Resumed
+from services.auth import WATCH_TOKEN_SECONDS, WATCHER, ServiceToken, TokenAuthority
 from services.gateway import legacy
-from services.gateway.errors import GatewayError
-from services.gateway.follow import Follower
+from services.gateway.config import Settings
+from services.gateway.errors import EngineRefused, GatewayError
 from services.gateway.streams import Outgoing
+
+# `watch(execution_id, tenant, after_seq)`: the execution's events after `after_seq`, to the
+# terminal one, each once (discovery_client's `watch`, resumed by itself).
+Watch = Callable[[str, str, int], AsyncGenerator[Item, None]]
+
+
+def engine_watch(client: AsyncClient, authority: TokenAuthority, settings: Settings) -> Watch:
+    """A feed outlives the caller that opened it and serves everyone of its tenant who may
+    see the execution (each checked on joining): it watches with a token of its own."""
+
+    def watch(execution_id: str, tenant: str, after_seq: int) -> AsyncGenerator[Item, None]:
+        watcher = ServiceToken(
+            authority,
+            subject="gateway-feed",
+            role=WATCHER,
+            tenant=tenant,
+            execution_id=execution_id,
+            ttl_seconds=WATCH_TOKEN_SECONDS,
+        )
+
+        def resumed(resumed: Resumed) -> None:
+            # A gap is never expected (the engine's log has none): worth a warning.
+            level = logging.WARNING if resumed.reason == "GAP" else logging.INFO
+            log.log(
+                level,
+                "watch resumed",
+                extra={
+                    "execution_id": execution_id,
+                    "after_seq": resumed.after_seq,
+                    "reason": resumed.reason,
+                },
+            )
+
+        return client.with_credentials(watcher).watch(
+            execution_id,
+            after_seq,
+            on_resume=resumed,
+            segment_seconds=settings.watch_segment_seconds,
+            retry_budget_seconds=settings.watch_retry_seconds,
+        )
+
+    return watch
+
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +86,22 @@ class Subscriber(Protocol):
 
 
 class Feed:
-    def __init__(self, follower: Follower, ring_messages: int, ring_bytes: int) -> None:
-        self.execution_id = follower.execution_id
-        self._follower = follower
+    def __init__(
+        self,
+        execution_id: str,
+        after_seq: int,
+        events: AsyncGenerator[Item, None],
+        ring_messages: int,
+        ring_bytes: int,
+    ) -> None:
+        self.execution_id = execution_id
+        self._events = events
         self._ring: deque[Outgoing] = deque()
         self._ring_bytes = 0
         self._max_ring_messages = ring_messages
         self._max_ring_bytes = ring_bytes
         # Events after `_base` are in the ring or still to come (`_remember` moves it).
-        self._base = follower.last_seq
+        self._base = after_seq
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._ended = False
@@ -88,12 +142,16 @@ class Feed:
     async def _run(self) -> None:
         error: GatewayError | None = None
         try:
-            async with contextlib.aclosing(self._follower.events()) as events:
+            async with contextlib.aclosing(self._events) as events:
                 async for event in events:
+                    if not isinstance(event, ex_pb.ExecutionEvent):
+                        continue  # a snapshot: sent only when no after_seq is given
                     message = Outgoing.of(event.seq, legacy.event(event))
                     self._remember(message)
                     for subscriber in list(self._subscribers):
                         subscriber.deliver(message)
+        except EngineError as exc:
+            error = EngineRefused.of(exc)
         except GatewayError as exc:
             error = exc
         except Exception:
@@ -118,15 +176,9 @@ class Feed:
 
 
 class FeedRegistry:
-    def __init__(
-        self,
-        make_follower: Callable[[str, str, int], Follower],
-        ring_messages: int,
-        ring_bytes: int,
-    ) -> None:
-        """`make_follower(execution_id, tenant, after_seq)`; each feed keeps at most
-        `ring_messages` and `ring_bytes` of its latest events."""
-        self._make_follower = make_follower
+    def __init__(self, watch: Watch, ring_messages: int, ring_bytes: int) -> None:
+        """Each feed keeps at most `ring_messages` and `ring_bytes` of its latest events."""
+        self._watch = watch
         self._ring_messages = ring_messages
         self._ring_bytes = ring_bytes
         self._shared: dict[str, Feed] = {}
@@ -148,7 +200,9 @@ class FeedRegistry:
             # Behind the shared feed's ring (a client resuming from far back): a feed of its
             # own, which later clients join only once the shared one is over.
             feed = Feed(
-                self._make_follower(execution_id, tenant, after_seq),
+                execution_id,
+                after_seq,
+                self._watch(execution_id, tenant, after_seq),
                 self._ring_messages,
                 self._ring_bytes,
             )

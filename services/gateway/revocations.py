@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from discovery_client import AsyncClient
 from services.auth import TokenAuthority
-from services.gateway.engine import EngineClient
 from services.gateway.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ REFRESH_SECONDS = 2.0
 
 
 async def follow_revocations(
-    engine: EngineClient, authority: TokenAuthority, streams: StreamRegistry
+    engine: AsyncClient, authority: TokenAuthority, streams: StreamRegistry
 ) -> None:
     """Runs until cancelled. The engine away: the last list stays in force."""
     while True:

@@ -37,14 +37,14 @@ async def _body(request: web.Request) -> Any:
 
 
 async def _start(request: web.Request, start: StartRequest) -> web.Response:
-    execution, watch_token = await engine_for(request).start_execution(
+    started = await engine_for(request).start_execution(
         resource_id(start.workflow_id, "workflow"),
         start.document,
-        start.manual,
-        validation.idempotency_key(request.headers),
-        start.priority,
+        manual=start.manual,
+        request_id=validation.idempotency_key(request.headers),
+        priority=start.priority,
     )
-    answer = legacy.accepted(execution, watch_token)
+    answer = legacy.accepted(started.execution, started.watch_token)
     return _json(answer, 202, Location=answer["tracking_url"])
 
 
@@ -76,17 +76,18 @@ async def execute_sync(request: web.Request) -> web.Response:
     """Waits for the end, at most the configured bound. Still running then: 202 with the async
     answer and `last_seq`, so a WebSocket opened with `?after_seq=last_seq` misses nothing."""
     start = validation.start_legacy(await _body(request))
-    execution, finished, watch_token = await engine_for(request).execute_workflow(
+    done = await engine_for(request).execute_workflow(
         resource_id(start.workflow_id, "workflow"),
         start.document,
-        start.manual,
-        validation.idempotency_key(request.headers),
-        request.app[SETTINGS].sync_wait_seconds,
-        start.priority,
+        wait_seconds=request.app[SETTINGS].sync_wait_seconds,
+        manual=start.manual,
+        request_id=validation.idempotency_key(request.headers),
+        priority=start.priority,
     )
-    if finished:
+    execution = done.execution
+    if done.finished:
         return _json(await _status_document(request, execution))
-    answer = {**legacy.accepted(execution, watch_token), "last_seq": execution.last_seq}
+    answer = {**legacy.accepted(execution, done.watch_token), "last_seq": execution.last_seq}
     return _json(answer, 202, Location=answer["tracking_url"])
 
 
@@ -94,9 +95,9 @@ async def list_executions(request: web.Request) -> web.Response:
     """The newest executions first, as summaries (no history): what the dashboard lists."""
     size = validation.limit(request.query.get("limit"))
     token = validation.page_token(request.query.get("page_token"))
-    executions, next_token = await engine_for(request).list_executions(size, token)
-    listed = [legacy.execution_summary(e) for e in executions]
-    return _json({"executions": listed, "next_page_token": next_token or None})
+    page = await engine_for(request).list_executions(page_size=size, page_token=token)
+    listed = [legacy.execution_summary(e) for e in page.executions]
+    return _json({"executions": listed, "next_page_token": page.next_page_token or None})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -183,7 +184,9 @@ async def step_complete(request: web.Request) -> web.Response:
     step = validation.step_name(request.match_info["step_name"])
     token = validation.attempt_token(request.headers)
     success, result, error = validation.completion(await _body(request))
-    await engine_for(request).complete_step(execution_id, step, token, success, result, error)
+    await engine_for(request).complete_step(
+        execution_id, step, token, success=success, result=result, error=error
+    )
     return _json(
         {"execution_id": execution_id, "step_name": step, "accepted": True, "success": success}
     )
@@ -201,9 +204,9 @@ async def create_workflow(request: web.Request) -> web.Response:
 async def list_workflows(request: web.Request) -> web.Response:
     size = validation.page_size(request.query.get("page_size"))
     token = validation.page_token(request.query.get("page_token"))
-    workflows, next_token = await engine_for(request).list_workflows(size, token)
-    listed = [legacy.workflow(w) for w in workflows]
-    return _json({"workflows": listed, "next_page_token": next_token or None})
+    page = await engine_for(request).list_workflows(page_size=size, page_token=token)
+    listed = [legacy.workflow(w) for w in page.workflows]
+    return _json({"workflows": listed, "next_page_token": page.next_page_token or None})
 
 
 async def get_workflow(request: web.Request) -> web.Response:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from discovery_client import AsyncClient
 from services.gateway.config import Settings
-from services.gateway.engine import EngineClient
 from services.gateway.feeds import FeedRegistry
 from services.gateway.streams import StreamRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
-ENGINE = web.AppKey("engine", EngineClient)
+ENGINE = web.AppKey("engine", AsyncClient)
 FEEDS = web.AppKey("feeds", FeedRegistry)
 STREAMS = web.AppKey("streams", StreamRegistry)

@@ -28,11 +28,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from discovery_client import EngineError
 from services.gateway import legacy
 from services.gateway.auth import caller, engine_for, stream_owner
 from services.gateway.config import Settings
 from services.gateway.errors import (
     BadRequest,
+    EngineRefused,
     Forbidden,
     GatewayError,
     UpgradeRequired,
@@ -313,12 +315,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         try:
             execution = await engine_for(request).get_execution(resource_id(raw_id, "execution"))
-        except GatewayError as exc:
-            if exc.status != 404:
-                raise
+        except EngineError as exc:
+            refused = EngineRefused.of(exc)
+            if refused.status != 404:
+                raise refused from None
             # A browser cannot read a refused handshake's status; it can read a message.
             await ws.prepare(request)
-            await ws.send_json(error_message(raw_id, exc))
+            await ws.send_json(error_message(raw_id, refused))
             await ws.close(code=CLOSE_NOT_FOUND, message=b"execution not found")
             return ws
         if after_seq is not None and after_seq > execution.last_seq:

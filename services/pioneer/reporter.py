@@ -23,9 +23,9 @@ from discovery.engine.v1 import step_report_service_pb2_grpc as report_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from discovery_client.channel import Tls, aio_channel
 from services.grpc_auth import Credentials
 from services.pioneer.errors import EngineUnavailable, ReportRejected, StaleAttempt
-from services.tls import Tls, aio_channel
 
 T = TypeVar("T")
 

@@ -24,15 +24,14 @@ from discovery.engine.v1 import workflow_service_pb2 as ws_pb
 from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from google.protobuf import json_format
 
+from discovery_client.channel import Tls, aio_channel
+from discovery_client.settings import token_from_env
 from services import jsonlog
-from services.cli.config import api_token
-from services.cli.errors import UsageError
 from services.envconfig import ConfigError
 from services.grpc_auth import BearerToken, Credentials, bearer_interceptors
 from services.pioneer.config import Settings
 from services.pioneer.errors import EngineUnavailable, WorkflowRejected
 from services.pioneer.steps.documents import MAX_NAME_CHARS
-from services.tls import Tls, aio_channel
 
 log = logging.getLogger("services.pioneer.workflows")  # also when run as __main__
 
@@ -213,8 +212,8 @@ def main() -> int:
     jsonlog.configure("pioneer")
     try:
         settings = Settings.from_env()
-        admin = BearerToken(api_token())
-    except (ConfigError, UsageError) as exc:
+        admin = BearerToken(token_from_env())
+    except ConfigError as exc:
         log.error("bad configuration", extra={"error": str(exc)})
         return 2
     try:

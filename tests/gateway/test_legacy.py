@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_queue_service_pb2 as sq
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from discovery_client.requests import struct
 from services.gateway import legacy
 
 
@@ -17,12 +17,6 @@ def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
     return stamp
-
-
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
 
 
 def test_events_flatten_their_data_under_the_legacy_names() -> None:
@@ -33,7 +27,7 @@ def test_events_flatten_their_data_under_the_legacy_names() -> None:
         seq=7,
         type=ex_pb.EVENT_TYPE_STEP_PROGRESS,
         time=time,
-        data=_struct(
+        data=struct(
             {
                 "step_name": "fetch_user",
                 "attempt": 1,

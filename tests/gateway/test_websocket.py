@@ -18,6 +18,7 @@ from aiohttp import WSMsgType
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import step_report_service_pb2 as sr
 
+from discovery_client.requests import struct
 from services.auth import RUNNER
 from services.gateway.state import FEEDS, STREAMS
 from tests.gateway.harness import (
@@ -347,7 +348,7 @@ async def test_a_slow_consumer_is_cut_off_alone_and_resumes_without_loss(
                     progress=ex_pb.StepProgress(
                         percentage=10,
                         message=f"page {i}",
-                        custom_data=_struct({"pad": "x" * 4000, "sent": time.time()}),
+                        custom_data=struct({"pad": "x" * 4000, "sent": time.time()}),
                     ),
                 ),
                 timeout=10,
@@ -396,14 +397,6 @@ async def test_a_slow_consumer_is_cut_off_alone_and_resumes_without_loss(
     assert p99 < 0.5
 
 
-def _struct(value: dict[str, Any]) -> Any:
-    from google.protobuf import struct_pb2
-
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
-
-
 async def test_engine_dropping_a_slow_watcher_is_invisible_to_the_client(
     mongo_server: str,
     database: str,
@@ -418,7 +411,7 @@ async def test_engine_dropping_a_slow_watcher_is_invisible_to_the_client(
             api = Api(session, gateway.url)
             workflow_id = await api.workflow(sleep_step("a"), sleep_step("b"), sleep_step("c"))
             execution_id = await api.start(workflow_id, {"seconds": 0.3})
-            caplog.set_level(logging.INFO, logger="services.gateway.follow")
+            caplog.set_level(logging.INFO, logger="services.gateway.feeds")
             async with session.ws_connect(f"{gateway.ws_url}/ws/{execution_id}?after_seq=0") as ws:
                 messages = await read_until_closed(ws)
                 assert ws.close_code == 1000

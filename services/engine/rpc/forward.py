@@ -20,12 +20,12 @@ from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from google.protobuf import descriptor_pool, message_factory
 from grpc_interceptor.server import AsyncServerInterceptor
 
+from discovery_client.channel import Tls, aio_channel
 from services.engine.domain.errors import HeldElsewhere, Unavailable
 from services.engine.rpc import convert
 from services.engine.runner import Assignment
 from services.engine.step_queue import ReadyAttempt
 from services.grpc_auth import Credentials
-from services.tls import Tls, aio_channel
 
 log = logging.getLogger(__name__)
 

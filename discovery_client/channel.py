@@ -1,4 +1,4 @@
-"""How a client dials the engine: the gRPC channel options the gateway and the CLI share.
+"""How a client dials the engine: its channel (plaintext or mutual TLS) and options.
 
 Keepalive finds a dead connection under a long WatchExecution within 30 s without provoking
 the engine's too_many_pings (it allows a ping every 10 s). The reconnect backoff is capped so
@@ -9,8 +9,11 @@ retried by gRPC itself on UNAVAILABLE, a bounded three attempts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import grpc
 
 # The engine's own cap (ENGINE_MAX_MESSAGE_BYTES): a 45 MB PDF in base64 fits.
 MAX_MESSAGE_BYTES = 80 * 1024 * 1024
@@ -64,3 +67,57 @@ def channel_options(
         ("grpc.enable_retries", 1),
         ("grpc.service_config", json.dumps(service_config)),
     ]
+
+
+@dataclass(frozen=True)
+class Tls:
+    """PEM bytes of the private CA, the caller's certificate chain and its private key
+    (DISCOVERY_TLS_CA, DISCOVERY_TLS_CERT, DISCOVERY_TLS_KEY: settings.py). The services
+    serve with the same three (services/tls.py)."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+
+def balanced(target: str, options: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """`options` plus gRPC's round_robin policy: with a target of several engines (a list, or
+    a name with several addresses: settings.grpc_target) every call goes to the next engine
+    that is connected, and one that is down is skipped until it is back. A list's authority
+    (the name TLS checks the certificate against) is its first address: gRPC's own would be
+    the whole list, which no certificate names."""
+    balancing: list[tuple[str, Any]] = [("grpc.lb_policy_name", "round_robin")]
+    scheme, _, addresses = target.partition(":")
+    if scheme in ("ipv4", "ipv6") and "," in addresses:
+        balancing.append(("grpc.default_authority", addresses.split(",")[0]))
+    return [*options, *balancing]
+
+
+def aio_channel(
+    target: str,
+    tls: Tls | None,
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
+    options = balanced(target, options)
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, tls.channel_credentials(), options=options, interceptors=interceptors
+    )
+
+
+def channel(
+    target: str, tls: Tls | None, *, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.Channel:
+    """A blocking channel (the sync client, the services' health check)."""
+    options = balanced(target, options)
+    if tls is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, tls.channel_credentials(), options=options)

@@ -1,6 +1,6 @@
-"""The watch loop's resume rules, against a fake ExecutionService on a real socket: the
-faults the real engine only shows under load (a watcher too slow, a stream deadline, a
-repeated event) are played here on purpose."""
+"""The client's `watch` and its resume rules, blocking and async alike, against a fake
+ExecutionService on a real socket: the faults the real engine only shows under load (a
+watcher too slow, a stream deadline, a repeated event, a gap) are played here on purpose."""
 
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.cli.client import EngineClient
-from services.cli.errors import EngineError
-from services.cli.follow import Follower, Resumed
+from discovery_client import AsyncClient, Client, EngineError, Resumed, Settings
 from tests.stack import token
 
 EXECUTION = "e-1"
@@ -90,20 +88,47 @@ async def serve() -> AsyncIterator[Serve]:
         await server.stop(0)
 
 
-def follow(
+Follow = Callable[..., Awaitable[tuple[list[int], list[Resumed]]]]
+
+
+def follow_blocking(
     target: str, after_seq: int | None, segment_seconds: float = 30
 ) -> tuple[list[int], list[Resumed]]:
     resumed: list[Resumed] = []
-    with EngineClient(target, token()) as client:
-        follower = Follower(
-            client, EXECUTION, after_seq, on_resume=resumed.append, segment_seconds=segment_seconds
+    with Client(Settings(target, token())) as client:
+        items = client.watch(
+            EXECUTION, after_seq, on_resume=resumed.append, segment_seconds=segment_seconds
         )
-        seqs = [item.seq for item in follower.items() if isinstance(item, ex_pb.ExecutionEvent)]
+        seqs = [item.seq for item in items if isinstance(item, ex_pb.ExecutionEvent)]
     return seqs, resumed
 
 
+async def follow_async(
+    target: str, after_seq: int | None, segment_seconds: float = 30
+) -> tuple[list[int], list[Resumed]]:
+    resumed: list[Resumed] = []
+    async with AsyncClient(Settings(target, token())) as client:
+        items = client.watch(
+            EXECUTION, after_seq, on_resume=resumed.append, segment_seconds=segment_seconds
+        )
+        seqs = [item.seq async for item in items if isinstance(item, ex_pb.ExecutionEvent)]
+    return seqs, resumed
+
+
+@pytest.fixture(params=["blocking", "async"])
+def follow(request: pytest.FixtureRequest) -> Follow:
+    """The same watch through either client (the blocking one in a thread of its own)."""
+    if request.param == "async":
+        return follow_async
+
+    async def blocking(*args: Any) -> tuple[list[int], list[Resumed]]:
+        return await asyncio.to_thread(follow_blocking, *args)
+
+    return blocking
+
+
 async def test_a_slow_watcher_and_a_gap_resume_from_the_last_seq_without_repeats(
-    serve: Serve,
+    serve: Serve, follow: Follow
 ) -> None:
     fake = FlakyExecutions(
         [
@@ -114,7 +139,7 @@ async def test_a_slow_watcher_and_a_gap_resume_from_the_last_seq_without_repeats
     )
     target = await serve(fake)
 
-    seqs, resumed = await asyncio.to_thread(follow, target, 0)
+    seqs, resumed = await follow(target, 0)
 
     assert seqs == [1, 2, 3, 4, 5, 6]
     assert fake.asked == [0, 2, 3]
@@ -122,24 +147,36 @@ async def test_a_slow_watcher_and_a_gap_resume_from_the_last_seq_without_repeats
     assert all(r.delay_seconds == 0 for r in resumed), "reopened at once: the engine is fine"
 
 
-async def test_a_stream_deadline_is_resumed_quietly(
-    serve: Serve,
-) -> None:
+async def test_a_stream_deadline_is_resumed_quietly(serve: Serve, follow: Follow) -> None:
     fake = FlakyExecutions([([1, 2, 3], "stall"), ([4, 5, 6], "end")])
     target = await serve(fake)
 
-    seqs, resumed = await asyncio.to_thread(follow, target, 0, 0.5)
+    seqs, resumed = await follow(target, 0, 0.5)
 
     assert seqs == [1, 2, 3, 4, 5, 6]
     assert fake.asked == [0, 3]
     assert [(r.after_seq, r.routine) for r in resumed] == [(3, True)]
 
 
-async def test_a_refusal_is_not_retried(serve: Serve) -> None:
+async def test_a_refusal_is_not_retried(serve: Serve, follow: Follow) -> None:
     target = await serve(FlakyExecutions([([], "not found"), ([1], "end")]))
 
     with pytest.raises(EngineError) as refused:
-        await asyncio.to_thread(follow, target, None)
+        await follow(target, None)
 
     assert refused.value.reason == "EXECUTION_NOT_FOUND"
     assert refused.value.code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_stream_that_keeps_skipping_is_reopened_after_a_pause(
+    serve: Serve, follow: Follow
+) -> None:
+    fake = FlakyExecutions([([1, 3], "end"), ([3], "end"), ([2, 3, 4, 5, 6], "end")])
+    target = await serve(fake)
+
+    seqs, resumed = await follow(target, 0)
+
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    assert fake.asked == [0, 1, 1]
+    assert [r.reason for r in resumed] == ["GAP", "GAP"]
+    assert resumed[0].delay_seconds == 0 and resumed[1].delay_seconds > 0

@@ -1,0 +1,121 @@
+"""The engine's request messages, built once for both clients (aio.py, sync.py), with the
+deadline each call gets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_report_service_pb2 as sr
+from discovery.engine.v1 import token_service_pb2 as ts
+from google.protobuf import struct_pb2
+
+# What the engine waits when a poll's wait_seconds is 0 (step_queue_service.proto).
+DEFAULT_POLL_WAIT_SECONDS = 20.0
+# A poll's deadline is its wait plus at least this much: the engine answers a second before
+# the deadline, and the proto asks for "a few seconds longer" than the wait.
+MIN_POLL_MARGIN_SECONDS = 5.0
+BLOB_CHUNK_BYTES = 1024 * 1024
+
+
+def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    if value:
+        message.update(value)
+    return message
+
+
+def start(
+    workflow_id: str, document: Mapping[str, Any], manual: bool, request_id: str, priority: int
+) -> es.StartExecutionRequest:
+    return es.StartExecutionRequest(
+        workflow_id=workflow_id,
+        input=struct(document),
+        manual=manual,
+        request_id=request_id,
+        priority=priority,
+    )
+
+
+def execute(
+    workflow_id: str,
+    document: Mapping[str, Any],
+    manual: bool,
+    request_id: str,
+    wait_seconds: float,
+    priority: int,
+) -> es.ExecuteWorkflowRequest:
+    return es.ExecuteWorkflowRequest(
+        workflow_id=workflow_id,
+        input=struct(document),
+        manual=manual,
+        request_id=request_id,
+        wait_seconds=wait_seconds,
+        priority=priority,
+    )
+
+
+def advance(execution_id: str, data: Mapping[str, Any]) -> es.AdvanceExecutionRequest:
+    return es.AdvanceExecutionRequest(execution_id=execution_id, data=struct(data))
+
+
+def revoke(token_or_id: str) -> ts.RevokeTokenRequest:
+    # A token has two dots (header.claims.signature); an id has none.
+    if token_or_id.count(".") == 2:
+        return ts.RevokeTokenRequest(token=token_or_id)
+    return ts.RevokeTokenRequest(token_id=token_or_id)
+
+
+def progress(
+    execution_id: str, step_name: str, attempt_token: str, report: ex_pb.StepProgress | None
+) -> sr.ReportStepProgressRequest:
+    return sr.ReportStepProgressRequest(
+        execution_id=execution_id,
+        step_name=step_name,
+        attempt_token=attempt_token,
+        progress=report,
+    )
+
+
+def completion(
+    execution_id: str,
+    step_name: str,
+    attempt_token: str,
+    success: bool,
+    result: Mapping[str, Any] | None,
+    error: ex_pb.StepError | None,
+) -> sr.CompleteStepRequest:
+    return sr.CompleteStepRequest(
+        execution_id=execution_id,
+        step_name=step_name,
+        attempt_token=attempt_token,
+        success=success,
+        result=struct(result),
+        error=error,
+    )
+
+
+def poll(
+    runner_id: str, handlers: Sequence[str], max_attempts: int, wait_seconds: float
+) -> sq.PollStepAttemptsRequest:
+    return sq.PollStepAttemptsRequest(
+        runner_id=runner_id, handlers=handlers, max_attempts=max_attempts, wait_seconds=wait_seconds
+    )
+
+
+def poll_deadline(wait_seconds: float, timeout: float) -> float:
+    """The wait plus the unary deadline (at least MIN_POLL_MARGIN_SECONDS), so that the wait
+    is not cut short."""
+    return (wait_seconds or DEFAULT_POLL_WAIT_SECONDS) + max(timeout, MIN_POLL_MARGIN_SECONDS)
+
+
+def blob_parts(execution_id: str, attempt_token: str, data: bytes) -> Iterator[sr.WriteBlobRequest]:
+    """The header, then the bytes in chunks under the message cap."""
+    yield sr.WriteBlobRequest(
+        header=sr.WriteBlobHeader(execution_id=execution_id, attempt_token=attempt_token)
+    )
+    for offset in range(0, len(data), BLOB_CHUNK_BYTES):
+        yield sr.WriteBlobRequest(chunk=data[offset : offset + BLOB_CHUNK_BYTES])

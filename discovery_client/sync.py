@@ -1,0 +1,330 @@
+"""The blocking client: the same calls as the asynchronous one (aio.py), for scripts and
+command-line tools that do one thing and exit.
+
+```python
+from discovery_client import Client, Settings
+
+with Client(Settings.from_env()) as client:
+    started = client.start_execution(workflow_id, {"document": "…"}, request_id="r-1")
+    for item in client.watch(started.execution.execution_id, after_seq=0):
+        print(item.seq, item.type)
+```
+
+Every failed call raises EngineError (errors.py). Reads, and starts that carry a request_id,
+are retried by gRPC itself on UNAVAILABLE, three attempts at most (channel.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import step_queue_service_pb2 as sq
+from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
+from discovery.engine.v1 import step_report_service_pb2 as sr
+from discovery.engine.v1 import step_report_service_pb2_grpc as sr_grpc
+from discovery.engine.v1 import token_service_pb2 as ts
+from discovery.engine.v1 import token_service_pb2_grpc as ts_grpc
+from discovery.engine.v1 import workflow_pb2 as wf_pb
+from discovery.engine.v1 import workflow_service_pb2 as ws
+from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from discovery_client import requests
+from discovery_client.channel import channel, channel_options
+from discovery_client.credentials import Anonymous, BearerToken, Credentials
+from discovery_client.errors import EngineError
+from discovery_client.settings import Settings
+from discovery_client.watch import (
+    RETRY_BUDGET_SECONDS,
+    SEGMENT_SECONDS,
+    Gap,
+    Item,
+    Resumed,
+    WatchState,
+)
+
+T = TypeVar("T")
+
+
+# gRPC's blocking close can hang after a stream was reopened across an engine restart (seen
+# once in CI): a tool that has done its work must exit all the same.
+CLOSE_SECONDS = 2.0
+
+
+class Client:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        options: Sequence[tuple[str, Any]] | None = None,
+    ) -> None:
+        """`options`: the channel's, when not channel_options()."""
+        self.target = settings.target
+        self.timeout = settings.timeout_seconds
+        self._start_deadline = settings.start_deadline
+        self._credentials: Credentials = (
+            BearerToken(settings.token) if settings.token else Anonymous()
+        )
+        self._channel = channel(
+            settings.target, settings.tls, options=channel_options() if options is None else options
+        )
+        self._executions = es_grpc.ExecutionServiceStub(self._channel)
+        self._workflows = ws_grpc.WorkflowServiceStub(self._channel)
+        self._reports = sr_grpc.StepReportServiceStub(self._channel)
+        self._queue = sq_grpc.StepQueueServiceStub(self._channel)
+        self._tokens = ts_grpc.TokenServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        closing = threading.Thread(target=self._channel.close, name="close-channel", daemon=True)
+        closing.start()
+        closing.join(CLOSE_SECONDS)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def with_credentials(self, credentials: Credentials) -> Client:
+        """This client, on the same channel, with every call carrying `credentials` (a
+        gateway calls in the name of each of its callers)."""
+        view = copy.copy(self)
+        view._credentials = credentials
+        return view
+
+    def _call(self, method: Callable[..., T], request: Any, **kw: Any) -> T:
+        kw.setdefault("timeout", self.timeout)
+        try:
+            return method(request, metadata=self._credentials.metadata(), **kw)
+        except grpc.RpcError as exc:
+            raise EngineError.from_rpc(exc, self.target) from None
+
+    # --- workflows -------------------------------------------------------------------
+
+    def create_workflow(self, workflow: wf_pb.Workflow) -> wf_pb.Workflow:
+        request = ws.CreateWorkflowRequest(workflow=workflow)
+        response: ws.CreateWorkflowResponse = self._call(self._workflows.CreateWorkflow, request)
+        return response.workflow
+
+    def get_workflow(self, workflow_id: str) -> wf_pb.Workflow:
+        request = ws.GetWorkflowRequest(workflow_id=workflow_id)
+        response: ws.GetWorkflowResponse = self._call(self._workflows.GetWorkflow, request)
+        return response.workflow
+
+    def list_workflows(
+        self, *, page_size: int = 100, page_token: str = "", name: str = ""
+    ) -> ws.ListWorkflowsResponse:
+        request = ws.ListWorkflowsRequest(page_size=page_size, page_token=page_token, name=name)
+        response: ws.ListWorkflowsResponse = self._call(self._workflows.ListWorkflows, request)
+        return response
+
+    # --- executions ------------------------------------------------------------------
+
+    def start_execution(
+        self,
+        workflow_id: str,
+        document: Mapping[str, Any],
+        *,
+        manual: bool = False,
+        request_id: str = "",
+        priority: int = 0,
+    ) -> es.StartExecutionResponse:
+        """The execution and a watch token for it. `request_id` makes the start idempotent
+        (and retried); `priority` 1 (first) to 5 (last) in the step queue, 0 the default."""
+        request = requests.start(workflow_id, document, manual, request_id, priority)
+        response: es.StartExecutionResponse = self._call(
+            self._executions.StartExecution,
+            request,
+            timeout=self._start_deadline,
+        )
+        return response
+
+    def execute_workflow(
+        self,
+        workflow_id: str,
+        document: Mapping[str, Any],
+        *,
+        wait_seconds: float,
+        manual: bool = False,
+        request_id: str = "",
+        priority: int = 0,
+    ) -> es.ExecuteWorkflowResponse:
+        """Starts and waits up to `wait_seconds` for the end (`finished` says whether)."""
+        request = requests.execute(
+            workflow_id, document, manual, request_id, wait_seconds, priority
+        )
+        response: es.ExecuteWorkflowResponse = self._call(
+            self._executions.ExecuteWorkflow,
+            request,
+            timeout=self._start_deadline + wait_seconds,
+        )
+        return response
+
+    def get_execution(self, execution_id: str) -> ex_pb.Execution:
+        request = es.GetExecutionRequest(execution_id=execution_id)
+        response: es.GetExecutionResponse = self._call(self._executions.GetExecution, request)
+        return response.execution
+
+    def list_executions(
+        self, *, workflow_id: str = "", page_size: int = 100, page_token: str = ""
+    ) -> es.ListExecutionsResponse:
+        request = es.ListExecutionsRequest(
+            workflow_id=workflow_id, page_size=page_size, page_token=page_token
+        )
+        response: es.ListExecutionsResponse = self._call(self._executions.ListExecutions, request)
+        return response
+
+    def list_steps(self, execution_id: str) -> list[es.ExecutionStep]:
+        request = es.ListExecutionStepsRequest(execution_id=execution_id)
+        response = self._call(self._executions.ListExecutionSteps, request)
+        return list(response.steps)
+
+    def cancel(self, execution_id: str, reason: str = "") -> ex_pb.Execution:
+        request = es.CancelExecutionRequest(execution_id=execution_id, reason=reason)
+        response: es.CancelExecutionResponse = self._call(self._executions.CancelExecution, request)
+        return response.execution
+
+    def advance(self, execution_id: str, data: Mapping[str, Any]) -> ex_pb.Execution:
+        response: es.AdvanceExecutionResponse = self._call(
+            self._executions.AdvanceExecution, requests.advance(execution_id, data)
+        )
+        return response.execution
+
+    def watch(
+        self,
+        execution_id: str,
+        after_seq: int | None = None,
+        *,
+        on_resume: Callable[[Resumed], None] | None = None,
+        segment_seconds: float = SEGMENT_SECONDS,
+        retry_budget_seconds: float = RETRY_BUDGET_SECONDS,
+    ) -> Iterator[Item]:
+        """The execution's snapshot (when `after_seq` is None), then every event after it, up
+        to the terminal one, each once and in order, across disconnects and engine restarts
+        (watch.py). Ends at once when the execution had ended by `after_seq`."""
+        state = WatchState(execution_id, after_seq, retry_budget_seconds)
+        while True:
+            call = self._executions.WatchExecution(
+                state.request(), timeout=segment_seconds, metadata=self._credentials.metadata()
+            )
+            try:
+                for response in call:
+                    item = state.accept(response)
+                    if item is not None:
+                        yield item
+                    if state.ended:
+                        return
+                return  # the engine ends a stream only once the execution has ended
+            except grpc.RpcError as exc:
+                resumed = state.after_error(EngineError.from_rpc(exc, self.target))
+            except Gap:
+                resumed = state.after_gap()
+            finally:
+                call.cancel()
+            if on_resume is not None:
+                on_resume(resumed)
+            time.sleep(resumed.delay_seconds)
+
+    # --- step reports (a runner's, with the attempt token it was given) ----------------
+
+    def report_progress(
+        self,
+        execution_id: str,
+        step_name: str,
+        attempt_token: str,
+        progress: ex_pb.StepProgress | None,
+    ) -> bool:
+        """Whether the engine asks the step to stop (it was cancelled)."""
+        request = requests.progress(execution_id, step_name, attempt_token, progress)
+        response = self._call(self._reports.ReportStepProgress, request)
+        return bool(response.cancel_requested)
+
+    def complete_step(
+        self,
+        execution_id: str,
+        step_name: str,
+        attempt_token: str,
+        *,
+        success: bool,
+        result: Mapping[str, Any] | None = None,
+        error: ex_pb.StepError | None = None,
+    ) -> None:
+        request = requests.completion(
+            execution_id, step_name, attempt_token, success, result, error
+        )
+        self._call(self._reports.CompleteStep, request)
+
+    def read_blob(self, execution_id: str, attempt_token: str, blob_id: str) -> bytes:
+        """A value of the step's input that was stored apart (a large document)."""
+        request = sr.ReadBlobRequest(
+            execution_id=execution_id, attempt_token=attempt_token, blob_id=blob_id
+        )
+        call = self._reports.ReadBlob(
+            request, timeout=self.timeout, metadata=self._credentials.metadata()
+        )
+        try:
+            return b"".join(response.chunk for response in call)
+        except grpc.RpcError as exc:
+            raise EngineError.from_rpc(exc, self.target) from None
+
+    def write_blob(
+        self, execution_id: str, attempt_token: str, data: bytes
+    ) -> sr.WriteBlobResponse:
+        """Stores `data` apart, for a result to name by its blob_id."""
+        parts = requests.blob_parts(execution_id, attempt_token, data)
+        response: sr.WriteBlobResponse = self._call(self._reports.WriteBlob, parts)
+        return response
+
+    # --- the step queue ----------------------------------------------------------------
+
+    def poll_step_attempts(
+        self, runner_id: str, handlers: Sequence[str], max_attempts: int, wait_seconds: float
+    ) -> list[sq.StepTask]:
+        """A long poll for up to `max_attempts` ready attempts of `handlers`. Never retried:
+        a retried poll could take attempts twice."""
+        request = requests.poll(runner_id, handlers, max_attempts, wait_seconds)
+        response = self._call(
+            self._queue.PollStepAttempts,
+            request,
+            timeout=requests.poll_deadline(wait_seconds, self.timeout),
+        )
+        return list(response.tasks)
+
+    def get_step_queue(self) -> sq.GetStepQueueResponse:
+        """Ready attempts by handler (the caller's tenant, every tenant) and the runners."""
+        response: sq.GetStepQueueResponse = self._call(
+            self._queue.GetStepQueue, sq.GetStepQueueRequest()
+        )
+        return response
+
+    # --- tokens ------------------------------------------------------------------------
+
+    def revoke_token(self, token_or_id: str) -> ts.RevokeTokenResponse:
+        """Revokes a token (given whole, or by its id) before it expires."""
+        response: ts.RevokeTokenResponse = self._call(
+            self._tokens.RevokeToken, requests.revoke(token_or_id)
+        )
+        return response
+
+    def list_revoked_tokens(self) -> list[str]:
+        response = self._call(self._tokens.ListRevokedTokens, ts.ListRevokedTokensRequest())
+        return list(response.token_ids)
+
+    # --- health ------------------------------------------------------------------------
+
+    def serving(self, deadline_seconds: float) -> bool:
+        """Whether the engine answers its health check as SERVING within the deadline."""
+        try:
+            reply = self._health.Check(health_pb2.HealthCheckRequest(), timeout=deadline_seconds)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
