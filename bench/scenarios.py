@@ -29,15 +29,8 @@ from pymongo.write_concern import WriteConcern
 
 from bench.stack import ROOT_ENV, Stack, cpu_seconds, rss_bytes
 from bench.steps import PROGRESS_REPORTS
-from tests.stack import (
-    Client,
-    EngineProcess,
-    as_dict,
-    free_port,
-    struct,
-    token,
-    wait_serving,
-)
+from discovery_client.requests import struct
+from tests.stack import Client, EngineProcess, as_dict, free_port, token, wait_serving
 
 STEPS = 5
 PROGRESS_PER_RUN = STEPS * PROGRESS_REPORTS

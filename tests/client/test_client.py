@@ -63,7 +63,10 @@ async def test_watch_follows_a_run_across_an_engine_restart_each_event_once(
     assert isinstance(snapshot, ex_pb.Execution)
     seqs = [event.seq for event in events if isinstance(event, ex_pb.ExecutionEvent)]
     assert seqs == list(range(snapshot.last_seq + 1, snapshot.last_seq + 1 + len(seqs)))
-    assert events[-1].type == ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED
+    last = events[-1]
+    assert (
+        isinstance(last, ex_pb.ExecutionEvent) and last.type == ex_pb.EVENT_TYPE_WORKFLOW_COMPLETED
+    )
     stored = await stack_client.events(execution_id, snapshot.last_seq)
     assert seqs == [event.seq for event in stored]
     assert killed and any(r.reason == "UNAVAILABLE" and r.delay_seconds > 0 for r in resumes)

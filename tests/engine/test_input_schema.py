@@ -19,11 +19,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from pymongo import AsyncMongoClient
 
+from discovery_client.requests import struct
 from services.engine.domain.errors import InputSchemaViolation, InvalidArgument
 from services.engine.domain.input_schema import MAX_VIOLATIONS, InputSchema
 from services.engine.domain.workflow import new_workflow
 from services.engine.store.documents import workflow_from_doc, workflow_to_doc
-from tests.stack import Stack, as_dict, error_info, struct
+from tests.stack import Stack, as_dict, error_info
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,7 +13,8 @@ from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_report_service_pb2 as sr
 from pymongo import AsyncMongoClient
 
-from tests.stack import Stack, as_dict, error_info, running_attempt_token, struct
+from discovery_client.requests import struct
+from tests.stack import Stack, as_dict, error_info, running_attempt_token
 
 SLEEP = {"handler": "sleep", "heartbeat_timeout_seconds": 5}
 

@@ -16,15 +16,8 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from pymongo import AsyncMongoClient
 
-from tests.stack import (
-    Client,
-    EngineProcess,
-    Pioneer,
-    Stack,
-    restartable_engine,
-    struct,
-    wait_serving,
-)
+from discovery_client.requests import struct
+from tests.stack import Client, EngineProcess, Pioneer, Stack, restartable_engine, wait_serving
 
 # What a run holds inline when none of its values is large enough to be set apart as a blob:
 # 16 strings of 4 KiB.

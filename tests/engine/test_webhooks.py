@@ -17,11 +17,12 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_report_service_pb2 as sr
 
+from discovery_client.requests import struct
 from services.engine.app import Engine
 from services.engine.config import Settings, webhook_urls
 from services.engine.webhooks import MAX_CONCURRENT_CAP, Offer, RunnerUnavailable, parse_offer
 from services.envconfig import ConfigError
-from tests.stack import KEY_FILES, Stack, free_port, start_stack, struct, wait_for_runner
+from tests.stack import KEY_FILES, Stack, free_port, start_stack, wait_for_runner
 
 HANDLER = "hook"
 
