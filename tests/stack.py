@@ -51,11 +51,13 @@ from services.engine.store.embedded import free_port as free_port
 from services.engine.store.repository import ExecutionStore
 from services.grpc_auth import BearerToken, bearer_interceptors
 from services.pioneer.config import Settings as PioneerSettings
+from services.pioneer.context import Resources
 from services.pioneer.poller import StepPoller, process_runner_id
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server as build_pioneer
+from services.pioneer.steps.documents import DocumentTools, document_tools
 from services.token_keys import (
     ROLE_NAMES,
     SIGNER_GRANTS,
@@ -159,6 +161,7 @@ class Pioneer:
         self.name = name
         self.port = 0
         self.runner: StepRunner | None = None
+        self.documents: DocumentTools | None = None
         self._reporter: StepReporter | None = None
         self._poller: StepPoller | None = None
         self._server: Any = None
@@ -166,7 +169,10 @@ class Pioneer:
     async def start(self) -> None:
         credentials = ServiceToken(AUTHORITY, subject=self.name, role=RUNNER, tenant=ANY_TENANT)
         self._reporter = StepReporter.connect(self.settings.discovery_url, credentials)
-        self.runner = StepRunner(self._reporter, max_concurrent_steps=self.slots)
+        self.documents = document_tools(self.settings)
+        self.runner = StepRunner(
+            self._reporter, max_concurrent_steps=self.slots, resources=Resources(self.documents)
+        )
         self._server, self.port = await build_pioneer(self.settings, registry, self.runner)
         await self._server.start()
         self._poller = StepPoller(
@@ -180,6 +186,8 @@ class Pioneer:
         await self._server.stop(0)
         assert self.runner is not None and self._reporter is not None
         await self.runner.close()
+        if self.documents is not None:
+            await self.documents.pool.close()
         await self._reporter.close()
 
 

@@ -47,7 +47,8 @@ SETTINGS: dict[str, Any] = {
 }
 CONFIG_SOURCES = {name: ROOT / f"services/{name}/config.py" for name in SETTINGS}
 # Read by every service, through services/token_keys.py and services/tls.py.
-SHARED_SOURCES = (ROOT / "services/token_keys.py", ROOT / "services/tls.py")
+# Read by every service: token keys, and the TLS variables (the client library's settings).
+SHARED_SOURCES = (ROOT / "services/token_keys.py", ROOT / "discovery_client/settings.py")
 RUN_SECRETS = "/run/secrets/"
 # Where mongo's entrypoint copies its secrets, owned by mongod's user (see docker-compose.yml).
 MONGO_SECRETS = "/etc/mongo-secrets/"

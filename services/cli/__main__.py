@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from discovery_client.settings import DEFAULT_TARGET, DEFAULT_TIMEOUT_SECONDS, ENGINE_ENV, TOKEN_ENV
 from rich.text import Text
 
 from discovery_client import Client, EngineError
+from discovery_client.settings import DEFAULT_TARGET, DEFAULT_TIMEOUT_SECONDS, ENGINE_ENV, TOKEN_ENV
 from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, RUNNER, WATCHER
 from services.certs import DEFAULT_HOSTS
 from services.cli import commands
@@ -119,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
         up.add_argument(
             f"--{kind}", type=_count, default=1, metavar="N", help=f"{kind} to run (default: 1)"
         )
+
+    pioneer = sub.add_parser(
+        "pioneer",
+        help="run a step runner: the built-in steps and your own (--steps)",
+        description="Pulls the attempts of its handlers from the engine's step queue and runs "
+        "them until Ctrl-C or SIGTERM, configured like `python -m services.pioneer` (the "
+        "PIONEER_* variables, its token key). --steps imports a module of yours whose "
+        "handlers are declared with `@step` (services.pioneer.sdk); install your package in "
+        "the same environment.",
+        parents=[connection],
+    )
+    pioneer.add_argument(
+        "--steps",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module of step handlers to import, e.g. mypkg.steps (repeatable; added to "
+        "PIONEER_STEP_MODULES)",
+    )
 
     secrets = sub.add_parser(
         "secrets",
@@ -266,6 +285,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "up":
         counts = [f"--{kind}={getattr(args, kind)}" for kind in ("engines", "pioneers", "gateways")]
         commands.up(engine or os.environ.get(ENGINE_ENV) or None, counts)
+    if args.command == "pioneer":
+        return commands.pioneer(engine, args.steps)
     if args.command == "secrets":
         hosts = tuple(h.strip() for h in args.hosts.split(",") if h.strip())
         return commands.make_secrets(args.directory, hosts)

@@ -20,6 +20,7 @@ from discovery_client import TERMINAL_EVENTS, Client, EngineError
 from services.auth import WATCHER, TokenAuthority
 from services.certs import make_deployment_secrets
 from services.cli import render
+from services.cli.config import engine_target
 from services.cli.documents import file_document, json_object, read_definition
 from services.cli.errors import EXIT_EXECUTION_FAILED, EXIT_OK, CliError, Interrupted, UsageError
 from services.cli.watch_view import Outcome, event_data, event_name, make_view
@@ -308,6 +309,22 @@ def issue_token(
         raise UsageError(str(exc)) from None
     print(token)
     return 0
+
+
+def pioneer(engine: str | None, step_modules: Sequence[str]) -> int:
+    """Runs pioneer in this process with `step_modules` imported besides the built-in steps
+    (and those of PIONEER_STEP_MODULES); `engine`, when given, is where it pulls from."""
+    from services.pioneer import __main__ as runner  # the runner's imports, only for it
+
+    given = os.environ.get("PIONEER_STEP_MODULES", "")
+    os.environ["PIONEER_STEP_MODULES"] = ",".join(filter(None, [given, *step_modules]))
+    named = engine is not None or not any(
+        os.environ.get(name, "").strip() for name in ("ENGINE_URL", "DISCOVERY_URL")
+    )
+    if named:
+        # --engine, else DISCOVERY_ENGINE as for every other command, else localhost:50051
+        os.environ["ENGINE_URL"] = engine_target(engine)
+    return runner.main()
 
 
 def make_secrets(directory: Path, hosts: tuple[str, ...]) -> int:

@@ -13,17 +13,13 @@ from services import jsonlog
 from services.auth import RUNNER, ServiceToken, TokenAuthority
 from services.envconfig import ConfigError
 from services.pioneer.config import Settings
+from services.pioneer.context import Resources
 from services.pioneer.poller import StepPoller, process_runner_id
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server
-from services.pioneer.steps.documents import (
-    DocumentLimits,
-    configure_limits,
-    configure_pool,
-    worker_pool,
-)
+from services.pioneer.steps.documents import document_tools
 
 log = logging.getLogger("services.pioneer")
 
@@ -37,20 +33,19 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    configure_limits(
-        DocumentLimits(
-            max_document_bytes=settings.max_document_bytes, max_pages=settings.max_pdf_pages
-        )
-    )
     # Workers start when a document step first needs one; all are stopped below.
-    pool = worker_pool(settings)
-    configure_pool(pool)
+    documents = document_tools(settings)
+    pool = documents.pool
     runner_id = process_runner_id()
     credentials = ServiceToken(
         TokenAuthority(settings.auth_keys), subject=runner_id, role=RUNNER, tenant=settings.tenant
     )
     reporter = StepReporter.connect(settings.discovery_url, credentials, tls=settings.tls)
-    runner = StepRunner(reporter, max_concurrent_steps=settings.max_concurrent_steps)
+    runner = StepRunner(
+        reporter,
+        max_concurrent_steps=settings.max_concurrent_steps,
+        resources=Resources(documents),
+    )
     server, port = await build_server(settings, registry, runner)
     await server.start()
     poller = StepPoller(reporter.channel, credentials, runner, registry, runner_id)

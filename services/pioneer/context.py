@@ -11,10 +11,10 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from discovery.engine.v1 import step_report_service_pb2 as report_pb2
 from discovery.engine.v1.execution_pb2 import StepProgress
@@ -25,6 +25,7 @@ from services.pioneer.errors import (
     ReportRejected,
     StaleAttempt,
     StepCancelled,
+    StepFailure,
 )
 from services.pioneer.payloads import Outcome, outcome_from_body, progress_from_body
 from services.pioneer.reporter import StepReporter
@@ -70,6 +71,29 @@ class StepInfo:
     heartbeat_timeout_seconds: float | None
 
 
+R = TypeVar("R")
+
+
+class Resources:
+    """What a pioneer hands its steps (a worker pool, limits, a client of some service):
+    given when it starts, found by type from inside a step (`ctx.resource(DocumentTools)`),
+    never set on a module's globals. One of each type."""
+
+    def __init__(self, *resources: object) -> None:
+        self._by_type = {type(resource): resource for resource in resources}
+
+    def get(self, kind: type[R]) -> R:
+        resource = self._by_type.get(kind)
+        if resource is None:
+            # The runner's configuration, not the step's input: a plain step failure.
+            raise StepFailure(f"this runner was started without a {kind.__name__} for its steps")
+        assert isinstance(resource, kind)
+        return resource
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(self._by_type.values())
+
+
 _current: ContextVar[StepContext | None] = ContextVar("pioneer_step", default=None)
 
 
@@ -86,10 +110,17 @@ def bind(ctx: StepContext) -> None:
 
 
 class StepContext:
-    def __init__(self, info: StepInfo, attempt_token: str, reporter: StepReporter) -> None:
+    def __init__(
+        self,
+        info: StepInfo,
+        attempt_token: str,
+        reporter: StepReporter,
+        resources: Resources | None = None,
+    ) -> None:
         self.info = info
         self._token = attempt_token
         self._reporter = reporter
+        self._resources = resources or Resources()
         self._task: asyncio.Task[Any] | None = None
         self._stopped: StopReason | None = None
         self._completed = False
@@ -116,6 +147,11 @@ class StepContext:
     @property
     def input(self) -> Mapping[str, Any]:
         return self.info.input
+
+    def resource(self, kind: type[R]) -> R:
+        """What the runner was started with for its steps, by type (Resources); a step
+        failure naming it when there is none."""
+        return self._resources.get(kind)
 
     def is_cancelled(self) -> bool:
         """True once the attempt must stop: cancelled, stale, timed out or shutting down."""

@@ -23,7 +23,7 @@ from typing import Any
 from discovery.engine.v1.step_queue_service_pb2 import StepTask
 from discovery.pioneer.v1.step_runner_service_pb2 import StartStepRequest
 
-from services.pioneer.context import StepContext, StepInfo, StopReason, bind
+from services.pioneer.context import Resources, StepContext, StepInfo, StopReason, bind
 from services.pioneer.errors import (
     EngineUnavailable,
     InvalidAttempt,
@@ -52,8 +52,16 @@ class _Running:
 
 
 class StepRunner:
-    def __init__(self, reporter: StepReporter, *, max_concurrent_steps: int) -> None:
+    def __init__(
+        self,
+        reporter: StepReporter,
+        *,
+        max_concurrent_steps: int,
+        resources: Resources | None = None,
+    ) -> None:
         self._reporter = reporter
+        # Handed to every attempt's context (context.Resources).
+        self.resources = resources or Resources()
         self._max_concurrent_steps = max_concurrent_steps
         self._running: dict[str, _Running] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -84,7 +92,7 @@ class StepRunner:
             raise RunnerFull("pioneer is shutting down")
         if len(self._running) >= self._max_concurrent_steps:
             raise RunnerFull(f"pioneer already runs {self._max_concurrent_steps} steps")
-        ctx = StepContext(info, token, self._reporter)
+        ctx = StepContext(info, token, self._reporter, self.resources)
         supervisor = asyncio.create_task(
             self._supervise(ctx, handler),
             name=f"step {info.execution_id}/{info.step_name}#{info.attempt}",

@@ -21,6 +21,7 @@ from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import workflow_service_pb2 as ws
 
 from services.grpc_auth import BearerToken
+from services.pioneer.context import Resources
 from services.pioneer.errors import EngineUnavailable
 from services.pioneer.steps import documents
 from services.pioneer.workflows import (
@@ -266,13 +267,12 @@ async def test_the_workflows_command_creates_the_workflow_from_engine_url(
 async def test_a_document_over_the_size_limit_is_refused(stack: Stack) -> None:
     c = stack.client
     workflow = await ensure_document_workflow(c.target, BearerToken(token()))
-    limits = documents.current_limits()
-    documents.configure_limits(documents.DocumentLimits(max_document_bytes=256 * 1024))
-    try:
-        started = await c.start(workflow.workflow_id, upload(pdfs.sectioned_pdf(400)))
-        final = await c.wait_terminal(started.execution_id, 20)
-    finally:
-        documents.configure_limits(limits)
+    runner, tools = stack.pioneer.runner, stack.pioneer.documents
+    assert runner is not None and tools is not None
+    small = documents.DocumentLimits(max_document_bytes=256 * 1024)
+    runner.resources = Resources(documents.DocumentTools(small, tools.pool))
+    started = await c.start(workflow.workflow_id, upload(pdfs.sectioned_pdf(400)))
+    final = await c.wait_terminal(started.execution_id, 20)
     assert (final.error.reason, final.error.step_name) == ("invalid_input", LOAD_STEP)
     assert "once decoded, more than the 0.25 MiB allowed" in final.error.message
 

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
+from services.pioneer.config import Settings
 from services.pioneer.errors import InvalidInput
 from services.pioneer.steps import pdf
-from services.pioneer.steps.documents import bounded_in_worker
+from services.pioneer.steps.documents import bounded_in_worker, document_tools
 from tests.documents import pdfs
 
 
@@ -79,6 +80,7 @@ def test_a_zlib_bomb_is_refused_without_inflating_it() -> None:
 
 
 async def test_a_call_over_its_time_bound_is_refused_and_the_loop_stays_free() -> None:
+    pool = document_tools(Settings(document_workers=1)).pool
     ticks = 0
 
     async def tick() -> None:
@@ -90,8 +92,9 @@ async def test_a_call_over_its_time_bound_is_refused_and_the_loop_stays_free() -
     ticker = asyncio.create_task(tick())
     try:
         with pytest.raises(InvalidInput, match=r"^the document took more than 0\.2 s to open"):
-            await bounded_in_worker(0.2, "open", time.sleep, 1.0)
+            await bounded_in_worker(pool, 0.2, "open", time.sleep, 1.0)
+        assert ticks >= 10
+        assert await bounded_in_worker(pool, 1.0, "open", len, b"abc") == 3
     finally:
         ticker.cancel()
-    assert ticks >= 10
-    assert await bounded_in_worker(1.0, "open", len, b"abc") == 3
+        await pool.close()

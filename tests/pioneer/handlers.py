@@ -112,4 +112,7 @@ async def read_blob(ctx: StepContext) -> dict[str, Any]:
 async def hostile_work(ctx: StepContext) -> None:
     function = getattr(hostile, str(ctx.input["function"]))
     seconds = float(ctx.input.get("seconds", 30))
-    await documents.bounded_in_worker(seconds, "read it", function, str(ctx.input["pid_file"]))
+    pool = ctx.resource(documents.DocumentTools).pool
+    await documents.bounded_in_worker(
+        pool, seconds, "read it", function, str(ctx.input["pid_file"])
+    )

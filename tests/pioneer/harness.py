@@ -16,6 +16,7 @@ from discovery.pioneer.v1 import step_runner_service_pb2_grpc as runner_grpc
 from services.auth import ANY_TENANT, ENGINE, RUNNER, ServiceToken
 from services.grpc_auth import bearer_interceptors
 from services.pioneer.config import Settings
+from services.pioneer.context import Resources
 from services.pioneer.reporter import RetryPolicy, StepReporter
 from services.pioneer.runner import StepRunner
 from services.pioneer.server import build_server
@@ -91,18 +92,17 @@ async def start_pioneer(
         worker_memory_mib=worker_memory_mib,
         auth_keys=AUTH_KEYS,
     )
-    pool = documents.worker_pool(settings)
-    previous = documents.current_pool()
-    documents.configure_pool(pool)
-    stack.callback(documents.configure_pool, previous)
-    stack.push_async_callback(pool.close)
+    tools = documents.document_tools(settings)
+    stack.push_async_callback(tools.pool.close)
     reporter = StepReporter.connect(
         settings.discovery_url,
         ServiceToken(AUTHORITY, subject="test-pioneer", role=RUNNER, tenant=ANY_TENANT),
         FAST_RETRIES,
     )
     stack.push_async_callback(reporter.close)
-    runner = StepRunner(reporter, max_concurrent_steps=max_concurrent_steps)
+    runner = StepRunner(
+        reporter, max_concurrent_steps=max_concurrent_steps, resources=Resources(tools)
+    )
     stack.push_async_callback(runner.close)
     server, port = await build_server(settings, registry, runner)
     await server.start()
@@ -113,4 +113,4 @@ async def start_pioneer(
         interceptors=bearer_interceptors(ServiceToken(AUTHORITY, subject="test", role=ENGINE)),
     )
     stack.push_async_callback(channel.close)
-    return Pioneer(runner_grpc.StepRunnerServiceStub(channel), channel, runner, port, pool)
+    return Pioneer(runner_grpc.StepRunnerServiceStub(channel), channel, runner, port, tools.pool)

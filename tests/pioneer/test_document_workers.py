@@ -163,7 +163,7 @@ async def test_waiting_for_a_free_worker_does_not_count_against_the_bound(
     await leased.wait()
     started = time.monotonic()
     # Queued behind the 0.6 s call, then run at once: within its own 0.2 s.
-    assert await documents.bounded_in_worker(0.2, "open", len, b"abcd") == 4
+    assert await documents.bounded_in_worker(pioneer.pool, 0.2, "open", len, b"abcd") == 4
     assert time.monotonic() - started >= 0.4
     await holder
 

@@ -48,7 +48,7 @@ MAX_NAME_CHARS = 255
 
 @dataclass(frozen=True)
 class DocumentLimits:
-    """Bounds on what the document steps accept; see `configure_limits`."""
+    """Bounds on what the document steps accept (pioneer's settings: document_tools)."""
 
     max_document_bytes: int = upload.DEFAULT_MAX_DOCUMENT_BYTES
     max_pages: int = pdf.DEFAULT_MAX_PAGES
@@ -62,45 +62,28 @@ class DocumentLimits:
     max_text_bytes: int = 32 * upload.MIB
 
 
-_limits = DocumentLimits()
+@dataclass(frozen=True)
+class DocumentTools:
+    """What the document steps are given by the runner (context.Resources): their limits and
+    the worker processes they read documents in."""
+
+    limits: DocumentLimits
+    pool: WorkerPool
 
 
-def configure_limits(limits: DocumentLimits) -> None:
-    """Sets the limits of every document step from now on; pioneer's `__main__` calls it once
-    at start with the values of its settings."""
-    global _limits
-    _limits = limits
-
-
-def current_limits() -> DocumentLimits:
-    return _limits
-
-
-def worker_pool(settings: Settings) -> WorkerPool:
-    """The worker processes for the document steps, as `settings` size them."""
-    return WorkerPool(
-        settings.document_worker_count(),
-        settings.worker_memory_mib * upload.MIB,
-        preload=(pdf.__name__, sections.__name__),
+def document_tools(settings: Settings) -> DocumentTools:
+    """As `settings` size them. The workers start when a step first needs one; the runner
+    closes the pool when it stops."""
+    return DocumentTools(
+        DocumentLimits(
+            max_document_bytes=settings.max_document_bytes, max_pages=settings.max_pdf_pages
+        ),
+        WorkerPool(
+            settings.document_worker_count(),
+            settings.worker_memory_mib * upload.MIB,
+            preload=(pdf.__name__, sections.__name__),
+        ),
     )
-
-
-_pool: WorkerPool | None = None
-
-
-def configure_pool(pool: WorkerPool | None) -> None:
-    """Sets the worker processes every document step reads documents in from now on; pioneer's
-    `__main__` calls it at start, and closes the pool at stop. None: a default pool, started
-    when first needed (its workers exit when the process that started them does)."""
-    global _pool
-    _pool = pool
-
-
-def current_pool() -> WorkerPool:
-    global _pool
-    if _pool is None:
-        _pool = worker_pool(Settings())
-    return _pool
 
 
 @step(
@@ -109,7 +92,7 @@ def current_pool() -> WorkerPool:
     input_keys=("base64", "mime", "nombre_documento"),
 )
 async def load_document(ctx: StepContext) -> dict[str, Any]:
-    limits = current_limits()
+    limits = ctx.resource(DocumentTools).limits
     mime = upload.normalize_mime(ctx.input.get("mime"))
     name = _document_name(ctx.input.get("nombre_documento"))
     encoded = await _encoded_document(ctx, limits.max_document_bytes)
@@ -139,10 +122,16 @@ async def load_document(ctx: StepContext) -> dict[str, Any]:
     input_keys=("document",),
 )
 async def validate_document(ctx: StepContext) -> dict[str, Any]:
-    limits = current_limits()
+    tools = ctx.resource(DocumentTools)
+    limits = tools.limits
     data = await ctx.read_blob(_blob_ref(ctx, "document", "load_document")["blob_id"])
     total, version = await bounded_in_worker(
-        limits.open_seconds, "open", pdf.open_in_worker, data, max_pages=limits.max_pages
+        tools.pool,
+        limits.open_seconds,
+        "open",
+        pdf.open_in_worker,
+        data,
+        max_pages=limits.max_pages,
     )
     return {"total_pages": total, "pdf_version": version}
 
@@ -153,10 +142,11 @@ async def validate_document(ctx: StepContext) -> dict[str, Any]:
     input_keys=("document",),
 )
 async def extract_text(ctx: StepContext) -> dict[str, Any]:
-    limits = current_limits()
+    tools = ctx.resource(DocumentTools)
+    limits = tools.limits
     data = await ctx.read_blob(_blob_ref(ctx, "document", "load_document")["blob_id"])
     # One worker for the whole step: it opens the document once and keeps it for the pages.
-    async with current_pool().lease() as worker:
+    async with tools.pool.lease() as worker:
         total, _ = await worker.call(
             limits.open_seconds, "open", pdf.open_in_worker, data, max_pages=limits.max_pages
         )
@@ -182,8 +172,13 @@ async def extract_text(ctx: StepContext) -> dict[str, Any]:
 )
 async def find_sections(ctx: StepContext) -> dict[str, Any]:
     pages = await _pages(ctx)
+    tools = ctx.resource(DocumentTools)
     found = await bounded_in_worker(
-        current_limits().sections_seconds, "find its sections", sections.find_sections, pages
+        tools.pool,
+        tools.limits.sections_seconds,
+        "find its sections",
+        sections.find_sections,
+        pages,
     )
     return {
         "sections_found": len(found),
@@ -314,12 +309,17 @@ async def _pages(ctx: StepContext) -> list[str]:
 
 
 async def bounded_in_worker(
-    seconds: float, what: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    pool: WorkerPool,
+    seconds: float,
+    what: str,
+    function: Callable[P, T],
+    *args: P.args,
+    **kwargs: P.kwargs,
 ) -> T:
     """`function` in a worker process of its own (see `workers.py`), refused as a hostile
     document once it has run for `seconds`. Time spent waiting for a free worker is the
     machine's load, not the document's doing: the clock starts when the call does."""
-    async with current_pool().lease() as worker:
+    async with pool.lease() as worker:
         return await worker.call(seconds, what, function, *args, **kwargs)
 
 
