@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from pymongo.errors import PyMongoError
-
 from services.engine.domain.errors import DiscoveryError
 from services.engine.store.repository import ExecutionStore, StepTotal
 
@@ -56,7 +54,7 @@ class StepDurations:
         unsaved, self._unsaved = self._unsaved, defaultdict(StepTotal)
         try:
             await self._store.add_step_totals(dict(unsaved))
-        except (PyMongoError, DiscoveryError) as exc:
+        except DiscoveryError as exc:
             log.warning("step durations not stored: %s", exc)
             for key, total in unsaved.items():
                 self._unsaved[key].add(total.count, total.seconds)

@@ -22,8 +22,6 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from pymongo.errors import PyMongoError
-
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import DiscoveryError
 from services.engine.step_queue import ReadyAttempt, StepQueue
@@ -88,7 +86,7 @@ class QueueMirror:
         while True:
             try:
                 await self.reconcile()
-            except (PyMongoError, DiscoveryError) as exc:
+            except DiscoveryError as exc:
                 log.warning("step queue not reconciled with the database: %s", exc)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RECONCILE_SECONDS):

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
 from services.engine.clock import utc_now
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import (
@@ -222,7 +220,7 @@ class Runner:
         try:
             # Another replica may take them over now rather than after the lease runs out.
             await self.store.release_lease()
-        except (PyMongoError, DiscoveryError) as exc:
+        except DiscoveryError as exc:
             log.warning("lease not released: %s", exc)
 
     @property
@@ -243,7 +241,7 @@ class Runner:
                 for actor in list(self._actors.values()):
                     if actor.state.status == ex.WAITING:
                         self._spawn(self._park(actor))
-            except (PyMongoError, DiscoveryError) as exc:
+            except DiscoveryError as exc:
                 log.warning("lease renewal failed: %s", exc)
             except Exception:  # the loop that keeps the lease must outlive any one failure
                 log.exception("lease renewal failed")
@@ -271,7 +269,7 @@ class Runner:
                         fence_namesakes=False,
                     )
                     break
-                except (PyMongoError, DiscoveryError) as exc:
+                except DiscoveryError as exc:
                     log.warning("new lease not taken: %s", exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._settings.lease_seconds / 3)
@@ -302,7 +300,7 @@ class Runner:
             async with slots:
                 try:
                     await self._recover(execution_id, lease)
-                except (PyMongoError, DiscoveryError) as exc:
+                except DiscoveryError as exc:
                     log.warning("recovery of %s failed: %s", execution_id, exc)
 
         claimed = await self.store.claim_orphans()
@@ -311,7 +309,7 @@ class Runner:
     async def _claim_or_log(self) -> None:
         try:
             await self._claim()
-        except (PyMongoError, DiscoveryError) as exc:
+        except DiscoveryError as exc:
             log.warning("claim after a new lease failed (the lease loop tries again): %s", exc)
 
     async def _recover(self, execution_id: str, lease: str | None) -> None:
@@ -474,15 +472,13 @@ class Runner:
             if appended:
                 try:
                     await self.store.append(appended, state)
-                except (DiscoveryError, PyMongoError) as exc:
+                except DiscoveryError as exc:
                     for poll, _ in matched:
                         poll.release()
                     self._drop(state.execution_id)
                     if isinstance(exc, Fenced):
                         self._drop_all()
-                    if isinstance(exc, DiscoveryError):
-                        raise
-                    raise StoreUnavailable("the database is unavailable") from exc
+                    raise
                 actor.recent.extend(appended)
                 self.hub.publish(appended)
                 self._after(actor, appended)
@@ -508,7 +504,7 @@ class Runner:
                 return
             try:
                 parked = await self.store.park(state.execution_id)
-            except (PyMongoError, DiscoveryError) as exc:
+            except DiscoveryError as exc:
                 # Held a while longer: the lease loop parks what still waits.
                 log.warning("execution %s not parked: %s", state.execution_id, exc)
                 return
@@ -593,7 +589,7 @@ class Runner:
             try:
                 await self._recover_if_ours(execution_id)
                 return
-            except (PyMongoError, DiscoveryError) as exc:
+            except DiscoveryError as exc:
                 log.warning("recovering %s: %s", execution_id, exc)
         # The lease loop keeps trying after this.
 
@@ -757,7 +753,7 @@ class Runner:
             await self.store.record_runner(
                 RunnerSeen(runner_id, tuple(sorted(handlers)), free_slots, utc_now())
             )
-        except (PyMongoError, DiscoveryError) as exc:
+        except DiscoveryError as exc:
             log.warning("runner %s not recorded: %s", runner_id, exc)
             return
         self._runners_recorded[runner_id] = (now, handlers)
@@ -899,7 +895,7 @@ class Runner:
             # A write that failed on the network may have gone in all the same.
             if await self.store.load_execution(execution_id) is None:
                 await self.store.delete_blobs(execution_id)
-        except (PyMongoError, DiscoveryError) as exc:
+        except DiscoveryError as exc:
             log.warning("blobs of refused start %s not deleted: %s", execution_id, exc)
 
     @staticmethod

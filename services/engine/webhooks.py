@@ -37,7 +37,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from pymongo.errors import PyMongoError
 
 from services.engine.domain.errors import DiscoveryError
 from services.engine.runner import Assignment, Runner
@@ -389,7 +388,7 @@ class WebhookRunner:
                 {},
                 {"reason": reason, "type": kind, "message": message},
             )
-        except (DiscoveryError, PyMongoError) as exc:
+        except DiscoveryError as exc:
             # It ended meanwhile (cancelled, timed out), or the database is away: its
             # heartbeat timeout ends it then.
             log.info("attempt not failed: %s", exc, extra={"runner": self.runner_id})

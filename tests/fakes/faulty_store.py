@@ -2,7 +2,8 @@
 
 Each call to a wrapped method fails with probability `rate`, either before it reaches the
 real store or after it did its work (the caller cannot tell which: the write may or may not
-have happened). The same seed gives the same schedule of failures.
+have happened). It fails as the real store does when the database is away: StoreUnavailable,
+caused by one of the driver's network errors. The same seed gives the same schedule.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from pymongo.errors import AutoReconnect, NetworkTimeout, NotPrimaryError
 
+from services.engine.store.errors import unavailable
 from services.engine.store.repository import ExecutionStore
 
 FAULTS = (AutoReconnect, NotPrimaryError, NetworkTimeout)
@@ -55,11 +57,13 @@ class FaultyStore:
             fault = self._random.choice(FAULTS)
             if fail and not after:
                 self.injected[f"{name} before"] += 1
-                raise fault(f"injected before {name}")
+                cause = fault(f"injected before {name}")
+                raise unavailable(cause) from cause
             result = await target(*args, **kwargs)
             if fail:
                 self.injected[f"{name} after"] += 1
-                raise fault(f"injected after {name}")
+                cause = fault(f"injected after {name}")
+                raise unavailable(cause) from cause
             return result
 
         return call

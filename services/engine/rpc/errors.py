@@ -19,7 +19,6 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
-from pymongo.errors import PyMongoError
 
 from services.auth import AuthError
 from services.engine.domain import errors as e
@@ -49,8 +48,6 @@ def code_for(error: e.DiscoveryError) -> grpc.StatusCode:
 def status_for(error: Exception) -> status_pb2.Status:
     if isinstance(error, AuthError):  # a watch outliving its token
         return auth_status(error, DOMAIN)
-    if isinstance(error, PyMongoError):
-        error = e.StoreUnavailable("the database is unavailable; retry")
     if not isinstance(error, e.DiscoveryError):
         correlation = uuid.uuid4().hex[:12]
         log.error("unexpected error [%s]", correlation, exc_info=error)

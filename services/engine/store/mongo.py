@@ -62,6 +62,7 @@ from services.engine.store.documents import (
     workflow_from_doc,
     workflow_to_doc,
 )
+from services.engine.store.errors import domain_errors, unavailable
 from services.engine.store.repository import (
     BlobRef,
     Claim,
@@ -145,6 +146,7 @@ class _Append:
     )
 
 
+@domain_errors
 class MongoStore:
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         # Every write waits for the majority and the journal: an acknowledged event survives
@@ -851,7 +853,10 @@ class MongoStore:
 
     async def _chunks(self, blob_id: str, count: int) -> AsyncIterator[bytes]:
         for n in range(count):
-            chunk = await self.blob_chunks.find_one({"blob_id": blob_id, "n": n})
+            try:
+                chunk = await self.blob_chunks.find_one({"blob_id": blob_id, "n": n})
+            except PyMongoError as exc:
+                raise unavailable(exc) from exc
             if chunk is None:
                 raise BlobNotFound(f"blob {blob_id!r} is incomplete")
             yield bytes(chunk["data"])
