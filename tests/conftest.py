@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.engine.store.embedded import DatabaseProcess
-from tests.stack import Stack, start_stack
+from tests.stack import Client, EngineProcess, Stack, restartable_engine, start_stack
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +75,14 @@ def no_unretrieved_task_exceptions() -> Iterator[None]:
     found, _UNRETRIEVED.messages[:] = list(_UNRETRIEVED.messages), []
     if found:
         pytest.fail("task exceptions nobody retrieved:\n" + "\n".join(found), pytrace=False)
+
+
+@pytest.fixture
+async def restartable(
+    mongo_server: str, database: str, tmp_path: Path
+) -> AsyncIterator[tuple[EngineProcess, Client]]:
+    """The engine as a child process that a test may SIGKILL and start again, and a client of
+    it (tests.stack.restartable_engine; a pioneer in this process runs the steps)."""
+    async with restartable_engine(mongo_server, database, tmp_path / "engine.log") as running:
+        _, engine, client = running
+        yield engine, client

@@ -8,11 +8,15 @@ upgrade, with 429 and the quota named.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 
 from aiohttp import web
 
+from services.gateway.auth import caller, stream_owner
 from services.gateway.errors import GatewayError
+from services.gateway.state import STREAMS
 
 QUOTA = "tenant_live_streams"
 # A held stream ends when its execution does or its client leaves: retry a little later.
@@ -45,3 +49,23 @@ class TenantStreams:
 
 
 TENANT_STREAMS = web.AppKey("tenant_streams", TenantStreams)
+
+
+@contextlib.contextmanager
+def admitted(request: web.Request) -> Iterator[None]:
+    """A live stream's place under its tenant's quota and the gateway's caps (per client and
+    in all), held while the block runs."""
+    tenant = caller(request).principal.tenant
+    client = stream_owner(request)
+    tenants, streams = request.app[TENANT_STREAMS], request.app[STREAMS]
+    tenants.admit(tenant)
+    try:
+        streams.admit(client)
+    except GatewayError:
+        tenants.release(tenant)
+        raise
+    try:
+        yield
+    finally:
+        streams.release(client)
+        tenants.release(tenant)

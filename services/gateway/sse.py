@@ -20,21 +20,18 @@ import logging
 from aiohttp import web
 
 from services.gateway import legacy
-from services.gateway.auth import caller, engine_for, stream_owner
+from services.gateway.auth import caller, engine_for
 from services.gateway.config import Settings
 from services.gateway.errors import BadRequest, GatewayError
 from services.gateway.feeds import FeedRegistry
-from services.gateway.quotas import TENANT_STREAMS
+from services.gateway.quotas import admitted
 from services.gateway.state import FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import (
     Outgoing,
-    Overflow,
-    SendQueue,
+    StreamSession,
     bound_send_buffer,
-    buffered,
     end_at_expiry,
     snapshot,
-    token_ended,
 )
 from services.gateway.validation import resource_id, sequence_number
 
@@ -45,7 +42,9 @@ END_TIMEOUT_SECONDS = 5.0
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
-class EventStream:
+class EventStream(StreamSession):
+    kind = "event-stream"
+
     def __init__(
         self,
         request: web.Request,
@@ -54,14 +53,10 @@ class EventStream:
         after_seq: int,
         settings: Settings,
     ) -> None:
-        self.execution_id = execution_id
-        self.principal = caller(request).principal
-        self._tenant = self.principal.tenant
+        principal = caller(request).principal
+        super().__init__(principal, request.transport, execution_id, after_seq, settings)
         self._response = response
-        self._transport = request.transport
-        self._last = after_seq
         self._heartbeat = settings.ws_heartbeat_seconds
-        self._queue = SendQueue(settings.stream_queue_messages, settings.stream_queue_bytes)
         self._writer: asyncio.Task[None] | None = None
         self._cut = False
 
@@ -94,27 +89,8 @@ class EventStream:
         seq = message.seq
         if seq is None or seq <= self._last or self._cut:
             return
-        try:
-            self._queue.put(message, buffered=buffered(self._transport))
-        except Overflow as exc:
-            log.warning(
-                "slow event-stream client disconnected",
-                extra={
-                    "execution_id": self.execution_id,
-                    "queued": str(exc),
-                    "peak_bytes": self._queue.peak_bytes,
-                },
-            )
+        if not self._queued(message):
             self._cut_off()
-            return
-        self._last = seq
-
-    def token_expired(self) -> None:
-        self.token_ended("TOKEN_EXPIRED", "has expired")
-
-    def token_ended(self, code: str, why: str) -> None:
-        """A final error event after what is queued, then the end of the stream."""
-        self.end(token_ended(code, why, self._last))
 
     def end(self, error: GatewayError | None) -> None:
         if error is not None:
@@ -152,15 +128,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     last_event_id = sequence_number(request.headers.get("Last-Event-ID"), "Last-Event-ID")
     query_after_seq = sequence_number(request.query.get("after_seq"), "after_seq")
     after_seq = query_after_seq if last_event_id is None else last_event_id
-    client = stream_owner(request)
-    tenant = caller(request).principal.tenant
-    request.app[TENANT_STREAMS].admit(tenant)
-    try:
-        streams.admit(client)
-    except GatewayError:
-        request.app[TENANT_STREAMS].release(tenant)
-        raise
-    try:
+    with admitted(request):
         execution = await engine_for(request).get_execution(execution_id)
         if after_seq is not None and after_seq > execution.last_seq:
             raise BadRequest(
@@ -191,6 +159,3 @@ async def events(request: web.Request) -> web.StreamResponse:
         finally:
             streams.discard(stream)
         return response
-    finally:
-        streams.release(client)
-        request.app[TENANT_STREAMS].release(tenant)

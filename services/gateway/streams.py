@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import socket
 from collections import Counter, deque
@@ -28,8 +29,10 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from services.auth import Principal
 from services.gateway import legacy
 from services.gateway.config import Settings
-from services.gateway.errors import ShuttingDown, TooManyStreams, Unauthorized
+from services.gateway.errors import GatewayError, ShuttingDown, TooManyStreams, Unauthorized
 from services.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
 
 
 class LiveStream(Protocol):
@@ -41,6 +44,60 @@ class LiveStream(Protocol):
 
     def token_ended(self, code: str, why: str) -> None:
         """Ends the stream after what is queued: the caller's token is no longer good."""
+
+
+class StreamSession:
+    """What a WebSocket (websocket.WatchSocket) and an event stream (sse.EventStream) share:
+    who watches which execution from which seq, the bounded queue to the client, and the end
+    of the stream when the caller's token expires or is revoked."""
+
+    # Names the kind of stream in the log line of a client too slow for its queue.
+    kind = "live stream"
+
+    def __init__(
+        self,
+        principal: Principal,
+        transport: asyncio.Transport | None,
+        execution_id: str,
+        after_seq: int,
+        settings: Settings,
+    ) -> None:
+        self.execution_id = execution_id
+        self.principal = principal
+        self._tenant = principal.tenant
+        self._transport = transport
+        self._last = after_seq
+        self._queue = SendQueue(settings.stream_queue_messages, settings.stream_queue_bytes)
+
+    def end(self, error: GatewayError | None) -> None:
+        """No more events after those queued: the execution ended (None), or `error`."""
+        raise NotImplementedError
+
+    def token_expired(self) -> None:
+        self.token_ended("TOKEN_EXPIRED", "has expired")
+
+    def token_ended(self, code: str, why: str) -> None:
+        """Ends the stream after what is queued: the client resumes after the last event."""
+        self.end(token_ended(code, why, self._last))
+
+    def _queued(self, message: Outgoing) -> bool:
+        """Puts an event in the send queue; False when the client reads too slowly for the
+        queue's bounds (logged; the caller cuts that client off, and it resumes from its
+        last seq)."""
+        try:
+            self._queue.put(message, buffered=buffered(self._transport))
+        except Overflow as exc:
+            log.warning(
+                f"slow {self.kind} client disconnected",
+                extra={
+                    "execution_id": self.execution_id,
+                    "queued": str(exc),
+                    "peak_bytes": self._queue.peak_bytes,
+                },
+            )
+            return False
+        self._last = message.seq or self._last
+        return True
 
 
 def token_ended(code: str, why: str, last_seq: int) -> Unauthorized:

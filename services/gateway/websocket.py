@@ -30,7 +30,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from discovery_client import EngineError
 from services.gateway import legacy
-from services.gateway.auth import caller, engine_for, stream_owner
+from services.gateway.auth import caller, engine_for
 from services.gateway.config import Settings
 from services.gateway.errors import (
     BadRequest,
@@ -40,17 +40,15 @@ from services.gateway.errors import (
     UpgradeRequired,
 )
 from services.gateway.feeds import FeedRegistry
-from services.gateway.quotas import TENANT_STREAMS
+from services.gateway.quotas import admitted
 from services.gateway.state import FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import (
     Outgoing,
-    Overflow,
     SendQueue,
+    StreamSession,
     bound_send_buffer,
-    buffered,
     end_at_expiry,
     snapshot,
-    token_ended,
 )
 from services.gateway.validation import resource_id, sequence_number
 
@@ -82,7 +80,9 @@ def error_message(execution_id: str, error: GatewayError) -> dict[str, Any]:
     }
 
 
-class WatchSocket:
+class WatchSocket(StreamSession):
+    kind = "WebSocket"
+
     def __init__(
         self,
         request: web.Request,
@@ -91,13 +91,9 @@ class WatchSocket:
         after_seq: int,
         settings: Settings,
     ) -> None:
-        self.execution_id = execution_id
-        self.principal = caller(request).principal
-        self._tenant = self.principal.tenant
+        principal = caller(request).principal
+        super().__init__(principal, request.transport, execution_id, after_seq, settings)
         self._ws = ws
-        self._transport = request.transport
-        self._last = after_seq
-        self._queue = SendQueue(settings.stream_queue_messages, settings.stream_queue_bytes)
         self._end_code: int = WSCloseCode.OK
         self._end_reason = b"execution finished"
         self._sender: asyncio.Task[None] | None = None
@@ -125,13 +121,6 @@ class WatchSocket:
             await feeds.unsubscribe(feed, self)
             await self._finish()
 
-    def token_expired(self) -> None:
-        self.token_ended("TOKEN_EXPIRED", "has expired")
-
-    def token_ended(self, code: str, why: str) -> None:
-        """Ends the stream after what is queued: the client resumes after the last event."""
-        self.end(token_ended(code, why, self._last))
-
     async def shutdown(self) -> None:
         self._begin_close(WSCloseCode.GOING_AWAY, b"gateway shutting down; reconnect")
         if self._closer is not None:
@@ -150,20 +139,8 @@ class WatchSocket:
             self._transport.write(message.payload)
             self._last = seq
             return
-        try:
-            self._queue.put(message, buffered=buffered(self._transport))
-        except Overflow as exc:
-            log.warning(
-                "slow WebSocket client disconnected",
-                extra={
-                    "execution_id": self.execution_id,
-                    "queued": str(exc),
-                    "peak_bytes": self._queue.peak_bytes,
-                },
-            )
+        if not self._queued(message):
             self._begin_close(WSCloseCode.TRY_AGAIN_LATER, b"too slow; resume with after_seq")
-            return
-        self._last = seq
 
     def end(self, error: GatewayError | None) -> None:
         if self._closer is not None:
@@ -304,15 +281,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             headers={"Upgrade": "websocket"},
         )
     check_origin(request, settings)
-    client = stream_owner(request)
-    tenant = caller(request).principal.tenant
-    request.app[TENANT_STREAMS].admit(tenant)
-    try:
-        streams.admit(client)
-    except GatewayError:
-        request.app[TENANT_STREAMS].release(tenant)
-        raise
-    try:
+    with admitted(request):
         try:
             execution = await engine_for(request).get_execution(resource_id(raw_id, "execution"))
         except EngineError as exc:
@@ -343,6 +312,3 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         finally:
             streams.discard(session)
         return ws
-    finally:
-        streams.release(client)
-        request.app[TENANT_STREAMS].release(tenant)

@@ -12,11 +12,8 @@ import signal
 import struct
 import termios
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 
 from tests.cli.cli import CLI, cli_env
@@ -24,19 +21,9 @@ from tests.stack import (
     ROOT,
     Client,
     EngineProcess,
-    restartable_engine,
 )
 
 ARTIFACT = ROOT / "test-artifacts" / "cli-watch.txt"
-
-
-@pytest.fixture
-async def restartable(
-    mongo_server: str, database: str, tmp_path: Path
-) -> AsyncIterator[tuple[EngineProcess, Client]]:
-    async with restartable_engine(mongo_server, database, tmp_path / "engine.log") as running:
-        _, engine, client = running
-        yield engine, client
 
 
 async def test_watch_survives_an_engine_restart_and_shows_each_seq_once(

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -19,19 +18,10 @@ from discovery.engine.v1 import workflow_pb2 as wf_pb
 
 from discovery_client import AsyncClient, Client, EngineError, Resumed, Settings
 from tests.stack import Client as StackClient
-from tests.stack import EngineProcess, Stack, restartable_engine, token
+from tests.stack import EngineProcess, Stack, token
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP = {"handler": "sleep", "heartbeat_timeout_seconds": 5, "retry": {"max_attempts": 2}}
-
-
-@pytest.fixture
-async def restartable(
-    mongo_server: str, database: str, tmp_path: Path
-) -> AsyncIterator[tuple[EngineProcess, StackClient]]:
-    async with restartable_engine(mongo_server, database, tmp_path / "engine.log") as running:
-        _, engine, client = running
-        yield engine, client
 
 
 async def test_watch_follows_a_run_across_an_engine_restart_each_event_once(
@@ -116,3 +106,32 @@ def test_the_library_imports_nothing_of_the_services() -> None:
     )
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'generated'}"}
     subprocess.run([sys.executable, "-c", check], check=True, cwd=ROOT, env=env, timeout=60)
+
+
+async def test_lists_page_through_workflows_oldest_first_and_executions_newest_first(
+    stack: Stack,
+) -> None:
+    nap = {"name": "nap", "handler": "sleep", "heartbeat_timeout_seconds": 5}
+    made = [(await stack.client.create_workflow(f"w{i}", nap)).workflow_id for i in range(5)]
+    async with AsyncClient(Settings(stack.client.target, token())) as client:
+        started = [
+            (await client.start_execution(made[0], {"seconds": 0}, manual=True)).execution
+            for _ in range(5)
+        ]
+        workflows, executions, token_ = [], [], ""
+        while True:
+            page = await client.list_workflows(page_size=2, page_token=token_)
+            assert len(page.workflows) <= 2
+            workflows += [w.workflow_id for w in page.workflows]
+            if not (token_ := page.next_page_token):
+                break
+        while True:
+            listed = await client.list_executions(
+                workflow_id=made[0], page_size=2, page_token=token_
+            )
+            executions += [e.execution_id for e in listed.executions]
+            if not (token_ := listed.next_page_token):
+                break
+
+    assert workflows[-5:] == made
+    assert executions == [e.execution_id for e in reversed(started)]

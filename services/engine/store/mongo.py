@@ -339,19 +339,8 @@ class MongoStore:
         query: dict[str, Any] = {"tenant_id": tenant_id}
         if name:
             query["name"] = name
-        if page_token:
-            after, after_id = decode_page_token(page_token)
-            query["$or"] = [
-                {"created_at": {"$gt": after}},
-                {"created_at": after, "_id": {"$gt": after_id}},
-            ]
-        cursor = self.workflows.find(query).sort([("created_at", 1), ("_id", 1)])
-        docs = await cursor.limit(page_size + 1).to_list()
-        items = [workflow_from_doc(d) for d in docs[:page_size]]
-        token = ""
-        if len(docs) > page_size:
-            token = encode_page_token(items[-1].created_at, items[-1].workflow_id)
-        return Page(items, token)
+        docs, token = await _page(self.workflows, query, page_size, page_token)
+        return Page([workflow_from_doc(d) for d in docs], token)
 
     # --- executions ------------------------------------------------------------------
 
@@ -408,21 +397,15 @@ class MongoStore:
         query: dict[str, Any] = {"tenant_id": tenant_id}
         if workflow_id:
             query["workflow_id"] = workflow_id
-        if page_token:
-            before, before_id = decode_page_token(page_token)
-            query["$or"] = [
-                {"created_at": {"$lt": before}},
-                {"created_at": before, "_id": {"$lt": before_id}},
-            ]
-        cursor = self.executions.find(query, _SUMMARY_FIELDS).sort(
-            [("created_at", -1), ("_id", -1)]
+        docs, token = await _page(
+            self.executions,
+            query,
+            page_size,
+            page_token,
+            newest_first=True,
+            projection=_SUMMARY_FIELDS,
         )
-        docs = await cursor.limit(page_size + 1).to_list()
-        items = [execution_from_doc(self._unwritten(d)) for d in docs[:page_size]]
-        token = ""
-        if len(docs) > page_size:
-            token = encode_page_token(items[-1].created_at, items[-1].execution_id)
-        return Page(items, token)
+        return Page([execution_from_doc(self._unwritten(d)) for d in docs], token)
 
     def _unwritten(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The status document as this store last committed it, written yet or not."""
@@ -1008,6 +991,37 @@ class MongoStore:
         async for doc in usage.find({}):
             counts.setdefault(doc["_id"], TenantCounts()).stored_bytes = int(doc["stored_bytes"])
         return counts
+
+
+async def _page(
+    collection: AsyncCollection[dict[str, Any]],
+    query: dict[str, Any],
+    page_size: int,
+    page_token: str,
+    *,
+    newest_first: bool = False,
+    projection: Mapping[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], str]:
+    """One page of `collection` in (created_at, _id) order, oldest or newest first, and the
+    token of the next page ("" after the last), which carries where this one ended: a page
+    follows on from its token whatever was added meanwhile."""
+    beyond, order = ("$lt", DESCENDING) if newest_first else ("$gt", ASCENDING)
+    if page_token:
+        edge, edge_id = decode_page_token(page_token)
+        query = {
+            **query,
+            "$or": [
+                {"created_at": {beyond: edge}},
+                {"created_at": edge, "_id": {beyond: edge_id}},
+            ],
+        }
+    cursor = collection.find(query, projection).sort([("created_at", order), ("_id", order)])
+    docs = await cursor.limit(page_size + 1).to_list()
+    token = ""
+    if len(docs) > page_size:
+        last = docs[page_size - 1]
+        token = encode_page_token(last["created_at"], last["_id"])
+    return docs[:page_size], token
 
 
 class _EventChanges:
