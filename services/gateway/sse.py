@@ -30,7 +30,6 @@ from services.gateway.streams import (
     Outgoing,
     StreamSession,
     bound_send_buffer,
-    end_at_expiry,
     snapshot,
 )
 from services.gateway.validation import resource_id, sequence_number
@@ -64,14 +63,9 @@ class EventStream(StreamSession):
         if first is not None:
             self._queue.put(first)  # into the empty queue: it always fits
         self._writer = asyncio.create_task(self._write())
-        feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
-        expiry = end_at_expiry(self.principal, self.token_expired)
         try:
-            await asyncio.wait({self._writer})
+            await self._follow(feeds, self._writer)
         finally:
-            if expiry is not None:
-                expiry.cancel()
-            await feeds.unsubscribe(feed, self)
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
         if self._cut and self._transport is not None:

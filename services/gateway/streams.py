@@ -21,7 +21,7 @@ import math
 import socket
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from discovery.engine.v1 import execution_pb2 as ex_pb
@@ -31,6 +31,9 @@ from services.gateway import legacy
 from services.gateway.config import Settings
 from services.gateway.errors import GatewayError, ShuttingDown, TooManyStreams, Unauthorized
 from services.ratelimit import RateLimiter
+
+if TYPE_CHECKING:  # feeds.py imports this module
+    from services.gateway.feeds import FeedRegistry
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,25 @@ class StreamSession:
         self._last = after_seq
         self._queue = SendQueue(settings.stream_queue_messages, settings.stream_queue_bytes)
 
+    def deliver(self, message: Outgoing) -> None:
+        """One event from the feed (feeds.Subscriber). Never waits."""
+        raise NotImplementedError
+
     def end(self, error: GatewayError | None) -> None:
         """No more events after those queued: the execution ended (None), or `error`."""
         raise NotImplementedError
+
+    async def _follow(self, feeds: FeedRegistry, until: asyncio.Task[None]) -> None:
+        """Takes the feed's events, and ends at the caller token's expiry, until `until`
+        is done (the client left, or the stream was closed)."""
+        feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
+        expiry = end_at_expiry(self.principal, self.token_expired)
+        try:
+            await asyncio.wait({until})
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            await feeds.unsubscribe(feed, self)
 
     def token_expired(self) -> None:
         self.token_ended("TOKEN_EXPIRED", "has expired")

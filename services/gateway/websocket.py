@@ -47,7 +47,6 @@ from services.gateway.streams import (
     SendQueue,
     StreamSession,
     bound_send_buffer,
-    end_at_expiry,
     snapshot,
 )
 from services.gateway.validation import resource_id, sequence_number
@@ -110,15 +109,10 @@ class WatchSocket(StreamSession):
             self._queue.put(first)  # into the empty queue: it always fits
         self._sender = asyncio.create_task(self._send())
         self._receiver = asyncio.create_task(self._receive())
-        feed = feeds.subscribe(self.execution_id, self._tenant, self._last, self)
-        expiry = end_at_expiry(self.principal, self.token_expired)
         try:
             # Until the client leaves or closes, or the sender closes (it stops the receiver).
-            await asyncio.wait({self._receiver})
+            await self._follow(feeds, self._receiver)
         finally:
-            if expiry is not None:
-                expiry.cancel()
-            await feeds.unsubscribe(feed, self)
             await self._finish()
 
     async def shutdown(self) -> None:
