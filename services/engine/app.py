@@ -21,7 +21,7 @@ from services.engine.quotas import CallQuotas, TenantUsage
 from services.engine.revocations import Revocations
 from services.engine.rpc.forward import Forwarder
 from services.engine.rpc.server import SERVICE_NAMES, build_server
-from services.engine.rpc.servicers import Limits
+from services.engine.rpc.servicer import Limits
 from services.engine.runner import Runner, RunnerSettings
 from services.engine.store.embedded import DatabaseProcess
 from services.engine.store.mongo import MongoStore

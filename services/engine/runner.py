@@ -61,6 +61,7 @@ from services.engine.store.repository import (
     BlobRef,
     Claim,
     ExecutionStore,
+    Page,
     QueueDepth,
     RequestIdTaken,
     RunnerSeen,
@@ -809,6 +810,12 @@ class Runner:
         await self.store.create_workflow(workflow)
         return workflow
 
+    async def list_workflows(
+        self, *, tenant: str, page_size: int, page_token: str, name: str
+    ) -> Page[Workflow]:
+        """Oldest first; `name`, when given, only those named so."""
+        return await self.store.list_workflows(tenant, page_size, page_token, name)
+
     async def get_workflow(self, workflow_id: str, *, tenant: str) -> Workflow:
         # Definitions never change once created: a start need not read its workflow again.
         workflow = self._workflows.pop((tenant, workflow_id), None)
@@ -906,6 +913,22 @@ class Runner:
                 metadata={"execution_id": existing.execution_id},
             )
         return existing
+
+    async def list_executions(
+        self, *, tenant: str, page_size: int, page_token: str, workflow_id: str
+    ) -> Page[ex.ExecutionState]:
+        """Newest first, as summaries (no payloads); `workflow_id`, when given, its only."""
+        return await self.store.list_executions(tenant, page_size, page_token, workflow_id)
+
+    async def started_before(self, request_id: str, *, tenant: str) -> bool:
+        """Whether a start with this idempotency key was accepted already."""
+        return await self.store.find_by_request_id(tenant, request_id) is not None
+
+    async def tenant_of(self, execution_id: str) -> str | None:
+        """The tenant an execution belongs to (what its blobs count against); None for one
+        that does not exist."""
+        state = await self.store.load_execution(execution_id)
+        return state.workflow.tenant_id if state is not None else None
 
     async def get(self, execution_id: str, *, tenant: str) -> ex.ExecutionState:
         # From the store even when held here: a read says what the database holds, and

@@ -22,15 +22,13 @@ from services.engine.revocations import Revocations
 from services.engine.rpc.auth import PERMISSIONS
 from services.engine.rpc.call_quotas import CallQuotaInterceptor
 from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
+from services.engine.rpc.executions import ExecutionServicer
 from services.engine.rpc.forward import Forwarder, ForwardInterceptor
-from services.engine.rpc.servicers import (
-    ExecutionServicer,
-    Limits,
-    StepQueueServicer,
-    StepReportServicer,
-    WorkflowServicer,
-)
+from services.engine.rpc.servicer import Limits
+from services.engine.rpc.step_queue import StepQueueServicer
+from services.engine.rpc.step_reports import StepReportServicer
 from services.engine.rpc.tokens import TokenServicer
+from services.engine.rpc.workflows import WorkflowServicer
 from services.engine.runner import Runner
 from services.grpc_auth import AuthInterceptor
 
