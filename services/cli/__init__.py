@@ -8,5 +8,6 @@ errors.py      the exception tree and its exit codes
 documents.py   what users hand in: workflow definitions, --input, --file
 commands.py    one function per command
 render.py      static output: tables, status, JSON
+board.py       the steps' state `watch` folds from the events, and its lines
 watch_view.py  what `watch` shows: live bars, plain lines or JSON lines
 """

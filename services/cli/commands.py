@@ -20,10 +20,11 @@ from discovery_client import TERMINAL_EVENTS, Client, EngineError
 from services.auth import WATCHER, TokenAuthority
 from services.certs import make_deployment_secrets
 from services.cli import render
+from services.cli.board import Outcome, event_data, event_name
 from services.cli.config import engine_target
 from services.cli.documents import file_document, json_object, read_definition
 from services.cli.errors import EXIT_EXECUTION_FAILED, EXIT_OK, CliError, Interrupted, UsageError
-from services.cli.watch_view import Outcome, event_data, event_name, make_view
+from services.cli.watch_view import make_view
 from services.envconfig import ConfigError
 from services.token_keys import SIGNING_KEY_FILE_ENV, AuthKeys, load_signing_key
 
