@@ -38,8 +38,9 @@ from urllib.parse import quote
 
 import aiohttp
 
+from services.engine.dispatch import Assignment
 from services.engine.domain.errors import DiscoveryError
-from services.engine.runner import Assignment, Runner
+from services.engine.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +173,16 @@ class WebhookRunner:
             ),
             raise_for_status=False,
         )
-        self._runner.on_attempt_end(self.runner_id, self._attempt_ended)
+        self._runner.dispatch.on_attempt_end(self.runner_id, self._attempt_ended)
         # Attempts it took before the engine restarted still run there (or were never
         # delivered, if the engine stopped between the take and the POST): they count, and
         # are sent again, which a runner that keeps the tokens it accepted answers with 202.
-        for assignment in self._runner.running_attempts(self.runner_id):
+        for assignment in self._runner.dispatch.running_attempts(self.runner_id):
             self._track(assignment)
         self._task = asyncio.create_task(self._keep_taking(), name=f"webhook {self.url}")
 
     async def stop(self) -> None:
-        self._runner.on_attempt_end(self.runner_id, None)
+        self._runner.dispatch.on_attempt_end(self.runner_id, None)
         tasks = [*self._deliveries, *([self._task] if self._task else [])]
         for task in tasks:
             task.cancel()
@@ -265,7 +266,7 @@ class WebhookRunner:
                 free = offer.max_concurrent - len(self._in_flight)
                 remaining = refresh_at - loop.time()
                 if free <= 0:
-                    await self._runner.offer(self.runner_id, offer.handlers, 0)
+                    await self._runner.dispatch.offer(self.runner_id, offer.handlers, 0)
                     self._changed.clear()
                     try:
                         async with asyncio.timeout(min(remaining, 1.0)):
@@ -274,7 +275,7 @@ class WebhookRunner:
                         pass
                     continue
                 try:
-                    taken = await self._runner.poll(
+                    taken = await self._runner.dispatch.poll(
                         self.runner_id, offer.handlers, free, min(remaining, POLL_WAIT_SECONDS)
                     )
                 except DiscoveryError as exc:
@@ -380,7 +381,7 @@ class WebhookRunner:
     ) -> None:
         """Fails the attempt as a step that failed: the step's retry policy decides."""
         try:
-            await self._runner.complete_step(
+            await self._runner.reports.complete_step(
                 assignment.execution_id,
                 assignment.step_name,
                 assignment.attempt_token,

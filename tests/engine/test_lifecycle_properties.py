@@ -101,7 +101,9 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule()
     def poll(self) -> None:
-        for task in self.run(self.runner.poll("machine-runner", frozenset({"sleep"}), 5, 0)):
+        for task in self.run(
+            self.runner.dispatch.poll("machine-runner", frozenset({"sleep"}), 5, 0)
+        ):
             assert task.attempt_token not in self.taken.get(task.execution_id, [])
             self.taken.setdefault(task.execution_id, []).append(task.attempt_token)
 
@@ -123,7 +125,7 @@ class Lifecycle(RuleBasedStateMachine):
         before = state.last_seq
         try:
             self.run(
-                self.runner.report_progress(
+                self.runner.reports.report_progress(
                     execution_id,
                     self._step_name(state),
                     token,
@@ -142,7 +144,9 @@ class Lifecycle(RuleBasedStateMachine):
         name = self._step_name(state)
         result = {"ok": success}
         try:
-            self.run(self.runner.complete_step(execution_id, name, token, success, result, None))
+            self.run(
+                self.runner.reports.complete_step(execution_id, name, token, success, result, None)
+            )
             self.completions[execution_id] = (token, success, result)
         except StaleAttempt:
             pass
@@ -158,7 +162,7 @@ class Lifecycle(RuleBasedStateMachine):
         before = state.last_seq
         try:
             self.run(
-                self.runner.complete_step(
+                self.runner.reports.complete_step(
                     execution_id, attempt.step_name, token, success, result, None
                 )
             )
@@ -178,7 +182,7 @@ class Lifecycle(RuleBasedStateMachine):
         before = state.last_seq
         try:
             self.run(
-                self.runner.complete_step(
+                self.runner.reports.complete_step(
                     execution_id, old.step_name, tokens[0], True, {"x": 1}, None
                 )
             )

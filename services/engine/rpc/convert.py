@@ -12,9 +12,9 @@ from discovery.engine.v1 import step_queue_service_pb2 as queue_pb
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from services.engine.dispatch import Assignment
 from services.engine.domain import execution as ex
 from services.engine.domain.workflow import Workflow
-from services.engine.runner import Assignment
 from services.engine.store.repository import QueueDepth, RunnerSeen
 
 _STATUS = {

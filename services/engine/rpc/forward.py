@@ -21,9 +21,9 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from discovery_client.channel import Tls, aio_channel
+from services.engine.dispatch import Assignment
 from services.engine.domain.errors import HeldElsewhere, Unavailable
 from services.engine.rpc import convert
-from services.engine.runner import Assignment
 from services.engine.step_queue import ReadyAttempt
 from services.grpc_auth import Credentials
 

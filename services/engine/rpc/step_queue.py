@@ -37,7 +37,7 @@ class StepQueueServicer(Servicer, sq_grpc.StepQueueServiceServicer):
         left = context.time_remaining()
         if left is not None:
             wait = max(min(wait, left - POLL_DEADLINE_MARGIN_SECONDS), 0.0)
-        assignments = await self._runner.poll(
+        assignments = await self._runner.dispatch.poll(
             runner_id,
             frozenset(request.handlers),
             request.max_attempts,
@@ -49,7 +49,7 @@ class StepQueueServicer(Servicer, sq_grpc.StepQueueServiceServicer):
     async def TakeStepAttempt(
         self, request: sq.TakeStepAttemptRequest, context: Context
     ) -> sq.TakeStepAttemptResponse:
-        assignment = await self._runner.take(
+        assignment = await self._runner.dispatch.take(
             required_text(request.execution_id, "execution_id"),
             required_text(request.attempt_token, "attempt_token"),
             required_text(request.runner_id, "runner_id"),
@@ -61,8 +61,8 @@ class StepQueueServicer(Servicer, sq_grpc.StepQueueServiceServicer):
     async def GetStepQueue(
         self, request: sq.GetStepQueueRequest, context: Context
     ) -> sq.GetStepQueueResponse:
-        mine, total = await self._runner.queue_depths(self._caller(context).tenant)
-        runners = await self._runner.runners()
+        mine, total = await self._runner.dispatch.queue_depths(self._caller(context).tenant)
+        runners = await self._runner.dispatch.runners()
         return sq.GetStepQueueResponse(
             tenant=[convert.queue_depth(d) for d in mine],
             total=[convert.queue_depth(d) for d in total],

@@ -31,7 +31,7 @@ class StepReportServicer(Servicer, sr_grpc.StepReportServiceServicer):
         reports.extend(
             reports_at_most(request.more_progress, MAX_REPORTS_PER_CALL, "more_progress")
         )
-        cancelled = await self._runner.report_progress(
+        cancelled = await self._runner.reports.report_progress(
             required_text(request.execution_id, "execution_id"),
             required_text(request.step_name, "step_name"),
             required_text(request.attempt_token, "attempt_token"),
@@ -50,7 +50,7 @@ class StepReportServicer(Servicer, sr_grpc.StepReportServiceServicer):
                 "type": request.error.type,
                 "message": request.error.message[:4000],
             }
-        await self._runner.complete_step(
+        await self._runner.reports.complete_step(
             required_text(request.execution_id, "execution_id"),
             required_text(request.step_name, "step_name"),
             required_text(request.attempt_token, "attempt_token"),
@@ -80,7 +80,7 @@ class StepReportServicer(Servicer, sr_grpc.StepReportServiceServicer):
     async def ReadBlob(
         self, request: sr.ReadBlobRequest, context: Context
     ) -> AsyncIterator[sr.ReadBlobResponse]:
-        chunks = await self._runner.read_blob(
+        chunks = await self._runner.reports.read_blob(
             required_text(request.execution_id, "execution_id"),
             required_text(request.attempt_token, "attempt_token"),
             required_text(request.blob_id, "blob_id"),
@@ -114,7 +114,7 @@ class StepReportServicer(Servicer, sr_grpc.StepReportServiceServicer):
                     usage.check_bytes(tenant, size)  # before anything is stored
                 yield request.chunk
 
-        ref = await self._runner.write_blob(
+        ref = await self._runner.reports.write_blob(
             execution_id,
             required_text(first.header.attempt_token, "header.attempt_token"),
             chunks(),

@@ -1,0 +1,548 @@
+"""The executions this engine holds, as actors: every change goes through here, is logged,
+then acted on.
+
+Each held execution is an actor: its state (the fold of its log), a lock, and at most one
+timer. A change, whether a report from a step, a runner taking a queued attempt, a cancel, an
+advance or a timer, runs under the lock as: events from the command, then whatever `decide`
+adds (queue the next step, retry, timeout, end), then one durable append, then the side
+effects (the step queue, publishing to watchers). A failed append drops the actor; the next
+touch reloads it from the log, which is the truth.
+
+Executions are held under this engine's lease (leases.py). Every write is conditioned on the
+lease: once another engine fenced it, this one lets go of everything it held. A command for an
+execution another engine holds is answered there (HeldElsewhere, which the RPC layer
+forwards); where it is held is remembered while that engine's lease, as read, holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.engine.clock import utc_now
+from services.engine.dispatch import assignment
+from services.engine.domain import execution as ex
+from services.engine.domain.errors import (
+    AlreadyTerminal,
+    DiscoveryError,
+    ExecutionNotFound,
+    Fenced,
+    HeldElsewhere,
+    NotOwner,
+    Unavailable,
+)
+from services.engine.estimates import StepDurations
+from services.engine.hub import EventHub
+from services.engine.leases import LeaseKeeper
+from services.engine.step_queue import Poll, ReadyAttempt, StepQueue
+from services.engine.store.repository import Claim, ExecutionStore
+
+log = logging.getLogger(__name__)
+
+Produce = Callable[[ex.ExecutionState, datetime], list[ex.NewEvent]]
+
+# Events of each held execution kept in memory for watchers that start (see watch.py).
+RECENT_EVENTS = 256
+# Looks at an execution that moves between engines (ends, is parked, is taken over) while a
+# command looks for it, before the command is refused as UNAVAILABLE.
+MAX_COMMAND_LOOKS = 10
+# Executions known to be held by another engine, kept so that the calls forwarded there need
+# no read of the database each (a runner's reports reach any engine); the oldest go first.
+MAX_KNOWN_HOLDERS = 10_000
+# Executions loaded at once when this engine takes executions over (at start, after a fence,
+# from a dead engine).
+RECOVERIES_AT_ONCE = 32
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    engine_id: str
+    lease_seconds: float = 15.0
+    blob_threshold_bytes: int = 64 * 1024
+    max_input_bytes: int = 1024 * 1024
+    max_result_bytes: int = 256 * 1024
+    max_custom_data_bytes: int = 16 * 1024
+    max_blob_bytes: int = 64 * 1024 * 1024
+    max_wait_seconds: float = 300.0
+    # Progress reports one execution may log; beyond, reports are refused (the step goes on).
+    max_progress_events: int = 10_000
+
+
+class _Released(NotOwner):
+    """The actor was let go (terminal, lease lost, failed write) while a change waited."""
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """Where another engine holds an execution, and until when its lease, as read, holds."""
+
+    tenant_id: str
+    address: str
+    until: datetime
+
+
+@dataclass
+class Actor:
+    state: ex.ExecutionState
+    # The lease it was claimed under: once that lease is not this engine's any more, the
+    # actor is not either.
+    lease: str
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    timer: asyncio.TimerHandle | None = None
+    # Its latest durable events, so that a watcher starting now needs no read of the log.
+    recent: deque[ex.Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    # Commands on their way to the lock: an execution is not parked under them.
+    commands: int = 0
+
+
+class Actors:
+    def __init__(self, store: ExecutionStore, hub: EventHub, settings: RunnerSettings) -> None:
+        self.store = store
+        self.hub = hub
+        self.queue = StepQueue()
+        self.durations = StepDurations(store)
+        self._settings = settings
+        self._actors: dict[str, Actor] = {}
+        self._load_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # runner_id -> told the token of each attempt it took once that attempt ends here
+        # (an in-process runner, such as the webhook pusher, counts its attempts in flight).
+        self._end_listeners: dict[str, Callable[[str], None]] = {}
+        self._holders: OrderedDict[str, _Holder] = OrderedDict()
+        self.leases = LeaseKeeper(
+            store,
+            settings.engine_id,
+            settings.lease_seconds,
+            claim=self.claim,
+            drop_all=self.drop_all,
+            park_waiting=self._park_waiting,
+            flush=self.durations.flush,
+            spawn=self.spawn,
+        )
+
+    async def open(self, address: str) -> None:
+        await self.leases.open(address)
+
+    def stop_polls(self) -> None:
+        """Answers every waiting poll now, and every later one at once: the engine stops."""
+        self.queue.close()
+
+    async def close(self) -> None:
+        self.queue.close()
+        await self.leases.stop()
+        for actor in self._actors.values():
+            if actor.timer is not None:
+                actor.timer.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.durations.flush()
+        self._actors.clear()
+        await self.leases.release()
+
+    def states(self) -> list[ex.ExecutionState]:
+        """The state of every execution held now (not copies: read, never change)."""
+        return [actor.state for actor in self._actors.values()]
+
+    async def hold_started(self, state: ex.ExecutionState, lease: str) -> ex.ExecutionState:
+        """Holds an execution just created under `lease` and makes its first change (its
+        first step queued). A write that fails leaves it to the lease loop, which starts it."""
+        actor = Actor(state, lease)
+        self._actors[state.execution_id] = actor
+        try:
+            return await _shielded(self.change(actor, lambda s, n: []))
+        except DiscoveryError:
+            # The execution exists and is leased to us; the lease loop will start it.
+            self.spawn(self.retry_later(state.execution_id))
+            return state
+
+    def _park_waiting(self) -> None:
+        for actor in list(self._actors.values()):
+            if actor.state.status == ex.WAITING:
+                self.spawn(self._park(actor))
+
+    @property
+    def held(self) -> int:
+        return len(self._actors)
+
+    def drop_all(self) -> None:
+        if self._actors:
+            log.error(
+                "this engine's lease was fenced: letting go of its executions",
+                extra={"held": len(self._actors)},
+            )
+        for execution_id in list(self._actors):
+            self._drop(execution_id)
+
+    async def claim(self) -> None:
+        """Holds what this engine's lease claims: executions whose engine is gone, and its own
+        dropped ones. Loaded side by side, so that their first writes share commits."""
+        lease = self.store.lease_id
+        slots = asyncio.Semaphore(RECOVERIES_AT_ONCE)
+
+        async def recover(execution_id: str) -> None:
+            async with slots:
+                try:
+                    await self._recover(execution_id, lease)
+                except DiscoveryError as exc:
+                    log.warning("recovery of %s failed: %s", execution_id, exc)
+
+        claimed = await self.store.claim_orphans()
+        await asyncio.gather(*(recover(i) for i in claimed if i not in self._actors))
+
+    async def _recover(self, execution_id: str, lease: str | None) -> None:
+        """Loads an execution claimed under `lease` and holds it, unless that lease is not
+        this engine's any more."""
+        async with self._load_lock:
+            if execution_id in self._actors or lease != self.store.lease_id or lease is None:
+                return
+            state = await self.store.load_execution(execution_id)
+            if state is None or lease != self.store.lease_id:
+                return
+            if state.is_terminal:
+                # The projection missed the terminal write; this write also gives up the lease.
+                await self.store.append([], state)
+                return
+            state.last_heartbeat = utc_now()
+            actor = Actor(state, lease)
+            self._actors[execution_id] = actor
+        log.info("execution recovered", extra={"execution_id": execution_id})
+        current = state.current_attempt()
+        if current is not None and current.status == ex.ATTEMPT_QUEUED:
+            self._enqueue(state, current)
+        # A running attempt needs nothing: its runner goes on reporting with its token, and
+        # if the runner is gone too the heartbeat timeout retries the step.
+        await self.change(actor, lambda s, n: [])
+
+    def _drop(self, execution_id: str) -> None:
+        # Only the engine that holds an execution hands its attempts out.
+        self.queue.discard_execution(execution_id)
+        actor = self._actors.pop(execution_id, None)
+        if actor is not None and actor.timer is not None:
+            actor.timer.cancel()
+
+    async def _actor(self, execution_id: str, tenant_id: str) -> Actor:
+        actor = self._actors.get(execution_id)
+        if actor is not None:
+            return actor
+        claim = await self._recover_if_ours(execution_id)
+        actor = self._actors.get(execution_id)
+        if actor is not None:
+            return actor
+        if claim is not None and claim.owner_address is not None:
+            if claim.owner_until is not None:
+                self._holders[execution_id] = _Holder(
+                    tenant_id, claim.owner_address, claim.owner_until
+                )
+                self._holders.move_to_end(execution_id)
+                if len(self._holders) > MAX_KNOWN_HOLDERS:
+                    self._holders.popitem(last=False)
+            raise HeldElsewhere(execution_id, claim.owner_address)
+        raise _Released(f"execution {execution_id} moved; look again")
+
+    def _known_holder(self, execution_id: str) -> _Holder | None:
+        """The engine that held the execution when last looked at, while its lease as read
+        then holds: an execution it let go since is looked for again by that engine."""
+        holder = self._holders.get(execution_id)
+        if holder is not None and holder.until <= utc_now():
+            del self._holders[execution_id]
+            return None
+        return holder
+
+    def forget_holder(self, execution_id: str) -> None:
+        """The engine that held it did not answer: the next call looks in the database."""
+        self._holders.pop(execution_id, None)
+
+    def heard(self, execution_id: str, token: str) -> None:
+        """A report of a running attempt is its runner's sign of life from the moment it
+        arrives, not from when it gets its turn after the changes before it: an engine slow
+        to write (its database busy) must not time out a runner that reported in time."""
+        actor = self._actors.get(execution_id)
+        attempt = actor.state.current_attempt() if actor is not None else None
+        if (
+            actor is None
+            or attempt is None
+            or attempt.status != ex.ATTEMPT_RUNNING
+            or actor.state.attempt_by_token(token) is not attempt
+        ):
+            return
+        now = utc_now()
+        if actor.state.last_heartbeat is None or actor.state.last_heartbeat < now:
+            actor.state.last_heartbeat = now
+
+    async def _recover_if_ours(self, execution_id: str) -> Claim:
+        # One execution by its _id: a touch of a dropped actor must not cost a scan of
+        # every execution this engine holds.
+        lease = self.store.lease_id
+        claim = await self.store.claim_execution(execution_id)
+        if claim.held:
+            await self._recover(execution_id, lease)
+        return claim
+
+    async def command(
+        self, execution_id: str, produce: Produce, tenant: str | None
+    ) -> ex.ExecutionState:
+        """Runs a command against an execution this engine holds or can take; one held by
+        another engine raises HeldElsewhere. A caller of `tenant` (None: any) sees another
+        tenant's execution as missing before anything says where it is held."""
+        for _ in range(MAX_COMMAND_LOOKS):
+            try:
+                actor = self._actors.get(execution_id)
+                if actor is None:
+                    holder = self._known_holder(execution_id)
+                    if holder is not None:
+                        if tenant not in (None, holder.tenant_id):
+                            raise ExecutionNotFound(execution_id)
+                        raise HeldElsewhere(execution_id, holder.address)
+                    state = await self.store.load_execution(execution_id)
+                    if state is None or tenant not in (None, state.workflow.tenant_id):
+                        raise ExecutionNotFound(execution_id)
+                    if state.is_terminal:
+                        # Nothing changes a terminal execution: a command can only verify or
+                        # refuse.
+                        if produce(state, utc_now()):
+                            raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
+                        return state
+                    actor = await self._actor(execution_id, state.workflow.tenant_id)
+                actor.commands += 1
+                try:
+                    # Shielded: once a change has begun, a caller that gives up (deadline,
+                    # disconnect) must not leave the actor half-way between memory and log.
+                    return await _shielded(self.change(actor, produce))
+                finally:
+                    actor.commands -= 1
+            except HeldElsewhere:
+                raise
+            except Fenced:
+                await self.leases.relet()
+            except (_Released, NotOwner):
+                continue  # it ended, or moved, while the command waited: look again
+        raise Unavailable(f"execution {execution_id} is moving between engines; retry")
+
+    async def change(self, actor: Actor, produce: Produce) -> ex.ExecutionState:
+        async with actor.lock:
+            state = actor.state
+            if self._actors.get(state.execution_id) is not actor:
+                raise _Released(f"execution {state.execution_id} was let go; retry")
+            if actor.lease != self.store.lease_id:
+                self._drop(state.execution_id)
+                raise _Released(f"execution {state.execution_id} was held under a fenced lease")
+            now = utc_now()
+            appended: list[ex.Event] = []
+            for new in produce(state, now):
+                appended.append(self._apply(state, new, now))
+            decision = self._decide(state, appended, now)
+            # A step queued now goes straight to a runner whose poll waits for it: its take
+            # is logged in this same commit.
+            matched = []
+            for event in list(appended):
+                if event.type == ex.STEP_QUEUED:
+                    attempt = state.attempt(event.data["order"], event.data["attempt"])
+                    poll = self._match(state, attempt)
+                    if poll is not None:
+                        started = ex.step_started(state, attempt, poll.runner_id, now)
+                        appended.append(self._apply(state, started, now))
+                        matched.append((poll, attempt))
+            if matched:
+                decision = self._decide(state, appended, now)
+            if appended:
+                try:
+                    await self.store.append(appended, state)
+                except DiscoveryError as exc:
+                    for poll, _ in matched:
+                        poll.release()
+                    self._drop(state.execution_id)
+                    if isinstance(exc, Fenced):
+                        self.drop_all()
+                    raise
+                actor.recent.extend(appended)
+                self.hub.publish(appended)
+                self._after(actor, appended)
+                for poll, attempt in matched:
+                    poll.deliver(assignment(state, attempt, poll.runner_id))
+            self._schedule(actor, decision.wake_at, now)
+            if state.status == ex.WAITING:
+                self.spawn(self._park(actor))
+            return state
+
+    async def _park(self, actor: Actor) -> None:
+        """Lets go of an execution that waits for a command (`store.park`): however many
+        manual runs wait, none is held in memory, and none is reloaded when engines restart.
+        The command that comes leases it again to the engine it reaches."""
+        async with actor.lock:
+            state = actor.state
+            if (
+                self._actors.get(state.execution_id) is not actor
+                or actor.lease != self.store.lease_id
+                or state.status != ex.WAITING
+                or actor.commands
+            ):
+                return
+            try:
+                parked = await self.store.park(state.execution_id)
+            except DiscoveryError as exc:
+                # Held a while longer: the lease loop parks what still waits.
+                log.warning("execution %s not parked: %s", state.execution_id, exc)
+                return
+            if parked:
+                log.debug("execution parked", extra={"execution_id": state.execution_id})
+            self._drop(state.execution_id)
+
+    def _decide(
+        self, state: ex.ExecutionState, appended: list[ex.Event], now: datetime
+    ) -> ex.Decision:
+        """Applies what the execution's rules add after a change, until they add nothing."""
+        decision = ex.decide(state, now)
+        while decision.event is not None:
+            appended.append(self._apply(state, decision.event, now))
+            decision = ex.decide(state, now)
+        return decision
+
+    def _match(self, state: ex.ExecutionState, attempt: ex.Attempt) -> Poll | None:
+        if attempt.status != ex.ATTEMPT_QUEUED or attempt is not state.current_attempt():
+            return None
+        handler = state.workflow.steps[attempt.order - 1].handler
+        return self.queue.match(handler, state.workflow.tenant_id)
+
+    def _apply(self, state: ex.ExecutionState, new: ex.NewEvent, now: datetime) -> ex.Event:
+        event = state.numbered(new, now)
+        state.apply(event)
+        return event
+
+    def _after(self, actor: Actor, events: list[ex.Event]) -> None:
+        state = actor.state
+        for event in events:
+            level = _log_level(event)
+            if log.isEnabledFor(level):
+                extra = {"execution_id": state.execution_id, "seq": event.seq, "event": event.type}
+                log.log(level, event.type, extra=extra)
+            if event.type == ex.STEP_QUEUED:
+                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                if attempt.status == ex.ATTEMPT_QUEUED:
+                    self._enqueue(state, attempt)
+            elif event.type == ex.STEP_STARTED:
+                # Taken, maybe by a runner of another engine: no poll here may take it again.
+                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                self.queue.discard(attempt.token)
+            elif event.type == ex.STEP_FINISHED:
+                # A runner running the attempt learns that it ended from its next report.
+                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                self.queue.discard(attempt.token)
+                listener = self._end_listeners.get(attempt.runner_id or "")
+                if listener is not None:
+                    listener(attempt.token)
+                if attempt.status == ex.ATTEMPT_SUCCESS and attempt.finished_at is not None:
+                    # From the queue on: estimates count the wait for a runner too.
+                    self.durations.record(
+                        state.workflow.workflow_id,
+                        attempt.step_name,
+                        (attempt.finished_at - attempt.queued_at).total_seconds(),
+                    )
+        if state.is_terminal:
+            self._drop(state.execution_id)
+
+    def _schedule(self, actor: Actor, wake_at: datetime | None, now: datetime) -> None:
+        if actor.timer is not None:
+            actor.timer.cancel()
+            actor.timer = None
+        if wake_at is None or actor.state.is_terminal:
+            return
+        delay = max((wake_at - now).total_seconds(), 0.0) + 0.005
+        loop = asyncio.get_running_loop()
+        actor.timer = loop.call_later(delay, lambda: self.spawn(self._on_timer(actor)))
+
+    async def _on_timer(self, actor: Actor) -> None:
+        try:
+            await self.change(actor, lambda s, n: [])
+        except DiscoveryError as exc:
+            log.warning("timer for %s: %s", actor.state.execution_id, exc)
+            self.spawn(self.retry_later(actor.state.execution_id))
+
+    async def retry_later(self, execution_id: str) -> None:
+        """After a failed write the actor is dropped; bring it back once the store answers."""
+        for delay in (0.5, 1, 2, 4, 8):
+            await asyncio.sleep(delay)
+            try:
+                await self._recover_if_ours(execution_id)
+                return
+            except DiscoveryError as exc:
+                log.warning("recovering %s: %s", execution_id, exc)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _enqueue(self, state: ex.ExecutionState, attempt: ex.Attempt) -> None:
+        self.queue.put(
+            ReadyAttempt(
+                execution_id=state.execution_id,
+                token=attempt.token,
+                handler=state.workflow.steps[attempt.order - 1].handler,
+                tenant=state.workflow.tenant_id,
+                priority=state.priority,
+                queued_at=attempt.queued_at,
+            )
+        )
+
+    def on_attempt_end(self, runner_id: str, listener: Callable[[str], None] | None) -> None:
+        """Calls `listener(attempt_token)` whenever an attempt `runner_id` took ends here,
+        however it ends (finished, failed, timed out, cancelled); None stops it."""
+        if listener is None:
+            self._end_listeners.pop(runner_id, None)
+        else:
+            self._end_listeners[runner_id] = listener
+
+    def holds(self, execution_id: str) -> bool:
+        return execution_id in self._actors
+
+    async def snapshot(
+        self, execution_id: str, after_seq: int | None
+    ) -> tuple[ex.ExecutionState, list[ex.Event] | None] | None:
+        """For watchers (watch.Held): a copy of a held execution's state, between changes,
+        and its events after `after_seq` when they are all still in memory."""
+        actor = self._actors.get(execution_id)
+        if actor is None:
+            return None
+        async with actor.lock:
+            if self._actors.get(execution_id) is not actor:
+                return None
+            state = copy.deepcopy(actor.state)
+            if after_seq is None or after_seq >= state.last_seq:
+                return state, []
+            recent = actor.recent
+            if recent and recent[0].seq <= after_seq + 1:
+                return state, [e for e in recent if e.seq > after_seq]
+            return state, None
+
+
+async def _shielded(change: Coroutine[Any, Any, ex.ExecutionState]) -> ex.ExecutionState:
+    """The change, carried to its end even when the caller stops waiting for it; how it
+    ended is then nobody's to hear, and is dropped here (not left as an unretrieved task
+    exception: a refusal such as _Released is expected)."""
+    task = asyncio.ensure_future(change)
+    task.add_done_callback(_forget)
+    return await asyncio.shield(task)
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _log_level(event: ex.Event) -> int:
+    """How executions begin and end, and steps that did not succeed, are logged at info; the
+    rest is in the event log, and at debug here (a line per event was a tenth of the
+    engine's time under load)."""
+    if event.type.startswith("workflow_"):
+        return logging.INFO
+    if event.type == ex.STEP_FINISHED and event.data.get("status") != ex.ATTEMPT_SUCCESS:
+        return logging.INFO
+    return logging.DEBUG
