@@ -54,7 +54,7 @@ class QueueMirror:
     def committed(self, committed: CommittedEvent) -> None:
         event = committed.event
         if self._holds(event.execution_id):
-            return  # its engine is this one: the runner keeps the queue for it
+            return  # its engine is this one: its actors keep the queue for it
         if event.type == ex.STEP_QUEUED:
             if event.attempt_token:
                 self._queue.put(

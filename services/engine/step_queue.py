@@ -12,8 +12,9 @@ thousand attempts delays another tenant's single step by one turn at most. Withi
 priority 1 goes before 5, and the oldest goes first within a priority.
 
 A poll that waits can also be handed an attempt directly (`match`), when nothing of its
-handler waits in the queue: the runner then logs the attempt's queueing and its take in one
-commit, instead of one commit to queue it and another when the poll wakes up and takes it.
+handler waits in the queue: the execution's actor (actors.py) then logs the attempt's queueing
+and its take in one commit, instead of one commit to queue it and another when the poll wakes
+up and takes it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pushes step attempts to HTTP step runners as webhooks (README, "HTTP runners: push").
 
 A webhook runner is a runner on the engine's own step queue: the pusher takes attempts with
-`Runner.poll`, in this process, under the runner_id `webhook:<url>`, for the handlers the
+`Dispatch.poll`, in this process, under the runner_id `webhook:<url>`, for the handlers the
 runner lists and no more than its free slots, so queue fairness, priorities, the queue
 listing and `CreateWorkflow`'s handler check see it like any runner that polls. The take is
 logged before the POST (as for a gRPC poll): an attempt is handed to one runner at a time,
