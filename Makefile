@@ -54,8 +54,8 @@ check-gen: gen
 	test -z "$$(git status --porcelain -- generated)"
 
 lint: $(VENV)/.bench-installed $(BUF)
-	$(VENV)/bin/ruff check discovery_client services tests bench examples
-	$(VENV)/bin/ruff format --check discovery_client services tests bench examples
+	$(VENV)/bin/ruff check --no-cache discovery_client services tests bench examples
+	$(VENV)/bin/ruff format --no-cache --check discovery_client services tests bench examples
 	$(VENV)/bin/mypy discovery_client services tests bench
 	$(BUF) lint
 	$(BUF) format --diff --exit-code

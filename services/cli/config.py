@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from discovery_client.channel import IDEMPOTENT_READS, channel_options
 from discovery_client.errors import ConfigError
 from discovery_client.settings import (
     DEFAULT_TARGET,
@@ -18,8 +19,6 @@ from discovery_client.settings import (
     tls_from_env,
     token_from_env,
 )
-
-from discovery_client.channel import IDEMPOTENT_READS, channel_options
 from services.cli.errors import UsageError
 
 __all__ = ["DEFAULT_TARGET", "ENGINE_ENV", "RETRIED_STARTS", "engine_settings", "engine_target"]
