@@ -53,6 +53,8 @@ check-gen: gen
 	git diff --exit-code --stat -- generated
 	test -z "$$(git status --porcelain -- generated)"
 
+# ruff without its cache: which imports are first-party depends on the tree, which the cache
+# does not see (a cached run once passed an import order a fresh clone refused).
 lint: $(VENV)/.bench-installed $(BUF)
 	$(VENV)/bin/ruff check --no-cache discovery_client services tests bench examples
 	$(VENV)/bin/ruff format --no-cache --check discovery_client services tests bench examples
