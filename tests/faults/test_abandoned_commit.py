@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
 from services.engine.store.embedded import TRANSACTION_IDLE_SECONDS
+from services.engine.store.mongo import MongoStore
 
 # A client that opens a transaction, writes the document, says so, and never commits.
 ABANDON = textwrap.dedent(
@@ -87,3 +88,45 @@ async def test_the_commit_of_a_killed_client_is_dropped_and_its_document_written
     # Its write went with it; the fence's stayed.
     assert doc == {"_id": "lease", "fenced": True}
     assert dropped_after >= TRANSACTION_IDLE_SECONDS - 1
+
+
+# An engine killed in the middle of a commit, holding an execution's status document.
+ABANDON_EXECUTION = ABANDON.replace('["leases"]', '["executions"]').replace(
+    '{"_id": "lease"}', '{"_id": "e-locked"}'
+)
+
+
+async def test_a_restarted_engine_claims_around_a_killed_engines_commit(
+    mongo_server: str, database: str
+) -> None:
+    """The claim of a dead engine's executions must not wait on its open commit: a plain write
+    waited past the database's drop of it, and a restarted engine never served (chaos test).
+    It claims what it can now and the rest at a later lease round."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server, tz_aware=True)
+    store = MongoStore(client, database)
+    await store.open()
+    await client[database]["executions"].insert_many(
+        [{"_id": "e-locked", "lease_owner": ""}, {"_id": "e-free", "lease_owner": ""}]
+    )
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ABANDON_EXECUTION, mongo_server, database, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        assert (await child.stdout.readline()).strip() == b"open"
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        await store.acquire_lease("restarted", "", 60, fence_namesakes=False)
+        # Before: this waited on the killed commit for good.
+        claimed = await asyncio.wait_for(store.claim_orphans(), 10)
+        assert claimed == []  # both in one claim, which meets the open commit: later
+        while "e-locked" not in claimed:
+            await asyncio.sleep(0.5)
+            claimed = await asyncio.wait_for(store.claim_orphans(), 10)
+        assert sorted(claimed) == ["e-free", "e-locked"]
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        await store.close()
+        await client.close()

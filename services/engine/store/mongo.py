@@ -756,12 +756,28 @@ class MongoStore:
         # nothing (SecantusDB, while commits wrote the same collection).
         found = await self.executions.find(orphans, {"_id": 1}).to_list()
         if found:
-            await self.executions.update_many(
+            await self._claim_in_transaction(
                 {"_id": {"$in": [d["_id"] for d in found]}, **orphans},
                 {"$set": {"lease_owner": mine}},
             )
         cursor = self.executions.find({"lease_owner": mine}, {"_id": 1})
         return [d["_id"] for d in await cursor.to_list()]
+
+    async def _claim_in_transaction(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
+        """The claim's write, in a transaction: an engine killed in the middle of a commit
+        leaves its executions' documents locked until the database drops that commit, and a
+        plain write waits for it (on SecantusDB past the drop: an engine that restarted
+        never served); this one gives up, and the next lease round claims them. Whether
+        the write was made."""
+        try:
+            async with self._transaction() as session:
+                await self.executions.update_many(query, update, session=session)
+        except PyMongoError as exc:
+            if not exc.has_error_label("TransientTransactionError"):
+                raise
+            log.info("executions in an unfinished commit: claimed at a later round")
+            return False
+        return True
 
     async def claim_execution(self, execution_id: str) -> Claim:
         for _ in range(2):
