@@ -130,3 +130,40 @@ async def test_a_restarted_engine_claims_around_a_killed_engines_commit(
             await child.wait()
         await store.close()
         await client.close()
+
+
+async def test_a_command_claims_around_a_killed_engines_commit(
+    mongo_server: str, database: str
+) -> None:
+    """A report or command for a dead engine's execution claims it by its _id: that claim
+    waited on the dead engine's open commit for good, as the lease round's did. It answers
+    at once (not held: the caller looks again, UNAVAILABLE after a few looks), and holds the
+    execution once the database dropped the commit."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server, tz_aware=True)
+    store = MongoStore(client, database)
+    await store.open()
+    await client[database]["executions"].insert_one({"_id": "e-locked", "lease_owner": ""})
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ABANDON_EXECUTION, mongo_server, database, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        assert (await child.stdout.readline()).strip() == b"open"
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        killed = time.monotonic()
+        await store.acquire_lease("restarted", "", 60, fence_namesakes=False)
+        claim = await asyncio.wait_for(store.claim_execution("e-locked"), 10)
+        assert not claim.held and claim.owner_address is None
+        while not claim.held:
+            assert time.monotonic() - killed < TRANSACTION_IDLE_SECONDS + 10
+            await asyncio.sleep(0.5)
+            claim = await asyncio.wait_for(store.claim_execution("e-locked"), 10)
+        doc = await client[database]["executions"].find_one({"_id": "e-locked"})
+        assert doc is not None and doc["lease_owner"] == store.lease_id
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        await store.close()
+        await client.close()

@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.asynchronous.change_stream import AsyncChangeStream
@@ -80,6 +81,7 @@ from services.engine.store.repository import (
 )
 
 log = logging.getLogger(__name__)
+W = TypeVar("W")
 
 DUPLICATE_KEY = 11000
 BLOB_CHUNK_BYTES = 4 * 1024 * 1024
@@ -729,23 +731,15 @@ class MongoStore:
             self.company.set()
 
     async def _fence(self, lease_id: str, now: datetime, *, expired_only: bool) -> None:
-        """In a transaction: the lease of an engine that was stopped in the middle of a
-        commit stays locked until the database drops that commit, and a plain write would
-        wait for it; this one gives up and tries again at the next round."""
         query: dict[str, Any] = {"_id": lease_id, "fenced_at": None}
         if expired_only:
             query["expires_at"] = {"$lt": now}
-        try:
-            async with self._transaction() as session:
-                result = await self.leases.update_one(
-                    query, {"$set": {"fenced_at": now}}, session=session
-                )
-        except PyMongoError as exc:
-            if not exc.has_error_label("TransientTransactionError"):
-                raise
+        result = await self._unless_in_a_commit(
+            functools.partial(self.leases.update_one, query, {"$set": {"fenced_at": now}})
+        )
+        if result is None:
             log.info("lease %s is in a commit: fenced at a later round", lease_id)
-            return
-        if result.modified_count:
+        elif result.modified_count:
             log.warning("engine lease fenced", extra={"lease": lease_id})
 
     async def claim_orphans(self) -> list[str]:
@@ -756,28 +750,33 @@ class MongoStore:
         # nothing (SecantusDB, while commits wrote the same collection).
         found = await self.executions.find(orphans, {"_id": 1}).to_list()
         if found:
-            await self._claim_in_transaction(
-                {"_id": {"$in": [d["_id"] for d in found]}, **orphans},
-                {"$set": {"lease_owner": mine}},
+            claimed = await self._unless_in_a_commit(
+                functools.partial(
+                    self.executions.update_many,
+                    {"_id": {"$in": [d["_id"] for d in found]}, **orphans},
+                    {"$set": {"lease_owner": mine}},
+                )
             )
+            if claimed is None:
+                log.info("executions in an unfinished commit: claimed at a later round")
         cursor = self.executions.find({"lease_owner": mine}, {"_id": 1})
         return [d["_id"] for d in await cursor.to_list()]
 
-    async def _claim_in_transaction(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
-        """The claim's write, in a transaction: an engine killed in the middle of a commit
-        leaves its executions' documents locked until the database drops that commit, and a
-        plain write waits for it (on SecantusDB past the drop: an engine that restarted
-        never served); this one gives up, and the next lease round claims them. Whether
-        the write was made."""
+    async def _unless_in_a_commit(self, write: Callable[..., Awaitable[W]]) -> W | None:
+        """`write` in a transaction of its own, or None when it meets a commit that has not
+        ended. An engine killed in the middle of a commit leaves what it wrote (its lease,
+        its executions' documents) locked until the database drops that commit, and a plain
+        write waits for it (on SecantusDB past the drop: for good; an engine restarted after
+        a kill never served). This write gives up at once: the caller tries again later.
+        Only for documents another engine may have been writing: this engine's own commits
+        end, and its writes to its own documents wait for them."""
         try:
             async with self._transaction() as session:
-                await self.executions.update_many(query, update, session=session)
+                return await write(session=session)
         except PyMongoError as exc:
             if not exc.has_error_label("TransientTransactionError"):
                 raise
-            log.info("executions in an unfinished commit: claimed at a later round")
-            return False
-        return True
+            return None
 
     async def claim_execution(self, execution_id: str) -> Claim:
         for _ in range(2):
@@ -790,17 +789,24 @@ class MongoStore:
                 {"_id": execution_id}, {"lease_owner": 1, "parked": 1}
             )
             owner = doc.get("lease_owner") if doc else None
+            if owner == mine:
+                return Claim(held=True)
             if doc is not None and (doc.get("parked") is True or owner in claimable):
-                result = await self.executions.update_one(
-                    {
-                        "_id": execution_id,
-                        "$or": [{"lease_owner": {"$in": claimable}}, {"parked": True}],
-                    },
-                    {"$set": {"lease_owner": mine}, "$unset": {"parked": ""}},
+                result = await self._unless_in_a_commit(
+                    functools.partial(
+                        self.executions.update_one,
+                        {
+                            "_id": execution_id,
+                            "$or": [{"lease_owner": {"$in": claimable}}, {"parked": True}],
+                        },
+                        {"$set": {"lease_owner": mine}, "$unset": {"parked": ""}},
+                    )
                 )
-                if result.matched_count:
+                if result is not None and result.matched_count:
                     return Claim(held=True)
-                continue  # it moved meanwhile: look again
+                # It moved meanwhile, or its dead engine's last commit holds it until the
+                # database drops that: look again (the caller too, then UNAVAILABLE).
+                continue
             if not owner:
                 return Claim(held=False)  # it ended meanwhile
             lease = await self.leases.find_one({"_id": owner})
