@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import itertools
 import logging
 import os
 import signal
@@ -49,6 +50,8 @@ NOOP_HEARTBEAT_SECONDS = 10
 # back, never seconds apart.
 TRANSACTION_IDLE_SECONDS = 5.0
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
+# SecantusDB's own (secantus/storage.py): a redo log, recovered on open.
+WIREDTIGER_CONFIG = "log=(enabled=true,file_max=10MB,prealloc=false)"
 
 
 def mongo_uri(base: str) -> str:
@@ -184,6 +187,49 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "(no log)"
 
 
+def complete_half_created_tables(home: Path) -> list[str]:
+    """Completes the tables a kill left half created in the WiredTiger store at `home`.
+
+    WiredTiger writes a new table's metadata in steps (the table, its file, its column
+    group), and a kill between them survives recovery: a table no cursor opens ("cannot be
+    used until all column groups are created"). SecantusDB makes a collection's shard table
+    at its first write, under load, and its recovery opens every shard: killed there once,
+    the database never started again. Such a table never held a row (a write to it waits for
+    its create to finish), so completing it loses nothing. Runs before the server opens the
+    store (one process at a time may); the close checkpoints, so the server's own recovery
+    finds nothing to replay. Returns the tables completed."""
+    if not (home / "WiredTiger").exists():
+        return []  # a new store
+    import wiredtiger
+
+    connection = wiredtiger.wiredtiger_open(str(home), WIREDTIGER_CONFIG)
+    try:
+        session = connection.open_session()
+        cursor = session.open_cursor("metadata:", None, None)
+        metadata = dict(cursor)
+        cursor.close()
+        # Only tables of one unnamed column group (`colgroups=` empty), as SecantusDB makes.
+        half = [
+            key.removeprefix("table:")
+            for key, config in metadata.items()
+            if key.startswith("table:")
+            and ",colgroups=," in f",{config}"
+            and f"colgroup:{key.removeprefix('table:')}" not in metadata
+        ]
+        for name in half:
+            session.create(f"colgroup:{name}", "")
+        return half
+    finally:
+        connection.close()
+
+
+def _storage_path(argv: list[str]) -> Path | None:
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--storage-path":
+            return Path(value)
+    return None
+
+
 def main() -> int:
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -192,6 +238,10 @@ def main() -> int:
             return 1  # the parent died before the signal was asked for
     import secantus.cli
 
+    storage = _storage_path(sys.argv[1:])
+    if storage is not None:
+        for table in complete_half_created_tables(storage):
+            log.warning("completed table %s, half created when the database was killed", table)
     # secantusd-py has no flag for the transaction lifetime (0.7.0b3); its server takes one.
     secantus.cli.SecantusDBServer = functools.partial(
         secantus.cli.SecantusDBServer, transaction_lifetime_seconds=TRANSACTION_IDLE_SECONDS
