@@ -27,7 +27,9 @@ from typing import Any
 
 from services.engine.clock import utc_now
 from services.engine.dispatch import assignment
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
+from services.engine.domain.decisions import Decision, decide
 from services.engine.domain.errors import (
     AlreadyTerminal,
     DiscoveryError,
@@ -45,7 +47,7 @@ from services.engine.store.repository import Claim, ExecutionStore
 
 log = logging.getLogger(__name__)
 
-Produce = Callable[[ex.ExecutionState, datetime], list[ex.NewEvent]]
+Produce = Callable[[ex.ExecutionState, datetime], list[ev.NewEvent]]
 
 # Events of each held execution kept in memory for watchers that start (see watch.py).
 RECENT_EVENTS = 256
@@ -96,7 +98,7 @@ class Actor:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timer: asyncio.TimerHandle | None = None
     # Its latest durable events, so that a watcher starting now needs no read of the log.
-    recent: deque[ex.Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    recent: deque[ev.Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     # Commands on their way to the lock: an execution is not parked under them.
     commands: int = 0
 
@@ -335,7 +337,7 @@ class Actors:
                 self._drop(state.execution_id)
                 raise _Released(f"execution {state.execution_id} was held under a fenced lease")
             now = utc_now()
-            appended: list[ex.Event] = []
+            appended: list[ev.Event] = []
             for new in produce(state, now):
                 appended.append(self._apply(state, new, now))
             decision = self._decide(state, appended, now)
@@ -343,11 +345,11 @@ class Actors:
             # is logged in this same commit.
             matched = []
             for event in list(appended):
-                if event.type == ex.STEP_QUEUED:
+                if event.type == ev.STEP_QUEUED:
                     attempt = state.attempt(event.data["order"], event.data["attempt"])
                     poll = self._match(state, attempt)
                     if poll is not None:
-                        started = ex.step_started(state, attempt, poll.runner_id, now)
+                        started = ev.step_started(state, attempt, poll.runner_id, now)
                         appended.append(self._apply(state, started, now))
                         matched.append((poll, attempt))
             if matched:
@@ -396,13 +398,13 @@ class Actors:
             self._drop(state.execution_id)
 
     def _decide(
-        self, state: ex.ExecutionState, appended: list[ex.Event], now: datetime
-    ) -> ex.Decision:
+        self, state: ex.ExecutionState, appended: list[ev.Event], now: datetime
+    ) -> Decision:
         """Applies what the execution's rules add after a change, until they add nothing."""
-        decision = ex.decide(state, now)
+        decision = decide(state, now)
         while decision.event is not None:
             appended.append(self._apply(state, decision.event, now))
-            decision = ex.decide(state, now)
+            decision = decide(state, now)
         return decision
 
     def _match(self, state: ex.ExecutionState, attempt: ex.Attempt) -> Poll | None:
@@ -411,27 +413,27 @@ class Actors:
         handler = state.workflow.steps[attempt.order - 1].handler
         return self.queue.match(handler, state.workflow.tenant_id)
 
-    def _apply(self, state: ex.ExecutionState, new: ex.NewEvent, now: datetime) -> ex.Event:
+    def _apply(self, state: ex.ExecutionState, new: ev.NewEvent, now: datetime) -> ev.Event:
         event = state.numbered(new, now)
         state.apply(event)
         return event
 
-    def _after(self, actor: Actor, events: list[ex.Event]) -> None:
+    def _after(self, actor: Actor, events: list[ev.Event]) -> None:
         state = actor.state
         for event in events:
             level = _log_level(event)
             if log.isEnabledFor(level):
                 extra = {"execution_id": state.execution_id, "seq": event.seq, "event": event.type}
                 log.log(level, event.type, extra=extra)
-            if event.type == ex.STEP_QUEUED:
+            if event.type == ev.STEP_QUEUED:
                 attempt = state.attempt(event.data["order"], event.data["attempt"])
                 if attempt.status == ex.ATTEMPT_QUEUED:
                     self._enqueue(state, attempt)
-            elif event.type == ex.STEP_STARTED:
+            elif event.type == ev.STEP_STARTED:
                 # Taken, maybe by a runner of another engine: no poll here may take it again.
                 attempt = state.attempt(event.data["order"], event.data["attempt"])
                 self.queue.discard(attempt.token)
-            elif event.type == ex.STEP_FINISHED:
+            elif event.type == ev.STEP_FINISHED:
                 # A runner running the attempt learns that it ended from its next report.
                 attempt = state.attempt(event.data["order"], event.data["attempt"])
                 self.queue.discard(attempt.token)
@@ -505,7 +507,7 @@ class Actors:
 
     async def snapshot(
         self, execution_id: str, after_seq: int | None
-    ) -> tuple[ex.ExecutionState, list[ex.Event] | None] | None:
+    ) -> tuple[ex.ExecutionState, list[ev.Event] | None] | None:
         """For watchers (watch.Held): a copy of a held execution's state, between changes,
         and its events after `after_seq` when they are all still in memory."""
         actor = self._actors.get(execution_id)
@@ -537,12 +539,12 @@ def _forget(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _log_level(event: ex.Event) -> int:
+def _log_level(event: ev.Event) -> int:
     """How executions begin and end, and steps that did not succeed, are logged at info; the
     rest is in the event log, and at debug here (a line per event was a tenth of the
     engine's time under load)."""
     if event.type.startswith("workflow_"):
         return logging.INFO
-    if event.type == ex.STEP_FINISHED and event.data.get("status") != ex.ATTEMPT_SUCCESS:
+    if event.type == ev.STEP_FINISHED and event.data.get("status") != ex.ATTEMPT_SUCCESS:
         return logging.INFO
     return logging.DEBUG

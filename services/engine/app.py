@@ -26,7 +26,7 @@ from services.engine.runner import Runner, RunnerSettings
 from services.engine.store.embedded import DatabaseProcess
 from services.engine.store.mongo import MongoStore
 from services.engine.store.repository import ExecutionStore
-from services.engine.webhooks import WebhookRunner
+from services.engine.webhook_runner import WebhookRunner
 from services.ratelimit import RateLimiter
 from services.tls import add_port
 

@@ -72,7 +72,7 @@ class Settings:
     auth_keys: AuthKeys = field(default=AuthKeys(()), repr=False)
     # Mutual TLS for its server (services/tls.py); None: plaintext.
     tls: Tls | None = field(default=None, repr=False)
-    # HTTP step runners the engine pushes attempts to (services/engine/webhooks.py), from
+    # HTTP step runners the engine pushes attempts to (services/engine/webhook_runner.py), from
     # PIONEER_URLS (comma-separated) or the seed's PIONEER_URL when they are http(s) URLs.
     webhook_urls: tuple[str, ...] = ()
     # The gateway's public base URL: a pushed attempt's report_urls are built under it.

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from services.engine.clock import utc_now
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import (
     AlreadyTerminal,
@@ -162,7 +163,7 @@ class Dispatch:
         for `runner_id`; None when it is no longer queued. HeldElsewhere when another engine
         holds the execution."""
 
-        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ev.NewEvent]:
             attempt = state.attempt_by_token(token)
             if (
                 attempt is None
@@ -170,7 +171,7 @@ class Dispatch:
                 or attempt is not state.current_attempt()
             ):
                 raise _NotQueued(token)
-            return [ex.step_started(state, attempt, runner_id, now)]
+            return [ev.step_started(state, attempt, runner_id, now)]
 
         try:
             state = await self._actors.command(execution_id, produce, None)

@@ -18,7 +18,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 
-from services.engine.domain.execution import Event
+from services.engine.domain.events import Event
 
 MIB = 1024 * 1024
 

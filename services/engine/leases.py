@@ -1,4 +1,4 @@
-"""This engine's lease on the executions it holds (one per engine process, store/mongo.py).
+"""This engine's lease on the executions it holds (one per engine process, store/leases.py).
 
 The lease loop renews it (every commit renews it too), fences the leases of engines that
 stopped renewing theirs, claims their executions, and lets go of those that wait for a

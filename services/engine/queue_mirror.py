@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import DiscoveryError
 from services.engine.step_queue import ReadyAttempt, StepQueue
@@ -55,7 +56,7 @@ class QueueMirror:
         event = committed.event
         if self._holds(event.execution_id):
             return  # its engine is this one: its actors keep the queue for it
-        if event.type == ex.STEP_QUEUED:
+        if event.type == ev.STEP_QUEUED:
             if event.attempt_token:
                 self._queue.put(
                     ReadyAttempt(
@@ -67,7 +68,7 @@ class QueueMirror:
                         queued_at=event.time,
                     )
                 )
-        elif event.type in (ex.STEP_STARTED, ex.STEP_FINISHED) or event.is_terminal:
+        elif event.type in (ev.STEP_STARTED, ev.STEP_FINISHED) or event.is_terminal:
             # An execution has one attempt queued at most: whatever it was, it is not now.
             self._queue.discard_execution(event.execution_id)
 

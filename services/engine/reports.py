@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from services.engine.actors import Actors, RunnerSettings
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import (
     EventLimitReached,
@@ -43,7 +44,7 @@ class Reports:
             check_progress(report, self._settings.max_custom_data_bytes)
         cancelled = False
 
-        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ev.NewEvent]:
             nonlocal cancelled
             attempt = _reporting_attempt(state, step_name, token, tenant)
             if attempt.status == ex.ATTEMPT_CANCELLED:
@@ -87,7 +88,7 @@ class Reports:
         for report in progress or ():
             check_progress(report, self._settings.max_custom_data_bytes)
 
-        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ev.NewEvent]:
             attempt = _reporting_attempt(state, step_name, token, tenant)
             if attempt.status != ex.ATTEMPT_RUNNING:
                 if attempt.same_outcome(success, result):
@@ -102,13 +103,13 @@ class Reports:
             room = max(self._settings.max_progress_events - state.progress_events, 0)
             events = _progress_events(attempt, progress or [])[:room]
             if success:
-                end = ex.step_finished(attempt, ex.ATTEMPT_SUCCESS, output=result, now=now)
+                end = ev.step_finished(attempt, ex.ATTEMPT_SUCCESS, output=result, now=now)
                 return [*events, end]
             failure = {"reason": "step_failed", "type": "", "message": "", **(error or {})}
             # A runner that enforced the step's timeout itself says so; it is the same outcome
             # as the engine's own timeout.
             status = ex.ATTEMPT_TIMED_OUT if failure["reason"] == "timeout" else ex.ATTEMPT_FAILED
-            end = ex.step_finished(attempt, status, output=result, error=failure, now=now)
+            end = ev.step_finished(attempt, status, output=result, error=failure, now=now)
             return [*events, end]
 
         await self._actors.command(execution_id, produce, tenant)
@@ -149,7 +150,7 @@ class Reports:
         return await self.store.put_blob(execution_id, b"".join(parts))
 
 
-def _progress_events(attempt: ex.Attempt, reports: list[dict[str, Any]]) -> list[ex.NewEvent]:
+def _progress_events(attempt: ex.Attempt, reports: list[dict[str, Any]]) -> list[ev.NewEvent]:
     """The reports as events of the attempt, leaving out any that would take its percentage
     back (reports can arrive out of order when retried, and progress never goes back) and
     any that repeats the one before it (a retried report says nothing new)."""
@@ -162,13 +163,7 @@ def _progress_events(attempt: ex.Attempt, reports: list[dict[str, Any]]) -> list
             continue
         latest = percentage
         previous = report
-        data = {
-            "step_name": attempt.step_name,
-            "order": attempt.order,
-            "attempt": attempt.attempt,
-            "progress": report,
-        }
-        events.append(ex.NewEvent(ex.STEP_PROGRESS, data))
+        events.append(ev.step_progress(attempt, report))
     return events
 
 

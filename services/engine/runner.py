@@ -20,6 +20,7 @@ from typing import Any
 from services.engine.actors import Actors, RunnerSettings
 from services.engine.clock import utc_now
 from services.engine.dispatch import Dispatch, TakeElsewhere
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import (
     AlreadyTerminal,
@@ -236,23 +237,23 @@ class Runner:
         return state.workflow.tenant_id if state is not None else None
 
     async def cancel(self, execution_id: str, reason: str, *, tenant: str) -> ex.ExecutionState:
-        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ev.NewEvent]:
             if not visible(state, tenant):
                 raise ExecutionNotFound(execution_id)
             if state.is_terminal:
                 raise AlreadyTerminal(f"execution {execution_id} is already {state.status}")
-            events: list[ex.NewEvent] = []
+            events: list[ev.NewEvent] = []
             current = state.current_attempt()
             if current is not None and current.is_live:
                 events.append(
-                    ex.step_finished(
+                    ev.step_finished(
                         current,
                         ex.ATTEMPT_CANCELLED,
                         error={"reason": "cancelled", "message": reason or "cancelled"},
                         now=now,
                     )
                 )
-            events.append(ex.NewEvent(ex.WORKFLOW_CANCELLED, {"reason": reason or "cancelled"}))
+            events.append(ev.workflow_cancelled(reason or "cancelled"))
             return events
 
         return await self.actors.command(execution_id, produce, tenant)
@@ -262,12 +263,12 @@ class Runner:
     ) -> ex.ExecutionState:
         check_payload(data, "data", self._settings.max_result_bytes)
 
-        def produce(state: ex.ExecutionState, now: datetime) -> list[ex.NewEvent]:
+        def produce(state: ex.ExecutionState, now: datetime) -> list[ev.NewEvent]:
             if not visible(state, tenant):
                 raise ExecutionNotFound(execution_id)
             if state.status != ex.WAITING:
                 raise NotWaiting(f"execution {execution_id} is {state.status}, not waiting")
-            return [ex.NewEvent(ex.WORKFLOW_ADVANCED, {"data": data})]
+            return [ev.workflow_advanced(data)]
 
         return await self.actors.command(execution_id, produce, tenant)
 
@@ -279,7 +280,7 @@ class Runner:
         try:
             async with asyncio.timeout(seconds):
                 async for item in self.watch(execution_id, after_seq, tenant=tenant):
-                    if isinstance(item, ex.Event) and item.is_terminal:
+                    if isinstance(item, ev.Event) and item.is_terminal:
                         return True
         except TimeoutError:
             return False

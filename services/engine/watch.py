@@ -18,7 +18,8 @@ from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from services.engine.domain.errors import ExecutionNotFound, InvalidArgument, WatcherTooSlow
-from services.engine.domain.execution import Event, ExecutionState
+from services.engine.domain.events import Event
+from services.engine.domain.execution import ExecutionState
 from services.engine.hub import EventHub
 from services.engine.store.repository import ExecutionStore
 

@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
+from services.engine.domain import progress as pg
+from services.engine.domain.decisions import Decision, decide
 from services.engine.domain.errors import InvalidArgument
 from services.engine.domain.workflow import new_workflow
 
@@ -24,21 +27,21 @@ def make_state(mode: str = ex.AUTOMATIC, **step: object) -> ex.ExecutionState:
     return ex.ExecutionState("e1", workflow, mode, {"k": 1}, T0, T0)
 
 
-def run(state: ex.ExecutionState, now: datetime) -> list[ex.Event]:
+def run(state: ex.ExecutionState, now: datetime) -> list[ev.Event]:
     """Applies every event `decide` wants at `now`."""
     out = []
-    while (decision := ex.decide(state, now)).event is not None:
+    while (decision := decide(state, now)).event is not None:
         event = state.numbered(decision.event, now)
         state.apply(event)
         out.append(event)
     return out
 
 
-def take(state: ex.ExecutionState, now: datetime, runner: str = "r1") -> ex.Event:
+def take(state: ex.ExecutionState, now: datetime, runner: str = "r1") -> ev.Event:
     """A runner takes the queued attempt, as the engine logs it."""
     attempt = state.current_attempt()
     assert attempt is not None and attempt.status == ex.ATTEMPT_QUEUED
-    event = state.numbered(ex.step_started(state, attempt, runner, now), now)
+    event = state.numbered(ev.step_started(state, attempt, runner, now), now)
     state.apply(event)
     return event
 
@@ -46,28 +49,28 @@ def take(state: ex.ExecutionState, now: datetime, runner: str = "r1") -> ex.Even
 def finish(state: ex.ExecutionState, status: str, now: datetime, **kw: object) -> None:
     attempt = state.current_attempt()
     assert attempt is not None
-    event = state.numbered(ex.step_finished(attempt, status, now=now, **kw), now)  # type: ignore[arg-type]
+    event = state.numbered(ev.step_finished(attempt, status, now=now, **kw), now)  # type: ignore[arg-type]
     state.apply(event)
 
 
 def test_automatic_run_goes_step_by_step_and_merges_outputs() -> None:
     state = make_state()
     events = run(state, T0)
-    assert [e.type for e in events] == [ex.WORKFLOW_STARTED, ex.STEP_QUEUED]
+    assert [e.type for e in events] == [ev.WORKFLOW_STARTED, ev.STEP_QUEUED]
     assert events[1].data["handler"] == "sleep"
     assert events[1].attempt_token
-    assert ex.step_state(state, 0) == "queued"
+    assert pg.step_state(state, 0) == "queued"
     started = take(state, T0 + timedelta(seconds=2))
     assert started.data["input_payload"] == {"k": 1}
     assert started.data["queued_seconds"] == 2.0
-    assert ex.step_state(state, 0) == "running"
+    assert pg.step_state(state, 0) == "running"
     finish(state, ex.ATTEMPT_SUCCESS, T0 + timedelta(seconds=3), output={"pages": 3})
     assert state.history[0].duration_seconds == 1.0, "the run, not the wait"
     events = run(state, T0)
-    assert [e.type for e in events] == [ex.STEP_QUEUED]
+    assert [e.type for e in events] == [ev.STEP_QUEUED]
     assert take(state, T0).data["input_payload"] == {"k": 1, "pages": 3}
     finish(state, ex.ATTEMPT_SUCCESS, T0, output={"sections": 2})
-    assert [e.type for e in run(state, T0)] == [ex.WORKFLOW_COMPLETED]
+    assert [e.type for e in run(state, T0)] == [ev.WORKFLOW_COMPLETED]
     assert state.status == ex.COMPLETED
     assert state.dynamic_properties == {"pages": 3, "sections": 2}
     assert state.last_seq == 8
@@ -77,21 +80,21 @@ def test_heartbeat_timeout_then_retry_with_backoff_then_failure() -> None:
     state = make_state(retry={"max_attempts": 2, "initial_backoff_seconds": 3})
     run(state, T0)
     take(state, T0)
-    decision = ex.decide(state, T0)
+    decision = decide(state, T0)
     assert decision.wake_at == T0 + timedelta(seconds=5)
     events = run(state, T0 + timedelta(seconds=5))
     assert events[0].data["status"] == ex.ATTEMPT_TIMED_OUT
     assert events[0].data["error"]["reason"] == "heartbeat_timeout"
-    assert ex.decide(state, T0 + timedelta(seconds=6)).wake_at == T0 + timedelta(seconds=8)
+    assert decide(state, T0 + timedelta(seconds=6)).wake_at == T0 + timedelta(seconds=8)
     events = run(state, T0 + timedelta(seconds=8))
-    assert [(e.type, e.data["attempt"]) for e in events] == [(ex.STEP_QUEUED, 2)]
+    assert [(e.type, e.data["attempt"]) for e in events] == [(ev.STEP_QUEUED, 2)]
     take(state, T0 + timedelta(seconds=8))
     finish(state, ex.ATTEMPT_FAILED, T0 + timedelta(seconds=9), error={"reason": "step_failed"})
     events = run(state, T0 + timedelta(seconds=9))
-    assert [e.type for e in events] == [ex.WORKFLOW_FAILED]
+    assert [e.type for e in events] == [ev.WORKFLOW_FAILED]
     assert events[0].data["error"]["step_name"] == "load"
     assert state.status == ex.FAILED and state.is_terminal
-    assert ex.decide(state, T0 + timedelta(days=1)) == ex.Decision()
+    assert decide(state, T0 + timedelta(days=1)) == Decision()
 
 
 def test_hard_timeout_wins_over_heartbeats() -> None:
@@ -101,20 +104,20 @@ def test_hard_timeout_wins_over_heartbeats() -> None:
     state.last_heartbeat = T0 + timedelta(seconds=3.9)
     events = run(state, T0 + timedelta(seconds=4))
     assert events[0].data["error"]["reason"] == "timeout"
-    assert events[-1].type == ex.WORKFLOW_FAILED
+    assert events[-1].type == ev.WORKFLOW_FAILED
 
 
 def test_manual_mode_waits_before_each_step() -> None:
     state = make_state(ex.MANUAL)
-    assert [e.type for e in run(state, T0)] == [ex.WORKFLOW_STARTED, ex.WORKFLOW_WAITING]
+    assert [e.type for e in run(state, T0)] == [ev.WORKFLOW_STARTED, ev.WORKFLOW_WAITING]
     assert state.status == ex.WAITING
-    assert ex.step_state(state, 0) == "waiting"
-    state.apply(state.numbered(ex.NewEvent(ex.WORKFLOW_ADVANCED, {"data": {"ok": True}}), T0))
+    assert pg.step_state(state, 0) == "waiting"
+    state.apply(state.numbered(ev.NewEvent(ev.WORKFLOW_ADVANCED, {"data": {"ok": True}}), T0))
     events = run(state, T0)
-    assert [e.type for e in events] == [ex.STEP_QUEUED]
+    assert [e.type for e in events] == [ev.STEP_QUEUED]
     assert take(state, T0).data["input_payload"]["ok"] is True
     finish(state, ex.ATTEMPT_SUCCESS, T0, output={})
-    assert [e.type for e in run(state, T0)] == [ex.WORKFLOW_WAITING]
+    assert [e.type for e in run(state, T0)] == [ev.WORKFLOW_WAITING]
     assert state.step_index == 1
 
 
@@ -125,17 +128,17 @@ def test_progress_and_estimate() -> None:
     attempt = state.current_attempt()
     assert attempt is not None
     attempt.last_progress = {"percentage": 50.0, "estimated_remaining_seconds": 10}
-    p = ex.progress(state, {"extract": 20.0}, T0)
+    p = pg.progress(state, {"extract": 20.0}, T0)
     assert p.percentage == 25.0
     assert p.estimated_remaining_seconds == 30.0
-    assert ex.progress(state, {}, T0).estimated_remaining_seconds is None
+    assert pg.progress(state, {}, T0).estimated_remaining_seconds is None
     assert p.is_running and not p.is_completed
 
 
 def test_events_must_come_in_order() -> None:
     state = make_state()
     with pytest.raises(ValueError):
-        state.apply(ex.Event("e1", 2, ex.WORKFLOW_STARTED, T0, {}))
+        state.apply(ev.Event("e1", 2, ev.WORKFLOW_STARTED, T0, {}))
 
 
 @pytest.mark.parametrize(
@@ -196,7 +199,7 @@ def test_invalid_input_is_not_retried() -> None:
     take(state, T0)
     finish(state, ex.ATTEMPT_FAILED, T0, error={"reason": "invalid_input", "message": "not a PDF"})
     events = run(state, T0)
-    assert [e.type for e in events] == [ex.WORKFLOW_FAILED]
+    assert [e.type for e in events] == [ev.WORKFLOW_FAILED]
     assert events[0].data["error"]["message"] == "not a PDF"
 
 
@@ -204,19 +207,19 @@ def test_a_queued_attempt_waits_without_a_deadline() -> None:
     state = make_state(timeout_seconds=4)
     run(state, T0)
     # Neither the step's timeout nor its heartbeat timeout runs while it waits.
-    assert ex.decide(state, T0 + timedelta(days=30)) == ex.Decision()
+    assert decide(state, T0 + timedelta(days=30)) == Decision()
     assert state.current_attempt() is not None
     assert state.current_attempt().status == ex.ATTEMPT_QUEUED  # type: ignore[union-attr]
     take(state, T0 + timedelta(days=30))
-    assert ex.decide(state, T0 + timedelta(days=30)).wake_at == T0 + timedelta(days=30, seconds=4)
+    assert decide(state, T0 + timedelta(days=30)).wake_at == T0 + timedelta(days=30, seconds=4)
 
 
 def test_schedule_to_start_timeout_fails_the_step_without_retry() -> None:
     state = make_state(schedule_to_start_timeout_seconds=10, retry={"max_attempts": 5})
     run(state, T0)
-    assert ex.decide(state, T0).wake_at == T0 + timedelta(seconds=10)
+    assert decide(state, T0).wake_at == T0 + timedelta(seconds=10)
     events = run(state, T0 + timedelta(seconds=10))
-    assert [e.type for e in events] == [ex.STEP_FINISHED, ex.WORKFLOW_FAILED]
+    assert [e.type for e in events] == [ev.STEP_FINISHED, ev.WORKFLOW_FAILED]
     assert events[0].data["error"]["reason"] == "schedule_to_start_timeout"
     assert events[0].data["duration_seconds"] == 0.0
     assert state.history[0].started_at is None
@@ -227,16 +230,16 @@ def test_the_estimate_counts_the_wait_in_the_queue() -> None:
     run(state, T0)
     # Typical times run from the queue to the end: 20 s for load, 30 s for extract.
     typical = {"load": 20.0, "extract": 30.0}
-    assert ex.estimate_remaining(state, typical, T0 + timedelta(seconds=5)) == 45.0
+    assert pg.estimate_remaining(state, typical, T0 + timedelta(seconds=5)) == 45.0
     take(state, T0 + timedelta(seconds=8))
-    assert ex.estimate_remaining(state, typical, T0 + timedelta(seconds=10)) == 40.0
+    assert pg.estimate_remaining(state, typical, T0 + timedelta(seconds=10)) == 40.0
 
 
 def test_a_log_from_before_the_step_queue_still_folds() -> None:
     state = make_state()
-    state.apply(state.numbered(ex.NewEvent(ex.WORKFLOW_STARTED, {"mode": ex.AUTOMATIC}), T0))
-    legacy = ex.NewEvent(
-        ex.STEP_STARTED,
+    state.apply(state.numbered(ev.NewEvent(ev.WORKFLOW_STARTED, {"mode": ex.AUTOMATIC}), T0))
+    legacy = ev.NewEvent(
+        ev.STEP_STARTED,
         {"step": "load", "step_id": "s", "order": 1, "attempt": 1, "input_payload": {"k": 1}},
         attempt_token="tok",
     )

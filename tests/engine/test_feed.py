@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import StoreUnavailable
 from services.engine.domain.workflow import new_workflow
@@ -89,14 +90,14 @@ async def _execution(store: MongoStore) -> ex.ExecutionState:
 
 async def _commit(store: MongoStore, state: ex.ExecutionState, seq: int) -> None:
     """What engine A appends (its hub is not this test's: only the feed brings it here)."""
-    event = ex.Event(state.execution_id, seq, ex.STEP_PROGRESS, datetime.now(UTC), {"n": seq})
+    event = ev.Event(state.execution_id, seq, ev.STEP_PROGRESS, datetime.now(UTC), {"n": seq})
     state.last_seq = seq  # the log is all this test reads: no step to report on
     await store.append([event], state)
 
 
-async def _next_event(stream: AsyncGenerator[ex.ExecutionState | ex.Event]) -> ex.Event:
+async def _next_event(stream: AsyncGenerator[ex.ExecutionState | ev.Event]) -> ev.Event:
     item = await anext(stream)
-    assert isinstance(item, ex.Event)
+    assert isinstance(item, ev.Event)
     return item
 
 
@@ -167,6 +168,6 @@ async def test_listeners_get_every_committed_event_with_its_tenant(store: MongoS
     assert [(c.event.execution_id, c.event.seq, c.tenant_id) for c in got] == [
         ("exec-feed", seq, "t") for seq in (1, 2, 3)
     ]
-    assert got[0].event.data == {"n": 1} and got[0].event.type == ex.STEP_PROGRESS
+    assert got[0].event.data == {"n": 1} and got[0].event.type == ev.STEP_PROGRESS
     # What watchers see of an event is unchanged by the tenant the log now records.
     assert (await store.read_events("exec-feed", 0, 1))[0] == got[0].event

@@ -23,6 +23,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import DiscoveryError, StaleAttempt
 from services.engine.hub import EventHub
@@ -216,9 +217,9 @@ class Lifecycle(RuleBasedStateMachine):
         head = self.run(self.runner.get(execution_id, tenant=TENANT)).last_seq
         after = data.draw(st.integers(0, head), label="after_seq")
 
-        async def collect() -> list[ex.Event]:
+        async def collect() -> list[ev.Event]:
             stream = self.runner.watch(execution_id, after, tenant=TENANT)
-            got: list[ex.Event] = []
+            got: list[ev.Event] = []
             try:
                 while True:
                     item = await asyncio.wait_for(anext(stream), 0.02)
@@ -249,21 +250,21 @@ class Lifecycle(RuleBasedStateMachine):
             queued = [
                 (d["data"]["order"], d["data"]["attempt"])
                 for d in events
-                if d["type"] == ex.STEP_QUEUED
+                if d["type"] == ev.STEP_QUEUED
             ]
             started = [
                 (d["data"]["order"], d["data"]["attempt"])
                 for d in events
-                if d["type"] == ex.STEP_STARTED
+                if d["type"] == ev.STEP_STARTED
             ]
             assert len(queued) == len(state.history)
             assert len(set(started)) == len(started), "an attempt was taken twice"
             assert set(started) <= set(queued)
-            finished = [d for d in events if d["type"] == ex.STEP_FINISHED]
+            finished = [d for d in events if d["type"] == ev.STEP_FINISHED]
             assert len({(d["data"]["order"], d["data"]["attempt"]) for d in finished}) == len(
                 finished
             )
-            terminal = [d for d in events if d["type"] in ex.TERMINAL_EVENTS]
+            terminal = [d for d in events if d["type"] in ev.TERMINAL_EVENTS]
             assert len(terminal) <= 1 and (not terminal or terminal[0] is events[-1])
 
 

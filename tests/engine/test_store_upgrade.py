@@ -9,7 +9,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 
-from services.engine.store.mongo import EVENT_IDS_MOVE, OLD_EVENT_INDEX
+from services.engine.store.schema import EVENT_IDS_MOVE, OLD_EVENT_INDEX
 from tests.stack import start_stack
 
 STEP = {"handler": "sleep", "heartbeat_timeout_seconds": 5}

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import WatcherTooSlow
 from services.engine.domain.workflow import new_workflow
@@ -33,7 +34,7 @@ async def test_a_watcher_that_falls_behind_is_told_where_to_resume(store: MongoS
     workflow = new_workflow("w", "", [{"name": "s", "handler": "sleep"}], now, tenant_id="t")
     state = ex.ExecutionState("exec-slow", workflow, ex.AUTOMATIC, {}, now, now)
     await store.create_execution(state)
-    first = state.numbered(ex.NewEvent(ex.WORKFLOW_STARTED, {}), now)
+    first = state.numbered(ev.NewEvent(ev.WORKFLOW_STARTED, {}), now)
     state.apply(first)
     await store.append([first], state)
 
@@ -43,7 +44,7 @@ async def test_a_watcher_that_falls_behind_is_told_where_to_resume(store: MongoS
     assert isinstance(snapshot, ex.ExecutionState) and snapshot.last_seq == 1
     # Ten events arrive while the watcher is busy elsewhere: more than its buffer holds.
     for seq in range(2, 12):
-        hub.publish([ex.Event("exec-slow", seq, ex.STEP_PROGRESS, now, {})])
+        hub.publish([ev.Event("exec-slow", seq, ev.STEP_PROGRESS, now, {})])
     with pytest.raises(WatcherTooSlow) as slow:
         await anext(stream)
     assert slow.value.metadata == {"last_seq": "1"}
@@ -57,7 +58,7 @@ async def test_fast_watchers_are_unaffected_by_a_slow_one(store: MongoStore) -> 
     fast = hub.subscribe("x")
     now = datetime.now(UTC)
     for seq in range(1, 6):
-        hub.publish([ex.Event("x", seq, ex.STEP_PROGRESS, now, {})])
+        hub.publish([ev.Event("x", seq, ev.STEP_PROGRESS, now, {})])
         got = await fast.get()
         assert got is not None and got.seq == seq
     assert slow.overflowed and not fast.overflowed
@@ -71,13 +72,13 @@ async def test_a_watcher_queue_is_bounded_in_bytes_too(store: MongoStore) -> Non
     now = datetime.now(UTC)
     big = {"input_payload": {"text": "x" * 60_000}}
     for seq in range(1, 10):
-        hub.publish([ex.Event("x", seq, ex.STEP_STARTED, now, big)])
+        hub.publish([ev.Event("x", seq, ev.STEP_STARTED, now, big)])
         assert slow.bytes <= 256 * 1024
     assert slow.overflowed
     # One event bigger than the whole bound still reaches a watcher that keeps up.
     fast = hub.subscribe("y")
     huge = {"input_payload": {"text": "x" * 300_000}}
-    hub.publish([ex.Event("y", 1, ex.STEP_STARTED, now, huge)])
+    hub.publish([ev.Event("y", 1, ev.STEP_STARTED, now, huge)])
     assert not fast.overflowed
     got = await fast.get()
     assert got is not None and got.seq == 1 and fast.bytes == 0
@@ -89,7 +90,7 @@ async def test_an_event_from_its_engine_and_from_the_feed_is_offered_once() -> N
     hub = EventHub()
     watcher = hub.subscribe("x")
     now = datetime.now(UTC)
-    first, second = (ex.Event("x", seq, ex.STEP_PROGRESS, now, {}) for seq in (1, 2))
+    first, second = (ev.Event("x", seq, ev.STEP_PROGRESS, now, {}) for seq in (1, 2))
     hub.publish([first, second])  # by its engine
     hub.publish([first])  # by the feed
     hub.publish([second])

@@ -1,4 +1,4 @@
-"""The engine pushing attempts to an HTTP step runner (services/engine/webhooks.py), against a
+"""The engine pushing attempts to an HTTP step runner (services/engine/webhook_runner.py), against a
 real HTTP server on a real port that plays the runner: what it serves, what it answers, and
 whether it is there at all."""
 
@@ -20,7 +20,12 @@ from discovery.engine.v1 import step_report_service_pb2 as sr
 from discovery_client.requests import struct
 from services.engine.app import Engine
 from services.engine.config import Settings, webhook_urls
-from services.engine.webhooks import MAX_CONCURRENT_CAP, Offer, RunnerUnavailable, parse_offer
+from services.engine.webhook_contract import (
+    MAX_CONCURRENT_CAP,
+    Offer,
+    RunnerUnavailable,
+    parse_offer,
+)
 from services.envconfig import ConfigError
 from tests.stack import KEY_FILES, Stack, free_port, start_stack, wait_for_runner
 

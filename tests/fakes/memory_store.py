@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from services.engine.domain.errors import BlobNotFound, Fenced, NotOwner
-from services.engine.domain.execution import Event, ExecutionState
+from services.engine.domain.events import Event
+from services.engine.domain.execution import ExecutionState
 from services.engine.domain.workflow import Workflow
 from services.engine.store.documents import (
     event_from_doc,

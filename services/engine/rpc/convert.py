@@ -13,7 +13,9 @@ from discovery.engine.v1 import workflow_pb2 as wf_pb
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from services.engine.dispatch import Assignment
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
+from services.engine.domain import progress as pg
 from services.engine.domain.workflow import Workflow
 from services.engine.store.repository import QueueDepth, RunnerSeen
 
@@ -34,7 +36,7 @@ _ATTEMPT = {
     ex.ATTEMPT_CANCELLED: pb.ATTEMPT_STATUS_CANCELLED,
 }
 _EVENT: dict[str, int] = {
-    name: pb.EventType.Value(f"EVENT_TYPE_{name.upper()}") for name in ex.EVENT_TYPES
+    name: pb.EventType.Value(f"EVENT_TYPE_{name.upper()}") for name in ev.EVENT_TYPES
 }
 
 
@@ -177,7 +179,7 @@ def execution(
     *,
     summary: bool = False,
 ) -> pb.Execution:
-    p = ex.progress(state, typical_seconds, now)
+    p = pg.progress(state, typical_seconds, now)
     progress = pb.ExecutionProgress(
         total_steps=p.total_steps,
         completed_steps=p.completed_steps,
@@ -214,7 +216,7 @@ def execution(
     return message
 
 
-def event(value: ex.Event) -> pb.ExecutionEvent:
+def event(value: ev.Event) -> pb.ExecutionEvent:
     return pb.ExecutionEvent(
         execution_id=value.execution_id,
         seq=value.seq,
@@ -231,7 +233,7 @@ def execution_steps(state: ex.ExecutionState) -> list[service_pb.ExecutionStep]:
             name=step.name,
             handler=step.handler,
             order=i + 1,
-            state=ex.step_state(state, i),
+            state=pg.step_state(state, i),
             attempts=[attempt(a) for a in state.history if a.order == i + 1],
         )
         for i, step in enumerate(state.workflow.steps)

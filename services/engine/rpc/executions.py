@@ -11,6 +11,7 @@ from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
 
 from services.auth import WATCH_TOKEN_SECONDS, WATCHER, Principal, Unauthenticated
 from services.engine.clock import utc_now
+from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.errors import InvalidArgument, QuotaExceeded, RateLimited
 from services.engine.rpc import convert
@@ -148,7 +149,7 @@ class ExecutionServicer(Servicer, es_grpc.ExecutionServiceServicer):
             # A stream lives no longer than the token it was opened with.
             async with asyncio.timeout(self._caller(context).seconds_left()):
                 async for item in self._runner.watch(execution_id, after, tenant=tenant):
-                    if isinstance(item, ex.Event):
+                    if isinstance(item, ev.Event):
                         last = item.seq
                         yield es.WatchExecutionResponse(event=convert.event(item))
                     else:

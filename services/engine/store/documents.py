@@ -10,11 +10,11 @@ from typing import Any
 
 from services.auth import DEFAULT_TENANT
 from services.engine.domain.errors import InvalidArgument
+from services.engine.domain.events import Event
 from services.engine.domain.execution import (
     ATTEMPT_QUEUED,
     DEFAULT_PRIORITY,
     Attempt,
-    Event,
     ExecutionState,
 )
 from services.engine.domain.input_schema import InputSchema

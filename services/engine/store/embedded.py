@@ -9,7 +9,7 @@ child dies with its parent (Linux PR_SET_PDEATHSIG), even when the parent is kil
 With `sync_on_commit` (the default) SecantusDB fsyncs its log at every commit. Without it,
 a transaction's commit is acknowledged before its log record reaches the OS: a crash of the
 database process loses the commits of its last moments (measured: the last 1-3 of a stream
-of transactions), and the engine commits every event in a transaction (store/mongo.py). Only
+of transactions), and the engine commits every event in a transaction (store/commits.py). Only
 the benchmarks turn it off, to show what fsync costs. It is GPL-2.0-only and pre-release: a
 development and single-machine default; production points MONGODB_URI at MongoDB.
 

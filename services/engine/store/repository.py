@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from services.engine.domain.execution import Event, ExecutionState
+from services.engine.domain.events import Event
+from services.engine.domain.execution import ExecutionState
 from services.engine.domain.workflow import Workflow
 
 T = TypeVar("T")
@@ -57,7 +58,7 @@ class QueueDepth:
 
 @dataclass(frozen=True)
 class LeaseHolder:
-    """This engine's lease: every write it makes is conditioned on it (store/mongo.py)."""
+    """This engine's lease: every write it makes is conditioned on it (store/commits.py)."""
 
     lease_id: str
     duration: timedelta

@@ -8,12 +8,8 @@ logged before the POST (as for a gRPC poll): an attempt is handed to one runner 
 and delivery is at least once (the runner keeps the attempt token of what it has accepted
 and answers a repeated POST of it with 202 again).
 
-The runner's contract, version 1:
-
-    GET  {url}/v1/handlers   -> 200 {"handlers": ["name", ...], "max_concurrent": N}
-    POST {url}/v1/attempts   <- the attempt JSON (`attempt_json`), -> 202 at once
-
-and it reports through the gateway's REST routes with the attempt token.
+The contract the runner speaks, and the JSON it is sent, are in
+`services/engine/webhook_contract.py`; this module is the pusher.
 
 Delivery never fails work because the runner is away: while its handler list cannot be read
 nothing is taken (the work waits in the queue), and a POST that fails for a reason that may
@@ -30,30 +26,29 @@ import json
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
 from services.engine.dispatch import Assignment
 from services.engine.domain.errors import DiscoveryError
 from services.engine.runner import Runner
+from services.engine.webhook_contract import (
+    CONTRACT_VERSION,
+    Offer,
+    RunnerUnavailable,
+    attempt_json,
+    parse_offer,
+)
 
 log = logging.getLogger(__name__)
 
-CONTRACT_VERSION = "v1"
 # Every call to a runner has a deadline: connecting, and the whole exchange.
 CONNECT_TIMEOUT_SECONDS = 5.0
 CALL_TIMEOUT_SECONDS = 10.0
 # The most of a runner's answer that is read: its handler list, or a refusal's text.
 MAX_HANDLERS_BYTES = 64 * 1024
 MAX_REFUSAL_BYTES = 512
-MAX_HANDLERS = 1000
-# The most attempts one runner is handed at once, whatever it says.
-MAX_CONCURRENT_CAP = 1000
 # How often the handler list is read again while the runner answers.
 REFRESH_SECONDS = 30.0
 # The longest one in-process poll waits: a runner found away (a POST that could not connect)
@@ -69,72 +64,6 @@ IN_FLIGHT_SLACK_SECONDS = 5.0
 RECENTLY_ENDED = 1000
 # Statuses that may pass: the same POST is sent again.
 TRANSIENT_STATUSES = frozenset({408, 429})
-
-
-class RunnerUnavailable(Exception):
-    """The runner did not answer as the contract says; the message says how."""
-
-
-@dataclass(frozen=True)
-class Offer:
-    """What the runner said it serves."""
-
-    handlers: frozenset[str]
-    max_concurrent: int
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def report_urls(base_url: str, execution_id: str, step_name: str) -> dict[str, str]:
-    """Where the runner reports: the gateway's REST routes, absolute under `base_url`."""
-    path = f"{base_url.rstrip('/')}/executions/{quote(execution_id, safe='')}/steps/"
-    path += quote(step_name, safe="")
-    return {"progress": f"{path}/progress", "complete": f"{path}/complete"}
-
-
-def attempt_json(assignment: Assignment, base_url: str) -> dict[str, Any]:
-    """The attempt as an HTTP runner reads it; the same names as the gateway's pull route
-    (`POST /step-queue/poll`), plus the deadline its timeout sets."""
-    deadline = (
-        assignment.started_at + timedelta(seconds=assignment.timeout_seconds)
-        if assignment.timeout_seconds > 0
-        else None
-    )
-    return {
-        "execution_id": assignment.execution_id,
-        "step_name": assignment.step_name,
-        "handler": assignment.handler,
-        "attempt": assignment.attempt,
-        "attempt_token": assignment.attempt_token,
-        "input": assignment.input_payload,
-        "timeout_seconds": assignment.timeout_seconds,
-        "heartbeat_timeout_seconds": assignment.heartbeat_timeout_seconds,
-        "queued_at": iso(assignment.queued_at),
-        "started_at": iso(assignment.started_at),
-        "deadline": iso(deadline),
-        "report_urls": report_urls(base_url, assignment.execution_id, assignment.step_name),
-    }
-
-
-def parse_offer(value: Any) -> Offer:
-    """The body of `GET /v1/handlers`, checked: anything else is the runner's mistake."""
-    if not isinstance(value, Mapping):
-        raise RunnerUnavailable("GET /v1/handlers did not answer a JSON object")
-    handlers = value.get("handlers")
-    if (
-        not isinstance(handlers, list)
-        or len(handlers) > MAX_HANDLERS
-        or not all(isinstance(h, str) and 0 < len(h) <= 200 for h in handlers)
-    ):
-        raise RunnerUnavailable('GET /v1/handlers: "handlers" is not a list of names')
-    slots = value.get("max_concurrent")
-    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-        raise RunnerUnavailable('GET /v1/handlers: "max_concurrent" is not a positive integer')
-    return Offer(frozenset(handlers), min(slots, MAX_CONCURRENT_CAP))
 
 
 class WebhookRunner:
