@@ -35,8 +35,8 @@ from discovery_client import AsyncClient, BearerToken
 from services.auth import WATCHER, AuthError, Principal, ServiceToken, TokenAuthority
 from services.gateway.anonymous import AnonymousAccess
 from services.gateway.errors import Forbidden, Unauthorized
+from services.gateway.params import ATTEMPT_TOKEN_HEADER
 from services.gateway.state import ENGINE
-from services.gateway.validation import ATTEMPT_TOKEN_HEADER
 
 # Routes anyone may fetch: the dashboard's page and assets (it asks for a token itself), the
 # API description, and the health check probes use.

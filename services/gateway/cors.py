@@ -15,7 +15,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from services.gateway.config import Settings
-from services.gateway.validation import ATTEMPT_TOKEN_HEADER
+from services.gateway.params import ATTEMPT_TOKEN_HEADER
 
 # What a page sends besides the CORS-safelisted headers.
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", ATTEMPT_TOKEN_HEADER)

@@ -1,27 +1,23 @@
-"""Engine messages in the legacy JSON shapes the original clients read (CONTRACT.md).
+"""Executions and their events in the legacy JSON shapes the original clients read
+(CONTRACT.md): the status document, the listings, the 202 of a start, and the
+WebSocket/SSE event messages with their first snapshot.
 
-Field names are kept exactly, Spanish ones included. Times are ISO 8601 UTC with `Z` and
-millisecond precision. Free-form data travels through the engine as `google.protobuf.Struct`,
-whose numbers are all doubles: a whole number comes back here as the integer a client sent.
+Field names are kept exactly, Spanish ones included. Times and free-form data are spelled
+by legacy_values.py; workflows and the step queue have modules of their own
+(legacy_workflows.py, legacy_step_queue.py).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
-from discovery.engine.v1 import step_queue_service_pb2 as sq
-from discovery.engine.v1 import workflow_pb2 as wf_pb
-from google.protobuf import struct_pb2, timestamp_pb2
 
-# Whole doubles up to 2**53 are exact integers; beyond that a float is the honest value.
-_EXACT = 2**53
+from services.gateway.legacy_values import iso, plain_struct
 
 TERMINAL_EVENTS = frozenset(
     {
@@ -40,54 +36,6 @@ def urls(execution_id: str) -> dict[str, str]:
         "steps": f"/executions/{execution_id}/steps",
         "websocket": f"/ws/{execution_id}",
     }
-
-
-def iso(value: timestamp_pb2.Timestamp | datetime | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, timestamp_pb2.Timestamp):
-        if value.seconds == 0 and value.nanos == 0:
-            return None
-        value = value.ToDatetime(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def now_iso() -> str:
-    stamp = iso(utc_now())
-    assert stamp is not None
-    return stamp
-
-
-def _is_set(value: timestamp_pb2.Timestamp) -> bool:
-    return bool(value.seconds or value.nanos)
-
-
-def plain(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return plain_struct(value.struct_value)
-    if kind == "list_value":
-        return [plain(item) for item in value.list_value.values]
-    if kind == "number_value":
-        number = value.number_value
-        if not math.isfinite(number):
-            return None  # JSON has no spelling for it; the engine never stores one
-        if number.is_integer() and abs(number) <= _EXACT:
-            return int(number)
-        return number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    return None
-
-
-def plain_struct(message: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: plain(item) for key, item in message.fields.items()}
 
 
 def _suffix(name: str, prefix: str) -> str:
@@ -327,89 +275,3 @@ def snapshot(execution: ex_pb.Execution, max_bytes: int) -> str:
         omitted.append("steps_history")
         text = json.dumps(message)
     return text
-
-
-def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
-    return {
-        "workflow_id": message.workflow_id,
-        "name": message.name,
-        "description": message.description,
-        "created_at": iso(message.create_time),
-        "steps": [
-            {
-                "id": step.step_id,
-                "name": step.name,
-                "handler": step.handler,
-                "timeout_seconds": step.timeout_seconds,
-                "heartbeat_timeout_seconds": step.heartbeat_timeout_seconds,
-                # 0: an attempt waits in the step queue as long as it takes.
-                "schedule_to_start_timeout_seconds": step.schedule_to_start_timeout_seconds,
-                "retry": {
-                    "max_attempts": step.retry.max_attempts,
-                    "initial_backoff_seconds": step.retry.initial_backoff_seconds,
-                    "backoff_multiplier": step.retry.backoff_multiplier,
-                    "max_backoff_seconds": step.retry.max_backoff_seconds,
-                },
-            }
-            for step in message.steps
-        ],
-        # What every execution's input must match (JSON Schema); null: any input.
-        "input_schema": (
-            plain_struct(message.input_schema) if message.HasField("input_schema") else None
-        ),
-    }
-
-
-def _depth(depth: sq.QueueDepth, now: datetime) -> dict[str, Any]:
-    oldest = depth.oldest_queue_time
-    waited = None
-    if _is_set(oldest):
-        waited = max((now - oldest.ToDatetime(tzinfo=UTC)).total_seconds(), 0.0)
-    return {
-        "handler": depth.handler,
-        "ready": depth.ready,
-        "oldest_queued_at": iso(oldest),
-        "oldest_wait_seconds": None if waited is None else round(waited, 3),
-    }
-
-
-def step_queue(queue: sq.GetStepQueueResponse, now: datetime) -> dict[str, Any]:
-    """`GET /queue`: ready attempts by handler for the caller's tenant and for every tenant
-    together (no tenant named), with how long the oldest has waited at `now`, and the runners
-    that polled in the last minutes with the free slots they last asked work for."""
-    return {
-        "tenant": [_depth(d, now) for d in queue.tenant],
-        "total": [_depth(d, now) for d in queue.total],
-        "runners": [
-            {
-                "runner_id": runner.runner_id,
-                "handlers": list(runner.handlers),
-                "free_slots": runner.free_slots,
-                "last_poll_at": iso(runner.last_poll_time),
-            }
-            for runner in queue.runners
-        ],
-    }
-
-
-def step_attempts(tasks: list[sq.StepTask]) -> dict[str, Any]:
-    """`POST /step-queue/poll`'s answer: the attempts taken for the runner, each with the
-    routes it reports to (with its `attempt_token` in `X-Attempt-Token`)."""
-    return {"attempts": [_step_attempt(task) for task in tasks]}
-
-
-def _step_attempt(task: sq.StepTask) -> dict[str, Any]:
-    base = f"/executions/{quote(task.execution_id, safe='')}/steps/{quote(task.step_name, safe='')}"
-    return {
-        "execution_id": task.execution_id,
-        "step_name": task.step_name,
-        "handler": task.handler,
-        "attempt": task.attempt,
-        "attempt_token": task.attempt_token,
-        "input": plain_struct(task.input),
-        "timeout_seconds": task.timeout_seconds,
-        "heartbeat_timeout_seconds": task.heartbeat_timeout_seconds,
-        "queued_at": iso(task.queue_time),
-        "started_at": iso(task.start_time),
-        "report_urls": {"progress": f"{base}/progress", "complete": f"{base}/complete"},
-    }

@@ -11,19 +11,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.gateway.validation import (
+from services.gateway.params import (
     DEFAULT_EXECUTIONS_LIMIT,
     MAX_ID_CHARS,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_PAGE_SIZE,
+    MAX_SEQ_DIGITS,
+    MAX_TOKEN_CHARS,
+    PAGE_TOKEN,
+)
+from services.gateway.route_bodies import (
     MAX_POLL_ATTEMPTS,
     MAX_POLL_HANDLERS,
     MAX_POLL_WAIT_SECONDS,
     MAX_PRIORITY,
-    MAX_SEQ_DIGITS,
-    MAX_TOKEN_CHARS,
     MIN_PRIORITY,
-    PAGE_TOKEN,
 )
 
 Schema = dict[str, Any]

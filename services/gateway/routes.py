@@ -12,14 +12,22 @@ from aiohttp import web
 from discovery.engine.v1 import execution_pb2 as ex_pb
 
 from services.auth import ADMIN, CLIENT, WATCH_TOKEN_SECONDS, WATCHER
-from services.gateway import legacy, validation
+from services.gateway import (
+    legacy,
+    legacy_step_queue,
+    legacy_values,
+    legacy_workflows,
+    params,
+    route_bodies,
+)
 from services.gateway.auth import AUTHORITY, caller, engine_for
 from services.gateway.bodies import read_json
 from services.gateway.errors import Forbidden
 from services.gateway.openapi import spec
+from services.gateway.params import resource_id
+from services.gateway.route_bodies import StartRequest
 from services.gateway.sse import events
 from services.gateway.state import ENGINE, SETTINGS, STREAMS
-from services.gateway.validation import StartRequest, resource_id
 from services.gateway.websocket import websocket
 
 HEALTH_TIMEOUT_SECONDS = 1.0
@@ -41,7 +49,7 @@ async def _start(request: web.Request, start: StartRequest) -> web.Response:
         resource_id(start.workflow_id, "workflow"),
         start.document,
         manual=start.manual,
-        request_id=validation.idempotency_key(request.headers),
+        request_id=params.idempotency_key(request.headers),
         priority=start.priority,
     )
     answer = legacy.accepted(started.execution, started.watch_token)
@@ -65,23 +73,23 @@ async def _status_document(request: web.Request, execution: ex_pb.Execution) -> 
 
 async def execute_async(request: web.Request) -> web.Response:
     workflow_id = resource_id(request.match_info["workflow_id"], "workflow")
-    return await _start(request, validation.start_by_path(workflow_id, await _body(request)))
+    return await _start(request, route_bodies.start_by_path(workflow_id, await _body(request)))
 
 
 async def execute_async_legacy(request: web.Request) -> web.Response:
-    return await _start(request, validation.start_legacy(await _body(request)))
+    return await _start(request, route_bodies.start_legacy(await _body(request)))
 
 
 async def execute_sync(request: web.Request) -> web.Response:
     """Waits for the end, at most the configured bound. Still running then: 202 with the async
     answer and `last_seq`, so a WebSocket opened with `?after_seq=last_seq` misses nothing."""
-    start = validation.start_legacy(await _body(request))
+    start = route_bodies.start_legacy(await _body(request))
     done = await engine_for(request).execute_workflow(
         resource_id(start.workflow_id, "workflow"),
         start.document,
         wait_seconds=request.app[SETTINGS].sync_wait_seconds,
         manual=start.manual,
-        request_id=validation.idempotency_key(request.headers),
+        request_id=params.idempotency_key(request.headers),
         priority=start.priority,
     )
     execution = done.execution
@@ -93,8 +101,8 @@ async def execute_sync(request: web.Request) -> web.Response:
 
 async def list_executions(request: web.Request) -> web.Response:
     """The newest executions first, as summaries (no history): what the dashboard lists."""
-    size = validation.limit(request.query.get("limit"))
-    token = validation.page_token(request.query.get("page_token"))
+    size = params.limit(request.query.get("limit"))
+    token = params.page_token(request.query.get("page_token"))
     page = await engine_for(request).list_executions(page_size=size, page_token=token)
     listed = [legacy.execution_summary(e) for e in page.executions]
     return _json({"executions": listed, "next_page_token": page.next_page_token or None})
@@ -144,7 +152,7 @@ async def watch_token(request: web.Request) -> web.Response:
 
 async def advance(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
-    data = validation.advance_data(await _body(request))
+    data = route_bodies.advance_data(await _body(request))
     return _json(
         await _status_document(request, await engine_for(request).advance(execution_id, data))
     )
@@ -152,7 +160,7 @@ async def advance(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
-    reason = validation.cancel_reason(await _body(request))
+    reason = route_bodies.cancel_reason(await _body(request))
     return _json(
         await _status_document(request, await engine_for(request).cancel(execution_id, reason))
     )
@@ -163,9 +171,9 @@ async def cancel(request: web.Request) -> web.Response:
 
 async def step_progress(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
-    step = validation.step_name(request.match_info["step_name"])
-    token = validation.attempt_token(request.headers)
-    progress = validation.progress(await _body(request))
+    step = params.step_name(request.match_info["step_name"])
+    token = params.attempt_token(request.headers)
+    progress = route_bodies.progress(await _body(request))
     cancel_requested = await engine_for(request).report_progress(
         execution_id, step, token, progress
     )
@@ -181,9 +189,9 @@ async def step_progress(request: web.Request) -> web.Response:
 
 async def step_complete(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
-    step = validation.step_name(request.match_info["step_name"])
-    token = validation.attempt_token(request.headers)
-    success, result, error = validation.completion(await _body(request))
+    step = params.step_name(request.match_info["step_name"])
+    token = params.attempt_token(request.headers)
+    success, result, error = route_bodies.completion(await _body(request))
     await engine_for(request).complete_step(
         execution_id, step, token, success=success, result=result, error=error
     )
@@ -196,22 +204,22 @@ async def step_complete(request: web.Request) -> web.Response:
 
 
 async def create_workflow(request: web.Request) -> web.Response:
-    definition = validation.workflow_definition(await _body(request))
-    created = legacy.workflow(await engine_for(request).create_workflow(definition))
+    definition = route_bodies.workflow_definition(await _body(request))
+    created = legacy_workflows.workflow(await engine_for(request).create_workflow(definition))
     return _json(created, 201, Location=f"/workflows/{created['workflow_id']}")
 
 
 async def list_workflows(request: web.Request) -> web.Response:
-    size = validation.page_size(request.query.get("page_size"))
-    token = validation.page_token(request.query.get("page_token"))
+    size = params.page_size(request.query.get("page_size"))
+    token = params.page_token(request.query.get("page_token"))
     page = await engine_for(request).list_workflows(page_size=size, page_token=token)
-    listed = [legacy.workflow(w) for w in page.workflows]
+    listed = [legacy_workflows.workflow(w) for w in page.workflows]
     return _json({"workflows": listed, "next_page_token": page.next_page_token or None})
 
 
 async def get_workflow(request: web.Request) -> web.Response:
     workflow_id = resource_id(request.match_info["workflow_id"], "workflow")
-    return _json(legacy.workflow(await engine_for(request).get_workflow(workflow_id)))
+    return _json(legacy_workflows.workflow(await engine_for(request).get_workflow(workflow_id)))
 
 
 # --- the step queue ------------------------------------------------------------------------
@@ -220,14 +228,18 @@ async def get_workflow(request: web.Request) -> web.Response:
 async def queue(request: web.Request) -> web.Response:
     """What waits in the step queue, by handler (the caller's tenant, and every tenant
     together), and the runners that polled lately."""
-    return _json(legacy.step_queue(await engine_for(request).get_step_queue(), legacy.utc_now()))
+    return _json(
+        legacy_step_queue.step_queue(
+            await engine_for(request).get_step_queue(), legacy_values.utc_now()
+        )
+    )
 
 
 async def step_queue_poll(request: web.Request) -> web.Response:
     """The REST twin of StepQueueService.PollStepAttempts, for runners that speak only HTTP
     (a runner's token). Each attempt answered is already taken for the runner: it reports
     through the step routes above with the attempt's token in X-Attempt-Token."""
-    poll = validation.step_queue_poll(await _body(request))
+    poll = route_bodies.step_queue_poll(await _body(request))
     call = asyncio.ensure_future(
         engine_for(request).poll_step_attempts(
             poll.runner_id, poll.handlers, poll.max_attempts, poll.wait_seconds
@@ -247,7 +259,7 @@ async def step_queue_poll(request: web.Request) -> web.Response:
         with contextlib.suppress(asyncio.CancelledError):
             await call
         return web.Response(status=499, reason="Client Closed Request")  # nobody reads it
-    return _json(legacy.step_attempts(call.result()))
+    return _json(legacy_step_queue.step_attempts(call.result()))
 
 
 async def _client_gone(request: web.Request) -> None:

@@ -24,6 +24,7 @@ from services.gateway.auth import caller, engine_for
 from services.gateway.config import Settings
 from services.gateway.errors import BadRequest, GatewayError
 from services.gateway.feeds import FeedRegistry
+from services.gateway.params import resource_id, sequence_number
 from services.gateway.quotas import admitted
 from services.gateway.state import FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import (
@@ -32,7 +33,6 @@ from services.gateway.streams import (
     bound_send_buffer,
     snapshot,
 )
-from services.gateway.validation import resource_id, sequence_number
 
 log = logging.getLogger(__name__)
 

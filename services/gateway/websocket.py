@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from discovery_client import EngineError
-from services.gateway import legacy
+from services.gateway import legacy_values
 from services.gateway.auth import caller, engine_for
 from services.gateway.config import Settings
 from services.gateway.errors import (
@@ -40,6 +40,7 @@ from services.gateway.errors import (
     UpgradeRequired,
 )
 from services.gateway.feeds import FeedRegistry
+from services.gateway.params import resource_id, sequence_number
 from services.gateway.quotas import admitted
 from services.gateway.state import FEEDS, SETTINGS, STREAMS
 from services.gateway.streams import (
@@ -49,7 +50,6 @@ from services.gateway.streams import (
     bound_send_buffer,
     snapshot,
 )
-from services.gateway.validation import resource_id, sequence_number
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def error_message(execution_id: str, error: GatewayError) -> dict[str, Any]:
     return {
         "event": "error",
         "execution_id": execution_id,
-        "timestamp": legacy.now_iso(),
+        "timestamp": legacy_values.now_iso(),
         **error.body(),
     }
 

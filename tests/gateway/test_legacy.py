@@ -10,7 +10,7 @@ from discovery.engine.v1 import step_queue_service_pb2 as sq
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from discovery_client.requests import struct
-from services.gateway import legacy
+from services.gateway import legacy, legacy_step_queue, legacy_values
 
 
 def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -52,13 +52,15 @@ def test_events_flatten_their_data_under_the_legacy_names() -> None:
 
 def test_numbers_beyond_exact_doubles_stay_floats() -> None:
     value = struct_pb2.Value(number_value=2.0**60)
-    assert isinstance(legacy.plain(value), float)
-    assert legacy.plain(struct_pb2.Value(number_value=float("nan"))) is None
+    assert isinstance(legacy_values.plain(value), float)
+    assert legacy_values.plain(struct_pb2.Value(number_value=float("nan"))) is None
 
 
 def test_unset_times_are_null_and_set_ones_end_in_z() -> None:
-    assert legacy.iso(timestamp_pb2.Timestamp()) is None
-    assert legacy.iso(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2025-01-02T03:04:05.000Z"
+    assert legacy_values.iso(timestamp_pb2.Timestamp()) is None
+    assert (
+        legacy_values.iso(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2025-01-02T03:04:05.000Z"
+    )
 
 
 def test_status_names_are_the_lower_case_suffixes() -> None:
@@ -112,7 +114,7 @@ def test_the_queue_in_its_rest_shape_counts_the_oldest_wait_at_now() -> None:
         "oldest_queued_at": "2025-08-22T10:30:00.000Z",
         "oldest_wait_seconds": 12.25,
     }
-    assert legacy.step_queue(answer, now) == {
+    assert legacy_step_queue.step_queue(answer, now) == {
         "tenant": [depth],
         "total": [{**depth, "ready": 5}],
         "runners": [
