@@ -6,11 +6,13 @@ be fenced and its executions taken over without waiting a minute."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -36,6 +38,25 @@ ABANDON = textwrap.dedent(
 )
 
 
+@contextlib.asynccontextmanager
+async def killed_in_a_commit(script: str, uri: str, database: str) -> AsyncIterator[float]:
+    """Runs `script` until its transaction is open, SIGKILLs it, and yields when it died
+    (time.monotonic())."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, uri, database, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        assert (await child.stdout.readline()).strip() == b"open"
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        yield time.monotonic()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
 async def fence(uri: str, database: str) -> None:
     """Writes the document in a transaction of its own, as an engine fencing a lease does;
     a write conflict with the open transaction raises."""
@@ -55,15 +76,7 @@ async def test_the_commit_of_a_killed_client_is_dropped_and_its_document_written
     seed: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server)
     await seed[database]["leases"].insert_one({"_id": "lease"})
     await seed.close()
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ABANDON, mongo_server, database, stdout=subprocess.PIPE
-    )
-    try:
-        assert child.stdout is not None
-        assert (await child.stdout.readline()).strip() == b"open"
-        child.send_signal(signal.SIGKILL)
-        await child.wait()
-        killed = time.monotonic()
+    async with killed_in_a_commit(ABANDON, mongo_server, database) as killed:
         try:
             await fence(mongo_server, database)
             raise AssertionError("the killed client's transaction held nothing")
@@ -78,10 +91,6 @@ async def test_the_commit_of_a_killed_client_is_dropped_and_its_document_written
                 assert time.monotonic() - killed < TRANSACTION_IDLE_SECONDS + 5
                 await asyncio.sleep(0.2)
         dropped_after = time.monotonic() - killed
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
     check: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server)
     doc = await check[database]["leases"].find_one({"_id": "lease"})
     await check.close()
@@ -108,26 +117,17 @@ async def test_a_restarted_engine_claims_around_a_killed_engines_commit(
     await client[database]["executions"].insert_many(
         [{"_id": "e-locked", "lease_owner": ""}, {"_id": "e-free", "lease_owner": ""}]
     )
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ABANDON_EXECUTION, mongo_server, database, stdout=subprocess.PIPE
-    )
     try:
-        assert child.stdout is not None
-        assert (await child.stdout.readline()).strip() == b"open"
-        child.send_signal(signal.SIGKILL)
-        await child.wait()
-        await store.acquire_lease("restarted", "", 60, fence_namesakes=False)
-        # Before: this waited on the killed commit for good.
-        claimed = await asyncio.wait_for(store.claim_orphans(), 10)
-        assert claimed == []  # both in one claim, which meets the open commit: later
-        while "e-locked" not in claimed:
-            await asyncio.sleep(0.5)
+        async with killed_in_a_commit(ABANDON_EXECUTION, mongo_server, database):
+            await store.acquire_lease("restarted", "", 60, fence_namesakes=False)
+            # Before: this waited on the killed commit for good.
             claimed = await asyncio.wait_for(store.claim_orphans(), 10)
-        assert sorted(claimed) == ["e-free", "e-locked"]
+            assert claimed == []  # both in one claim, which meets the open commit: later
+            while "e-locked" not in claimed:
+                await asyncio.sleep(0.5)
+                claimed = await asyncio.wait_for(store.claim_orphans(), 10)
+            assert sorted(claimed) == ["e-free", "e-locked"]
     finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
         await store.close()
         await client.close()
 
@@ -143,27 +143,17 @@ async def test_a_command_claims_around_a_killed_engines_commit(
     store = MongoStore(client, database)
     await store.open()
     await client[database]["executions"].insert_one({"_id": "e-locked", "lease_owner": ""})
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ABANDON_EXECUTION, mongo_server, database, stdout=subprocess.PIPE
-    )
     try:
-        assert child.stdout is not None
-        assert (await child.stdout.readline()).strip() == b"open"
-        child.send_signal(signal.SIGKILL)
-        await child.wait()
-        killed = time.monotonic()
-        await store.acquire_lease("restarted", "", 60, fence_namesakes=False)
-        claim = await asyncio.wait_for(store.claim_execution("e-locked"), 10)
-        assert not claim.held and claim.owner_address is None
-        while not claim.held:
-            assert time.monotonic() - killed < TRANSACTION_IDLE_SECONDS + 10
-            await asyncio.sleep(0.5)
+        async with killed_in_a_commit(ABANDON_EXECUTION, mongo_server, database) as killed:
+            await store.acquire_lease("restarted", "", 60, fence_namesakes=False)
             claim = await asyncio.wait_for(store.claim_execution("e-locked"), 10)
+            assert not claim.held and claim.owner_address is None
+            while not claim.held:
+                assert time.monotonic() - killed < TRANSACTION_IDLE_SECONDS + 10
+                await asyncio.sleep(0.5)
+                claim = await asyncio.wait_for(store.claim_execution("e-locked"), 10)
         doc = await client[database]["executions"].find_one({"_id": "e-locked"})
         assert doc is not None and doc["lease_owner"] == store.lease_id
     finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
         await store.close()
         await client.close()
