@@ -399,12 +399,15 @@ class PioneerProcess(ServiceProcess):
 
 @contextlib.asynccontextmanager
 async def restartable_engine(
-    mongo_uri: str, database: str, log_path: Path
+    mongo_uri: str, database: str, log_path: Path, env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[Pioneer, EngineProcess, Client]]:
     """A pioneer in this process and the engine as a child process on a fixed port and
-    ENGINE_ID, so that a restarted engine takes its executions back at once."""
+    ENGINE_ID, so that a restarted engine takes its executions back at once; `env` adds to
+    or overrides its environment."""
     engine_port = free_port()
-    engine = EngineProcess(engine_process_env(mongo_uri, database, engine_port), log_path)
+    engine = EngineProcess(
+        {**engine_process_env(mongo_uri, database, engine_port), **(env or {})}, log_path
+    )
     engine.start()
     client = Client(f"127.0.0.1:{engine_port}")
     await wait_serving(client.target)

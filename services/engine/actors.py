@@ -9,9 +9,8 @@ effects (the step queue, publishing to watchers). A failed append drops the acto
 touch reloads it from the log, which is the truth.
 
 Executions are held under this engine's lease (leases.py). Every write is conditioned on the
-lease: once another engine fenced it, this one lets go of everything it held. A command for an
-execution another engine holds is answered there (HeldElsewhere, which the RPC layer
-forwards); where it is held is remembered while that engine's lease, as read, holds.
+lease: once another engine fenced it, this one lets go of everything it held. Commands find
+their execution here, or the engine holding it, through routing.py.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,18 +30,15 @@ from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain.decisions import Decision, decide
 from services.engine.domain.errors import (
-    AlreadyTerminal,
     DiscoveryError,
-    ExecutionNotFound,
     Fenced,
-    HeldElsewhere,
     NotOwner,
-    Unavailable,
 )
+from services.engine.effects import Effects
 from services.engine.estimates import StepDurations
 from services.engine.hub import EventHub
 from services.engine.leases import LeaseKeeper
-from services.engine.step_queue import Poll, ReadyAttempt, StepQueue
+from services.engine.step_queue import Poll, StepQueue
 from services.engine.store.repository import Claim, ExecutionStore
 
 log = logging.getLogger(__name__)
@@ -51,12 +47,6 @@ Produce = Callable[[ex.ExecutionState, datetime], list[ev.NewEvent]]
 
 # Events of each held execution kept in memory for watchers that start (see watch.py).
 RECENT_EVENTS = 256
-# Looks at an execution that moves between engines (ends, is parked, is taken over) while a
-# command looks for it, before the command is refused as UNAVAILABLE.
-MAX_COMMAND_LOOKS = 10
-# Executions known to be held by another engine, kept so that the calls forwarded there need
-# no read of the database each (a runner's reports reach any engine); the oldest go first.
-MAX_KNOWN_HOLDERS = 10_000
 # Executions loaded at once when this engine takes executions over (at start, after a fence,
 # from a dead engine).
 RECOVERIES_AT_ONCE = 32
@@ -76,17 +66,8 @@ class RunnerSettings:
     max_progress_events: int = 10_000
 
 
-class _Released(NotOwner):
+class Released(NotOwner):
     """The actor was let go (terminal, lease lost, failed write) while a change waited."""
-
-
-@dataclass(frozen=True)
-class _Holder:
-    """Where another engine holds an execution, and until when its lease, as read, holds."""
-
-    tenant_id: str
-    address: str
-    until: datetime
 
 
 @dataclass
@@ -109,14 +90,11 @@ class Actors:
         self.hub = hub
         self.queue = StepQueue()
         self.durations = StepDurations(store)
+        self.effects = Effects(self.queue, self.durations)
         self._settings = settings
         self._actors: dict[str, Actor] = {}
         self._load_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        # runner_id -> told the token of each attempt it took once that attempt ends here
-        # (an in-process runner, such as the webhook pusher, counts its attempts in flight).
-        self._end_listeners: dict[str, Callable[[str], None]] = {}
-        self._holders: OrderedDict[str, _Holder] = OrderedDict()
         self.leases = LeaseKeeper(
             store,
             settings.engine_id,
@@ -159,7 +137,7 @@ class Actors:
         actor = Actor(state, lease)
         self._actors[state.execution_id] = actor
         try:
-            return await _shielded(self.change(actor, lambda s, n: []))
+            return await shielded(self.change(actor, lambda s, n: []))
         except DiscoveryError:
             # The execution exists and is leased to us; the lease loop will start it.
             self.spawn(self.retry_later(state.execution_id))
@@ -218,7 +196,7 @@ class Actors:
         log.info("execution recovered", extra={"execution_id": execution_id})
         current = state.current_attempt()
         if current is not None and current.status == ex.ATTEMPT_QUEUED:
-            self._enqueue(state, current)
+            self.effects.enqueue(state, current)
         # A running attempt needs nothing: its runner goes on reporting with its token, and
         # if the runner is gone too the heartbeat timeout retries the step.
         await self.change(actor, lambda s, n: [])
@@ -229,38 +207,6 @@ class Actors:
         actor = self._actors.pop(execution_id, None)
         if actor is not None and actor.timer is not None:
             actor.timer.cancel()
-
-    async def _actor(self, execution_id: str, tenant_id: str) -> Actor:
-        actor = self._actors.get(execution_id)
-        if actor is not None:
-            return actor
-        claim = await self._recover_if_ours(execution_id)
-        actor = self._actors.get(execution_id)
-        if actor is not None:
-            return actor
-        if claim is not None and claim.owner_address is not None:
-            if claim.owner_until is not None:
-                self._holders[execution_id] = _Holder(
-                    tenant_id, claim.owner_address, claim.owner_until
-                )
-                self._holders.move_to_end(execution_id)
-                if len(self._holders) > MAX_KNOWN_HOLDERS:
-                    self._holders.popitem(last=False)
-            raise HeldElsewhere(execution_id, claim.owner_address)
-        raise _Released(f"execution {execution_id} moved; look again")
-
-    def _known_holder(self, execution_id: str) -> _Holder | None:
-        """The engine that held the execution when last looked at, while its lease as read
-        then holds: an execution it let go since is looked for again by that engine."""
-        holder = self._holders.get(execution_id)
-        if holder is not None and holder.until <= utc_now():
-            del self._holders[execution_id]
-            return None
-        return holder
-
-    def forget_holder(self, execution_id: str) -> None:
-        """The engine that held it did not answer: the next call looks in the database."""
-        self._holders.pop(execution_id, None)
 
     def heard(self, execution_id: str, token: str) -> None:
         """A report of a running attempt is its runner's sign of life from the moment it
@@ -279,7 +225,7 @@ class Actors:
         if actor.state.last_heartbeat is None or actor.state.last_heartbeat < now:
             actor.state.last_heartbeat = now
 
-    async def _recover_if_ours(self, execution_id: str) -> Claim:
+    async def recover_if_ours(self, execution_id: str) -> Claim:
         # One execution by its _id: a touch of a dropped actor must not cost a scan of
         # every execution this engine holds.
         lease = self.store.lease_id
@@ -288,54 +234,14 @@ class Actors:
             await self._recover(execution_id, lease)
         return claim
 
-    async def command(
-        self, execution_id: str, produce: Produce, tenant: str | None
-    ) -> ex.ExecutionState:
-        """Runs a command against an execution this engine holds or can take; one held by
-        another engine raises HeldElsewhere. A caller of `tenant` (None: any) sees another
-        tenant's execution as missing before anything says where it is held."""
-        for _ in range(MAX_COMMAND_LOOKS):
-            try:
-                actor = self._actors.get(execution_id)
-                if actor is None:
-                    holder = self._known_holder(execution_id)
-                    if holder is not None:
-                        if tenant not in (None, holder.tenant_id):
-                            raise ExecutionNotFound(execution_id)
-                        raise HeldElsewhere(execution_id, holder.address)
-                    state = await self.store.load_execution(execution_id)
-                    if state is None or tenant not in (None, state.workflow.tenant_id):
-                        raise ExecutionNotFound(execution_id)
-                    if state.is_terminal:
-                        # Nothing changes a terminal execution: a command can only verify or
-                        # refuse.
-                        if produce(state, utc_now()):
-                            raise AlreadyTerminal(f"execution {execution_id} is {state.status}")
-                        return state
-                    actor = await self._actor(execution_id, state.workflow.tenant_id)
-                actor.commands += 1
-                try:
-                    # Shielded: once a change has begun, a caller that gives up (deadline,
-                    # disconnect) must not leave the actor half-way between memory and log.
-                    return await _shielded(self.change(actor, produce))
-                finally:
-                    actor.commands -= 1
-            except HeldElsewhere:
-                raise
-            except Fenced:
-                await self.leases.relet()
-            except (_Released, NotOwner):
-                continue  # it ended, or moved, while the command waited: look again
-        raise Unavailable(f"execution {execution_id} is moving between engines; retry")
-
     async def change(self, actor: Actor, produce: Produce) -> ex.ExecutionState:
         async with actor.lock:
             state = actor.state
             if self._actors.get(state.execution_id) is not actor:
-                raise _Released(f"execution {state.execution_id} was let go; retry")
+                raise Released(f"execution {state.execution_id} was let go; retry")
             if actor.lease != self.store.lease_id:
                 self._drop(state.execution_id)
-                raise _Released(f"execution {state.execution_id} was held under a fenced lease")
+                raise Released(f"execution {state.execution_id} was held under a fenced lease")
             now = utc_now()
             appended: list[ev.Event] = []
             for new in produce(state, now):
@@ -366,7 +272,9 @@ class Actors:
                     raise
                 actor.recent.extend(appended)
                 self.hub.publish(appended)
-                self._after(actor, appended)
+                self.effects.after(state, appended)
+                if state.is_terminal:
+                    self._drop(state.execution_id)
                 for poll, attempt in matched:
                     poll.deliver(assignment(state, attempt, poll.runner_id))
             self._schedule(actor, decision.wake_at, now)
@@ -418,38 +326,6 @@ class Actors:
         state.apply(event)
         return event
 
-    def _after(self, actor: Actor, events: list[ev.Event]) -> None:
-        state = actor.state
-        for event in events:
-            level = _log_level(event)
-            if log.isEnabledFor(level):
-                extra = {"execution_id": state.execution_id, "seq": event.seq, "event": event.type}
-                log.log(level, event.type, extra=extra)
-            if event.type == ev.STEP_QUEUED:
-                attempt = state.attempt(event.data["order"], event.data["attempt"])
-                if attempt.status == ex.ATTEMPT_QUEUED:
-                    self._enqueue(state, attempt)
-            elif event.type == ev.STEP_STARTED:
-                # Taken, maybe by a runner of another engine: no poll here may take it again.
-                attempt = state.attempt(event.data["order"], event.data["attempt"])
-                self.queue.discard(attempt.token)
-            elif event.type == ev.STEP_FINISHED:
-                # A runner running the attempt learns that it ended from its next report.
-                attempt = state.attempt(event.data["order"], event.data["attempt"])
-                self.queue.discard(attempt.token)
-                listener = self._end_listeners.get(attempt.runner_id or "")
-                if listener is not None:
-                    listener(attempt.token)
-                if attempt.status == ex.ATTEMPT_SUCCESS and attempt.finished_at is not None:
-                    # From the queue on: estimates count the wait for a runner too.
-                    self.durations.record(
-                        state.workflow.workflow_id,
-                        attempt.step_name,
-                        (attempt.finished_at - attempt.queued_at).total_seconds(),
-                    )
-        if state.is_terminal:
-            self._drop(state.execution_id)
-
     def _schedule(self, actor: Actor, wake_at: datetime | None, now: datetime) -> None:
         if actor.timer is not None:
             actor.timer.cancel()
@@ -472,7 +348,7 @@ class Actors:
         for delay in (0.5, 1, 2, 4, 8):
             await asyncio.sleep(delay)
             try:
-                await self._recover_if_ours(execution_id)
+                await self.recover_if_ours(execution_id)
                 return
             except DiscoveryError as exc:
                 log.warning("recovering %s: %s", execution_id, exc)
@@ -482,28 +358,11 @@ class Actors:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _enqueue(self, state: ex.ExecutionState, attempt: ex.Attempt) -> None:
-        self.queue.put(
-            ReadyAttempt(
-                execution_id=state.execution_id,
-                token=attempt.token,
-                handler=state.workflow.steps[attempt.order - 1].handler,
-                tenant=state.workflow.tenant_id,
-                priority=state.priority,
-                queued_at=attempt.queued_at,
-            )
-        )
-
-    def on_attempt_end(self, runner_id: str, listener: Callable[[str], None] | None) -> None:
-        """Calls `listener(attempt_token)` whenever an attempt `runner_id` took ends here,
-        however it ends (finished, failed, timed out, cancelled); None stops it."""
-        if listener is None:
-            self._end_listeners.pop(runner_id, None)
-        else:
-            self._end_listeners[runner_id] = listener
-
     def holds(self, execution_id: str) -> bool:
         return execution_id in self._actors
+
+    def get(self, execution_id: str) -> Actor | None:
+        return self._actors.get(execution_id)
 
     async def snapshot(
         self, execution_id: str, after_seq: int | None
@@ -525,10 +384,10 @@ class Actors:
             return state, None
 
 
-async def _shielded(change: Coroutine[Any, Any, ex.ExecutionState]) -> ex.ExecutionState:
+async def shielded(change: Coroutine[Any, Any, ex.ExecutionState]) -> ex.ExecutionState:
     """The change, carried to its end even when the caller stops waiting for it; how it
     ended is then nobody's to hear, and is dropped here (not left as an unretrieved task
-    exception: a refusal such as _Released is expected)."""
+    exception: a refusal such as Released is expected)."""
     task = asyncio.ensure_future(change)
     task.add_done_callback(_forget)
     return await asyncio.shield(task)
@@ -537,14 +396,3 @@ async def _shielded(change: Coroutine[Any, Any, ex.ExecutionState]) -> ex.Execut
 def _forget(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def _log_level(event: ev.Event) -> int:
-    """How executions begin and end, and steps that did not succeed, are logged at info; the
-    rest is in the event log, and at debug here (a line per event was a tenth of the
-    engine's time under load)."""
-    if event.type.startswith("workflow_"):
-        return logging.INFO
-    if event.type == ev.STEP_FINISHED and event.data.get("status") != ex.ATTEMPT_SUCCESS:
-        return logging.INFO
-    return logging.DEBUG

@@ -32,6 +32,7 @@ from services.engine.store.repository import ExecutionStore, QueueDepth, RunnerS
 
 if TYPE_CHECKING:  # actors.py imports `assignment` from here
     from services.engine.actors import Actors
+    from services.engine.routing import Commands
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,14 @@ def assignment(state: ex.ExecutionState, attempt: ex.Attempt, runner_id: str) ->
 
 class Dispatch:
     def __init__(
-        self, actors: Actors, store: ExecutionStore, take_elsewhere: TakeElsewhere | None = None
+        self,
+        actors: Actors,
+        commands: Commands,
+        store: ExecutionStore,
+        take_elsewhere: TakeElsewhere | None = None,
     ) -> None:
         self._actors = actors
+        self._commands = commands
         self.store = store
         self._take_elsewhere = take_elsewhere
         # runner_id -> when its record was last written, and what it said then.
@@ -104,7 +110,7 @@ class Dispatch:
     def on_attempt_end(self, runner_id: str, listener: Callable[[str], None] | None) -> None:
         """Calls `listener(attempt_token)` whenever an attempt `runner_id` took ends here,
         however it ends (finished, failed, timed out, cancelled); None stops it."""
-        self._actors.on_attempt_end(runner_id, listener)
+        self._actors.effects.on_attempt_end(runner_id, listener)
 
     async def poll(
         self,
@@ -174,7 +180,7 @@ class Dispatch:
             return [ev.step_started(state, attempt, runner_id, now)]
 
         try:
-            state = await self._actors.command(execution_id, produce, None)
+            state = await self._commands.command(execution_id, produce, None)
         except HeldElsewhere:
             raise
         except (_NotQueued, ExecutionNotFound, AlreadyTerminal, NotOwner):

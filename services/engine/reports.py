@@ -19,12 +19,16 @@ from services.engine.domain.errors import (
     StaleAttempt,
 )
 from services.engine.domain.payload import check_payload, check_progress
+from services.engine.routing import Commands
 from services.engine.store.repository import BlobRef, ExecutionStore
 
 
 class Reports:
-    def __init__(self, actors: Actors, store: ExecutionStore, settings: RunnerSettings) -> None:
+    def __init__(
+        self, actors: Actors, commands: Commands, store: ExecutionStore, settings: RunnerSettings
+    ) -> None:
         self._actors = actors
+        self._commands = commands
         self.store = store
         self._settings = settings
 
@@ -67,7 +71,7 @@ class Reports:
                 )
             return events
 
-        await self._actors.command(execution_id, produce, tenant)
+        await self._commands.command(execution_id, produce, tenant)
         return cancelled
 
     async def complete_step(
@@ -112,7 +116,7 @@ class Reports:
             end = ev.step_finished(attempt, status, output=result, error=failure, now=now)
             return [*events, end]
 
-        await self._actors.command(execution_id, produce, tenant)
+        await self._commands.command(execution_id, produce, tenant)
 
     async def _running_attempt(self, execution_id: str, token: str, tenant: str | None) -> None:
         # The attempt token is what binds the runner to this execution.

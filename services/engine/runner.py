@@ -37,6 +37,7 @@ from services.engine.domain.workflow import Workflow, new_workflow
 from services.engine.hub import EventHub
 from services.engine.intake import check_input, request_hash, set_large_values_apart
 from services.engine.reports import Reports
+from services.engine.routing import Commands
 from services.engine.step_queue import StepQueue
 from services.engine.store.repository import ExecutionStore, Page, RequestIdTaken
 from services.engine.watch import watch
@@ -61,8 +62,9 @@ class Runner:
         self.hub = hub
         self._settings = settings
         self.actors = Actors(store, hub, settings)
-        self.dispatch = Dispatch(self.actors, store, take_elsewhere)
-        self.reports = Reports(self.actors, store, settings)
+        self.commands = Commands(self.actors)
+        self.dispatch = Dispatch(self.actors, self.commands, store, take_elsewhere)
+        self.reports = Reports(self.actors, self.commands, store, settings)
         self._workflows: dict[tuple[str, str], Workflow] = {}
 
     async def open(self, address: str = "") -> None:
@@ -89,7 +91,7 @@ class Runner:
         return self.actors.holds(execution_id)
 
     def forget_holder(self, execution_id: str) -> None:
-        self.actors.forget_holder(execution_id)
+        self.commands.forget_holder(execution_id)
 
     async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
         return await self.actors.durations.typical_seconds(workflow_id)
@@ -256,7 +258,7 @@ class Runner:
             events.append(ev.workflow_cancelled(reason or "cancelled"))
             return events
 
-        return await self.actors.command(execution_id, produce, tenant)
+        return await self.commands.command(execution_id, produce, tenant)
 
     async def advance(
         self, execution_id: str, data: dict[str, Any], *, tenant: str
@@ -270,7 +272,7 @@ class Runner:
                 raise NotWaiting(f"execution {execution_id} is {state.status}, not waiting")
             return [ev.workflow_advanced(data)]
 
-        return await self.actors.command(execution_id, produce, tenant)
+        return await self.commands.command(execution_id, produce, tenant)
 
     async def wait_for_end(
         self, execution_id: str, after_seq: int, seconds: float, *, tenant: str
