@@ -252,7 +252,8 @@ class Actors:
             matched = []
             for event in list(appended):
                 if event.type == ev.STEP_QUEUED:
-                    attempt = state.attempt(event.data["order"], event.data["attempt"])
+                    queued = ev.data_of(event, ev.StepQueuedData)
+                    attempt = state.attempt(queued["order"], queued["attempt"])
                     poll = self._match(state, attempt)
                     if poll is not None:
                         started = ev.step_started(state, attempt, poll.runner_id, now)

@@ -31,16 +31,19 @@ class Effects:
                 extra = {"execution_id": state.execution_id, "seq": event.seq, "event": event.type}
                 log.log(level, event.type, extra=extra)
             if event.type == ev.STEP_QUEUED:
-                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                queued = ev.data_of(event, ev.StepQueuedData)
+                attempt = state.attempt(queued["order"], queued["attempt"])
                 if attempt.status == ex.ATTEMPT_QUEUED:
                     self.enqueue(state, attempt)
             elif event.type == ev.STEP_STARTED:
                 # Taken, maybe by a runner of another engine: no poll here may take it again.
-                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                started = ev.data_of(event, ev.StepStartedData)
+                attempt = state.attempt(started["order"], started["attempt"])
                 self._queue.discard(attempt.token)
             elif event.type == ev.STEP_FINISHED:
                 # A runner running the attempt learns that it ended from its next report.
-                attempt = state.attempt(event.data["order"], event.data["attempt"])
+                finished = ev.data_of(event, ev.StepFinishedData)
+                attempt = state.attempt(finished["order"], finished["attempt"])
                 self._queue.discard(attempt.token)
                 listener = self._end_listeners.get(attempt.runner_id or "")
                 if listener is not None:
@@ -80,6 +83,9 @@ def _log_level(event: ev.Event) -> int:
     engine's time under load)."""
     if event.type.startswith("workflow_"):
         return logging.INFO
-    if event.type == ev.STEP_FINISHED and event.data.get("status") != ex.ATTEMPT_SUCCESS:
+    if (
+        event.type == ev.STEP_FINISHED
+        and ev.data_of(event, ev.StepFinishedData)["status"] != ex.ATTEMPT_SUCCESS
+    ):
         return logging.INFO
     return logging.DEBUG

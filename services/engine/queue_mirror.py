@@ -58,13 +58,14 @@ class QueueMirror:
             return  # its engine is this one: its actors keep the queue for it
         if event.type == ev.STEP_QUEUED:
             if event.attempt_token:
+                queued = ev.data_of(event, ev.StepQueuedData)
                 self._queue.put(
                     ReadyAttempt(
                         execution_id=event.execution_id,
                         token=event.attempt_token,
-                        handler=event.data["handler"],
+                        handler=queued["handler"],
                         tenant=committed.tenant_id,
-                        priority=event.data.get("priority", ex.DEFAULT_PRIORITY),
+                        priority=queued.get("priority", ex.DEFAULT_PRIORITY),
                         queued_at=event.time,
                     )
                 )

@@ -32,6 +32,15 @@ from services.engine.domain.events import (
     WORKFLOW_WAITING,
     Event,
     NewEvent,
+    StepFinishedData,
+    StepProgressData,
+    StepQueuedData,
+    StepStartedData,
+    WorkflowAdvancedData,
+    WorkflowCancelledData,
+    WorkflowFailedData,
+    WorkflowWaitingData,
+    data_of,
 )
 from services.engine.domain.workflow import StepDefinition, Workflow
 
@@ -168,57 +177,60 @@ class ExecutionState:
             raise ValueError(
                 f"event {event.seq} applied to {self.execution_id} at seq {self.last_seq}"
             )
-        data = event.data
         kind = event.type
         if kind == WORKFLOW_STARTED:
             self.status = RUNNING
         elif kind == WORKFLOW_WAITING:
             self.status = WAITING
-            self.step_index = int(data["order"]) - 1
+            self.step_index = int(data_of(event, WorkflowWaitingData)["order"]) - 1
         elif kind == WORKFLOW_ADVANCED:
             self.status = RUNNING
-            self.dynamic_properties.update(data.get("data") or {})
+            self.dynamic_properties.update(data_of(event, WorkflowAdvancedData)["data"] or {})
         elif kind == STEP_QUEUED:
             self.status = RUNNING
-            self.step_index = int(data["order"]) - 1
+            self.step_index = int(data_of(event, StepQueuedData)["order"]) - 1
             self.history.append(_queued_attempt(event))
         elif kind == STEP_STARTED:
+            started = data_of(event, StepStartedData)
             self.status = RUNNING
-            self.step_index = int(data["order"]) - 1
-            taken = self._find_attempt(int(data["order"]), int(data["attempt"]))
+            self.step_index = int(started["order"]) - 1
+            taken = self._find_attempt(int(started["order"]), int(started["attempt"]))
             if taken is None:
                 # Logged before the step queue existed: the attempt began with its start.
                 taken = _queued_attempt(event)
                 self.history.append(taken)
             taken.status = ATTEMPT_RUNNING
             taken.started_at = event.time
-            taken.input_payload = data.get("input_payload") or {}
+            taken.input_payload = started.get("input_payload") or {}
             taken.started_seq = event.seq
             taken._payload_bytes = None
-            taken.runner_id = data.get("runner_id")
+            taken.runner_id = started.get("runner_id")
             self.last_heartbeat = event.time
         elif kind == STEP_PROGRESS:
-            attempt = self.attempt(int(data["order"]), int(data["attempt"]))
-            attempt.last_progress = data["progress"]
+            progress = data_of(event, StepProgressData)
+            attempt = self.attempt(int(progress["order"]), int(progress["attempt"]))
+            attempt.last_progress = progress["progress"]
             self.progress_events += 1
         elif kind == STEP_FINISHED:
-            attempt = self.attempt(int(data["order"]), int(data["attempt"]))
-            attempt.status = data["status"]
+            finished = data_of(event, StepFinishedData)
+            attempt = self.attempt(int(finished["order"]), int(finished["attempt"]))
+            attempt.status = finished["status"]
             attempt.finished_at = event.time
-            attempt.output_payload = data.get("output")
+            attempt.output_payload = finished.get("output")
             attempt.finished_seq = event.seq
             attempt._payload_bytes = None
-            attempt.error = data.get("error")
+            attempt.error = finished.get("error")
             if attempt.status == ATTEMPT_SUCCESS:
                 self.dynamic_properties.update(attempt.output_payload or {})
         elif kind == WORKFLOW_COMPLETED:
             self.status = COMPLETED
         elif kind == WORKFLOW_FAILED:
             self.status = FAILED
-            self.error = data.get("error")
+            self.error = data_of(event, WorkflowFailedData).get("error")
         elif kind == WORKFLOW_CANCELLED:
             self.status = CANCELLED
-            self.error = {"reason": "cancelled", "message": data.get("reason") or "cancelled"}
+            reason = data_of(event, WorkflowCancelledData).get("reason") or "cancelled"
+            self.error = {"reason": "cancelled", "message": reason}
         else:
             raise ValueError(f"unknown event type {kind!r}")
         self.last_seq = event.seq
@@ -249,7 +261,7 @@ class ExecutionState:
 
 
 def _queued_attempt(event: Event) -> Attempt:
-    data = event.data
+    data = data_of(event, StepQueuedData)
     return Attempt(
         step_name=data["step"],
         order=int(data["order"]),
