@@ -4,6 +4,7 @@ deadline each call gets."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
@@ -26,6 +27,29 @@ def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
     if value:
         message.update(value)
     return message
+
+
+def list_executions(
+    workflow_id: str,
+    statuses: Sequence[ex_pb.ExecutionStatus],
+    created_after: datetime | None,
+    created_before: datetime | None,
+    workflow_name_contains: str,
+    page_size: int,
+    page_token: str,
+) -> es.ListExecutionsRequest:
+    request = es.ListExecutionsRequest(
+        workflow_id=workflow_id,
+        statuses=statuses,
+        workflow_name_contains=workflow_name_contains,
+        page_size=page_size,
+        page_token=page_token,
+    )
+    if created_after is not None:
+        request.created_after.FromDatetime(created_after)
+    if created_before is not None:
+        request.created_before.FromDatetime(created_before)
+    return request
 
 
 def start(

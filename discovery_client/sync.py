@@ -20,6 +20,7 @@ import copy
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -175,10 +176,25 @@ class Client:
         return response.execution
 
     def list_executions(
-        self, *, workflow_id: str = "", page_size: int = 100, page_token: str = ""
+        self,
+        *,
+        workflow_id: str = "",
+        statuses: Sequence[ex_pb.ExecutionStatus] = (),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        workflow_name_contains: str = "",
+        page_size: int = 100,
+        page_token: str = "",
     ) -> es.ListExecutionsResponse:
-        request = es.ListExecutionsRequest(
-            workflow_id=workflow_id, page_size=page_size, page_token=page_token
+        """Newest first; every filter given applies (times are aware datetimes)."""
+        request = requests.list_executions(
+            workflow_id,
+            statuses,
+            created_after,
+            created_before,
+            workflow_name_contains,
+            page_size,
+            page_token,
         )
         response: es.ListExecutionsResponse = self._call(self._executions.ListExecutions, request)
         return response

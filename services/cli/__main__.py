@@ -25,6 +25,7 @@ from services.certs import DEFAULT_HOSTS
 from services.cli import commands
 from services.cli.config import RETRIED_STARTS, engine_settings
 from services.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError, UsageError
+from services.cli.executions import STATUSES, Listing, executions_list
 from services.cli.render import make_console
 
 EPILOG = f"""\
@@ -227,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="place of its steps in the step queue: 1 first, 5 last (default: 3)",
     )
 
+    executions = sub.add_parser("executions", help="find executions")
+    esub = executions.add_subparsers(dest="executions_command", metavar="ACTION", required=True)
+    found = esub.add_parser(
+        "list",
+        help="your executions, newest first: by status, workflow, time and name",
+        parents=[connection, output],
+    )
+    found.add_argument("--status", action="append", choices=STATUSES, default=[])
+    found.add_argument("--workflow", default="", metavar="ID_OR_NAME")
+    found.add_argument("--since", default="", metavar="AGO_OR_TIME", help="e.g. 1h, 7d, or ISO")
+    found.add_argument("--until", default="", metavar="AGO_OR_TIME")
+    found.add_argument("--name", default="", help="part of the workflow's name, any case")
+    found.add_argument("--limit", type=int, default=20, choices=range(1, 1001), metavar="1-1000")
+
     status = sub.add_parser(
         "status", help="status, progress, ETA and step history", parents=[connection, output]
     )
@@ -323,6 +338,13 @@ def dispatch(args: argparse.Namespace) -> int:
                         watch=args.watch,
                         request_id=args.request_id,
                         priority=args.priority,
+                    ),
+                )
+            case "executions":
+                return executions_list(
+                    ctx,
+                    Listing(
+                        args.status, args.workflow, args.since, args.until, args.name, args.limit
                     ),
                 )
             case "status":

@@ -39,7 +39,12 @@ from services.engine.intake import check_input, request_hash, set_large_values_a
 from services.engine.reports import Reports
 from services.engine.routing import Commands
 from services.engine.step_queue import StepQueue
-from services.engine.store.repository import ExecutionStore, Page, RequestIdTaken
+from services.engine.store.repository import (
+    ExecutionFilter,
+    ExecutionStore,
+    Page,
+    RequestIdTaken,
+)
 from services.engine.watch import watch
 
 __all__ = ["Runner", "RunnerSettings", "visible"]
@@ -223,10 +228,10 @@ class Runner:
         return state
 
     async def list_executions(
-        self, *, tenant: str, page_size: int, page_token: str, workflow_id: str
+        self, *, tenant: str, page_size: int, page_token: str, only: ExecutionFilter
     ) -> Page[ex.ExecutionState]:
-        """Newest first, as summaries (no payloads); `workflow_id`, when given, its only."""
-        return await self.store.list_executions(tenant, page_size, page_token, workflow_id)
+        """Newest first, as summaries (no payloads); those `only` lets through."""
+        return await self.store.list_executions(tenant, page_size, page_token, only)
 
     async def started_before(self, request_id: str, *, tenant: str) -> bool:
         """Whether a start with this idempotency key was accepted already."""

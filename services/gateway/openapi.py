@@ -19,6 +19,7 @@ from services.gateway.params import (
     MAX_SEQ_DIGITS,
     MAX_TOKEN_CHARS,
     PAGE_TOKEN,
+    STATUSES,
 )
 from services.gateway.route_bodies import (
     MAX_POLL_ATTEMPTS,
@@ -760,7 +761,8 @@ def _spec() -> Schema:
             "/executions": {
                 "get": {
                     "operationId": "listExecutions",
-                    "summary": "The most recent executions, newest first, without history.",
+                    "summary": "The most recent executions, newest first, without history;"
+                    " every filter given applies, and an unknown query parameter is a 400.",
                     "parameters": [
                         {
                             "name": "limit",
@@ -770,6 +772,43 @@ def _spec() -> Schema:
                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
                         },
                         PAGE_TOKEN_PARAM,
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only these statuses (repeat it, or separate them"
+                            " with commas).",
+                            "schema": {"type": "string", "enum": list(STATUSES)},
+                        },
+                        {
+                            "name": "workflow_id",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only this workflow's executions.",
+                            "schema": {"type": "string", "maxLength": MAX_ID_CHARS},
+                        },
+                        *(
+                            {
+                                "name": name,
+                                "in": "query",
+                                "required": False,
+                                "description": f"Only executions created {when} this time"
+                                " (ISO 8601 with a time zone).",
+                                "schema": {"type": "string", "format": "date-time"},
+                            }
+                            for name, when in (
+                                ("created_after", "at or after"),
+                                ("created_before", "before"),
+                            )
+                        ),
+                        {
+                            "name": "name",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only executions whose workflow's name contains"
+                            " it, whatever the case.",
+                            "schema": {"type": "string", "maxLength": MAX_ID_CHARS},
+                        },
                     ],
                     "responses": responses(
                         {"200": _json("Newest first.", ref("ExecutionList"))}, "400", "503"

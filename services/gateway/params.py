@@ -1,12 +1,18 @@
 """What a request holds outside its body, checked before anything is sent to the engine:
-ids in the path, counts and page tokens in the query, the idempotency key and the attempt
-token in headers.
+ids in the path, counts, page tokens and listing filters in the query, the idempotency key
+and the attempt token in headers.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from multidict import MultiMapping
 
 from services.gateway.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 
@@ -115,3 +121,104 @@ def page_token(raw: str | None) -> str:
             details={"field": "page_token"},
         )
     return raw
+
+
+# What `GET /executions` takes; anything else is refused rather than silently ignored.
+EXECUTION_LISTING_PARAMS = frozenset(
+    {"limit", "page_token", "status", "workflow_id", "created_after", "created_before", "name"}
+)
+STATUSES: dict[str, ex_pb.ExecutionStatus] = {
+    ex_pb.ExecutionStatus.Name(number).removeprefix("EXECUTION_STATUS_").lower(): cast(
+        ex_pb.ExecutionStatus, number
+    )
+    for number in ex_pb.ExecutionStatus.values()
+    if number != ex_pb.EXECUTION_STATUS_UNSPECIFIED
+}
+
+
+@dataclass(frozen=True)
+class ExecutionListing:
+    """`GET /executions`'s filters, as ListExecutions takes them."""
+
+    workflow_id: str = ""
+    statuses: tuple[ex_pb.ExecutionStatus, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    workflow_name_contains: str = ""
+
+
+def execution_listing(query: MultiMapping[str]) -> ExecutionListing:
+    """`status` (repeated or comma-separated: pending, running, waiting, completed, failed,
+    cancelled), `workflow_id`, `created_after` / `created_before` (ISO 8601 with a time zone)
+    and `name` (part of the workflow's name, any case). A bad or unknown one is a 400 naming
+    it."""
+    for key in query:
+        if key not in EXECUTION_LISTING_PARAMS:
+            raise BadRequest(
+                f"unknown query parameter {key[:64]!r}; known: "
+                + ", ".join(sorted(EXECUTION_LISTING_PARAMS)),
+                code="INVALID_ARGUMENT",
+                details={"field": key[:64]},
+            )
+    statuses: list[ex_pb.ExecutionStatus] = []
+    for value in query.getall("status", []):
+        for name in (part.strip().lower() for part in value.split(",")):
+            if name not in STATUSES:
+                raise BadRequest(
+                    f"status {name[:32]!r} is not one of " + ", ".join(STATUSES),
+                    code="INVALID_ARGUMENT",
+                    details={"field": "status"},
+                )
+            statuses.append(STATUSES[name])
+    after, before = _time(query, "created_after"), _time(query, "created_before")
+    if after is not None and before is not None and before <= after:
+        raise BadRequest(
+            "created_before must be later than created_after",
+            code="INVALID_ARGUMENT",
+            details={"field": "created_before"},
+        )
+    return ExecutionListing(
+        workflow_id=_single(query, "workflow_id"),
+        statuses=tuple(dict.fromkeys(statuses)),
+        created_after=after,
+        created_before=before,
+        workflow_name_contains=_single(query, "name"),
+    )
+
+
+def _single(query: MultiMapping[str], field: str) -> str:
+    values = query.getall(field, [])
+    if len(values) > 1:
+        raise BadRequest(
+            f"{field} is given {len(values)} times; once at most",
+            code="INVALID_ARGUMENT",
+            details={"field": field},
+        )
+    value = values[0] if values else ""
+    if len(value) > MAX_ID_CHARS:
+        raise BadRequest(
+            f"{field} is at most {MAX_ID_CHARS} characters",
+            code="INVALID_ARGUMENT",
+            details={"field": field},
+        )
+    return value
+
+
+def _time(query: MultiMapping[str], field: str) -> datetime | None:
+    if field not in query:
+        return None
+    raw = _single(query, field)
+    try:
+        value: datetime | None = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)  # out of range there (year 1 at +01:00): refused
+    except (ValueError, OverflowError):
+        value = None
+    if value is None or value.tzinfo is None:
+        raise BadRequest(
+            f"{field} must be an ISO 8601 time with a time zone "
+            f"(2026-11-29T10:00:00Z), got {raw[:40]!r}",
+            code="INVALID_ARGUMENT",
+            details={"field": field},
+        )
+    return value

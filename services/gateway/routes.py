@@ -100,10 +100,20 @@ async def execute_sync(request: web.Request) -> web.Response:
 
 
 async def list_executions(request: web.Request) -> web.Response:
-    """The newest executions first, as summaries (no history): what the dashboard lists."""
+    """The newest executions first, as summaries (no history): what the dashboard lists,
+    narrowed by the query's filters (params.execution_listing)."""
+    only = params.execution_listing(request.query)
     size = params.limit(request.query.get("limit"))
     token = params.page_token(request.query.get("page_token"))
-    page = await engine_for(request).list_executions(page_size=size, page_token=token)
+    page = await engine_for(request).list_executions(
+        workflow_id=only.workflow_id,
+        statuses=only.statuses,
+        created_after=only.created_after,
+        created_before=only.created_before,
+        workflow_name_contains=only.workflow_name_contains,
+        page_size=size,
+        page_token=token,
+    )
     listed = [legacy.execution_summary(e) for e in page.executions]
     return _json({"executions": listed, "next_page_token": page.next_page_token or None})
 

@@ -27,6 +27,7 @@ from services.engine.store.documents import (
 from services.engine.store.repository import (
     BlobRef,
     Claim,
+    ExecutionFilter,
     Page,
     QueueDepth,
     RequestIdTaken,
@@ -97,15 +98,24 @@ class InMemoryStore:
         return state
 
     async def list_executions(
-        self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
+        self, tenant_id: str, page_size: int, page_token: str, only: ExecutionFilter
     ) -> Page[ExecutionState]:
         ids = [
             i
             for i, d in self.executions.items()
-            if d["tenant_id"] == tenant_id and (d["workflow_id"] == workflow_id or not workflow_id)
+            if d["tenant_id"] == tenant_id
+            and (d["workflow_id"] == only.workflow_id or not only.workflow_id)
         ]
         states = [s for s in [await self.load_execution(i) for i in reversed(ids)] if s]
-        return Page(states[:page_size], "")
+        listed = [
+            s
+            for s in states
+            if (not only.statuses or s.status in only.statuses)
+            and (only.created_after is None or s.created_at >= only.created_after)
+            and (only.created_before is None or s.created_at < only.created_before)
+            and only.workflow_name_contains.lower() in s.workflow.name.lower()
+        ]
+        return Page(listed[:page_size], "")
 
     async def append(self, events: Sequence[Event], state: ExecutionState) -> None:
         self._lease_of_caller()

@@ -16,8 +16,9 @@ from services.engine.dispatch import Assignment
 from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain import progress as pg
+from services.engine.domain.errors import InvalidArgument
 from services.engine.domain.workflow import Workflow
-from services.engine.store.repository import QueueDepth, RunnerSeen
+from services.engine.store.repository import ExecutionFilter, QueueDepth, RunnerSeen
 
 _STATUS = {
     ex.PENDING: pb.EXECUTION_STATUS_PENDING,
@@ -27,6 +28,7 @@ _STATUS = {
     ex.FAILED: pb.EXECUTION_STATUS_FAILED,
     ex.CANCELLED: pb.EXECUTION_STATUS_CANCELLED,
 }
+_STATUS_NAMES = {number: name for name, number in _STATUS.items()}
 _ATTEMPT = {
     ex.ATTEMPT_QUEUED: pb.ATTEMPT_STATUS_QUEUED,
     ex.ATTEMPT_RUNNING: pb.ATTEMPT_STATUS_RUNNING,
@@ -287,3 +289,29 @@ def queue_runner(value: RunnerSeen) -> queue_pb.QueueRunner:
         free_slots=value.free_slots,
         last_poll_time=timestamp(value.last_poll_at),
     )
+
+
+def execution_filter(request: service_pb.ListExecutionsRequest) -> ExecutionFilter:
+    """ListExecutions' filters; INVALID_ARGUMENT names the first bad one."""
+    statuses: set[str] = set()
+    for i, number in enumerate(request.statuses):
+        if number not in _STATUS_NAMES:
+            raise InvalidArgument(f"statuses[{i}]", "an execution status, not UNSPECIFIED")
+        statuses.add(_STATUS_NAMES[number])
+    after = _datetime(request.created_after) if request.HasField("created_after") else None
+    before = _datetime(request.created_before) if request.HasField("created_before") else None
+    if after is not None and before is not None and before <= after:
+        raise InvalidArgument("created_before", "must be later than created_after")
+    if len(request.workflow_name_contains) > 200:
+        raise InvalidArgument("workflow_name_contains", "at most 200 characters")
+    return ExecutionFilter(
+        workflow_id=request.workflow_id,
+        statuses=frozenset(statuses),
+        created_after=after,
+        created_before=before,
+        workflow_name_contains=request.workflow_name_contains,
+    )
+
+
+def _datetime(value: timestamp_pb2.Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)

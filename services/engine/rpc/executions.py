@@ -123,7 +123,7 @@ class ExecutionServicer(Servicer, es_grpc.ExecutionServiceServicer):
             tenant=self._caller(context).tenant,
             page_size=page_size_of(request.page_size),
             page_token=request.page_token,
-            workflow_id=request.workflow_id,
+            only=convert.execution_filter(request),
         )
         now = utc_now()
         return es.ListExecutionsResponse(

@@ -14,6 +14,7 @@ Every public coroutine raises domain errors only (store/errors.py).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,7 @@ from services.engine.store.records import Records
 from services.engine.store.repository import (
     BlobRef,
     Claim,
+    ExecutionFilter,
     Page,
     QueueDepth,
     RequestIdTaken,
@@ -157,11 +159,26 @@ class MongoStore:
                 a.output_payload = data.get(a.finished_seq, {}).get("output")
 
     async def list_executions(
-        self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
+        self, tenant_id: str, page_size: int, page_token: str, only: ExecutionFilter
     ) -> Page[ExecutionState]:
         query: dict[str, Any] = {"tenant_id": tenant_id}
-        if workflow_id:
-            query["workflow_id"] = workflow_id
+        if only.workflow_id:
+            query["workflow_id"] = only.workflow_id
+        if only.statuses:
+            # The status documents of running executions trail their logs by up to
+            # PROJECTION_SECONDS (commits.py); an ended or waiting one's is written with its
+            # last events, so a search for failed runs misses none.
+            query["status"] = {"$in": sorted(only.statuses)}
+        created: dict[str, datetime] = {}
+        if only.created_after is not None:
+            created["$gte"] = only.created_after
+        if only.created_before is not None:
+            created["$lt"] = only.created_before
+        if created:
+            query["created_at"] = created
+        if only.workflow_name_contains:
+            pattern = re.escape(only.workflow_name_contains)
+            query["workflow.name"] = {"$regex": pattern, "$options": "i"}
         docs, token = await _page(
             self._db.executions,
             query,

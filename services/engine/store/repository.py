@@ -25,6 +25,19 @@ class RequestIdTaken(Exception):
 
 
 @dataclass(frozen=True)
+class ExecutionFilter:
+    """Which executions a listing returns: all of what is set applies."""
+
+    workflow_id: str = ""
+    # Execution statuses (execution.PENDING, …); empty: any.
+    statuses: frozenset[str] = frozenset()
+    created_after: datetime | None = None  # at or after
+    created_before: datetime | None = None
+    # Matched against the workflow's name, whatever the case.
+    workflow_name_contains: str = ""
+
+
+@dataclass(frozen=True)
 class BlobRef:
     blob_id: str
     size_bytes: int
@@ -113,9 +126,9 @@ class ExecutionStore(Protocol):
         ...
 
     async def list_executions(
-        self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
+        self, tenant_id: str, page_size: int, page_token: str, only: ExecutionFilter
     ) -> Page[ExecutionState]:
-        """The tenant's, newest first, without history."""
+        """The tenant's that `only` lets through, newest first, without history."""
         ...
 
     async def append(self, events: Sequence[Event], state: ExecutionState) -> None:

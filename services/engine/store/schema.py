@@ -48,6 +48,15 @@ async def ensure_schema(db: Database) -> None:
             # here would slow with the backlog, see TOOLCHAIN.md).
             IndexModel([("queue.state", ASCENDING)], sparse=True),
             IndexModel([("tenant_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
+            # Listings narrowed by status ("the failed runs of the last hour"), newest first.
+            IndexModel(
+                [
+                    ("tenant_id", ASCENDING),
+                    ("status", ASCENDING),
+                    ("created_at", DESCENDING),
+                    ("_id", DESCENDING),
+                ]
+            ),
             IndexModel(
                 [
                     ("tenant_id", ASCENDING),

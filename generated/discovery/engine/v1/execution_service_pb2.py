@@ -24,49 +24,50 @@ _sym_db = _symbol_database.Default()
 
 from discovery.engine.v1 import execution_pb2 as discovery_dot_engine_dot_v1_dot_execution__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+discovery/engine/v1/execution_service.proto\x12\x13\x64iscovery.engine.v1\x1a#discovery/engine/v1/execution.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x8a\x01\n\x15StartExecutionRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06manual\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\"`\n\x16StartExecutionResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution\x12\x13\n\x0bwatch_token\x18\x02 \x01(\t\"\xa1\x01\n\x16\x45xecuteWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06manual\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x05 \x01(\x01\x12\x10\n\x08priority\x18\x06 \x01(\x05\"s\n\x17\x45xecuteWorkflowResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\x12\x13\n\x0bwatch_token\x18\x03 \x01(\t\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"I\n\x14GetExecutionResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution\"S\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\"e\n\x16ListExecutionsResponse\x12\x32\n\nexecutions\x18\x01 \x03(\x0b\x32\x1e.discovery.engine.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x19ListExecutionStepsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"\x91\x01\n\rExecutionStep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07handler\x18\x03 \x01(\t\x12\r\n\x05order\x18\x04 \x01(\x05\x12\r\n\x05state\x18\x05 \x01(\t\x12\x32\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32 .discovery.engine.v1.StepAttempt\"O\n\x1aListExecutionStepsResponse\x12\x31\n\x05steps\x18\x01 \x03(\x0b\x32\".discovery.engine.v1.ExecutionStep\"S\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\tafter_seq\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_after_seq\"\x8a\x01\n\x16WatchExecutionResponse\x12\x32\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.ExecutionH\x00\x12\x34\n\x05\x65vent\x18\x02 \x01(\x0b\x32#.discovery.engine.v1.ExecutionEventH\x00\x42\x06\n\x04item\">\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"L\n\x17\x43\x61ncelExecutionResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution\"V\n\x17\x41\x64vanceExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"M\n\x18\x41\x64vanceExecutionResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution2\xfe\x06\n\x10\x45xecutionService\x12i\n\x0eStartExecution\x12*.discovery.engine.v1.StartExecutionRequest\x1a+.discovery.engine.v1.StartExecutionResponse\x12l\n\x0f\x45xecuteWorkflow\x12+.discovery.engine.v1.ExecuteWorkflowRequest\x1a,.discovery.engine.v1.ExecuteWorkflowResponse\x12\x63\n\x0cGetExecution\x12(.discovery.engine.v1.GetExecutionRequest\x1a).discovery.engine.v1.GetExecutionResponse\x12i\n\x0eListExecutions\x12*.discovery.engine.v1.ListExecutionsRequest\x1a+.discovery.engine.v1.ListExecutionsResponse\x12u\n\x12ListExecutionSteps\x12..discovery.engine.v1.ListExecutionStepsRequest\x1a/.discovery.engine.v1.ListExecutionStepsResponse\x12k\n\x0eWatchExecution\x12*.discovery.engine.v1.WatchExecutionRequest\x1a+.discovery.engine.v1.WatchExecutionResponse0\x01\x12l\n\x0f\x43\x61ncelExecution\x12+.discovery.engine.v1.CancelExecutionRequest\x1a,.discovery.engine.v1.CancelExecutionResponse\x12o\n\x10\x41\x64vanceExecution\x12,.discovery.engine.v1.AdvanceExecutionRequest\x1a-.discovery.engine.v1.AdvanceExecutionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+discovery/engine/v1/execution_service.proto\x12\x13\x64iscovery.engine.v1\x1a#discovery/engine/v1/execution.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\x15StartExecutionRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06manual\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\"`\n\x16StartExecutionResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution\x12\x13\n\x0bwatch_token\x18\x02 \x01(\t\"\xa1\x01\n\x16\x45xecuteWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06manual\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x05 \x01(\x01\x12\x10\n\x08priority\x18\x06 \x01(\x05\"s\n\x17\x45xecuteWorkflowResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\x12\x13\n\x0bwatch_token\x18\x03 \x01(\t\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"I\n\x14GetExecutionResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution\"\x92\x02\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x36\n\x08statuses\x18\x04 \x03(\x0e\x32$.discovery.engine.v1.ExecutionStatus\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16workflow_name_contains\x18\x07 \x01(\t\"e\n\x16ListExecutionsResponse\x12\x32\n\nexecutions\x18\x01 \x03(\x0b\x32\x1e.discovery.engine.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x19ListExecutionStepsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"\x91\x01\n\rExecutionStep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07handler\x18\x03 \x01(\t\x12\r\n\x05order\x18\x04 \x01(\x05\x12\r\n\x05state\x18\x05 \x01(\t\x12\x32\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32 .discovery.engine.v1.StepAttempt\"O\n\x1aListExecutionStepsResponse\x12\x31\n\x05steps\x18\x01 \x03(\x0b\x32\".discovery.engine.v1.ExecutionStep\"S\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\tafter_seq\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_after_seq\"\x8a\x01\n\x16WatchExecutionResponse\x12\x32\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.ExecutionH\x00\x12\x34\n\x05\x65vent\x18\x02 \x01(\x0b\x32#.discovery.engine.v1.ExecutionEventH\x00\x42\x06\n\x04item\">\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"L\n\x17\x43\x61ncelExecutionResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution\"V\n\x17\x41\x64vanceExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"M\n\x18\x41\x64vanceExecutionResponse\x12\x31\n\texecution\x18\x01 \x01(\x0b\x32\x1e.discovery.engine.v1.Execution2\xfe\x06\n\x10\x45xecutionService\x12i\n\x0eStartExecution\x12*.discovery.engine.v1.StartExecutionRequest\x1a+.discovery.engine.v1.StartExecutionResponse\x12l\n\x0f\x45xecuteWorkflow\x12+.discovery.engine.v1.ExecuteWorkflowRequest\x1a,.discovery.engine.v1.ExecuteWorkflowResponse\x12\x63\n\x0cGetExecution\x12(.discovery.engine.v1.GetExecutionRequest\x1a).discovery.engine.v1.GetExecutionResponse\x12i\n\x0eListExecutions\x12*.discovery.engine.v1.ListExecutionsRequest\x1a+.discovery.engine.v1.ListExecutionsResponse\x12u\n\x12ListExecutionSteps\x12..discovery.engine.v1.ListExecutionStepsRequest\x1a/.discovery.engine.v1.ListExecutionStepsResponse\x12k\n\x0eWatchExecution\x12*.discovery.engine.v1.WatchExecutionRequest\x1a+.discovery.engine.v1.WatchExecutionResponse0\x01\x12l\n\x0f\x43\x61ncelExecution\x12+.discovery.engine.v1.CancelExecutionRequest\x1a,.discovery.engine.v1.CancelExecutionResponse\x12o\n\x10\x41\x64vanceExecution\x12,.discovery.engine.v1.AdvanceExecutionRequest\x1a-.discovery.engine.v1.AdvanceExecutionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'discovery.engine.v1.execution_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STARTEXECUTIONREQUEST']._serialized_start=136
-  _globals['_STARTEXECUTIONREQUEST']._serialized_end=274
-  _globals['_STARTEXECUTIONRESPONSE']._serialized_start=276
-  _globals['_STARTEXECUTIONRESPONSE']._serialized_end=372
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=375
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=536
-  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_start=538
-  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_end=653
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=655
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=698
-  _globals['_GETEXECUTIONRESPONSE']._serialized_start=700
-  _globals['_GETEXECUTIONRESPONSE']._serialized_end=773
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=775
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=858
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=860
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=961
-  _globals['_LISTEXECUTIONSTEPSREQUEST']._serialized_start=963
-  _globals['_LISTEXECUTIONSTEPSREQUEST']._serialized_end=1012
-  _globals['_EXECUTIONSTEP']._serialized_start=1015
-  _globals['_EXECUTIONSTEP']._serialized_end=1160
-  _globals['_LISTEXECUTIONSTEPSRESPONSE']._serialized_start=1162
-  _globals['_LISTEXECUTIONSTEPSRESPONSE']._serialized_end=1241
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1243
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1326
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1329
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1467
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1469
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1531
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1533
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1609
-  _globals['_ADVANCEEXECUTIONREQUEST']._serialized_start=1611
-  _globals['_ADVANCEEXECUTIONREQUEST']._serialized_end=1697
-  _globals['_ADVANCEEXECUTIONRESPONSE']._serialized_start=1699
-  _globals['_ADVANCEEXECUTIONRESPONSE']._serialized_end=1776
-  _globals['_EXECUTIONSERVICE']._serialized_start=1779
-  _globals['_EXECUTIONSERVICE']._serialized_end=2673
+  _globals['_STARTEXECUTIONREQUEST']._serialized_start=169
+  _globals['_STARTEXECUTIONREQUEST']._serialized_end=307
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_start=309
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_end=405
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=408
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=569
+  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_start=571
+  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_end=686
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=688
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=731
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=733
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=806
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=809
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1083
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1085
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1186
+  _globals['_LISTEXECUTIONSTEPSREQUEST']._serialized_start=1188
+  _globals['_LISTEXECUTIONSTEPSREQUEST']._serialized_end=1237
+  _globals['_EXECUTIONSTEP']._serialized_start=1240
+  _globals['_EXECUTIONSTEP']._serialized_end=1385
+  _globals['_LISTEXECUTIONSTEPSRESPONSE']._serialized_start=1387
+  _globals['_LISTEXECUTIONSTEPSRESPONSE']._serialized_end=1466
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1468
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1551
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1554
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1692
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1694
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1756
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1758
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1834
+  _globals['_ADVANCEEXECUTIONREQUEST']._serialized_start=1836
+  _globals['_ADVANCEEXECUTIONREQUEST']._serialized_end=1922
+  _globals['_ADVANCEEXECUTIONRESPONSE']._serialized_start=1924
+  _globals['_ADVANCEEXECUTIONRESPONSE']._serialized_end=2001
+  _globals['_EXECUTIONSERVICE']._serialized_start=2004
+  _globals['_EXECUTIONSERVICE']._serialized_end=2898
 # @@protoc_insertion_point(module_scope)

@@ -117,7 +117,9 @@ class ExecutionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListExecutions(self, request, context):
-        """Newest first. INVALID_ARGUMENT: a bad page_token or page_size.
+        """Newest first, the caller's tenant's only, narrowed by the request's filters (all of them
+        apply; the next page takes the same ones). INVALID_ARGUMENT: a bad page_token, page_size
+        or filter (named).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
