@@ -118,6 +118,18 @@ ROWS = [
         for who, label in (("replica", "another engine"), ("same_engine", "same engine"))
         for q in (50, 99)
     ),
+    Row("search", "search_insert_docs_per_s", "search: copies written/s (set-up)", "/s"),
+    *(
+        Row("search", f"search_{name}_p{q}_ms", f"search: {label} p{q}", "ms", None, 1)
+        for name, label in (
+            ("newest", "newest page"),
+            ("failed", "failed"),
+            ("failed_last_hour", "failed, last hour"),
+            ("one_workflow", "one workflow's"),
+            ("name", "by workflow name"),
+        )
+        for q in (50, 99)
+    ),
     Row("fanout", "rss_per_socket_kib", "fan-out: gateway RSS per socket", "KiB", None, 1),
     Row("fanout", "gateway_cpu_share", "fan-out: gateway CPU (cores busy)", "", None, 2),
     Row("fanout", "clients_cpu_share", "fan-out: client processes CPU (cores)", "", None, 2),

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -773,3 +774,87 @@ async def soak(stack: Stack, seconds: float, kinds: tuple[str, ...] = SOAK_ABUSE
         for c in clients:
             await c.close()
     return result
+
+
+# What the search scenario asks, by name: ListExecutions' filters (`hour_ago` filled in).
+SEARCHES: dict[str, dict[str, Any]] = {
+    "newest": {},
+    "failed": {"statuses": [ex_pb.EXECUTION_STATUS_FAILED]},
+    "failed_last_hour": {"statuses": [ex_pb.EXECUTION_STATUS_FAILED], "created_after": None},
+    "one_workflow": {"workflow_id": "bench-search-wf-3"},
+    "name": {"workflow_name_contains": "Invoices 7"},
+}
+SEARCH_WORKFLOWS = 10
+SEARCH_DAYS = 30
+
+
+async def search(stack: Stack, executions: int, queries: int) -> Round:
+    """Finding executions among `executions` ended ones of one tenant (spread over 30 days,
+    10 workflows; 80 % completed, 15 % failed, 5 % cancelled): ListExecutions' time for a page
+    of 20, for each shape in SEARCHES, `queries` calls each. The executions are copies of one
+    real run's status document, written to the database directly (the API would take an hour
+    for 100,000), once per stack."""
+    result = Round()
+    assert stack.client is not None
+    client = stack.client
+    workflow_id = await progress_workflow(client)
+    started = await client.start(workflow_id, {"bench": "search"}, deadline_seconds=60)
+    final = await client.wait_terminal(started.execution_id, 120)
+    if final.status != ex_pb.EXECUTION_STATUS_COMPLETED:
+        result.failures.append(f"search: the model run ended {final.status}")
+        return result
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.uri, tz_aware=True)
+    try:
+        executions_of = mongo["discovery_bench"]["executions"]
+        model = await executions_of.find_one({"_id": started.execution_id})
+        assert model is not None
+        have = await executions_of.count_documents({"bench_search": True})
+        began = time.perf_counter()
+        await _copies(executions_of, model, range(have, executions))
+        if executions > have:
+            result.figures["search_insert_docs_per_s"] = (executions - have) / (
+                time.perf_counter() - began
+            )
+    finally:
+        await mongo.close()
+    hour_ago = ex_pb.Execution().create_time
+    hour_ago.FromSeconds(int(time.time()) - 3600)
+    for name, filters in SEARCHES.items():
+        request = es.ListExecutionsRequest(
+            page_size=20, **{k: v for k, v in filters.items() if k != "created_after"}
+        )
+        if "created_after" in filters:
+            request.created_after.CopyFrom(hour_ago)
+        took: list[float] = []
+        found = 0
+        for _ in range(queries):
+            began = time.perf_counter()
+            response = await client.executions.ListExecutions(request, timeout=60)
+            took.append((time.perf_counter() - began) * 1000)
+            found = len(response.executions)
+        result.figures[f"search_{name}_p50_ms"] = quantile(took, 0.5)
+        result.figures[f"search_{name}_p99_ms"] = quantile(took, 0.99)
+        if found == 0:
+            result.failures.append(f"search: {name} found nothing among {executions}")
+    return result
+
+
+async def _copies(
+    collection: Any, model: dict[str, Any], numbers: range, batch: int = 1000
+) -> None:
+    """Copies of `model` numbered `numbers`: ended, each of one of SEARCH_WORKFLOWS
+    workflows, created at a random-looking moment of the last SEARCH_DAYS days."""
+    now = model["created_at"]
+    spread = SEARCH_DAYS * 86400
+    for first in range(numbers.start, numbers.stop, batch):
+        docs = []
+        for n in range(first, min(first + batch, numbers.stop)):
+            status = "failed" if n % 20 < 3 else "cancelled" if n % 20 == 3 else "completed"
+            k = n % SEARCH_WORKFLOWS
+            workflow = {**model["workflow"], "name": f"Invoices {k}"}
+            created = now - timedelta(seconds=(n * 7919) % spread)
+            doc = {**model, "_id": f"bench-search-{n}", "status": status, "bench_search": True}
+            doc.update(workflow=workflow, workflow_id=f"bench-search-wf-{k}", created_at=created)
+            doc.pop("request_id", None)
+            docs.append(doc)
+        await collection.insert_many(docs, ordered=False)
