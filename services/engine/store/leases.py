@@ -117,7 +117,7 @@ class EngineLeases:
 
     async def _read_leases(self) -> None:
         # A handful of documents: the engines alive, and those that went within
-        # FENCED_LEASE_SECONDS.
+        # FENCED_LEASE_SECONDS (schema.py: a TTL index drops them then).
         now, mine = utc_now(), self.lease_id
         fenced, others = [], False
         async for doc in self._db.leases.find({}, {"fenced_at": 1, "expires_at": 1}):
