@@ -15,8 +15,8 @@ from discovery.engine.v1 import workflow_pb2 as wf_pb
 
 from tests.stack import ROOT, Stack, token
 
-# What a reader copies: the block under "## gRPC".
-BLOCK = re.compile(r"^## gRPC\n\n```bash\n(.*?)\n```", re.MULTILINE | re.DOTALL)
+# What a reader copies: the first block under "## gRPC".
+BLOCK = re.compile(r"^## gRPC\n[^#]*?```bash\n(.*?)\n```", re.MULTILINE | re.DOTALL)
 README_ADDRESS = "localhost:50051"
 
 
