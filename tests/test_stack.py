@@ -184,7 +184,10 @@ def test_up_names_a_port_in_use_and_starts_nothing(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", base + PORT_STEP))
         log = tmp_path / "up.log"
-        stack = start_up(["--engines", "2"], tmp_path / "data", log, ENGINE_PORT=base)
+        # Every other service on a port free now: only the one taken here may be named (the
+        # default pioneer port was once in use on the machine, and named too).
+        others = {"PIONEER_PORT": free_port(), "GATEWAY_PORT": free_port()}
+        stack = start_up(["--engines", "2"], tmp_path / "data", log, ENGINE_PORT=base, **others)
         assert stack.wait(60) == 2
     assert f"ports in use: engine-2 {base + PORT_STEP} " in log.read_text()
     assert not (tmp_path / "data").exists()
