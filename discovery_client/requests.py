@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
@@ -27,6 +27,17 @@ def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
     if value:
         message.update(value)
     return message
+
+
+# Execution statuses by the names the REST API, the CLI and the engine's documents use:
+# "failed" is EXECUTION_STATUS_FAILED.
+EXECUTION_STATUSES: dict[str, ex_pb.ExecutionStatus] = {
+    ex_pb.ExecutionStatus.Name(number).removeprefix("EXECUTION_STATUS_").lower(): cast(
+        ex_pb.ExecutionStatus, number
+    )
+    for number in ex_pb.ExecutionStatus.values()
+    if number != ex_pb.EXECUTION_STATUS_UNSPECIFIED
+}
 
 
 def list_executions(

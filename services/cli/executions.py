@@ -12,19 +12,12 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from rich import box
 from rich.table import Table
 
+from discovery_client.requests import EXECUTION_STATUSES
 from services.cli import render
 from services.cli.commands import Context, resolve_workflow
 from services.cli.errors import EXIT_OK, UsageError
 
-STATUS_NUMBERS: dict[str, ex_pb.ExecutionStatus] = {
-    "pending": ex_pb.EXECUTION_STATUS_PENDING,
-    "running": ex_pb.EXECUTION_STATUS_RUNNING,
-    "waiting": ex_pb.EXECUTION_STATUS_WAITING,
-    "completed": ex_pb.EXECUTION_STATUS_COMPLETED,
-    "failed": ex_pb.EXECUTION_STATUS_FAILED,
-    "cancelled": ex_pb.EXECUTION_STATUS_CANCELLED,
-}
-STATUSES = tuple(STATUS_NUMBERS)
+STATUSES = tuple(EXECUTION_STATUSES)
 # How far back `--since 2h`: a number and a unit.
 AGO = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -45,7 +38,7 @@ def executions_list(ctx: Context, listing: Listing) -> int:
     workflow_id = resolve_workflow(ctx, listing.workflow).workflow_id if listing.workflow else ""
     response = ctx.client.list_executions(
         workflow_id=workflow_id,
-        statuses=[STATUS_NUMBERS[s] for s in listing.statuses],
+        statuses=[EXECUTION_STATUSES[s] for s in listing.statuses],
         created_after=point_in_time(listing.since, "--since", now),
         created_before=point_in_time(listing.until, "--until", now),
         workflow_name_contains=listing.name,

@@ -19,7 +19,6 @@ from services.gateway.params import (
     MAX_SEQ_DIGITS,
     MAX_TOKEN_CHARS,
     PAGE_TOKEN,
-    STATUSES,
 )
 from services.gateway.route_bodies import (
     MAX_POLL_ATTEMPTS,
@@ -778,7 +777,7 @@ def _spec() -> Schema:
                             "required": False,
                             "description": "Only these statuses (repeat it, or separate them"
                             " with commas).",
-                            "schema": {"type": "string", "enum": list(STATUSES)},
+                            "schema": {"type": "string", "enum": EXECUTION_STATUSES},
                         },
                         {
                             "name": "workflow_id",

@@ -9,11 +9,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from multidict import MultiMapping
 
+from discovery_client.requests import EXECUTION_STATUSES
 from services.gateway.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 
 # The engine's ids are UUIDs and it refuses anything over 200 characters.
@@ -127,13 +127,6 @@ def page_token(raw: str | None) -> str:
 EXECUTION_LISTING_PARAMS = frozenset(
     {"limit", "page_token", "status", "workflow_id", "created_after", "created_before", "name"}
 )
-STATUSES: dict[str, ex_pb.ExecutionStatus] = {
-    ex_pb.ExecutionStatus.Name(number).removeprefix("EXECUTION_STATUS_").lower(): cast(
-        ex_pb.ExecutionStatus, number
-    )
-    for number in ex_pb.ExecutionStatus.values()
-    if number != ex_pb.EXECUTION_STATUS_UNSPECIFIED
-}
 
 
 @dataclass(frozen=True)
@@ -163,13 +156,13 @@ def execution_listing(query: MultiMapping[str]) -> ExecutionListing:
     statuses: list[ex_pb.ExecutionStatus] = []
     for value in query.getall("status", []):
         for name in (part.strip().lower() for part in value.split(",")):
-            if name not in STATUSES:
+            if name not in EXECUTION_STATUSES:
                 raise BadRequest(
-                    f"status {name[:32]!r} is not one of " + ", ".join(STATUSES),
+                    f"status {name[:32]!r} is not one of " + ", ".join(EXECUTION_STATUSES),
                     code="INVALID_ARGUMENT",
                     details={"field": "status"},
                 )
-            statuses.append(STATUSES[name])
+            statuses.append(EXECUTION_STATUSES[name])
     after, before = _time(query, "created_after"), _time(query, "created_before")
     if after is not None and before is not None and before <= after:
         raise BadRequest(
