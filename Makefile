@@ -8,10 +8,10 @@ PROTOS := $(sort $(shell find proto -name "*.proto"))
 
 .PHONY: run test gen lint check-gen clean bench
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3 setuptools==80.9.0
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -33,7 +33,7 @@ test: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest
 
 $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.lock
-	$(PY) -m pip install --quiet -r requirements.lock -r bench/requirements.lock
+	$(PY) -m pip install --quiet -r requirements-dev.lock -r bench/requirements.lock
 	touch $@
 
 ## Measure latency, throughput, fan-out and the storage limit, every service its own process
