@@ -128,6 +128,10 @@ class Stack:
             "PIONEER_MAX_CONCURRENT_STEPS": str(PIONEER_SLOTS),
             "PIONEER_STEP_MODULES": "bench.steps",
             "GATEWAY_PORT": str(gateway_port),
+            # Served, as a deployment does: what they cost is in the figures.
+            "ENGINE_METRICS_PORT": str(free_port()),
+            "PIONEER_METRICS_PORT": str(free_port()),
+            "GATEWAY_METRICS_PORT": str(free_port()),
             "ENGINE_URL": f"127.0.0.1:{engine_port}",
             "GATEWAY_MAX_STREAMS": str(GATEWAY_MAX_STREAMS),
             "GATEWAY_MAX_STREAMS_PER_CLIENT": str(GATEWAY_MAX_STREAMS),

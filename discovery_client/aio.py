@@ -60,8 +60,11 @@ class AsyncClient:
         settings: Settings,
         *,
         options: Sequence[tuple[str, Any]] | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
-        """`options`: the channel's, when not channel_options()."""
+        """`options`: the channel's, when not channel_options(). `interceptors`: the
+        channel's (OpenTelemetry's client interceptors carry a caller's trace to the engine:
+        `opentelemetry.instrumentation.grpc.aio_client_interceptors()`)."""
         self.target = settings.target
         self.timeout = settings.timeout_seconds
         self._start_deadline = settings.start_deadline
@@ -69,7 +72,10 @@ class AsyncClient:
             BearerToken(settings.token) if settings.token else Anonymous()
         )
         self._channel = aio_channel(
-            settings.target, settings.tls, options=channel_options() if options is None else options
+            settings.target,
+            settings.tls,
+            options=channel_options() if options is None else options,
+            interceptors=interceptors,
         )
         self._executions = es_grpc.ExecutionServiceStub(self._channel)
         self._workflows = ws_grpc.WorkflowServiceStub(self._channel)

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
+import grpc.experimental  # SingleThreadedUnaryStream (not imported by `import grpc`)
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
@@ -75,7 +76,16 @@ class Client:
             BearerToken(settings.token) if settings.token else Anonymous()
         )
         self._channel = channel(
-            settings.target, settings.tls, options=channel_options() if options is None else options
+            settings.target,
+            settings.tls,
+            options=[
+                *(channel_options() if options is None else options),
+                # A watch's stream is read on the caller's thread alone, without gRPC's
+                # "channel spin" thread: with that thread, the garbage collector finalizing
+                # an ended stream once waited forever for the stream's lock (the CLI's watch
+                # hung after an engine restart, all its events printed).
+                (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
+            ],
         )
         self._executions = es_grpc.ExecutionServiceStub(self._channel)
         self._workflows = ws_grpc.WorkflowServiceStub(self._channel)

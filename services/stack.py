@@ -146,14 +146,30 @@ def _count(raw: str) -> int:
     return int(raw)
 
 
-def service_ports(env: Mapping[str, str], name: str, count: int, step: int) -> list[int]:
+def service_ports(
+    env: Mapping[str, str], name: str, count: int, step: int, *, off: bool = False
+) -> list[int]:
     """`count` ports from `name`'s (default in `env`), `step` apart: engines at 50051, 50061…
-    beside pioneers at 50052, 50062…, gateways at 8080, 8081…"""
-    base = integer(env, name, 0, low=1, high=65535)
+    beside pioneers at 50052, 50062…, gateways at 8080, 8081…; metrics ports alike (9101,
+    9111…), where `off` lets 0 turn them all off."""
+    base = integer(env, name, 0, low=0 if off else 1, high=65535)
+    if base == 0:
+        return [0] * count
     ports = [base + step * i for i in range(count)]
     if ports[-1] > 65535:
         raise ConfigError(f"{name}={base}: {count} ports {step} apart go past 65535")
     return ports
+
+
+def metrics_banner(services: Sequence[Service]) -> str:
+    """Where each service's Prometheus metrics are, as the banner says it."""
+    served = [
+        f"{service.name} http://127.0.0.1:{port}/metrics"
+        for service in services
+        for key, port in service.env.items()
+        if key.endswith("_METRICS_PORT") and port != "0"
+    ]
+    return ", ".join(served) or "off (ENGINE_METRICS_PORT, … set to 0)"
 
 
 def port_in_use(port: int) -> bool:
@@ -177,10 +193,22 @@ async def main(argv: Sequence[str] = ()) -> int:
     env.setdefault("ENGINE_PORT", "50051")
     env.setdefault("PIONEER_PORT", "50052")
     env.setdefault("GATEWAY_PORT", "8080")
+    env.setdefault("ENGINE_METRICS_PORT", "9101")
+    env.setdefault("PIONEER_METRICS_PORT", "9102")
+    env.setdefault("GATEWAY_METRICS_PORT", "9103")
     try:
         engine_ports = service_ports(env, "ENGINE_PORT", counts.engines, PORT_STEP)
         pioneer_ports = service_ports(env, "PIONEER_PORT", counts.pioneers, PORT_STEP)
         gateway_ports = service_ports(env, "GATEWAY_PORT", counts.gateways, 1)
+        # 10 apart for every kind: gateways' 1 apart would meet the engines' at 9111.
+        metrics_ports = {
+            kind: service_ports(env, f"{kind}_METRICS_PORT", count, PORT_STEP, off=True)
+            for kind, count in (
+                ("ENGINE", counts.engines),
+                ("PIONEER", counts.pioneers),
+                ("GATEWAY", counts.gateways),
+            )
+        }
     except ConfigError as exc:
         print(f"discovery up: {exc}", file=sys.stderr)
         return 2
@@ -191,30 +219,34 @@ async def main(argv: Sequence[str] = ()) -> int:
     # Where an HTTP runner the engine pushes to (PIONEER_URL=http://…) reports: a gateway.
     env.setdefault("ENGINE_REPORT_BASE_URL", f"http://127.0.0.1:{gateway_ports[0]}")
     data_dir = env.setdefault("DISCOVERY_DATA_DIR", str(ROOT / ".discovery"))
+    kinds = (
+        ("ENGINE", "services.engine", ENGINE_SIGNER, engine_ports),
+        ("PIONEER", "services.pioneer", PIONEER_SIGNER, pioneer_ports),
+        ("GATEWAY", "services.gateway", GATEWAY_SIGNER, gateway_ports),
+    )
     services = [
-        *(
-            Service(name, "services.engine", ENGINE_SIGNER, {"ENGINE_PORT": str(port)})
-            for name, port in zip(named("engine", counts.engines), engine_ports, strict=True)
-        ),
-        *(
-            Service(name, "services.pioneer", PIONEER_SIGNER, {"PIONEER_PORT": str(port)})
-            for name, port in zip(named("pioneer", counts.pioneers), pioneer_ports, strict=True)
-        ),
-        *(
-            Service(name, "services.gateway", GATEWAY_SIGNER, {"GATEWAY_PORT": str(port)})
-            for name, port in zip(named("gateway", counts.gateways), gateway_ports, strict=True)
-        ),
+        Service(
+            name,
+            module,
+            signer,
+            {f"{kind}_PORT": str(port), f"{kind}_METRICS_PORT": str(metrics)},
+        )
+        for kind, module, signer, ports in kinds
+        for name, port, metrics in zip(
+            named(kind.lower(), len(ports)), ports, metrics_ports[kind], strict=True
+        )
     ]
     busy = [
         f"{service.name} {port}"
         for service in services
         for port in map(int, service.env.values())
-        if port_in_use(port)
+        if port and port_in_use(port)
     ]
     if busy:
         print(
-            f"discovery up: ports in use: {', '.join(busy)} (ENGINE_PORT, PIONEER_PORT and"
-            f" GATEWAY_PORT move them; more than one engine or pioneer: {PORT_STEP} apart)",
+            f"discovery up: ports in use: {', '.join(busy)} (ENGINE_PORT, PIONEER_PORT,"
+            f" GATEWAY_PORT and their *_METRICS_PORT move them; 0 turns a metrics port off;"
+            f" more than one engine or pioneer: {PORT_STEP} apart)",
             file=sys.stderr,
         )
         return 2
@@ -287,6 +319,7 @@ async def main(argv: Sequence[str] = ()) -> int:
         f"  {'pioneer (gRPC) ' if counts.pioneers == 1 else 'pioneers (gRPC)'} "
         f"{', '.join(f'127.0.0.1:{p}' for p in pioneer_ports)}\n"
         f"  HTTP runners    {pushed}\n"
+        f"  metrics         {metrics_banner(services)}\n"
         f"  database        {where}\n"
         f"{ready}"
         "Ctrl-C stops everything.\n",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,11 @@ import pytest
 
 from services.engine.store.embedded import DatabaseProcess
 from tests.stack import Client, EngineProcess, Stack, restartable_engine, start_stack
+
+# Every service a test starts as a process inherits these: many run at once, and each would
+# otherwise take its default metrics port (9101-9103). The tests that scrape set their own.
+for _name in ("ENGINE_METRICS_PORT", "PIONEER_METRICS_PORT", "GATEWAY_METRICS_PORT"):
+    os.environ.setdefault(_name, "0")
 
 
 @pytest.fixture(scope="session")

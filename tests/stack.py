@@ -304,6 +304,8 @@ def engine_settings(mongo_uri: str, database: str, engine_port: int) -> EngineSe
         engine_id=f"test-engine-{engine_port}",
         lease_seconds=3.0,
         auth_keys=AUTH_KEYS,
+        # Many engines run at once here: the tests that scrape one give it a port.
+        metrics_port=0,
     )
 
 

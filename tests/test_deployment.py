@@ -37,9 +37,11 @@ from services.token_keys import OPERATOR, TRUSTED_KEYS_FILE
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 ALL_SERVICES: dict[str, Any] = COMPOSE["services"]
-# The default deployment (`docker compose up`), and the `cluster` profile's.
+# The default deployment (`docker compose up`), the `cluster` profile's, and the `monitoring`
+# profile's (Prometheus and Grafana, for either: tests/test_monitoring.py).
 SERVICES = {name: s for name, s in ALL_SERVICES.items() if "profiles" not in s}
 CLUSTER = {name: s for name, s in ALL_SERVICES.items() if s.get("profiles") == ["cluster"]}
+MONITORING = {name: s for name, s in ALL_SERVICES.items() if s.get("profiles") == ["monitoring"]}
 SETTINGS: dict[str, Any] = {
     "engine": EngineSettings,
     "pioneer": PioneerSettings,
@@ -340,7 +342,9 @@ def test_the_cluster_profile_is_three_engines_two_pioneers_two_gateways_and_a_re
         "mongo-init",
         "entry",
     }
-    assert set(SERVICES) | set(CLUSTER) == set(ALL_SERVICES), "a service in another profile"
+    assert set(SERVICES) | set(CLUSTER) | set(MONITORING) == set(ALL_SERVICES), (
+        "a service in another profile"
+    )
     for service in CLUSTER:
         if kind(service) in SETTINGS:
             assert ALL_SERVICES[service]["command"] == ["python", "-m", f"services.{kind(service)}"]

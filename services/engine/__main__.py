@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from services import jsonlog
+from services import jsonlog, tracing
 from services.engine.app import Engine
 from services.engine.config import ConfigError, Settings, is_http_url
 
@@ -34,7 +34,12 @@ async def main() -> int:
                 ", ".join(pulled),
             )
     engine = Engine(settings)
-    await engine.start()
+    try:
+        await engine.start()
+    except ConfigError as exc:
+        logging.getLogger(__name__).error("bad configuration: %s", exc)
+        await engine.stop(0)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -46,4 +51,5 @@ async def main() -> int:
 
 if __name__ == "__main__":
     jsonlog.configure("engine")
+    tracing.configure("engine")
     sys.exit(asyncio.run(main()))

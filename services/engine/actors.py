@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services import jsonlog, tracing
 from services.engine.clock import utc_now
 from services.engine.dispatch import assignment
 from services.engine.domain import events as ev
@@ -38,6 +39,7 @@ from services.engine.effects import Effects
 from services.engine.estimates import StepDurations
 from services.engine.hub import EventHub
 from services.engine.leases import LeaseKeeper
+from services.engine.metrics import EngineMetrics
 from services.engine.step_queue import Poll, StepQueue
 from services.engine.store.repository import Claim, ExecutionStore
 
@@ -85,12 +87,19 @@ class Actor:
 
 
 class Actors:
-    def __init__(self, store: ExecutionStore, hub: EventHub, settings: RunnerSettings) -> None:
+    def __init__(
+        self,
+        store: ExecutionStore,
+        hub: EventHub,
+        settings: RunnerSettings,
+        metrics: EngineMetrics,
+    ) -> None:
         self.store = store
         self.hub = hub
         self.queue = StepQueue()
         self.durations = StepDurations(store)
-        self.effects = Effects(self.queue, self.durations)
+        self.metrics = metrics
+        self.effects = Effects(self.queue, self.durations, metrics)
         self._settings = settings
         self._actors: dict[str, Actor] = {}
         self._load_lock = asyncio.Lock()
@@ -193,6 +202,7 @@ class Actors:
             state.last_heartbeat = utc_now()
             actor = Actor(state, lease)
             self._actors[execution_id] = actor
+        self.metrics.takeovers.inc()
         log.info("execution recovered", extra={"execution_id": execution_id})
         current = state.current_attempt()
         if current is not None and current.status == ex.ATTEMPT_QUEUED:
@@ -235,6 +245,12 @@ class Actors:
         return claim
 
     async def change(self, actor: Actor, produce: Produce) -> ex.ExecutionState:
+        state = actor.state
+        # Whatever is logged meanwhile (by the effects, the store, a refusal) is about it.
+        with jsonlog.about(state.execution_id, tracing.trace_id(state.traceparent)):
+            return await self._change(actor, produce)
+
+    async def _change(self, actor: Actor, produce: Produce) -> ex.ExecutionState:
         async with actor.lock:
             state = actor.state
             if self._actors.get(state.execution_id) is not actor:

@@ -16,8 +16,10 @@ from services.engine.config import ConfigError, Settings, advertised
 from services.engine.domain.errors import StoreUnavailable
 from services.engine.feed import EventFeed
 from services.engine.hub import EventHub
+from services.engine.metrics import EngineMetrics
 from services.engine.queue_mirror import QueueMirror
 from services.engine.quotas import CallQuotas, TenantUsage
+from services.engine.retention import RetentionSweeper
 from services.engine.revocations import Revocations
 from services.engine.rpc.forward import Forwarder
 from services.engine.rpc.server import SERVICE_NAMES, build_server
@@ -27,6 +29,7 @@ from services.engine.store.embedded import DatabaseProcess
 from services.engine.store.mongo import MongoStore
 from services.engine.store.repository import ExecutionStore
 from services.engine.webhook_runner import WebhookRunner
+from services.metrics import MetricsServer
 from services.ratelimit import RateLimiter
 from services.tls import add_port
 
@@ -56,17 +59,25 @@ class Engine:
         self._forwarder: Forwarder | None = None
         self.feed: EventFeed | None = None
         self._mirror: QueueMirror | None = None
+        # Deletes what ended long enough ago (retention.py); None while retention is off.
+        self.retention: RetentionSweeper | None = None
         self._feed_starter: asyncio.Task[None] | None = None
         self.runner: Runner | None = None
         self._server: Any = None
         self._health: Any = None
         self.webhooks: list[WebhookRunner] = []
+        self.metrics = EngineMetrics()
+        self.metrics_server = MetricsServer(
+            self.metrics.registry, settings.host, settings.metrics_port, "ENGINE_METRICS_PORT"
+        )
 
     async def start(self) -> None:
         settings = self.settings
         if not settings.auth_keys.trusted:
             raise ConfigError("the engine needs the deployment's trusted keys (auth_keys)")
         authority = TokenAuthority(settings.auth_keys)
+        # First: a port in use stops the start before the database is up.
+        self.metrics_server.start()
         uri = settings.mongodb_uri
         if uri is None:
             self._embedded = DatabaseProcess(settings.data_dir)
@@ -80,6 +91,7 @@ class Engine:
         self._client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         self._store = MongoStore(self._client, settings.mongodb_database)
         await self._store.open()
+        self._store.observe_commits(self.metrics.commit)
         hub = EventHub(settings.watch_queue, settings.watch_queue_bytes)
         self.feed = EventFeed(self._store, hub)
         self._forwarder = Forwarder(
@@ -101,6 +113,7 @@ class Engine:
                 max_progress_events=settings.max_progress_events,
             ),
             take_elsewhere=self._forwarder.take,
+            metrics=self.metrics,
         )
         self._forwarder.on_unreachable = self.runner.forget_holder
         self._mirror = QueueMirror(self.runner.queue, self._store, self.runner.holds)
@@ -146,6 +159,14 @@ class Engine:
             self._feed_starter = asyncio.create_task(self._start_feed_with_company())
         # After recovery: what this engine holds is not mirrored from the others.
         self._mirror.start()
+        if settings.retention_days > 0:
+            self.retention = RetentionSweeper(
+                self._store,
+                days=settings.retention_days,
+                sweep_seconds=settings.retention_sweep_seconds,
+                on_swept=self.metrics.swept,
+            )
+            self.retention.start()
         await self._server.start()
         for url in settings.webhook_urls:
             webhook = WebhookRunner(self.runner, url, settings.report_base_url)
@@ -157,6 +178,7 @@ class Engine:
             "engine serving",
             extra={
                 "port": self.port,
+                "metrics_port": self.metrics_server.port or None,
                 "engine_id": settings.engine_id,
                 "held": self.runner.held,
                 "webhook_runners": list(settings.webhook_urls),
@@ -181,6 +203,8 @@ class Engine:
             await asyncio.gather(self._feed_starter, return_exceptions=True)
         if self._mirror is not None:
             await self._mirror.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.runner is not None:
             await self.runner.close()
         if self._forwarder is not None:
@@ -200,6 +224,7 @@ class Engine:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
+        await asyncio.to_thread(self.metrics_server.stop)
 
     async def _start_feed_with_company(self) -> None:
         """An engine alone publishes every event itself: the feed, which reads every event

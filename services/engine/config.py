@@ -20,6 +20,8 @@ __all__ = ["ConfigError", "Settings"]
 class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
+    # Prometheus metrics (services/metrics.py), on `host`; 0: not served.
+    metrics_port: int = 9101
     # Unset: an embedded SecantusDB server on `data_dir`.
     mongodb_uri: str | None = None
     mongodb_database: str = "discovery"
@@ -47,6 +49,11 @@ class Settings:
     # Per tenant: executions not yet ended, and bytes stored (inputs and blobs).
     tenant_max_running_executions: int = 10_000
     tenant_max_stored_bytes: int = 64 * 1024**3
+    # Executions that ended this many days ago are deleted with everything stored for them
+    # (services/engine/retention.py); 0: kept for good. A fraction of a day is allowed.
+    retention_days: float = 30.0
+    # Between two rounds of retention.
+    retention_sweep_seconds: float = 600.0
     max_message_bytes: int = 80 * 1024 * 1024
     # Input strings at least this long are stored as blobs, not in the execution.
     blob_threshold_bytes: int = 64 * 1024
@@ -86,6 +93,7 @@ class Settings:
         settings = cls(
             host=text(env, "ENGINE_HOST", d.host),
             port=port,
+            metrics_port=integer(env, "ENGINE_METRICS_PORT", d.metrics_port, low=0, high=65535),
             mongodb_uri=env.get("MONGODB_URI", "").strip() or None,
             mongodb_database=text(env, "MONGODB_DATABASE", d.mongodb_database),
             data_dir=Path(text(env, "DISCOVERY_DATA_DIR", str(d.data_dir))),
@@ -111,6 +119,10 @@ class Settings:
             ),
             tenant_max_stored_bytes=integer(
                 env, "ENGINE_TENANT_MAX_STORED_BYTES", d.tenant_max_stored_bytes, low=1
+            ),
+            retention_days=number(env, "DISCOVERY_RETENTION_DAYS", d.retention_days, low=0.0),
+            retention_sweep_seconds=number(
+                env, "DISCOVERY_RETENTION_SWEEP_SECONDS", d.retention_sweep_seconds, low=0.1
             ),
             max_message_bytes=integer(
                 env, "ENGINE_MAX_MESSAGE_BYTES", d.max_message_bytes, low=1024 * 1024

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from services import tracing
 from services.engine.clock import utc_now
 from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
@@ -63,6 +64,8 @@ class Assignment:
     heartbeat_timeout_seconds: float
     queued_at: datetime
     started_at: datetime
+    # The attempt's span in its execution's trace (a W3C traceparent); empty if untraced.
+    traceparent: str = ""
 
 
 def assignment(state: ex.ExecutionState, attempt: ex.Attempt, runner_id: str) -> Assignment:
@@ -89,6 +92,9 @@ def assignment(state: ex.ExecutionState, attempt: ex.Attempt, runner_id: str) ->
         heartbeat_timeout_seconds=step.heartbeat_timeout_seconds,
         queued_at=attempt.queued_at,
         started_at=attempt.started_at,
+        traceparent=tracing.attempt_traceparent(
+            state.traceparent, state.execution_id, attempt.order, attempt.attempt
+        ),
     )
 
 

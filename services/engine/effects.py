@@ -1,30 +1,36 @@
 """What follows a logged change, outside the execution itself: the step queue (an attempt
 queued goes in, one taken or ended goes out), the in-process runner that took an attempt told
-that it ended, step durations recorded for estimates, and a log line for what matters."""
+that it ended, step durations recorded for estimates, the metrics, the span of each attempt
+that ended (attempt_spans.py), and a log line for what matters."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
+from services.engine import attempt_spans
 from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.estimates import StepDurations
+from services.engine.metrics import EngineMetrics
 from services.engine.step_queue import ReadyAttempt, StepQueue
 
 log = logging.getLogger(__name__)
 
 
 class Effects:
-    def __init__(self, queue: StepQueue, durations: StepDurations) -> None:
+    def __init__(self, queue: StepQueue, durations: StepDurations, metrics: EngineMetrics) -> None:
         self._queue = queue
         self._durations = durations
+        self._metrics = metrics
         # runner_id -> told the token of each attempt it took once that attempt ends here
         # (an in-process runner, such as the webhook pusher, counts its attempts in flight).
         self._end_listeners: dict[str, Callable[[str], None]] = {}
 
     def after(self, state: ex.ExecutionState, events: list[ev.Event]) -> None:
         """The effects of `events`, just logged, of the execution now at `state`."""
+        self._metrics.after(state, events)
+        attempt_spans.after(state, events)
         for event in events:
             level = _log_level(event)
             if log.isEnabledFor(level):

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 
+from services.engine.clock import utc_now
 from services.engine.domain.events import Event
 
 MIB = 1024 * 1024
@@ -29,8 +31,15 @@ def event_size(event: Event) -> int:
 
 
 class Subscription:
-    def __init__(self, execution_id: str, capacity: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        execution_id: str,
+        capacity: int,
+        max_bytes: int,
+        on_delivered: Callable[[Event, datetime], None] | None = None,
+    ) -> None:
         self.execution_id = execution_id
+        self._on_delivered = on_delivered
         # None in the queue: events may have been missed, read the log (see `resync`).
         self._queue: asyncio.Queue[tuple[Event, int] | None] = asyncio.Queue()
         self._capacity = capacity
@@ -72,6 +81,8 @@ class Subscription:
             return None
         event, size = item
         self.bytes -= size
+        if self._on_delivered is not None:
+            self._on_delivered(event, utc_now())
         return event
 
 
@@ -81,16 +92,24 @@ class EventHub:
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._subscriptions: defaultdict[str, set[Subscription]] = defaultdict(set)
+        # Kept as a number: the metrics thread reads it while the loop changes the sets.
+        self._count = 0
+        # Told of each event a watcher takes from its queue (metrics: the delivery lag).
+        self.on_delivered: Callable[[Event, datetime], None] | None = None
 
     def subscribe(self, execution_id: str) -> Subscription:
-        subscription = Subscription(execution_id, self._capacity, self._max_bytes)
+        subscription = Subscription(
+            execution_id, self._capacity, self._max_bytes, self.on_delivered
+        )
         self._subscriptions[execution_id].add(subscription)
+        self._count += 1
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self._subscriptions.get(subscription.execution_id)
-        if subscribers is not None:
+        if subscribers is not None and subscription in subscribers:
             subscribers.discard(subscription)
+            self._count -= 1
             if not subscribers:
                 del self._subscriptions[subscription.execution_id]
 
@@ -115,4 +134,4 @@ class EventHub:
 
     @property
     def watcher_count(self) -> int:
-        return sum(len(s) for s in self._subscriptions.values())
+        return self._count

@@ -57,7 +57,7 @@ async def set_large_values_apart(
     async def walk(value: Any) -> Any:
         data = _large(value, threshold)
         if data is not None:
-            return (await store.put_blob(execution_id, data)).as_dict()
+            return (await store.put_blob(execution_id, data, part_of_input=True)).as_dict()
         if isinstance(value, dict):
             return {k: await walk(v) for k, v in value.items()}
         if isinstance(value, list):

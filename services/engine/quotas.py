@@ -15,7 +15,9 @@ Two kinds:
   are read (and this engine's new bytes added) at most once a second while starts come in,
   never once per start: a start is judged by that view plus what this engine admitted since.
   The view may miss another engine's last second of starts; a refusal is checked again
-  against a fresh count, so an execution that ended never blocks a start for long.
+  against a fresh count, so an execution that ended, or bytes that retention gave back (it
+  takes off what each execution it deletes was charged, services/engine/retention.py), never
+  block a start for long.
 
 Every refusal is `QuotaExceeded`: RESOURCE_EXHAUSTED with the quota named (google.rpc
 ErrorInfo and QuotaFailure), 429 through the gateway.
@@ -46,8 +48,9 @@ STORED_BYTES = "stored_bytes"
 
 # How stale the database's counts may be while starts come in.
 REFRESH_SECONDS = 1.0
-# What a tenant stored stays stored (nothing deletes executions or blobs yet): a client told
-# to retry in a second would only send its input again and again for nothing.
+# What a tenant stored stays stored until retention deletes it, days later (a round every
+# DISCOVERY_RETENTION_SWEEP_SECONDS): a client told to retry in a second would only send its
+# input again and again for nothing.
 STORED_BYTES_RETRY_SECONDS = 60.0
 
 
@@ -181,10 +184,11 @@ class TenantUsage:
         self._wanted.set()
         try:
             self._check_start(tenant, input_bytes)
-        except QuotaExceeded as exc:
-            if exc.quota != RUNNING_EXECUTIONS or self._fresh():
+        except QuotaExceeded:
+            if self._fresh():
                 raise
-            # Executions end without this engine hearing of it: count again before refusing.
+            # Executions end, and retention gives bytes back, without this engine hearing of
+            # it: count again before refusing.
             await self.refresh()
             self._check_start(tenant, input_bytes)
         start = _Start(tenant, input_bytes)
@@ -205,9 +209,11 @@ class TenantUsage:
 
     def check_bytes(self, tenant: str, more: int) -> None:
         """Raises QuotaExceeded if `more` bytes would take the tenant over its quota. Stored
-        bytes never go down, so a stale view never refuses wrongly."""
+        bytes go down only when retention deletes, so a stale view seldom refuses wrongly, and
+        a refusal has them counted again for the next call."""
         held = self.stored_bytes(tenant)
         if held + more > self.max_stored_bytes:
+            self._wanted.set()
             raise QuotaExceeded(
                 STORED_BYTES,
                 f"tenant:{tenant}",

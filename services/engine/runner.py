@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
+from services import jsonlog, tracing
 from services.engine.actors import Actors, RunnerSettings
 from services.engine.clock import utc_now
 from services.engine.dispatch import Dispatch, TakeElsewhere
@@ -36,6 +37,7 @@ from services.engine.domain.payload import check_payload
 from services.engine.domain.workflow import Workflow, new_workflow
 from services.engine.hub import EventHub
 from services.engine.intake import check_input, request_hash, set_large_values_apart
+from services.engine.metrics import EngineMetrics
 from services.engine.reports import Reports
 from services.engine.routing import Commands
 from services.engine.step_queue import StepQueue
@@ -62,11 +64,21 @@ class Runner:
         hub: EventHub,
         settings: RunnerSettings,
         take_elsewhere: TakeElsewhere | None = None,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         self.store = store
         self.hub = hub
         self._settings = settings
-        self.actors = Actors(store, hub, settings)
+        # Unserved unless the engine serves it (app.py): a runner of its own in a test.
+        self.metrics = EngineMetrics() if metrics is None else metrics
+        self.actors = Actors(store, hub, settings, self.metrics)
+        hub.on_delivered = self.metrics.delivered
+        self.metrics.follow(
+            watchers=lambda: hub.watcher_count,
+            held=lambda: self.actors.held,
+            pollers=lambda: self.queue.pollers,
+            queued=self.queue.ready_by_handler,
+        )
         self.commands = Commands(self.actors)
         self.dispatch = Dispatch(self.actors, self.commands, store, take_elsewhere)
         self.reports = Reports(self.actors, self.commands, store, settings)
@@ -151,7 +163,10 @@ class Runner:
         *,
         tenant: str,
         priority: int = ex.DEFAULT_PRIORITY,
+        input_bytes: int = 0,
     ) -> ex.ExecutionState:
+        """`input_bytes`: what the tenant's stored bytes are charged for its input, kept with
+        the execution so that retention gives it back."""
         if len(request_id) > 128:
             raise InvalidArgument("request_id", "at most 128 characters")
         if priority not in ex.PRIORITIES:
@@ -171,6 +186,9 @@ class Runner:
         threshold = self._settings.blob_threshold_bytes
         check_input(document, threshold, self._settings.max_input_bytes)
         execution_id = str(uuid.uuid4())
+        # The start's span, kept with the execution: its attempts' spans go under it.
+        traceparent = tracing.current_traceparent()
+        jsonlog.bind(execution_id, tracing.trace_id(traceparent))
         try:
             kept = await set_large_values_apart(self.store, execution_id, document, threshold)
             now = utc_now()
@@ -184,6 +202,8 @@ class Runner:
                 request_id=request_id or None,
                 request_hash=fingerprint,
                 priority=priority,
+                traceparent=traceparent,
+                input_bytes=input_bytes,
             )
             if self.store.lease_id is None:
                 await self.actors.leases.relet()

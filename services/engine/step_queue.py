@@ -93,6 +93,11 @@ class StepQueue:
     def __len__(self) -> int:
         return len(self._live)
 
+    def ready_by_handler(self) -> dict[str, int]:
+        """Attempts waiting, by handler. A copy made in one step (the metrics thread reads it
+        while the event loop changes the queue)."""
+        return dict(self._ready_by_handler)
+
     def put(self, item: ReadyAttempt) -> None:
         if item.token in self._live:
             return

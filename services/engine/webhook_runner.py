@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
+from services import jsonlog, tracing
 from services.engine.dispatch import Assignment
 from services.engine.domain.errors import DiscoveryError
 from services.engine.runner import Runner
@@ -101,6 +102,8 @@ class WebhookRunner:
                 total=CALL_TIMEOUT_SECONDS, sock_connect=CONNECT_TIMEOUT_SECONDS
             ),
             raise_for_status=False,
+            # A POST of an attempt carries the attempt's span in its traceparent header.
+            trace_configs=tracing.aiohttp_trace_configs("engine"),
         )
         self._runner.dispatch.on_attempt_end(self.runner_id, self._attempt_ended)
         # Attempts it took before the engine restarted still run there (or were never
@@ -123,15 +126,18 @@ class WebhookRunner:
 
     async def read_offer(self) -> Offer:
         assert self._session is not None
+        url = f"{self.url}/{CONTRACT_VERSION}/handlers"
         try:
-            async with self._session.get(f"{self.url}/{CONTRACT_VERSION}/handlers") as response:
-                if response.status != 200:
-                    raise RunnerUnavailable(f"GET /v1/handlers answered HTTP {response.status}")
-                body = await _read_at_most(response, MAX_HANDLERS_BYTES)
-                if body is None:
-                    raise RunnerUnavailable(
-                        f"GET /v1/handlers answered more than {MAX_HANDLERS_BYTES} bytes"
-                    )
+            # Read every few seconds: nobody's trace.
+            with tracing.untraced():
+                async with self._session.get(url) as response:
+                    if response.status != 200:
+                        raise RunnerUnavailable(f"GET /v1/handlers answered HTTP {response.status}")
+                    body = await _read_at_most(response, MAX_HANDLERS_BYTES)
+            if body is None:
+                raise RunnerUnavailable(
+                    f"GET /v1/handlers answered more than {MAX_HANDLERS_BYTES} bytes"
+                )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RunnerUnavailable(f"GET /v1/handlers: {exc!r}") from None
         try:
@@ -244,13 +250,16 @@ class WebhookRunner:
     # --- delivery ---------------------------------------------------------------------------
 
     async def _deliver_logged(self, assignment: Assignment) -> None:
-        try:
-            await self._deliver(assignment)
-        except Exception:  # anything: the attempt's heartbeat timeout ends it
-            log.exception(
-                "webhook delivery failed",
-                extra={"runner": self.runner_id, "execution_id": assignment.execution_id},
-            )
+        # A task of its own, for this attempt: its lines and its POST are the attempt's.
+        jsonlog.bind(assignment.execution_id, tracing.trace_id(assignment.traceparent))
+        with tracing.attached(assignment.traceparent):
+            try:
+                await self._deliver(assignment)
+            except Exception:  # anything: the attempt's heartbeat timeout ends it
+                log.exception(
+                    "webhook delivery failed",
+                    extra={"runner": self.runner_id, "execution_id": assignment.execution_id},
+                )
 
     async def _deliver(self, assignment: Assignment) -> None:
         assert self._session is not None

@@ -14,9 +14,11 @@ import ssl
 
 from aiohttp import web
 
-from services import jsonlog
+from services import jsonlog, tracing
 from services.gateway.app import create_runner
 from services.gateway.config import ConfigError, Settings
+from services.gateway.metrics import GatewayMetrics
+from services.metrics import MetricsServer
 from services.tls import https_context
 
 log = logging.getLogger("services.gateway")
@@ -27,7 +29,12 @@ async def serve(settings: Settings, https: ssl.SSLContext | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = create_runner(settings, handle_signals=False)
+    metrics = GatewayMetrics()
+    metrics_server = MetricsServer(
+        metrics.registry, settings.host, settings.metrics_port, "GATEWAY_METRICS_PORT"
+    )
+    metrics_server.start()  # first: a port in use stops the gateway before it serves
+    runner = create_runner(settings, metrics, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=https)
     await site.start()
@@ -46,6 +53,7 @@ async def serve(settings: Settings, https: ssl.SSLContext | None) -> None:
         extra={
             "host": settings.host,
             "port": port,
+            "metrics_port": metrics_server.port or None,
             "scheme": "https" if https else "http",
             "engine": settings.engine_target,
         },
@@ -53,11 +61,13 @@ async def serve(settings: Settings, https: ssl.SSLContext | None) -> None:
     await stop.wait()
     log.info("gateway stopping")
     await runner.cleanup()
+    await asyncio.to_thread(metrics_server.stop)
     log.info("gateway stopped")
 
 
 def main() -> int:
     jsonlog.configure("gateway")
+    tracing.configure("gateway")
     try:
         settings = Settings.from_env()
         https = None
@@ -66,7 +76,11 @@ def main() -> int:
     except ConfigError as exc:
         log.error("bad configuration", extra={"error": str(exc)})
         return 2
-    asyncio.run(serve(settings, https))
+    try:
+        asyncio.run(serve(settings, https))
+    except ConfigError as exc:  # a port in use
+        log.error("bad configuration", extra={"error": str(exc)})
+        return 2
     return 0
 
 

@@ -15,6 +15,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from services import tracing
 from services.auth import (
     ANY_TENANT,
     RUNNER,
@@ -28,6 +29,8 @@ from services.gateway.config import Settings
 from services.gateway.engine import engine_client
 from services.gateway.errors import error_middleware
 from services.gateway.feeds import FeedRegistry, engine_watch
+from services.gateway.log_context import log_context_middleware
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import TENANT_STREAMS, TenantStreams
 from services.gateway.revocations import follow_revocations
 from services.gateway.state import ENGINE, FEEDS, SETTINGS, STREAMS
@@ -66,11 +69,23 @@ async def _close_streams(app: web.Application) -> None:
     await app[FEEDS].close()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web.Application:
+    """`metrics`: where the requests and streams are counted (a registry of the app's own
+    unless given: the caller serves it)."""
     settings.check_anonymous_access()
+    metrics = GatewayMetrics() if metrics is None else metrics
     app = web.Application(
-        # The error middleware is outermost: it also answers the auth middleware's refusals.
-        middlewares=[error_middleware, auth_middleware],
+        # The error middleware is outermost but for the metrics: it also answers the auth
+        # middleware's refusals, and the metrics count what it answered.
+        middlewares=[
+            # Before all: the request's span (none while tracing is off), and the execution
+            # its lines are about.
+            *tracing.aiohttp_middlewares("gateway"),
+            log_context_middleware,
+            metrics.middleware,
+            error_middleware,
+            auth_middleware,
+        ],
         # The handlers read bodies themselves within the cap (bodies.py); this is aiohttp's
         # own backstop for anything that would call request.read().
         client_max_size=settings.max_body_bytes + ENVELOPE_BYTES,
@@ -90,6 +105,10 @@ def create_app(settings: Settings) -> web.Application:
         RateLimiter(settings.stream_open_rate, settings.stream_open_burst),
     )
     app[TENANT_STREAMS] = TenantStreams(settings.max_streams_per_tenant)
+    metrics.follow(
+        streams=lambda: app[STREAMS].count,
+        engine_streams=lambda: app[FEEDS].engine_streams if FEEDS in app else 0,
+    )
     app.cleanup_ctx.append(_engine_client)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
@@ -108,11 +127,24 @@ class AccessLogger(AbstractAccessLogger):
             request.method,
             request.path,
             response.status,
-            extra={"remote": request.remote, "seconds": round(time, 4)},
+            extra={
+                "remote": request.remote,
+                "seconds": round(time, 4),
+                # Logged once the request's own context is gone (log_context.py).
+                **_execution_of(request),
+            },
         )
 
 
-def create_runner(settings: Settings, **kwargs: Any) -> web.AppRunner:
+def _execution_of(request: BaseRequest) -> dict[str, str]:
+    match_info = getattr(request, "match_info", None)
+    execution_id = match_info.get("execution_id") if match_info is not None else None
+    return {"execution_id": execution_id} if execution_id else {}
+
+
+def create_runner(
+    settings: Settings, metrics: GatewayMetrics | None = None, **kwargs: Any
+) -> web.AppRunner:
     """The app in a runner set up as the gateway needs it; serve it with `web.TCPSite`.
 
     aiohttp's own inflation of request bodies is off: bodies.py inflates them within the cap
@@ -120,4 +152,4 @@ def create_runner(settings: Settings, **kwargs: Any) -> web.AppRunner:
     """
     kwargs.setdefault("shutdown_timeout", settings.shutdown_seconds)
     kwargs.setdefault("access_log_class", AccessLogger)
-    return web.AppRunner(create_app(settings), auto_decompress=False, **kwargs)
+    return web.AppRunner(create_app(settings, metrics), auto_decompress=False, **kwargs)

@@ -75,6 +75,8 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Prometheus metrics (services/metrics.py), on `host`; 0: not served.
+    metrics_port: int = 9103
     # The engine's gRPC address, host:port.
     engine_target: str = "localhost:50051"
     # Request bodies: a 45 MB PDF in base64 plus its envelope fits in 64 MiB. Compressed bodies
@@ -162,6 +164,7 @@ class Settings:
         settings = cls(
             host=text(env, "GATEWAY_HOST", d.host),
             port=integer(env, "GATEWAY_PORT", d.port, low=0, high=65535),
+            metrics_port=integer(env, "GATEWAY_METRICS_PORT", d.metrics_port, low=0, high=65535),
             engine_target=grpc_target(env, target_name, d.engine_target),
             max_body_bytes=integer(env, "GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, low=1024),
             max_json_depth=integer(

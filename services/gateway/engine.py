@@ -11,6 +11,7 @@ from discovery_client import AsyncClient
 from discovery_client import Settings as ClientSettings
 from discovery_client.channel import IDEMPOTENT_READS
 from discovery_client.channel import channel_options as client_channel_options
+from services import tracing
 from services.gateway.config import Settings
 
 
@@ -31,4 +32,6 @@ def engine_client(settings: Settings) -> AsyncClient:
             start_timeout_seconds=settings.rpc_timeout_seconds,
         ),
         options=channel_options(settings),
+        # Each request's calls carry its trace (none while tracing is off).
+        interceptors=tracing.grpc_client_interceptors("gateway"),
     )

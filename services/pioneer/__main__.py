@@ -9,11 +9,13 @@ import logging
 import signal
 
 import services.pioneer.steps  # noqa: F401  # registers the built-in steps
-from services import jsonlog
+from services import jsonlog, tracing
 from services.auth import RUNNER, ServiceToken, TokenAuthority
 from services.envconfig import ConfigError
+from services.metrics import MetricsServer
 from services.pioneer.config import Settings
 from services.pioneer.context import Resources
+from services.pioneer.metrics import PioneerMetrics
 from services.pioneer.poller import StepPoller, process_runner_id
 from services.pioneer.registry import registry
 from services.pioneer.reporter import StepReporter
@@ -33,6 +35,11 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    step_metrics = PioneerMetrics()
+    metrics = MetricsServer(
+        step_metrics.registry, settings.host, settings.metrics_port, "PIONEER_METRICS_PORT"
+    )
+    metrics.start()  # first: a port in use stops pioneer before it connects or takes work
     # Workers start when a document step first needs one; all are stopped below.
     documents = document_tools(settings)
     pool = documents.pool
@@ -45,6 +52,7 @@ async def serve(settings: Settings) -> None:
         reporter,
         max_concurrent_steps=settings.max_concurrent_steps,
         resources=Resources(documents),
+        metrics=step_metrics,
     )
     server, port = await build_server(settings, registry, runner)
     await server.start()
@@ -55,6 +63,7 @@ async def serve(settings: Settings) -> None:
         extra={
             "host": settings.host,
             "port": port,
+            "metrics_port": metrics.port or None,
             "discovery_url": settings.discovery_url,
             "runner_id": runner_id,
             "max_concurrent_steps": settings.max_concurrent_steps,
@@ -70,6 +79,7 @@ async def serve(settings: Settings) -> None:
     await runner.close()
     await pool.close()
     await reporter.close()
+    await asyncio.to_thread(metrics.stop)
     log.info("pioneer stopped")
 
 
@@ -88,13 +98,18 @@ def import_step_modules(names: tuple[str, ...]) -> None:
 
 def main() -> int:
     jsonlog.configure("pioneer")
+    tracing.configure("pioneer")
     try:
         settings = Settings.from_env()
         import_step_modules(settings.step_modules)
     except ConfigError as exc:
         log.error("bad configuration", extra={"error": str(exc)})
         return 2
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as exc:  # a port in use
+        log.error("bad configuration", extra={"error": str(exc)})
+        return 2
     return 0
 
 

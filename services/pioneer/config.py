@@ -16,6 +16,8 @@ from services.token_keys import AuthKeys, keys_from_env
 class Settings:
     host: str = "127.0.0.1"
     port: int = 50052
+    # Prometheus metrics (services/metrics.py), on `host`; 0: not served.
+    metrics_port: int = 9102
     # The engine's gRPC address, where pioneer pulls steps from and reports to.
     discovery_url: str = "localhost:50051"
     max_concurrent_steps: int = 64
@@ -44,6 +46,9 @@ class Settings:
         return cls(
             host=text(env, "PIONEER_HOST", defaults.host),
             port=integer(env, "PIONEER_PORT", defaults.port, low=0, high=65535),
+            metrics_port=integer(
+                env, "PIONEER_METRICS_PORT", defaults.metrics_port, low=0, high=65535
+            ),
             discovery_url=engine_target(env, defaults.discovery_url),
             max_concurrent_steps=integer(
                 env, "PIONEER_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps, low=1

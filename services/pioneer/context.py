@@ -124,6 +124,8 @@ class StepContext:
         self._task: asyncio.Task[Any] | None = None
         self._stopped: StopReason | None = None
         self._completed = False
+        # Whether the completion sent said success (once `completed`).
+        self.succeeded = False
         self._last_contact = time.monotonic()
         # Progress reported by the step and not sent yet, oldest first, and the task sending
         # it: reports go out in order, one call at a time, those that piled up together.
@@ -305,6 +307,7 @@ class StepContext:
             self.stop(StopReason.STALE)
             raise
         self._completed = True
+        self.succeeded = outcome.success
 
     def discard_reports(self) -> None:
         """The attempt ended without a completion from here: what was not sent never will be."""

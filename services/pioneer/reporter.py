@@ -24,6 +24,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from discovery_client.channel import Tls, aio_channel
+from services import tracing
 from services.grpc_auth import Credentials
 from services.pioneer.errors import EngineUnavailable, ReportRejected, StaleAttempt
 
@@ -90,7 +91,13 @@ class StepReporter:
         *,
         tls: Tls | None = None,
     ) -> StepReporter:
-        channel = aio_channel(target, tls, options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS)
+        channel = aio_channel(
+            target,
+            tls,
+            options=MESSAGE_SIZE_OPTIONS + RECONNECT_OPTIONS,
+            # Reports made in an attempt's span carry it: the engine's spans go under it.
+            interceptors=tracing.grpc_client_interceptors("pioneer"),
+        )
         return cls(channel, credentials, policy)
 
     @property

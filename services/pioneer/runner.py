@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 from discovery.engine.v1.step_queue_service_pb2 import StepTask
 from discovery.pioneer.v1.step_runner_service_pb2 import StartStepRequest
 
+from services import jsonlog, tracing
 from services.pioneer.context import Resources, StepContext, StepInfo, StopReason, bind
 from services.pioneer.errors import (
     EngineUnavailable,
@@ -33,6 +35,7 @@ from services.pioneer.errors import (
     StepCancelled,
     StepFailure,
 )
+from services.pioneer.metrics import PioneerMetrics
 from services.pioneer.payloads import Outcome, dict_from_struct, failure, outcome_from_body
 from services.pioneer.registry import StepHandler
 from services.pioneer.reporter import StepReporter
@@ -58,12 +61,16 @@ class StepRunner:
         *,
         max_concurrent_steps: int,
         resources: Resources | None = None,
+        metrics: PioneerMetrics | None = None,
     ) -> None:
         self._reporter = reporter
         # Handed to every attempt's context (context.Resources).
         self.resources = resources or Resources()
         self._max_concurrent_steps = max_concurrent_steps
         self._running: dict[str, _Running] = {}
+        # Unserved unless pioneer's main serves it.
+        self.metrics = PioneerMetrics() if metrics is None else metrics
+        self.metrics.follow(slots=max_concurrent_steps, in_use=lambda: len(self._running))
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._closing = False
         self._slot_freed = asyncio.Event()
@@ -93,12 +100,15 @@ class StepRunner:
         if len(self._running) >= self._max_concurrent_steps:
             raise RunnerFull(f"pioneer already runs {self._max_concurrent_steps} steps")
         ctx = StepContext(info, token, self._reporter, self.resources)
+        # Pushed attempts (StartStep) carry no span of their own: the call's is their parent.
+        traceparent = request.traceparent if isinstance(request, StepTask) else ""
         supervisor = asyncio.create_task(
-            self._supervise(ctx, handler),
+            self._traced(ctx, handler, traceparent),
             name=f"step {info.execution_id}/{info.step_name}#{info.attempt}",
         )
         self._running[token] = _Running(ctx, supervisor)
-        log.info("step accepted", extra=_fields(ctx))
+        with jsonlog.about(ctx.execution_id, tracing.trace_id(traceparent)):
+            log.info("step accepted", extra=_fields(ctx))
         return True
 
     def cancel(self, execution_id: str, step_name: str, attempt_token: str) -> bool:
@@ -125,12 +135,34 @@ class StepRunner:
             entry.supervisor.cancel()
         await asyncio.gather(*(entry.supervisor for entry in running), return_exceptions=True)
 
+    async def _traced(self, ctx: StepContext, handler: StepHandler, traceparent: str) -> None:
+        """`_supervise` in the attempt's own span ("run <step>", child of the attempt's span
+        the engine handed out): the handler's work and every report it makes are in it, as
+        is every line logged meanwhile."""
+        attributes = {
+            "discovery.execution_id": ctx.execution_id,
+            "discovery.step": ctx.step_name,
+            "discovery.attempt": ctx.info.attempt,
+            "discovery.handler": ctx.info.handler,
+        }
+        with (
+            jsonlog.about(ctx.execution_id, tracing.trace_id(traceparent)),
+            tracing.attempt_run("pioneer", traceparent, f"run {ctx.step_name}", attributes),
+        ):
+            await self._supervise(ctx, handler)
+            if ctx.completed:  # reported here or by the handler itself
+                tracing.mark_outcome("success" if ctx.succeeded else "failed")
+            elif ctx.stop_reason is not None:
+                tracing.mark_outcome(ctx.stop_reason.value)
+
     async def _supervise(self, ctx: StepContext, handler: StepHandler) -> None:
         handler_task = asyncio.create_task(_call(handler, ctx))
         ctx.attach(handler_task)
         keep_alive = asyncio.create_task(_keep_alive(ctx))
+        began = time.monotonic()
         try:
             outcome = await self._outcome(ctx, handler_task)
+            self.metrics.ended(ctx.info.handler, _ended_as(ctx, outcome), time.monotonic() - began)
             keep_alive.cancel()
             if outcome is not None:
                 await _complete(ctx, outcome)
@@ -206,6 +238,17 @@ async def _keep_alive(ctx: StepContext) -> None:
         except (EngineUnavailable, ReportRejected) as exc:
             # The engine decides whether the attempt is dead; the step keeps working meanwhile.
             log.warning("heartbeat not delivered", extra={**_fields(ctx), "error": str(exc)})
+
+
+def _ended_as(ctx: StepContext, outcome: Outcome | None) -> str:
+    """The attempt's outcome for the metrics (metrics.OUTCOMES)."""
+    if outcome is None:
+        if not ctx.completed:
+            return "stopped"
+        return "success" if ctx.succeeded else "failed"  # the handler reported it itself
+    if outcome.success:
+        return "success"
+    return "timed_out" if ctx.stop_reason is StopReason.TIMED_OUT else "failed"
 
 
 async def _complete(ctx: StepContext, outcome: Outcome) -> None:

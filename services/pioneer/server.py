@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from services import tracing
 from services.auth import ADMIN, ENGINE, TokenAuthority
 from services.grpc_auth import REFLECTION, AuthInterceptor
 from services.pioneer.config import Settings
@@ -138,7 +139,8 @@ async def build_server(
     server = grpc.aio.server(
         options=MESSAGE_SIZE_OPTIONS,
         interceptors=[
-            AuthInterceptor(TokenAuthority(settings.auth_keys), PERMISSIONS, domain=ERROR_DOMAIN)
+            *tracing.grpc_server_interceptors("pioneer"),
+            AuthInterceptor(TokenAuthority(settings.auth_keys), PERMISSIONS, domain=ERROR_DOMAIN),
         ],
     )
     servicer = StepRunnerServicer(registry, runner)

@@ -102,6 +102,8 @@ async def burst(name: str, root: Path, uri: str, runs: int, slots: int, logs: Pa
         "MONGODB_DATABASE": name,
         "ENGINE_PORT": str(engine_port),
         "PIONEER_PORT": str(pioneer_port),
+        "ENGINE_METRICS_PORT": "0",
+        "PIONEER_METRICS_PORT": "0",
         # The earlier engine pushes to it; this one ignores it (runners pull).
         "PIONEER_URL": f"127.0.0.1:{pioneer_port}",
         "DISCOVERY_URL": f"127.0.0.1:{engine_port}",

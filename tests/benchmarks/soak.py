@@ -62,6 +62,8 @@ async def soak(uri: str, minutes: float, per_second: float, workdir: Path) -> bo
         "MONGODB_URI": uri,
         "ENGINE_PORT": str(engine_port),
         "PIONEER_PORT": str(pioneer_port),
+        "ENGINE_METRICS_PORT": "0",
+        "PIONEER_METRICS_PORT": "0",
         "DISCOVERY_URL": f"127.0.0.1:{engine_port}",
     }
     pioneer = PioneerProcess(env, workdir / "pioneer.log")

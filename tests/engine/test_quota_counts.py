@@ -108,6 +108,21 @@ async def test_dropped_starts_and_bytes_over_the_limit() -> None:
         counts.check_bytes("a", 1)
 
 
+async def test_bytes_retention_gave_back_admit_a_start_a_stale_count_would_refuse() -> None:
+    db, clock = FakeDatabase(), Clock()
+    counts = usage(db, clock, stored=100)
+    db.stored["a"] = 90
+    await counts.refresh()
+    with pytest.raises(QuotaExceeded) as over:
+        await counts.admit_start("a", 20)
+    assert over.value.quota == STORED_BYTES
+    assert db.rounds == 1, "a fresh count is not asked again"
+    db.stored["a"] = 30  # retention deleted executions, on whichever engine
+    clock.now += 5
+    counts.stored(await counts.admit_start("a", 20))
+    assert db.rounds == 2 and counts.stored_bytes("a") == 50
+
+
 async def test_bytes_reach_the_database_once_even_when_a_round_fails() -> None:
     db, clock = FakeDatabase(), Clock()
     counts = usage(db, clock)

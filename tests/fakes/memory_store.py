@@ -185,7 +185,9 @@ class InMemoryStore:
         doc.update(lease_owner=None, parked=True)
         return True
 
-    async def put_blob(self, execution_id: str, data: bytes) -> BlobRef:
+    async def put_blob(
+        self, execution_id: str, data: bytes, *, part_of_input: bool = False
+    ) -> BlobRef:
         blob_id = str(uuid.uuid4())
         self.blobs[blob_id] = (execution_id, data)
         return BlobRef(blob_id, len(data), hashlib.sha256(data).hexdigest())

@@ -98,6 +98,7 @@ async def main(args: argparse.Namespace) -> None:
             "MONGODB_URI": mongo_uri(server.uri),
             "MONGODB_DATABASE": "bench",
             "ENGINE_PORT": str(engine_port),
+            "ENGINE_METRICS_PORT": "0",
         },
         workdir / "engine.log",
     )
@@ -105,6 +106,7 @@ async def main(args: argparse.Namespace) -> None:
         "services.gateway",
         {
             "GATEWAY_PORT": str(gateway_port),
+            "GATEWAY_METRICS_PORT": "0",
             "ENGINE_URL": f"127.0.0.1:{engine_port}",
             "GATEWAY_MAX_STREAMS": str(args.max_sockets + 100),
             "GATEWAY_MAX_STREAMS_PER_CLIENT": str(args.max_sockets + 100),

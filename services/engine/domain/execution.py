@@ -137,6 +137,12 @@ class ExecutionState:
     error: dict[str, Any] | None = None
     # Progress events logged: each execution may log at most so many (RunnerSettings).
     progress_events: int = 0
+    # The span of its start when that was traced (a W3C traceparent, services/tracing.py):
+    # its attempts' spans go under it, whichever engine holds it then.
+    traceparent: str | None = None
+    # What its start added to its tenant's stored bytes (the input as sent, quotas.py), taken
+    # off again when retention deletes it; 0 when nothing was.
+    input_bytes: int = 0
     # Volatile: heartbeats are not logged. After a restart the clock starts again, which
     # gives a live step runner one heartbeat period to show itself.
     last_heartbeat: datetime | None = None

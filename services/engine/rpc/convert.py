@@ -254,6 +254,7 @@ def step_task(value: Assignment) -> queue_pb.StepTask:
         heartbeat_timeout_seconds=value.heartbeat_timeout_seconds,
         queue_time=timestamp(value.queued_at),
         start_time=timestamp(value.started_at),
+        traceparent=value.traceparent,
     )
 
 
@@ -270,6 +271,7 @@ def assignment(task: queue_pb.StepTask) -> Assignment:
         heartbeat_timeout_seconds=task.heartbeat_timeout_seconds,
         queued_at=task.queue_time.ToDatetime(tzinfo=UTC),
         started_at=task.start_time.ToDatetime(tzinfo=UTC),
+        traceparent=task.traceparent,
     )
 
 

@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 
 from services.auth import AuthError
 from services.engine.domain import errors as e
+from services.grpc_auth import CODES as AUTH_CODES
 from services.grpc_auth import auth_status
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,19 @@ def status_for(error: Exception) -> status_pb2.Status:
     else:
         code = code_for(error)
         reason = error.reason
+    return _status_of(error, code, reason)
+
+
+def code_and_reason(error: Exception) -> tuple[grpc.StatusCode, str]:
+    """What `status_for` answers `error` with: its code and ErrorInfo reason."""
+    if isinstance(error, AuthError):
+        return AUTH_CODES.get(type(error), grpc.StatusCode.UNAUTHENTICATED), error.reason
+    if not isinstance(error, e.DiscoveryError):
+        return grpc.StatusCode.INTERNAL, "INTERNAL"
+    return code_for(error), error.reason
+
+
+def _status_of(error: e.DiscoveryError, code: grpc.StatusCode, reason: str) -> status_pb2.Status:
     details = [error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=error.metadata)]
     if isinstance(error, e.InvalidArgument):
         details.append(
@@ -94,6 +108,16 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -
 
 
 class ErrorInterceptor(AsyncServerInterceptor):
+    def __init__(self, on_error: Callable[[str, str], None] | None = None) -> None:
+        """`on_error(code, reason)` for every call it answers with an error (metrics)."""
+        self._on_error = on_error
+
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> None:
+        if self._on_error is not None:
+            code, reason = code_and_reason(error)
+            self._on_error(code.name, reason)
+        await abort(context, error)
+
     async def intercept(
         self,
         method: Callable[..., Any],
@@ -109,7 +133,7 @@ class ErrorInterceptor(AsyncServerInterceptor):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            await abort(context, exc)
+            await self._abort(context, exc)
 
     async def _stream(
         self, responses: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
@@ -120,4 +144,4 @@ class ErrorInterceptor(AsyncServerInterceptor):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            await abort(context, exc)
+            await self._abort(context, exc)

@@ -64,6 +64,8 @@ class ExecutionServicer(Servicer, es_grpc.ExecutionServiceServicer):
                 request.request_id,
                 tenant=caller.tenant,
                 priority=request.priority or ex.DEFAULT_PRIORITY,
+                # What `stored` below charges the tenant for its input; retention gives it back.
+                input_bytes=reserved.input_bytes if reserved is not None else 0,
             )
         except BaseException:
             if reserved is not None:

@@ -21,6 +21,7 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from discovery_client.channel import Tls, aio_channel
+from services import tracing
 from services.engine.dispatch import Assignment
 from services.engine.domain.errors import HeldElsewhere, Unavailable
 from services.engine.rpc import convert
@@ -65,7 +66,13 @@ class Forwarder:
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = aio_channel(address, self._tls, options=self._options)
+            channel = aio_channel(
+                address,
+                self._tls,
+                options=self._options,
+                # A forwarded call's span: the other engine's spans go under it.
+                interceptors=tracing.grpc_client_interceptors("engine"),
+            )
             self._channels[address] = channel
         return channel
 

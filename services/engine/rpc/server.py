@@ -16,6 +16,7 @@ from discovery.engine.v1 import workflow_service_pb2_grpc as ws_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services import tracing
 from services.auth import TokenAuthority
 from services.engine.quotas import CallQuotas
 from services.engine.revocations import Revocations
@@ -24,6 +25,7 @@ from services.engine.rpc.call_quotas import CallQuotaInterceptor
 from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
 from services.engine.rpc.executions import ExecutionServicer
 from services.engine.rpc.forward import Forwarder, ForwardInterceptor
+from services.engine.rpc.log_context import LogContextInterceptor
 from services.engine.rpc.servicer import Limits
 from services.engine.rpc.step_queue import StepQueueServicer
 from services.engine.rpc.step_reports import StepReportServicer
@@ -64,7 +66,11 @@ def build_server(
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     server = grpc.aio.server(
         interceptors=[
-            ErrorInterceptor(),
+            # Outermost: the call's span, child of the caller's traceparent (none while
+            # tracing is off), and what its lines are about, for everything inside.
+            *tracing.grpc_server_interceptors("engine"),
+            LogContextInterceptor(),
+            ErrorInterceptor(on_error=runner.metrics.error),
             AuthInterceptor(authority, PERMISSIONS, domain=DOMAIN),
             # After auth: it counts verified principals only.
             CallQuotaInterceptor(authority, quotas),

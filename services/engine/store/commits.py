@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,8 @@ class EventLogWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._slow_commit_said = -float("inf")
+        # Told the events and the seconds of every commit that succeeded (metrics).
+        self.on_commit: Callable[[int, float], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._write_loop(), name="event-log-writer")
@@ -272,7 +274,10 @@ class EventLogWriter:
                     )
                     if renewed.matched_count == 0:
                         raise Fenced("this engine's lease was fenced; retry")
-                self._note_slow_commit(time.monotonic() - began, lease, len(docs), len(updates))
+                seconds = time.monotonic() - began
+                self._note_slow_commit(seconds, lease, len(docs), len(updates))
+                if self.on_commit is not None:
+                    self.on_commit(len(docs), seconds)
                 return
             except PyMongoError as exc:
                 if attempt == COMMIT_TRIES or not exc.has_error_label("TransientTransactionError"):

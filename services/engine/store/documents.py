@@ -160,6 +160,10 @@ def execution_to_doc(state: ExecutionState) -> dict[str, Any]:
     if state.request_id is not None:
         doc["request_id"] = state.request_id
         doc["request_hash"] = state.request_hash
+    if state.traceparent is not None:
+        doc["traceparent"] = state.traceparent
+    if state.input_bytes:
+        doc["input_bytes"] = state.input_bytes
     return doc
 
 
@@ -181,6 +185,8 @@ def status_to_doc(state: ExecutionState) -> dict[str, Any]:
     }
     if state.is_terminal:
         doc["lease_owner"] = None
+        # Its last event's time: what retention finds ended executions by (schema.py).
+        doc["ended_at"] = state.updated_at
     return doc
 
 
@@ -220,6 +226,8 @@ def execution_from_doc(doc: dict[str, Any]) -> ExecutionState:
         error=doc.get("error"),
         # Written before the limit existed: counted from here on.
         progress_events=doc.get("progress_events", 0),
+        traceparent=doc.get("traceparent"),
+        input_bytes=doc.get("input_bytes", 0),
     )
 
 

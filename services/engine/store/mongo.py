@@ -6,7 +6,9 @@ repository's interface (repository.py), made of
 - commits.py: the event log's writer (group commits, the status documents written apart);
 - leases.py: which engine holds which executions; fences and claims;
 - feed.py: the log's change feed; blobs.py: large payloads; records.py: what the engine keeps
-  beside executions (step durations, runners, revoked tokens, tenant usage).
+  beside executions (step durations, runners, revoked tokens, tenant usage);
+- retention.py: what retention deletes (ended executions with all they stored, and blobs
+  whose execution never came).
 
 Every public coroutine raises domain errors only (store/errors.py).
 """
@@ -14,13 +16,11 @@ Every public coroutine raises domain errors only (store/errors.py).
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
-from pymongo.asynchronous.collection import AsyncCollection
+from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
 from services.auth import DEFAULT_TENANT
@@ -32,8 +32,6 @@ from services.engine.store.blobs import Blobs
 from services.engine.store.commits import EventLogWriter
 from services.engine.store.database import Database
 from services.engine.store.documents import (
-    decode_page_token,
-    encode_page_token,
     event_from_doc,
     event_id,
     execution_from_doc,
@@ -45,6 +43,7 @@ from services.engine.store.documents import (
 from services.engine.store.errors import domain_errors
 from services.engine.store.feed import EventChanges, follow_events
 from services.engine.store.leases import EngineLeases
+from services.engine.store.listing import newest_executions, page
 from services.engine.store.records import Records
 from services.engine.store.repository import (
     BlobRef,
@@ -57,8 +56,10 @@ from services.engine.store.repository import (
     RevokedToken,
     RunnerSeen,
     StepTotal,
+    Swept,
     TenantCounts,
 )
+from services.engine.store.retention import RetentionSweeps
 from services.engine.store.schema import ensure_schema
 
 # Events read by id at first, and at most, per round trip (see read_events).
@@ -83,6 +84,7 @@ class MongoStore:
         self._log = EventLogWriter(self._db, self._leases)
         self._blobs = Blobs(self._db)
         self._records = Records(self._db)
+        self._retention = RetentionSweeps(self._db)
 
     async def open(self) -> None:
         await ensure_schema(self._db)
@@ -90,6 +92,10 @@ class MongoStore:
 
     async def close(self) -> None:
         await self._log.stop()
+
+    def observe_commits(self, callback: Callable[[int, float], None]) -> None:
+        """`callback(events, seconds)` after every commit of the event log (metrics)."""
+        self._log.on_commit = callback
 
     # --- workflows -------------------------------------------------------------------
 
@@ -106,7 +112,7 @@ class MongoStore:
         query: dict[str, Any] = {"tenant_id": tenant_id}
         if name:
             query["name"] = name
-        docs, token = await _page(self._db.workflows, query, page_size, page_token)
+        docs, token = await page(self._db.workflows, query, page_size, page_token)
         return Page([workflow_from_doc(d) for d in docs], token)
 
     # --- executions ------------------------------------------------------------------
@@ -161,30 +167,15 @@ class MongoStore:
     async def list_executions(
         self, tenant_id: str, page_size: int, page_token: str, only: ExecutionFilter
     ) -> Page[ExecutionState]:
-        query: dict[str, Any] = {"tenant_id": tenant_id}
-        if only.workflow_id:
-            query["workflow_id"] = only.workflow_id
-        if only.statuses:
-            # The status documents of running executions trail their logs by up to
-            # PROJECTION_SECONDS (commits.py); an ended or waiting one's is written with its
-            # last events, so a search for failed runs misses none.
-            query["status"] = {"$in": sorted(only.statuses)}
-        created: dict[str, datetime] = {}
-        if only.created_after is not None:
-            created["$gte"] = only.created_after
-        if only.created_before is not None:
-            created["$lt"] = only.created_before
-        if created:
-            query["created_at"] = created
-        if only.workflow_name_contains:
-            pattern = re.escape(only.workflow_name_contains)
-            query["workflow.name"] = {"$regex": pattern, "$options": "i"}
-        docs, token = await _page(
+        # The status documents of running executions trail their logs by up to
+        # PROJECTION_SECONDS (commits.py); an ended or waiting one's is written with its last
+        # events, so a search for failed runs misses none.
+        docs, token = await newest_executions(
             self._db.executions,
-            query,
+            tenant_id,
+            only,
             page_size,
             page_token,
-            newest_first=True,
             projection=_SUMMARY_FIELDS,
         )
         return Page([execution_from_doc(self._log.unwritten(d)) for d in docs], token)
@@ -260,14 +251,26 @@ class MongoStore:
 
     # --- blobs (blobs.py) ------------------------------------------------------------
 
-    async def put_blob(self, execution_id: str, data: bytes) -> BlobRef:
-        return await self._blobs.put(execution_id, data)
+    async def put_blob(
+        self, execution_id: str, data: bytes, *, part_of_input: bool = False
+    ) -> BlobRef:
+        return await self._blobs.put(execution_id, data, part_of_input=part_of_input)
 
     async def read_blob(self, execution_id: str, blob_id: str) -> AsyncIterator[bytes]:
         return await self._blobs.read(execution_id, blob_id)
 
     async def delete_blobs(self, execution_id: str) -> None:
         await self._blobs.delete(execution_id)
+
+    # --- retention (retention.py) ----------------------------------------------------
+
+    async def delete_ended(self, before: datetime, limit: int) -> tuple[Swept, bool]:
+        return await self._retention.delete_ended(before, limit)
+
+    async def collect_stranded_blobs(
+        self, now: datetime, grace: timedelta, limit: int
+    ) -> tuple[Swept, bool]:
+        return await self._retention.collect_stranded_blobs(now, grace, limit)
 
     # --- records (records.py) --------------------------------------------------------
 
@@ -336,34 +339,3 @@ class MongoStore:
             # Written before engines shared their queues: no token, its holder hands it out.
             if (queue := doc["queue"]).get("token")
         ]
-
-
-async def _page(
-    collection: AsyncCollection[dict[str, Any]],
-    query: dict[str, Any],
-    page_size: int,
-    page_token: str,
-    *,
-    newest_first: bool = False,
-    projection: Mapping[str, Any] | None = None,
-) -> tuple[list[dict[str, Any]], str]:
-    """One page of `collection` in (created_at, _id) order, oldest or newest first, and the
-    token of the next page ("" after the last), which carries where this one ended: a page
-    follows on from its token whatever was added meanwhile."""
-    beyond, order = ("$lt", DESCENDING) if newest_first else ("$gt", ASCENDING)
-    if page_token:
-        edge, edge_id = decode_page_token(page_token)
-        query = {
-            **query,
-            "$or": [
-                {"created_at": {beyond: edge}},
-                {"created_at": edge, "_id": {beyond: edge_id}},
-            ],
-        }
-    cursor = collection.find(query, projection).sort([("created_at", order), ("_id", order)])
-    docs = await cursor.limit(page_size + 1).to_list()
-    token = ""
-    if len(docs) > page_size:
-        last = docs[page_size - 1]
-        token = encode_page_token(last["created_at"], last["_id"])
-    return docs[:page_size], token

@@ -188,7 +188,13 @@ class ExecutionStore(Protocol):
         engine held it."""
         ...
 
-    async def put_blob(self, execution_id: str, data: bytes) -> BlobRef: ...
+    async def put_blob(
+        self, execution_id: str, data: bytes, *, part_of_input: bool = False
+    ) -> BlobRef:
+        """Stores `data` for the execution. `part_of_input`: a value of a start's input,
+        whose bytes the tenant is charged with the input's; otherwise (a step's) on their
+        own, and given back when retention deletes it."""
+        ...
 
     async def read_blob(self, execution_id: str, blob_id: str) -> AsyncIterator[bytes]: ...
 
@@ -286,4 +292,43 @@ class TenantUsageStore(Protocol):
         """Adds `stored_bytes` (by tenant) to the tenants' stored-bytes counters, then reads
         every tenant's counter and counts its executions not yet ended, whichever engine
         holds them."""
+        ...
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What one retention round (or one batch of it) deleted (services/engine/retention.py)."""
+
+    executions: int = 0
+    events: int = 0
+    blobs: int = 0
+    # The blobs' sizes; and what was taken off the tenants' stored-bytes counters (inputs as
+    # charged, and the blobs steps wrote).
+    blob_bytes: int = 0
+    tenant_bytes: int = 0
+
+    def __add__(self, other: Swept) -> Swept:
+        return Swept(
+            self.executions + other.executions,
+            self.events + other.events,
+            self.blobs + other.blobs,
+            self.blob_bytes + other.blob_bytes,
+            self.tenant_bytes + other.tenant_bytes,
+        )
+
+
+class RetentionStore(Protocol):
+    async def delete_ended(self, before: datetime, limit: int) -> tuple[Swept, bool]:
+        """Deletes up to `limit` executions that ended before `before`, with everything
+        stored for them, and takes their bytes off their tenants' counters; and whether
+        there may be more. Idempotent, and safe while other engines do the same; never
+        touches an execution that has not ended."""
+        ...
+
+    async def collect_stranded_blobs(
+        self, now: datetime, grace: timedelta, limit: int
+    ) -> tuple[Swept, bool]:
+        """Looks at up to `limit` blobs stored `grace` ago or longer that were never looked
+        at, and deletes those whose execution does not exist (a start refused or cut short
+        after its input's blobs were written); and whether there may be more."""
         ...

@@ -11,6 +11,7 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from services.auth import DEFAULT_TENANT
 from services.engine.clock import utc_now
+from services.engine.domain.execution import TERMINAL
 from services.engine.store.database import DUPLICATE_KEY, Database
 from services.engine.store.documents import event_id
 from services.engine.store.leases import ORPHAN
@@ -23,6 +24,7 @@ OLD_EVENT_INDEX = "execution_id_1_seq_1"
 EVENT_IDS_MOVE = "event_ids_move"
 TENANTS_ADOPTED = "tenants_adopted"
 LEASES_PER_ENGINE = "leases_per_engine"
+ENDED_AT_ADOPTED = "ended_at_adopted"
 # A fenced lease is kept this long, so that an execution a fenced engine created after it was
 # fenced (it cannot know) is still found as an orphan.
 FENCED_LEASE_SECONDS = 24 * 3600
@@ -33,6 +35,7 @@ async def ensure_schema(db: Database) -> None:
     await _adopt_untenanted(db)
     # The events need no index but their _id (documents.event_id).
     await _adopt_event_ids(db)
+    await _adopt_ended_at(db)
     await db.executions.create_indexes(
         [
             # A request_id is one tenant's: another tenant may use the same one.
@@ -64,6 +67,9 @@ async def ensure_schema(db: Database) -> None:
                     ("created_at", DESCENDING),
                 ]
             ),
+            # Ended executions by end, for retention (store/retention.py): one field, set
+            # only on those, so a round that finds nothing to delete costs nothing.
+            IndexModel([("ended_at", ASCENDING)], sparse=True),
         ]
     )
     await db.workflows.create_indexes(
@@ -72,7 +78,15 @@ async def ensure_schema(db: Database) -> None:
             IndexModel([("tenant_id", ASCENDING), ("name", ASCENDING)]),
         ]
     )
-    await db.blobs.create_indexes([IndexModel("execution_id")])
+    await db.blobs.create_indexes(
+        [
+            IndexModel("execution_id"),
+            # Blobs whose execution retention has not yet seen (store/retention.py), and those
+            # written before blobs had a created_at (found as None through this index).
+            IndexModel("unchecked_since", sparse=True),
+            IndexModel("created_at"),
+        ]
+    )
     await db.blob_chunks.create_indexes(
         [IndexModel([("blob_id", ASCENDING), ("n", ASCENDING)], unique=True)]
     )
@@ -106,6 +120,20 @@ async def _adopt_untenanted(db: Database) -> None:
     with contextlib.suppress(OperationFailure):
         await db.executions.drop_index("request_id_1")
     await db.meta.update_one({"_id": TENANTS_ADOPTED}, {"$set": {"at": utc_now()}}, upsert=True)
+
+
+async def _adopt_ended_at(db: Database) -> None:
+    """Executions that ended before status documents said when get their last update as
+    their end, which is what it was; retention finds them by it. Done once (a marker in
+    `meta`): an engine of an earlier version still running meanwhile ends executions without
+    it, and retention never deletes those."""
+    if await db.meta.find_one({"_id": ENDED_AT_ADOPTED}) is not None:
+        return
+    await db.executions.update_many(
+        {"status": {"$in": sorted(TERMINAL)}, "ended_at": {"$exists": False}},
+        [{"$set": {"ended_at": "$updated_at"}}],
+    )
+    await db.meta.update_one({"_id": ENDED_AT_ADOPTED}, {"$set": {"at": utc_now()}}, upsert=True)
 
 
 async def _adopt_engine_leases(db: Database) -> None:

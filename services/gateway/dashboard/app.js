@@ -1,7 +1,9 @@
-// The dashboard's entry point: the sign-in, the hash router (#/executions/{id}) and the three
-// parts of the page, the upload form, the recent executions and the execution view.
+// The dashboard's entry point: the sign-in, the hash router (#/executions/{id}) and the
+// parts of the page, the upload form, the step queue, the recent executions and the
+// execution view. A watch token (role watcher: one execution, read only) gets that
+// execution's view alone: it may not list, start or queue anything.
 
-import { adoptTokenFromHash, onSignOut, signIn, token } from "./auth.js";
+import { adoptTokenFromHash, claims, onSignOut, signIn, token, watchedExecution } from "./auth.js";
 import { fill, h, setText } from "./dom.js";
 import { openExecution } from "./execution.js";
 import { activeStep, overallPercentage } from "./model.js";
@@ -34,11 +36,53 @@ if (token() === null) {
   start();
 }
 
+/** Who the token says the tab is, in the corner: "admin · tenant default". */
+function showIdentity() {
+  const payload = claims();
+  const whoami = byId("whoami");
+  if (payload === null || typeof payload.role !== "string") return;
+  setText(whoami, `${payload.role} · tenant ${payload.tenant ?? "?"}`);
+  whoami.title = payload.sub ? `signed in as ${payload.sub}` : "";
+  whoami.hidden = false;
+}
+
+/** A watch token's page: its one execution, nothing to list or start. */
+function startWatching(executionId) {
+  const path = `#/executions/${encodeURIComponent(executionId)}`;
+  byId("upload-card").hidden = true;
+  byId("queue-card").hidden = true;
+  byId("recent-filters").hidden = true;
+  setText(byId("recent-note"), "");
+  fill(
+    byId("recent-list"),
+    h("li", { class: "hint" }, "This token watches one execution: ", h("a", { href: path }, h("code", {}, executionId)), "."),
+  );
+  if (location.hash !== path) history.replaceState(null, "", `${location.pathname}${location.search}${path}`);
+  return {
+    refresh() {},
+    select() {},
+    live() {},
+    placeholder: "This token follows one execution: open it from the list.",
+  };
+}
+
 function start() {
+  showIdentity();
+  const watching = watchedExecution();
+  if (watching !== null) {
+    router(startWatching(watching));
+    return;
+  }
   const recent = setupRecent({
     list: byId("recent-list"),
     empty: byId("recent-empty"),
     note: byId("recent-note"),
+    more: byId("recent-more"),
+    form: byId("recent-filters"),
+    statusBox: byId("filter-statuses"),
+    workflowSelect: byId("filter-workflow"),
+    nameInput: byId("filter-name"),
+    clear: byId("filter-clear"),
   });
 
   setupQueue({
@@ -65,6 +109,11 @@ function start() {
     },
   );
 
+  router(recent);
+}
+
+/** Opens the execution the fragment names (#/executions/{id}), and keeps the list in step. */
+function router(recent) {
   let current = null;
 
   function placeholder() {
@@ -72,7 +121,7 @@ function start() {
       "div",
       { class: "card placeholder" },
       h("h2", {}, "No execution selected"),
-      h("p", {}, "Upload a PDF to process it, or pick one of the recent executions to follow it live."),
+      h("p", {}, recent.placeholder ?? "Upload a PDF to process it, or pick one of the recent executions to follow it live."),
     );
   }
 

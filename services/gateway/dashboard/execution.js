@@ -1,7 +1,9 @@
-// The view of one execution (#/executions/{id}): its overall state and progress, one card
-// per step (live bar, message, current task, ETA, attempts), the history of every attempt,
-// the final output, and the log of the events received, all kept live over the WebSocket.
+// The view of one execution (#/executions/{id}): its overall state and progress, what the
+// user may do to it (advance, cancel: actions.js), one card per step (live bar, message,
+// current task, ETA, attempts), the history of every attempt, the final output, and the
+// timeline of its events (timeline.js), all kept live over the WebSocket.
 
+import { createActions } from "./actions.js";
 import { api, ApiError } from "./api.js";
 import { fill, h, progressBar, setText } from "./dom.js";
 import { duration, eta, percent, time } from "./format.js";
@@ -20,9 +22,8 @@ import {
   TERMINAL,
 } from "./model.js";
 import { ExecutionSocket } from "./socket.js";
+import { createTimeline } from "./timeline.js";
 
-// The event log keeps this many entries on the page; older ones are dropped from view.
-const LOG_LIMIT = 1000;
 const PREVIEW_CONTEXT_CHARS = 4000;
 
 function stepCard(step) {
@@ -86,37 +87,6 @@ function elapsed(attempt, now) {
   return "—";
 }
 
-function describeEvent(event) {
-  switch (event.event) {
-    case "step_queued":
-      return `${event.step} · attempt ${event.attempt} · waiting for a ${event.handler ?? ""} runner`;
-    case "step_started": {
-      const waited = Number(event.queued_seconds);
-      return [
-        `${event.step} · attempt ${event.attempt}`,
-        event.runner_id ? `on ${event.runner_id}` : "",
-        waited >= 1 ? `after ${duration(waited)} in the queue` : "",
-      ]
-        .filter(Boolean)
-        .join(" · ");
-    }
-    case "step_progress": {
-      const p = event.progress ?? {};
-      return `${event.step_name} · ${percent(p.percentage)}${p.message ? ` · ${p.message}` : ""}`;
-    }
-    case "step_finished":
-      return `${event.step} · ${event.status}${event.error?.message ? ` · ${event.error.message}` : ""}`;
-    case "workflow_failed":
-      return event.error?.message ?? "";
-    case "workflow_cancelled":
-      return event.reason ?? "";
-    case "workflow_waiting":
-      return event.step ? `before ${event.step}` : "";
-    default:
-      return "";
-  }
-}
-
 function resultView(model) {
   const context = model.context ?? {};
   const sections = Array.isArray(context.sections) ? context.sections : null;
@@ -164,12 +134,13 @@ export function openExecution(container, executionId, { onChange } = {}) {
   let closed = false;
   let frame = null;
   let stepCards = new Map();
-  let logged = 0;
   let estimate = null; // {seconds, at}: the server's workflow-level ETA and when it was read
   let estimateTimer = null;
   let phase = { phase: "connecting" };
-  // A passing problem (the gateway's error message, a refused advance), until the next event.
+  // A passing problem (the gateway's error message), until the next event.
   let notice = null;
+  const actions = createActions(executionId, { onSettled: () => scheduleRender() });
+  const timeline = createTimeline({ loadEarlier: (seq) => api.loggedEvents(executionId, 0, seq) });
 
   const overallBar = progressBar("Overall progress");
   const refs = {
@@ -185,13 +156,10 @@ export function openExecution(container, executionId, { onChange } = {}) {
     percentage: h("span", { class: "overall-percentage" }, "0 %"),
     stepsDone: h("span", {}),
     eta: h("span", {}),
-    actions: h("div", { class: "actions" }),
     problem: h("div", { class: "problem", role: "alert", hidden: true }),
     result: h("section", { class: "card result", "aria-labelledby": "result-title", hidden: true }),
     steps: h("ol", { class: "steps", "aria-label": "Steps" }),
     history: h("tbody", {}),
-    logCount: h("span", {}, "0"),
-    log: h("ol", { class: "log", reversed: true }),
   };
   const article = h(
     "article",
@@ -213,7 +181,7 @@ export function openExecution(container, executionId, { onChange } = {}) {
         refs.eta,
       ),
       refs.connection,
-      refs.actions,
+      actions.elements,
       refs.problem,
     ),
     refs.result,
@@ -241,42 +209,13 @@ export function openExecution(container, executionId, { onChange } = {}) {
         ),
       ),
     ),
-    h(
-      "details",
-      { class: "card log-card" },
-      h("summary", {}, "Event log (", refs.logCount, " events)"),
-      refs.log,
-    ),
+    timeline.element,
   );
   fill(refs.connection, refs.phase, refs.seq);
   fill(container, article);
 
   function scheduleRender() {
     if (frame === null && !closed) frame = requestAnimationFrame(render);
-  }
-
-  function log(entry) {
-    refs.log.prepend(entry);
-    while (refs.log.childElementCount > LOG_LIMIT) refs.log.lastElementChild.remove();
-  }
-
-  function logEvent(event) {
-    logged += 1;
-    setText(refs.logCount, logged);
-    log(
-      h(
-        "li",
-        { dataset: { seq: event.seq, event: event.event } },
-        h("span", { class: "log-seq" }, `#${event.seq}`),
-        h("time", { datetime: event.timestamp }, time(event.timestamp)),
-        h("span", { class: "log-event" }, event.event),
-        h("span", { class: "log-detail" }, describeEvent(event)),
-      ),
-    );
-  }
-
-  function logNote(text, dataset = {}) {
-    log(h("li", { class: "log-note", dataset }, text));
   }
 
   function renderSteps(now) {
@@ -354,27 +293,6 @@ export function openExecution(container, executionId, { onChange } = {}) {
     setText(refs.seq, `${seconds === null ? "" : ` in ${seconds} s`}${last}`);
   }
 
-  function renderActions() {
-    if (model.status === "waiting") {
-      if (refs.actions.childElementCount === 0) {
-        const button = h("button", { type: "button", class: "button" }, `Run the next step${model.waitingFor ? ` (${model.waitingFor})` : ""}`);
-        button.addEventListener("click", async () => {
-          button.disabled = true;
-          try {
-            await api.advance(executionId);
-          } catch (error) {
-            notice = `Not advanced: ${error.message}`;
-            button.disabled = false;
-            scheduleRender();
-          }
-        });
-        fill(refs.actions, button);
-      }
-    } else if (refs.actions.childElementCount > 0) {
-      fill(refs.actions);
-    }
-  }
-
   function problem() {
     if (phase.phase === "not-found") return `No execution with id ${executionId}.`;
     if (model.status === "failed" && model.error) {
@@ -382,7 +300,9 @@ export function openExecution(container, executionId, { onChange } = {}) {
       return `Failed${where}: ${model.error.message || model.error.reason}`;
     }
     if (model.status === "cancelled") {
-      return `Cancelled${model.cancelReason ? `: ${model.cancelReason}` : ""}.`;
+      // Live, the event's reason; opened afterwards, the status document's error says it.
+      const reason = model.cancelReason ?? model.error?.message;
+      return `Cancelled${reason ? `: ${reason}` : ""}.`;
     }
     return notice;
   }
@@ -405,7 +325,7 @@ export function openExecution(container, executionId, { onChange } = {}) {
     setText(refs.stepsDone, `${completedSteps(model)} of ${model.steps.length} steps done`);
     setText(refs.eta, overallEta(now));
     renderConnection();
-    renderActions();
+    actions.update(model);
     renderSteps(now);
     renderHistory(now);
     const trouble = problem();
@@ -461,19 +381,19 @@ export function openExecution(container, executionId, { onChange } = {}) {
         applySnapshot(model, status, seq);
         notice = null;
         estimate = { seconds: status.progress.estimated_remaining_seconds, at: Date.now() };
-        logNote(`Snapshot at event #${seq}: ${status.status}`, { snapshotSeq: seq });
+        timeline.snapshot(seq, status.status);
         scheduleRender();
       },
       onEvent(event) {
         applyEvent(model, event);
         notice = null;
-        logEvent(event);
+        timeline.add(event);
         if (event.event === "step_started" || event.event === "step_finished") estimateSoon();
         scheduleRender();
       },
       onState(state) {
         if (state.phase === "connecting" && state.resumed) {
-          logNote(`Reconnecting after event #${socket.lastSeq}`, { resumeSeq: socket.lastSeq });
+          timeline.resuming(socket.lastSeq);
         }
         phase = state;
         scheduleRender();

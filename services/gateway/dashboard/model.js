@@ -5,6 +5,8 @@
 // document at seq N), then moved forward one event at a time, each event once, in seq order
 // (socket.js guarantees that).
 
+// Every status an execution may have (the REST API's `status` values), in the order of a run.
+export const STATUSES = ["pending", "running", "waiting", "completed", "failed", "cancelled"];
 export const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const TERMINAL_EVENTS = new Set(["workflow_completed", "workflow_failed", "workflow_cancelled"]);
 

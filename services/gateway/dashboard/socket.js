@@ -10,11 +10,15 @@
 //
 // A browser cannot set headers on a WebSocket: each connection asks the gateway for a fresh
 // watch token first (valid 15 minutes, for this execution only) and carries it in the query.
+// A tab signed in with a watch token (which may not mint another) carries that one; when it
+// expires (close 4401) the tab is signed out.
 
 import { api } from "./api.js";
+import { signOut, token, watchedExecution } from "./auth.js";
 import { isTerminalEvent, TERMINAL } from "./model.js";
 
 const CLOSE_NOT_FOUND = 4404;
+const CLOSE_TOKEN_EXPIRED = 4401;
 // A close code of our own, for a connection dropped because it skipped an event.
 const CLOSE_GAP = 4000;
 
@@ -67,7 +71,7 @@ export class ExecutionSocket {
     const attempt = (this.attempt = (this.attempt ?? 0) + 1);
     let ticket;
     try {
-      ticket = await api.watchToken(this.executionId);
+      ticket = this.ownWatchToken() ?? (await api.watchToken(this.executionId));
     } catch (error) {
       if (attempt !== this.attempt || this.stopped) return;
       if (error.status === 404) {
@@ -108,6 +112,11 @@ export class ExecutionSocket {
     });
   }
 
+  /** The tab's own token, when it is a watch token: {watch_token}; null otherwise. */
+  ownWatchToken() {
+    return watchedExecution() === null ? null : { watch_token: token() };
+  }
+
   receive(ws, data) {
     let message;
     try {
@@ -140,6 +149,13 @@ export class ExecutionSocket {
     if (this.stopped) return;
     if (this.finished) {
       this.handlers.onState({ phase: "finished" });
+      return;
+    }
+    if (code === CLOSE_TOKEN_EXPIRED && this.ownWatchToken() !== null) {
+      // The tab's watch token ended; only whoever gave it can give another.
+      this.stopped = true;
+      this.handlers.onState({ phase: "signed-out", detail: reason });
+      signOut(reason || "the watch token expired");
       return;
     }
     if (code === CLOSE_NOT_FOUND) {

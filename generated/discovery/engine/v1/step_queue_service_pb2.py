@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,discovery/engine/v1/step_queue_service.proto\x12\x13\x64iscovery.engine.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n\x16TakeStepAttemptRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rattempt_token\x18\x02 \x01(\t\x12\x11\n\trunner_id\x18\x03 \x01(\t\"F\n\x17TakeStepAttemptResponse\x12+\n\x04task\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.StepTask\"j\n\x17PollStepAttemptsRequest\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\x14\n\x0cmax_attempts\x18\x03 \x01(\x05\x12\x14\n\x0cwait_seconds\x18\x04 \x01(\x01\"\xb0\x02\n\x08StepTask\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tstep_name\x18\x02 \x01(\t\x12\x0f\n\x07handler\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x15\n\rattempt_token\x18\x05 \x01(\t\x12&\n\x05input\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12!\n\x19heartbeat_timeout_seconds\x18\x08 \x01(\x01\x12.\n\nqueue_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x18PollStepAttemptsResponse\x12,\n\x05tasks\x18\x01 \x03(\x0b\x32\x1d.discovery.engine.v1.StepTask\"\x15\n\x13GetStepQueueRequest\"s\n\nQueueDepth\x12\x0f\n\x07handler\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x03\x12\x35\n\x11oldest_queue_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x0bQueueRunner\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\x12\n\nfree_slots\x18\x03 \x01(\x05\x12\x32\n\x0elast_poll_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x01\n\x14GetStepQueueResponse\x12/\n\x06tenant\x18\x01 \x03(\x0b\x32\x1f.discovery.engine.v1.QueueDepth\x12.\n\x05total\x18\x02 \x03(\x0b\x32\x1f.discovery.engine.v1.QueueDepth\x12\x31\n\x07runners\x18\x03 \x03(\x0b\x32 .discovery.engine.v1.QueueRunner2\xd6\x02\n\x10StepQueueService\x12o\n\x10PollStepAttempts\x12,.discovery.engine.v1.PollStepAttemptsRequest\x1a-.discovery.engine.v1.PollStepAttemptsResponse\x12\x63\n\x0cGetStepQueue\x12(.discovery.engine.v1.GetStepQueueRequest\x1a).discovery.engine.v1.GetStepQueueResponse\x12l\n\x0fTakeStepAttempt\x12+.discovery.engine.v1.TakeStepAttemptRequest\x1a,.discovery.engine.v1.TakeStepAttemptResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,discovery/engine/v1/step_queue_service.proto\x12\x13\x64iscovery.engine.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n\x16TakeStepAttemptRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rattempt_token\x18\x02 \x01(\t\x12\x11\n\trunner_id\x18\x03 \x01(\t\"F\n\x17TakeStepAttemptResponse\x12+\n\x04task\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.StepTask\"j\n\x17PollStepAttemptsRequest\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\x14\n\x0cmax_attempts\x18\x03 \x01(\x05\x12\x14\n\x0cwait_seconds\x18\x04 \x01(\x01\"\xc5\x02\n\x08StepTask\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tstep_name\x18\x02 \x01(\t\x12\x0f\n\x07handler\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x15\n\rattempt_token\x18\x05 \x01(\t\x12&\n\x05input\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12!\n\x19heartbeat_timeout_seconds\x18\x08 \x01(\x01\x12.\n\nqueue_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x0b \x01(\t\"H\n\x18PollStepAttemptsResponse\x12,\n\x05tasks\x18\x01 \x03(\x0b\x32\x1d.discovery.engine.v1.StepTask\"\x15\n\x13GetStepQueueRequest\"s\n\nQueueDepth\x12\x0f\n\x07handler\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x03\x12\x35\n\x11oldest_queue_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x0bQueueRunner\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\x12\n\nfree_slots\x18\x03 \x01(\x05\x12\x32\n\x0elast_poll_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x01\n\x14GetStepQueueResponse\x12/\n\x06tenant\x18\x01 \x03(\x0b\x32\x1f.discovery.engine.v1.QueueDepth\x12.\n\x05total\x18\x02 \x03(\x0b\x32\x1f.discovery.engine.v1.QueueDepth\x12\x31\n\x07runners\x18\x03 \x03(\x0b\x32 .discovery.engine.v1.QueueRunner2\xd6\x02\n\x10StepQueueService\x12o\n\x10PollStepAttempts\x12,.discovery.engine.v1.PollStepAttemptsRequest\x1a-.discovery.engine.v1.PollStepAttemptsResponse\x12\x63\n\x0cGetStepQueue\x12(.discovery.engine.v1.GetStepQueueRequest\x1a).discovery.engine.v1.GetStepQueueResponse\x12l\n\x0fTakeStepAttempt\x12+.discovery.engine.v1.TakeStepAttemptRequest\x1a,.discovery.engine.v1.TakeStepAttemptResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,17 +40,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLLSTEPATTEMPTSREQUEST']._serialized_start=294
   _globals['_POLLSTEPATTEMPTSREQUEST']._serialized_end=400
   _globals['_STEPTASK']._serialized_start=403
-  _globals['_STEPTASK']._serialized_end=707
-  _globals['_POLLSTEPATTEMPTSRESPONSE']._serialized_start=709
-  _globals['_POLLSTEPATTEMPTSRESPONSE']._serialized_end=781
-  _globals['_GETSTEPQUEUEREQUEST']._serialized_start=783
-  _globals['_GETSTEPQUEUEREQUEST']._serialized_end=804
-  _globals['_QUEUEDEPTH']._serialized_start=806
-  _globals['_QUEUEDEPTH']._serialized_end=921
-  _globals['_QUEUERUNNER']._serialized_start=923
-  _globals['_QUEUERUNNER']._serialized_end=1045
-  _globals['_GETSTEPQUEUERESPONSE']._serialized_start=1048
-  _globals['_GETSTEPQUEUERESPONSE']._serialized_end=1218
-  _globals['_STEPQUEUESERVICE']._serialized_start=1221
-  _globals['_STEPQUEUESERVICE']._serialized_end=1563
+  _globals['_STEPTASK']._serialized_end=728
+  _globals['_POLLSTEPATTEMPTSRESPONSE']._serialized_start=730
+  _globals['_POLLSTEPATTEMPTSRESPONSE']._serialized_end=802
+  _globals['_GETSTEPQUEUEREQUEST']._serialized_start=804
+  _globals['_GETSTEPQUEUEREQUEST']._serialized_end=825
+  _globals['_QUEUEDEPTH']._serialized_start=827
+  _globals['_QUEUEDEPTH']._serialized_end=942
+  _globals['_QUEUERUNNER']._serialized_start=944
+  _globals['_QUEUERUNNER']._serialized_end=1066
+  _globals['_GETSTEPQUEUERESPONSE']._serialized_start=1069
+  _globals['_GETSTEPQUEUERESPONSE']._serialized_end=1239
+  _globals['_STEPQUEUESERVICE']._serialized_start=1242
+  _globals['_STEPQUEUESERVICE']._serialized_end=1584
 # @@protoc_insertion_point(module_scope)

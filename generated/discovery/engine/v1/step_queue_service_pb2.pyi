@@ -39,7 +39,7 @@ class PollStepAttemptsRequest(_message.Message):
     def __init__(self, runner_id: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., max_attempts: _Optional[int] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class StepTask(_message.Message):
-    __slots__ = ("execution_id", "step_name", "handler", "attempt", "attempt_token", "input", "timeout_seconds", "heartbeat_timeout_seconds", "queue_time", "start_time")
+    __slots__ = ("execution_id", "step_name", "handler", "attempt", "attempt_token", "input", "timeout_seconds", "heartbeat_timeout_seconds", "queue_time", "start_time", "traceparent")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_NAME_FIELD_NUMBER: _ClassVar[int]
     HANDLER_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class StepTask(_message.Message):
     HEARTBEAT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     step_name: str
     handler: str
@@ -60,7 +61,8 @@ class StepTask(_message.Message):
     heartbeat_timeout_seconds: float
     queue_time: _timestamp_pb2.Timestamp
     start_time: _timestamp_pb2.Timestamp
-    def __init__(self, execution_id: _Optional[str] = ..., step_name: _Optional[str] = ..., handler: _Optional[str] = ..., attempt: _Optional[int] = ..., attempt_token: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, execution_id: _Optional[str] = ..., step_name: _Optional[str] = ..., handler: _Optional[str] = ..., attempt: _Optional[int] = ..., attempt_token: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout_seconds: _Optional[float] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class PollStepAttemptsResponse(_message.Message):
     __slots__ = ("tasks",)
