@@ -5,6 +5,8 @@ headless Chromium driven by Playwright. No browser is ever downloaded: without
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from discovery.engine.v1 import workflow_pb2 as wf_pb
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright
+from playwright.async_api import Browser, Page, ViewportSize, WebSocketRoute, async_playwright
 
 from services.grpc_auth import BearerToken
 from services.pioneer.workflows import ensure_document_workflow
@@ -30,6 +32,33 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 VIEWPORT: ViewportSize = {"width": 1360, "height": 900}
+
+
+class HeldSockets:
+    """Every WebSocket the page opens, in order: the first goes through at once, the later
+    ones reach the gateway only once `release` is set (the test runs the execution on
+    meanwhile, to see the page resume where it stopped)."""
+
+    def __init__(self) -> None:
+        self.routes: list[WebSocketRoute] = []
+        self.servers: list[WebSocketRoute] = []
+        self.release = asyncio.Event()
+        self.reopened = asyncio.Event()
+
+    async def watch(self, page: Page) -> None:
+        await page.route_web_socket(re.compile(r"/ws/"), self._through)
+
+    async def _through(self, route: WebSocketRoute) -> None:
+        self.routes.append(route)
+        if len(self.routes) > 1:
+            self.reopened.set()
+            await self.release.wait()
+        self.servers.append(route.connect_to_server())
+
+    async def drop_first(self) -> None:
+        """Cuts the first connection, as a proxy or the network does (not the normal 1000)."""
+        await self.routes[0].close(code=1001, reason="dropped by the test")
+        await self.servers[0].close(code=1000, reason="dropped by the test")
 
 
 @dataclass

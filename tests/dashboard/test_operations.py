@@ -29,7 +29,7 @@ from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
 from services.auth import RUNNER, WATCHER
 from services.gateway import legacy
-from tests.dashboard.conftest import VIEWPORT, Dashboard
+from tests.dashboard.conftest import VIEWPORT, Dashboard, HeldSockets
 from tests.gateway.external_runner import HANDLER as EXTERNAL
 from tests.gateway.external_runner import ExternalRunner
 from tests.gateway.harness import Gateway, start_gateway
@@ -500,18 +500,8 @@ async def test_the_timeline_shows_every_event_once_in_order_across_a_reconnect(
     execution_id = (await client.start(workflow.workflow_id, {})).execution_id
     attempt = await external.next_attempt(execution_id)
 
-    routes: list[WebSocketRoute] = []
-    servers: list[WebSocketRoute] = []
-    release, reopened = asyncio.Event(), asyncio.Event()
-
-    async def through(route: WebSocketRoute) -> None:
-        routes.append(route)
-        if len(routes) > 1:
-            reopened.set()
-            await release.wait()
-        servers.append(route.connect_to_server())
-
-    await page.route_web_socket(re.compile(r"/ws/"), through)
+    sockets = HeldSockets()
+    await sockets.watch(page)
     await page.goto(dashboard.signed_in_url)
     await page.goto(f"{dashboard.url}#/executions/{execution_id}")
     connection = page.locator(".execution .connection")
@@ -527,15 +517,14 @@ async def test_the_timeline_shows_every_event_once_in_order_across_a_reconnect(
     assert shown == list(range(opened_at + 5, opened_at, -1)), shown
 
     # Cut off; the run goes on meanwhile; the page resumes after the last seq it showed.
-    await routes[0].close(code=1001, reason="dropped by the test")
-    await servers[0].close(code=1000, reason="dropped by the test")
+    await sockets.drop_first()
     await expect(connection).to_have_attribute("data-phase", re.compile("reconnecting|connecting"))
     await report(client, attempt, range(6, 11), total=10)
     await complete(client, attempt)
     await client.wait_terminal(execution_id)
-    await asyncio.wait_for(reopened.wait(), 5)
-    assert f"after_seq={shown[0]}&" in routes[1].url, routes[1].url
-    release.set()
+    await asyncio.wait_for(sockets.reopened.wait(), 5)
+    assert f"after_seq={shown[0]}&" in sockets.routes[1].url, sockets.routes[1].url
+    sockets.release.set()
 
     view = page.locator("article.execution")
     await expect(view).to_have_attribute("data-status", "completed")

@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
-from playwright.async_api import Page, WebSocketRoute, expect
+from playwright.async_api import Page, expect
 
 from services.gateway import legacy
-from tests.dashboard.conftest import Dashboard
+from tests.dashboard.conftest import Dashboard, HeldSockets
 from tests.stack import AUTHORITY, as_dict
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,18 +39,8 @@ async def test_a_dropped_socket_resumes_after_the_last_seq_shown(
     execution_id = execution.execution_id
 
     # Every socket the page opens, in order; the second reaches the gateway when released.
-    routes: list[WebSocketRoute] = []
-    servers: list[WebSocketRoute] = []
-    release, reopened = asyncio.Event(), asyncio.Event()
-
-    async def through(route: WebSocketRoute) -> None:
-        routes.append(route)
-        if len(routes) > 1:
-            reopened.set()
-            await release.wait()
-        servers.append(route.connect_to_server())
-
-    await page.route_web_socket(re.compile(r"/ws/"), through)
+    sockets = HeldSockets()
+    await sockets.watch(page)
     await page.goto(dashboard.signed_in_url)
     await page.goto(f"{dashboard.url}#/executions/{execution_id}")
     view = page.locator("article.execution")
@@ -66,8 +56,7 @@ async def test_a_dropped_socket_resumes_after_the_last_seq_shown(
     shown = int(await view.get_attribute("data-last-seq") or "")
 
     # The connection drops, as when a proxy or the network cuts it (not the normal 1000).
-    await routes[0].close(code=1001, reason="dropped by the test")
-    await servers[0].close(code=1000, reason="dropped by the test")
+    await sockets.drop_first()
     await expect(connection).to_have_attribute("data-phase", re.compile("reconnecting|connecting"))
 
     # While the page is cut off, the rest of the run happens.
@@ -76,15 +65,15 @@ async def test_a_dropped_socket_resumes_after_the_last_seq_shown(
     )
     final = await client.wait_terminal(execution_id, 20)
     assert final.status == ex_pb.EXECUTION_STATUS_COMPLETED
-    await asyncio.wait_for(reopened.wait(), 5)  # the page's own backoff: under 1 s at first
-    resumed = urlsplit(routes[1].url)
-    assert resumed.path == f"/ws/{execution_id}", routes[1].url
+    await asyncio.wait_for(sockets.reopened.wait(), 5)  # the page's backoff: under 1 s at first
+    resumed = urlsplit(sockets.routes[1].url)
+    assert resumed.path == f"/ws/{execution_id}", sockets.routes[1].url
     query = parse_qs(resumed.query)
-    assert query["after_seq"] == [str(shown)], routes[1].url
+    assert query["after_seq"] == [str(shown)], sockets.routes[1].url
     # A watch token for this execution only, never the tab's own token.
     watcher = AUTHORITY.verify(query["access_token"][0])
     assert (watcher.role, watcher.execution_id) == ("watcher", execution_id)
-    release.set()
+    sockets.release.set()
 
     await expect(view).to_have_attribute("data-status", "completed", timeout=10_000)
     await expect(connection).to_have_attribute("data-phase", "finished")
@@ -116,4 +105,4 @@ async def test_a_dropped_socket_resumes_after_the_last_seq_shown(
     await expect(resume).to_have_attribute("data-resume-seq", str(shown))
     # Only two connections: the normal close after the terminal event is not reopened.
     await page.wait_for_timeout(300)
-    assert len(routes) == 2
+    assert len(sockets.routes) == 2
