@@ -10,10 +10,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.metrics import SECONDS_BUCKETS, BoundedLabel, new_registry
 
-# How an attempt ended here: as reported (success, failed, timed_out; by pioneer or by the
-# handler itself), or stopped by pioneer (cancelled, stale, shutting down: nothing reported).
-OUTCOMES = ("success", "failed", "timed_out", "stopped")
-
 
 class PioneerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -28,8 +24,9 @@ class PioneerMetrics:
         )
         self.attempts = Counter(
             "discovery_pioneer_attempts",
-            "Step attempts ended here, by handler and outcome (success, failed, timed_out,"
-            " stopped).",
+            "Step attempts ended here, by handler and outcome: as reported (success, failed,"
+            " timed_out; by pioneer or the handler itself), or stopped by pioneer (cancelled,"
+            " stale, shutting down: nothing reported).",
             ["handler", "outcome"],
             registry=r,
         )

@@ -241,7 +241,7 @@ async def _keep_alive(ctx: StepContext) -> None:
 
 
 def _ended_as(ctx: StepContext, outcome: Outcome | None) -> str:
-    """The attempt's outcome for the metrics (metrics.OUTCOMES)."""
+    """The attempt's outcome for the metrics: success, failed, timed_out or stopped."""
     if outcome is None:
         if not ctx.completed:
             return "stopped"
