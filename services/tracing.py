@@ -221,10 +221,12 @@ def current_traceparent() -> str | None:
     return _traceparent(trace.get_current_span().get_span_context())
 
 
-def _traceparent(context: trace.SpanContext) -> str | None:
+def _traceparent(context: trace.SpanContext, span_id: int | None = None) -> str | None:
+    """`context` as a W3C traceparent, naming `span_id` instead of its own when given."""
     if not context.is_valid:
         return None
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    span = context.span_id if span_id is None else span_id
+    return f"00-{context.trace_id:032x}-{span:016x}-{int(context.trace_flags):02x}"
 
 
 def span_context(traceparent: str | None) -> trace.SpanContext | None:
@@ -274,8 +276,7 @@ def attempt_traceparent(start: str | None, execution_id: str, order: int, attemp
     context = span_context(start)
     if context is None:
         return ""
-    span_id = attempt_span_id(execution_id, order, attempt)
-    return f"00-{context.trace_id:032x}-{span_id:016x}-{int(context.trace_flags):02x}"
+    return _traceparent(context, attempt_span_id(execution_id, order, attempt)) or ""
 
 
 def record_attempt(
