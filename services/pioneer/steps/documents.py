@@ -263,6 +263,10 @@ async def _page_texts(
     finally:
         if report is not None and not report.done():
             report.cancel()
+        elif report is not None and not report.cancelled():
+            # Ended while a page was being read, and not awaited since (that page failed):
+            # its error (StepCancelled) is seen here, not left for the loop to log.
+            report.exception()
     return texts
 
 
