@@ -50,6 +50,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_WORKFLOW_FAILED: _ClassVar[EventType]
     EVENT_TYPE_WORKFLOW_CANCELLED: _ClassVar[EventType]
     EVENT_TYPE_STEP_QUEUED: _ClassVar[EventType]
+    EVENT_TYPE_WORKFLOW_RETRIED: _ClassVar[EventType]
 EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
 EXECUTION_STATUS_PENDING: ExecutionStatus
 EXECUTION_STATUS_RUNNING: ExecutionStatus
@@ -78,6 +79,7 @@ EVENT_TYPE_WORKFLOW_COMPLETED: EventType
 EVENT_TYPE_WORKFLOW_FAILED: EventType
 EVENT_TYPE_WORKFLOW_CANCELLED: EventType
 EVENT_TYPE_STEP_QUEUED: EventType
+EVENT_TYPE_WORKFLOW_RETRIED: EventType
 
 class StepProgress(_message.Message):
     __slots__ = ("percentage", "message", "current_task", "estimated_remaining_seconds", "custom_data")
@@ -166,7 +168,7 @@ class ExecutionProgress(_message.Message):
     def __init__(self, total_steps: _Optional[int] = ..., completed_steps: _Optional[int] = ..., failed_steps: _Optional[int] = ..., percentage: _Optional[float] = ..., estimated_remaining_seconds: _Optional[float] = ..., is_completed: _Optional[bool] = ..., is_failed: _Optional[bool] = ..., is_running: _Optional[bool] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("execution_id", "workflow_id", "workflow_name", "status", "mode", "create_time", "update_time", "input", "dynamic_properties", "current_step", "progress", "steps_history", "last_seq", "error", "priority")
+    __slots__ = ("execution_id", "workflow_id", "workflow_name", "status", "mode", "create_time", "update_time", "input", "dynamic_properties", "current_step", "progress", "steps_history", "last_seq", "error", "priority", "running_steps", "workflow_version", "retries")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +184,9 @@ class Execution(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_STEPS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     workflow_id: str
     workflow_name: str
@@ -197,7 +202,10 @@ class Execution(_message.Message):
     last_seq: int
     error: StepError
     priority: int
-    def __init__(self, execution_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., mode: _Optional[_Union[ExecutionMode, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dynamic_properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., current_step: _Optional[_Union[CurrentStep, _Mapping]] = ..., progress: _Optional[_Union[ExecutionProgress, _Mapping]] = ..., steps_history: _Optional[_Iterable[_Union[StepAttempt, _Mapping]]] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
+    running_steps: _containers.RepeatedCompositeFieldContainer[CurrentStep]
+    workflow_version: int
+    retries: int
+    def __init__(self, execution_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., mode: _Optional[_Union[ExecutionMode, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dynamic_properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., current_step: _Optional[_Union[CurrentStep, _Mapping]] = ..., progress: _Optional[_Union[ExecutionProgress, _Mapping]] = ..., steps_history: _Optional[_Iterable[_Union[StepAttempt, _Mapping]]] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., priority: _Optional[int] = ..., running_steps: _Optional[_Iterable[_Union[CurrentStep, _Mapping]]] = ..., workflow_version: _Optional[int] = ..., retries: _Optional[int] = ...) -> None: ...
 
 class ExecutionEvent(_message.Message):
     __slots__ = ("execution_id", "seq", "type", "time", "data")

@@ -168,3 +168,19 @@ class AdvanceExecutionResponse(_message.Message):
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     execution: _execution_pb2.Execution
     def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ...) -> None: ...
+
+class RetryExecutionRequest(_message.Message):
+    __slots__ = ("execution_id", "from_step", "request_id")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    from_step: str
+    request_id: str
+    def __init__(self, execution_id: _Optional[str] = ..., from_step: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RetryExecutionResponse(_message.Message):
+    __slots__ = ("execution",)
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    execution: _execution_pb2.Execution
+    def __init__(self, execution: _Optional[_Union[_execution_pb2.Execution, _Mapping]] = ...) -> None: ...

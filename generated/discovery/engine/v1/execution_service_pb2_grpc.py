@@ -78,6 +78,11 @@ class ExecutionServiceStub:
                 request_serializer=discovery_dot_engine_dot_v1_dot_execution__service__pb2.AdvanceExecutionRequest.SerializeToString,
                 response_deserializer=discovery_dot_engine_dot_v1_dot_execution__service__pb2.AdvanceExecutionResponse.FromString,
                 _registered_method=True)
+        self.RetryExecution = channel.unary_unary(
+                '/discovery.engine.v1.ExecutionService/RetryExecution',
+                request_serializer=discovery_dot_engine_dot_v1_dot_execution__service__pb2.RetryExecutionRequest.SerializeToString,
+                response_deserializer=discovery_dot_engine_dot_v1_dot_execution__service__pb2.RetryExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -160,6 +165,19 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryExecution(self, request, context):
+        """Takes a failed or cancelled execution back to running: the same execution id, its log
+        going on (seq continues, every watcher sees it). Its failed step runs again (or
+        from_step), with every step after it that depends on it; the steps before keep their
+        outputs and are not run again. The same request_id again returns the execution as it
+        is, without a second retry.
+        NOT_FOUND: unknown execution. INVALID_ARGUMENT: from_step names no step of its
+        workflow. FAILED_PRECONDITION: the execution is not failed or cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +220,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.AdvanceExecution,
                     request_deserializer=discovery_dot_engine_dot_v1_dot_execution__service__pb2.AdvanceExecutionRequest.FromString,
                     response_serializer=discovery_dot_engine_dot_v1_dot_execution__service__pb2.AdvanceExecutionResponse.SerializeToString,
+            ),
+            'RetryExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryExecution,
+                    request_deserializer=discovery_dot_engine_dot_v1_dot_execution__service__pb2.RetryExecutionRequest.FromString,
+                    response_serializer=discovery_dot_engine_dot_v1_dot_execution__service__pb2.RetryExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -424,6 +447,33 @@ class ExecutionService:
             '/discovery.engine.v1.ExecutionService/AdvanceExecution',
             discovery_dot_engine_dot_v1_dot_execution__service__pb2.AdvanceExecutionRequest.SerializeToString,
             discovery_dot_engine_dot_v1_dot_execution__service__pb2.AdvanceExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/discovery.engine.v1.ExecutionService/RetryExecution',
+            discovery_dot_engine_dot_v1_dot_execution__service__pb2.RetryExecutionRequest.SerializeToString,
+            discovery_dot_engine_dot_v1_dot_execution__service__pb2.RetryExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"discovery/engine/v1/workflow.proto\x12\x13\x64iscovery.engine.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x1f\n\x17initial_backoff_seconds\x18\x02 \x01(\x01\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12\x1b\n\x13max_backoff_seconds\x18\x04 \x01(\x01\"\xd8\x01\n\x0eStepDefinition\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07handler\x18\x03 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12!\n\x19heartbeat_timeout_seconds\x18\x05 \x01(\x01\x12/\n\x05retry\x18\x06 \x01(\x0b\x32 .discovery.engine.v1.RetryPolicy\x12)\n!schedule_to_start_timeout_seconds\x18\x07 \x01(\x01\"\xd6\x01\n\x08Workflow\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x32\n\x05steps\x18\x04 \x03(\x0b\x32#.discovery.engine.v1.StepDefinition\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x0cinput_schema\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Structb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"discovery/engine/v1/workflow.proto\x12\x13\x64iscovery.engine.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x1f\n\x17initial_backoff_seconds\x18\x02 \x01(\x01\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12\x1b\n\x13max_backoff_seconds\x18\x04 \x01(\x01\"\xe7\x01\n\x0eStepDefinition\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07handler\x18\x03 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12!\n\x19heartbeat_timeout_seconds\x18\x05 \x01(\x01\x12/\n\x05retry\x18\x06 \x01(\x0b\x32 .discovery.engine.v1.RetryPolicy\x12)\n!schedule_to_start_timeout_seconds\x18\x07 \x01(\x01\x12\r\n\x05\x61\x66ter\x18\x08 \x03(\t\"\xb4\x02\n\x08Workflow\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x32\n\x05steps\x18\x04 \x03(\x0b\x32#.discovery.engine.v1.StepDefinition\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x0cinput_schema\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\x12max_parallel_steps\x18\x07 \x01(\x05\x12\x0f\n\x07version\x18\x08 \x01(\x05\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRYPOLICY']._serialized_start=122
   _globals['_RETRYPOLICY']._serialized_end=247
   _globals['_STEPDEFINITION']._serialized_start=250
-  _globals['_STEPDEFINITION']._serialized_end=466
-  _globals['_WORKFLOW']._serialized_start=469
-  _globals['_WORKFLOW']._serialized_end=683
+  _globals['_STEPDEFINITION']._serialized_end=481
+  _globals['_WORKFLOW']._serialized_start=484
+  _globals['_WORKFLOW']._serialized_end=792
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from discovery.engine.v1 import workflow_pb2 as discovery_dot_engine_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*discovery/engine/v1/workflow_service.proto\x12\x13\x64iscovery.engine.v1\x1a\"discovery/engine/v1/workflow.proto\"H\n\x15\x43reateWorkflowRequest\x12/\n\x08workflow\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Workflow\"I\n\x16\x43reateWorkflowResponse\x12/\n\x08workflow\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Workflow\")\n\x12GetWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"F\n\x13GetWorkflowResponse\x12/\n\x08workflow\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Workflow\"K\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"b\n\x15ListWorkflowsResponse\x12\x30\n\tworkflows\x18\x01 \x03(\x0b\x32\x1d.discovery.engine.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc6\x02\n\x0fWorkflowService\x12i\n\x0e\x43reateWorkflow\x12*.discovery.engine.v1.CreateWorkflowRequest\x1a+.discovery.engine.v1.CreateWorkflowResponse\x12`\n\x0bGetWorkflow\x12\'.discovery.engine.v1.GetWorkflowRequest\x1a(.discovery.engine.v1.GetWorkflowResponse\x12\x66\n\rListWorkflows\x12).discovery.engine.v1.ListWorkflowsRequest\x1a*.discovery.engine.v1.ListWorkflowsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*discovery/engine/v1/workflow_service.proto\x12\x13\x64iscovery.engine.v1\x1a\"discovery/engine/v1/workflow.proto\"H\n\x15\x43reateWorkflowRequest\x12/\n\x08workflow\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Workflow\"Z\n\x16\x43reateWorkflowResponse\x12/\n\x08workflow\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Workflow\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\":\n\x12GetWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"F\n\x13GetWorkflowResponse\x12/\n\x08workflow\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Workflow\"K\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"b\n\x15ListWorkflowsResponse\x12\x30\n\tworkflows\x18\x01 \x03(\x0b\x32\x1d.discovery.engine.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"]\n\x15UpdateWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12/\n\x08workflow\x18\x02 \x01(\x0b\x32\x1d.discovery.engine.v1.Workflow\"Z\n\x16UpdateWorkflowResponse\x12/\n\x08workflow\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Workflow\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"2\n\x1bListWorkflowVersionsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"O\n\x1cListWorkflowVersionsResponse\x12/\n\x08versions\x18\x01 \x03(\x0b\x32\x1d.discovery.engine.v1.Workflow2\xae\x04\n\x0fWorkflowService\x12i\n\x0e\x43reateWorkflow\x12*.discovery.engine.v1.CreateWorkflowRequest\x1a+.discovery.engine.v1.CreateWorkflowResponse\x12`\n\x0bGetWorkflow\x12\'.discovery.engine.v1.GetWorkflowRequest\x1a(.discovery.engine.v1.GetWorkflowResponse\x12i\n\x0eUpdateWorkflow\x12*.discovery.engine.v1.UpdateWorkflowRequest\x1a+.discovery.engine.v1.UpdateWorkflowResponse\x12{\n\x14ListWorkflowVersions\x12\x30.discovery.engine.v1.ListWorkflowVersionsRequest\x1a\x31.discovery.engine.v1.ListWorkflowVersionsResponse\x12\x66\n\rListWorkflows\x12).discovery.engine.v1.ListWorkflowsRequest\x1a*.discovery.engine.v1.ListWorkflowsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEWORKFLOWREQUEST']._serialized_start=103
   _globals['_CREATEWORKFLOWREQUEST']._serialized_end=175
   _globals['_CREATEWORKFLOWRESPONSE']._serialized_start=177
-  _globals['_CREATEWORKFLOWRESPONSE']._serialized_end=250
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=252
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=293
-  _globals['_GETWORKFLOWRESPONSE']._serialized_start=295
-  _globals['_GETWORKFLOWRESPONSE']._serialized_end=365
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=367
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=442
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=444
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=542
-  _globals['_WORKFLOWSERVICE']._serialized_start=545
-  _globals['_WORKFLOWSERVICE']._serialized_end=871
+  _globals['_CREATEWORKFLOWRESPONSE']._serialized_end=267
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=269
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=327
+  _globals['_GETWORKFLOWRESPONSE']._serialized_start=329
+  _globals['_GETWORKFLOWRESPONSE']._serialized_end=399
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=401
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=476
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=478
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=576
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=578
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=671
+  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_start=673
+  _globals['_UPDATEWORKFLOWRESPONSE']._serialized_end=763
+  _globals['_LISTWORKFLOWVERSIONSREQUEST']._serialized_start=765
+  _globals['_LISTWORKFLOWVERSIONSREQUEST']._serialized_end=815
+  _globals['_LISTWORKFLOWVERSIONSRESPONSE']._serialized_start=817
+  _globals['_LISTWORKFLOWVERSIONSRESPONSE']._serialized_end=896
+  _globals['_WORKFLOWSERVICE']._serialized_start=899
+  _globals['_WORKFLOWSERVICE']._serialized_end=1457
 # @@protoc_insertion_point(module_scope)

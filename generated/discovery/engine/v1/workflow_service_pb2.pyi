@@ -14,16 +14,20 @@ class CreateWorkflowRequest(_message.Message):
     def __init__(self, workflow: _Optional[_Union[_workflow_pb2.Workflow, _Mapping]] = ...) -> None: ...
 
 class CreateWorkflowResponse(_message.Message):
-    __slots__ = ("workflow",)
+    __slots__ = ("workflow", "created")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
     workflow: _workflow_pb2.Workflow
-    def __init__(self, workflow: _Optional[_Union[_workflow_pb2.Workflow, _Mapping]] = ...) -> None: ...
+    created: bool
+    def __init__(self, workflow: _Optional[_Union[_workflow_pb2.Workflow, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class GetWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id",)
+    __slots__ = ("workflow_id", "version")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
-    def __init__(self, workflow_id: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GetWorkflowResponse(_message.Message):
     __slots__ = ("workflow",)
@@ -48,3 +52,31 @@ class ListWorkflowsResponse(_message.Message):
     workflows: _containers.RepeatedCompositeFieldContainer[_workflow_pb2.Workflow]
     next_page_token: str
     def __init__(self, workflows: _Optional[_Iterable[_Union[_workflow_pb2.Workflow, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "workflow")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    workflow: _workflow_pb2.Workflow
+    def __init__(self, workflow_id: _Optional[str] = ..., workflow: _Optional[_Union[_workflow_pb2.Workflow, _Mapping]] = ...) -> None: ...
+
+class UpdateWorkflowResponse(_message.Message):
+    __slots__ = ("workflow", "changed")
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    workflow: _workflow_pb2.Workflow
+    changed: bool
+    def __init__(self, workflow: _Optional[_Union[_workflow_pb2.Workflow, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class ListWorkflowVersionsRequest(_message.Message):
+    __slots__ = ("workflow_id",)
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    def __init__(self, workflow_id: _Optional[str] = ...) -> None: ...
+
+class ListWorkflowVersionsResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[_workflow_pb2.Workflow]
+    def __init__(self, versions: _Optional[_Iterable[_Union[_workflow_pb2.Workflow, _Mapping]]] = ...) -> None: ...

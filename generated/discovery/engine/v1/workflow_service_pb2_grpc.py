@@ -45,6 +45,16 @@ class WorkflowServiceStub:
                 request_serializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.GetWorkflowRequest.SerializeToString,
                 response_deserializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.GetWorkflowResponse.FromString,
                 _registered_method=True)
+        self.UpdateWorkflow = channel.unary_unary(
+                '/discovery.engine.v1.WorkflowService/UpdateWorkflow',
+                request_serializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.UpdateWorkflowRequest.SerializeToString,
+                response_deserializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.UpdateWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ListWorkflowVersions = channel.unary_unary(
+                '/discovery.engine.v1.WorkflowService/ListWorkflowVersions',
+                request_serializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.ListWorkflowVersionsRequest.SerializeToString,
+                response_deserializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.ListWorkflowVersionsResponse.FromString,
+                _registered_method=True)
         self.ListWorkflows = channel.unary_unary(
                 '/discovery.engine.v1.WorkflowService/ListWorkflows',
                 request_serializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.ListWorkflowsRequest.SerializeToString,
@@ -57,7 +67,10 @@ class WorkflowServiceServicer:
     """
 
     def CreateWorkflow(self, request, context):
-        """Creates a workflow definition.
+        """Creates a workflow definition, version 1.
+        ALREADY_EXISTS: the tenant has a workflow of that name with a different definition
+        (UpdateWorkflow changes it). The same definition again returns the existing workflow:
+        creating is idempotent.
         INVALID_ARGUMENT: a missing or bad field, duplicate step names, or a handler
         that no pioneer offers (the field and the handler are named), an input_schema that is
         not a valid JSON Schema, too large, or holds a $ref outside itself.
@@ -68,7 +81,27 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetWorkflow(self, request, context):
-        """NOT_FOUND: no workflow with that id.
+        """The current version, or the one asked for.
+        NOT_FOUND: no workflow with that id, or no such version of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWorkflow(self, request, context):
+        """Makes the given definition the workflow's next version; executions already started
+        keep the version they started with, the next ones run this one. A definition equal to
+        the current version makes none (changed is false).
+        NOT_FOUND: no workflow with that id. INVALID_ARGUMENT: as CreateWorkflow, or a name
+        other than the workflow's (a workflow keeps its name).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkflowVersions(self, request, context):
+        """Every version of one workflow, newest first.
+        NOT_FOUND: no workflow with that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +126,16 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.GetWorkflow,
                     request_deserializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.GetWorkflowRequest.FromString,
                     response_serializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.GetWorkflowResponse.SerializeToString,
+            ),
+            'UpdateWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWorkflow,
+                    request_deserializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.UpdateWorkflowRequest.FromString,
+                    response_serializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.UpdateWorkflowResponse.SerializeToString,
+            ),
+            'ListWorkflowVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflowVersions,
+                    request_deserializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.ListWorkflowVersionsRequest.FromString,
+                    response_serializer=discovery_dot_engine_dot_v1_dot_workflow__service__pb2.ListWorkflowVersionsResponse.SerializeToString,
             ),
             'ListWorkflows': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWorkflows,
@@ -155,6 +198,60 @@ class WorkflowService:
             '/discovery.engine.v1.WorkflowService/GetWorkflow',
             discovery_dot_engine_dot_v1_dot_workflow__service__pb2.GetWorkflowRequest.SerializeToString,
             discovery_dot_engine_dot_v1_dot_workflow__service__pb2.GetWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/discovery.engine.v1.WorkflowService/UpdateWorkflow',
+            discovery_dot_engine_dot_v1_dot_workflow__service__pb2.UpdateWorkflowRequest.SerializeToString,
+            discovery_dot_engine_dot_v1_dot_workflow__service__pb2.UpdateWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflowVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/discovery.engine.v1.WorkflowService/ListWorkflowVersions',
+            discovery_dot_engine_dot_v1_dot_workflow__service__pb2.ListWorkflowVersionsRequest.SerializeToString,
+            discovery_dot_engine_dot_v1_dot_workflow__service__pb2.ListWorkflowVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
