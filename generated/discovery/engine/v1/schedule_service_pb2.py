@@ -26,15 +26,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*discovery/engine/v1/schedule_service.proto\x12\x13\x64iscovery.engine.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x03\n\x08Schedule\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ron\x18\x03 \x01(\t\x12\x10\n\x08timezone\x18\x04 \x01(\t\x12&\n\x05input\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x33\n\x07overlap\x18\x06 \x01(\x0e\x32\".discovery.engine.v1.OverlapPolicy\x12\x1a\n\rcatchup_limit\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x31\n\rnext_run_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_run_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_execution_id\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04runs\x18\x0e \x01(\x03\x12\x14\n\x0cskipped_runs\x18\x0f \x01(\x03\x42\x10\n\x0e_catchup_limit\"H\n\x15\x43reateScheduleRequest\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\"I\n\x16\x43reateScheduleResponse\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\")\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"F\n\x13GetScheduleResponse\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\"+\n\x14ListSchedulesRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"I\n\x15ListSchedulesResponse\x12\x30\n\tschedules\x18\x01 \x03(\x0b\x32\x1d.discovery.engine.v1.Schedule\"+\n\x14PauseScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"H\n\x15PauseScheduleResponse\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\",\n\x15ResumeScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"I\n\x16ResumeScheduleResponse\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\",\n\x15\x44\x65leteScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse*b\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x18\n\x14OVERLAP_POLICY_ALLOW\x10\x02\x32\x84\x05\n\x0fScheduleService\x12i\n\x0e\x43reateSchedule\x12*.discovery.engine.v1.CreateScheduleRequest\x1a+.discovery.engine.v1.CreateScheduleResponse\x12`\n\x0bGetSchedule\x12\'.discovery.engine.v1.GetScheduleRequest\x1a(.discovery.engine.v1.GetScheduleResponse\x12\x66\n\rListSchedules\x12).discovery.engine.v1.ListSchedulesRequest\x1a*.discovery.engine.v1.ListSchedulesResponse\x12\x66\n\rPauseSchedule\x12).discovery.engine.v1.PauseScheduleRequest\x1a*.discovery.engine.v1.PauseScheduleResponse\x12i\n\x0eResumeSchedule\x12*.discovery.engine.v1.ResumeScheduleRequest\x1a+.discovery.engine.v1.ResumeScheduleResponse\x12i\n\x0e\x44\x65leteSchedule\x12*.discovery.engine.v1.DeleteScheduleRequest\x1a+.discovery.engine.v1.DeleteScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*discovery/engine/v1/schedule_service.proto\x12\x13\x64iscovery.engine.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x03\n\x08Schedule\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ron\x18\x03 \x01(\t\x12\x10\n\x08timezone\x18\x04 \x01(\t\x12&\n\x05input\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x33\n\x07overlap\x18\x06 \x01(\x0e\x32\".discovery.engine.v1.OverlapPolicy\x12\x1a\n\rcatchup_limit\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x31\n\rnext_run_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_run_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_execution_id\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04runs\x18\x0e \x01(\x03\x12\x14\n\x0cskipped_runs\x18\x0f \x01(\x03\x42\x10\n\x0e_catchup_limit\"H\n\x15\x43reateScheduleRequest\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\"I\n\x16\x43reateScheduleResponse\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\")\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"F\n\x13GetScheduleResponse\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\"R\n\x14ListSchedulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\"b\n\x15ListSchedulesResponse\x12\x30\n\tschedules\x18\x01 \x03(\x0b\x32\x1d.discovery.engine.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x14PauseScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"H\n\x15PauseScheduleResponse\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\",\n\x15ResumeScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"I\n\x16ResumeScheduleResponse\x12/\n\x08schedule\x18\x01 \x01(\x0b\x32\x1d.discovery.engine.v1.Schedule\",\n\x15\x44\x65leteScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse*b\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x18\n\x14OVERLAP_POLICY_ALLOW\x10\x02\x32\x84\x05\n\x0fScheduleService\x12i\n\x0e\x43reateSchedule\x12*.discovery.engine.v1.CreateScheduleRequest\x1a+.discovery.engine.v1.CreateScheduleResponse\x12`\n\x0bGetSchedule\x12\'.discovery.engine.v1.GetScheduleRequest\x1a(.discovery.engine.v1.GetScheduleResponse\x12\x66\n\rListSchedules\x12).discovery.engine.v1.ListSchedulesRequest\x1a*.discovery.engine.v1.ListSchedulesResponse\x12\x66\n\rPauseSchedule\x12).discovery.engine.v1.PauseScheduleRequest\x1a*.discovery.engine.v1.PauseScheduleResponse\x12i\n\x0eResumeSchedule\x12*.discovery.engine.v1.ResumeScheduleRequest\x1a+.discovery.engine.v1.ResumeScheduleResponse\x12i\n\x0e\x44\x65leteSchedule\x12*.discovery.engine.v1.DeleteScheduleRequest\x1a+.discovery.engine.v1.DeleteScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'discovery.engine.v1.schedule_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OVERLAPPOLICY']._serialized_start=1300
-  _globals['_OVERLAPPOLICY']._serialized_end=1398
+  _globals['_OVERLAPPOLICY']._serialized_start=1364
+  _globals['_OVERLAPPOLICY']._serialized_end=1462
   _globals['_SCHEDULE']._serialized_start=131
   _globals['_SCHEDULE']._serialized_end=602
   _globals['_CREATESCHEDULEREQUEST']._serialized_start=604
@@ -46,21 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSCHEDULERESPONSE']._serialized_start=796
   _globals['_GETSCHEDULERESPONSE']._serialized_end=866
   _globals['_LISTSCHEDULESREQUEST']._serialized_start=868
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=911
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=913
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=986
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=988
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1031
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1033
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1105
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1107
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1151
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1153
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1226
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1228
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1272
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1274
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1298
-  _globals['_SCHEDULESERVICE']._serialized_start=1401
-  _globals['_SCHEDULESERVICE']._serialized_end=2045
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=950
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=952
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1050
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1052
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1095
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1097
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1169
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1171
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1215
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1217
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1290
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1292
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1336
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1338
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1362
+  _globals['_SCHEDULESERVICE']._serialized_start=1465
+  _globals['_SCHEDULESERVICE']._serialized_end=2109
 # @@protoc_insertion_point(module_scope)

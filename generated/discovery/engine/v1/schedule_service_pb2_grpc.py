@@ -91,7 +91,7 @@ class ScheduleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSchedules(self, request, context):
-        """Oldest first.
+        """Oldest first. INVALID_ARGUMENT: a bad page_token or page_size.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

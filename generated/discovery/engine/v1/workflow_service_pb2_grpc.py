@@ -101,7 +101,7 @@ class WorkflowServiceServicer:
 
     def ListWorkflowVersions(self, request, context):
         """Every version of one workflow, newest first.
-        NOT_FOUND: no workflow with that id.
+        NOT_FOUND: no workflow with that id. INVALID_ARGUMENT: a bad page_token or page_size.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
