@@ -25,7 +25,10 @@ IDEMPOTENT_READS = (
     ("discovery.engine.v1.ExecutionService", "ListExecutionSteps"),
     ("discovery.engine.v1.WorkflowService", "GetWorkflow"),
     ("discovery.engine.v1.WorkflowService", "ListWorkflows"),
+    ("discovery.engine.v1.WorkflowService", "ListWorkflowVersions"),
     ("discovery.engine.v1.StepQueueService", "GetStepQueue"),
+    ("discovery.engine.v1.ScheduleService", "GetSchedule"),
+    ("discovery.engine.v1.ScheduleService", "ListSchedules"),
 )
 
 

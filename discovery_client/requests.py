@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
+from discovery.engine.v1 import schedule_service_pb2 as ss
 from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import step_report_service_pb2 as sr
 from discovery.engine.v1 import token_service_pb2 as ts
@@ -95,6 +96,46 @@ def execute(
 
 def advance(execution_id: str, data: Mapping[str, Any]) -> es.AdvanceExecutionRequest:
     return es.AdvanceExecutionRequest(execution_id=execution_id, data=struct(data))
+
+
+def retry(execution_id: str, from_step: str, request_id: str) -> es.RetryExecutionRequest:
+    return es.RetryExecutionRequest(
+        execution_id=execution_id, from_step=from_step, request_id=request_id
+    )
+
+
+# A schedule's overlap policy by the names the REST API and the CLI use; "" the default (skip).
+OVERLAP_POLICIES: dict[str, ss.OverlapPolicy] = {
+    "": ss.OVERLAP_POLICY_UNSPECIFIED,
+    "skip": ss.OVERLAP_POLICY_SKIP,
+    "allow": ss.OVERLAP_POLICY_ALLOW,
+}
+
+
+def create_schedule(
+    workflow_id: str,
+    cron: str,
+    timezone: str,
+    document: Mapping[str, Any] | None,
+    overlap: str,
+    catchup_limit: int | None,
+    priority: int,
+    paused: bool,
+) -> ss.CreateScheduleRequest:
+    if overlap not in OVERLAP_POLICIES:
+        raise ValueError(f"overlap: one of skip, allow, not {overlap!r}")
+    schedule = ss.Schedule(
+        workflow_id=workflow_id,
+        cron=cron,
+        timezone=timezone,
+        input=struct(document),
+        overlap=OVERLAP_POLICIES[overlap],
+        priority=priority,
+        paused=paused,
+    )
+    if catchup_limit is not None:
+        schedule.catchup_limit = catchup_limit
+    return ss.CreateScheduleRequest(schedule=schedule)
 
 
 def revoke(token_or_id: str) -> ts.RevokeTokenRequest:

@@ -28,6 +28,8 @@ import grpc.experimental  # SingleThreadedUnaryStream (not imported by `import g
 from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import schedule_service_pb2 as ss
+from discovery.engine.v1 import schedule_service_pb2_grpc as ss_grpc
 from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import step_report_service_pb2 as sr
@@ -92,6 +94,7 @@ class Client:
         self._reports = sr_grpc.StepReportServiceStub(self._channel)
         self._queue = sq_grpc.StepQueueServiceStub(self._channel)
         self._tokens = ts_grpc.TokenServiceStub(self._channel)
+        self._schedules = ss_grpc.ScheduleServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def close(self) -> None:
@@ -126,10 +129,33 @@ class Client:
         response: ws.CreateWorkflowResponse = self._call(self._workflows.CreateWorkflow, request)
         return response.workflow
 
-    def get_workflow(self, workflow_id: str) -> wf_pb.Workflow:
-        request = ws.GetWorkflowRequest(workflow_id=workflow_id)
+    def get_workflow(self, workflow_id: str, *, version: int = 0) -> wf_pb.Workflow:
+        """The current version, or `version`."""
+        request = ws.GetWorkflowRequest(workflow_id=workflow_id, version=version)
         response: ws.GetWorkflowResponse = self._call(self._workflows.GetWorkflow, request)
         return response.workflow
+
+    def update_workflow(
+        self, workflow_id: str, workflow: wf_pb.Workflow
+    ) -> ws.UpdateWorkflowResponse:
+        """Makes `workflow` the workflow's next version unless it equals the current one;
+        the response holds the current version after the call and says which (`changed`).
+        Executions already started keep their version."""
+        request = ws.UpdateWorkflowRequest(workflow_id=workflow_id, workflow=workflow)
+        response: ws.UpdateWorkflowResponse = self._call(self._workflows.UpdateWorkflow, request)
+        return response
+
+    def workflow_versions(
+        self, workflow_id: str, *, page_size: int = 100, page_token: str = ""
+    ) -> ws.ListWorkflowVersionsResponse:
+        """Every version of one workflow, newest first."""
+        request = ws.ListWorkflowVersionsRequest(
+            workflow_id=workflow_id, page_size=page_size, page_token=page_token
+        )
+        response: ws.ListWorkflowVersionsResponse = self._call(
+            self._workflows.ListWorkflowVersions, request
+        )
+        return response
 
     def list_workflows(
         self, *, page_size: int = 100, page_token: str = "", name: str = ""
@@ -222,6 +248,16 @@ class Client:
     def advance(self, execution_id: str, data: Mapping[str, Any]) -> ex_pb.Execution:
         response: es.AdvanceExecutionResponse = self._call(
             self._executions.AdvanceExecution, requests.advance(execution_id, data)
+        )
+        return response.execution
+
+    def retry(
+        self, execution_id: str, *, from_step: str = "", request_id: str = ""
+    ) -> ex_pb.Execution:
+        """Runs a failed or cancelled execution again from its failed step (or `from_step`);
+        the same `request_id` again retries it once."""
+        response: es.RetryExecutionResponse = self._call(
+            self._executions.RetryExecution, requests.retry(execution_id, from_step, request_id)
         )
         return response.execution
 
@@ -331,6 +367,63 @@ class Client:
             self._queue.GetStepQueue, sq.GetStepQueueRequest()
         )
         return response
+
+    # --- schedules ---------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        workflow_id: str,
+        cron: str,
+        *,
+        timezone: str = "",
+        input: Mapping[str, Any] | None = None,
+        overlap: str = "",
+        catchup_limit: int | None = None,
+        priority: int = 0,
+        paused: bool = False,
+    ) -> ss.Schedule:
+        """Runs the workflow at every time of `cron` (five fields) in `timezone` (IANA; ""
+        is UTC) with `input`. `overlap`: "skip" (the default: nothing starts while the last
+        run goes on) or "allow"; `catchup_limit`: how many times missed while no engine ran
+        start when one comes back (None: 1); `priority` as a start's (0: the default)."""
+        request = requests.create_schedule(
+            workflow_id, cron, timezone, input, overlap, catchup_limit, priority, paused
+        )
+        response: ss.CreateScheduleResponse = self._call(self._schedules.CreateSchedule, request)
+        return response.schedule
+
+    def get_schedule(self, schedule_id: str) -> ss.Schedule:
+        request = ss.GetScheduleRequest(schedule_id=schedule_id)
+        response: ss.GetScheduleResponse = self._call(self._schedules.GetSchedule, request)
+        return response.schedule
+
+    def list_schedules(
+        self, *, workflow_id: str = "", page_size: int = 100, page_token: str = ""
+    ) -> ss.ListSchedulesResponse:
+        """Oldest first; only `workflow_id`'s, when given."""
+        request = ss.ListSchedulesRequest(
+            workflow_id=workflow_id, page_size=page_size, page_token=page_token
+        )
+        response: ss.ListSchedulesResponse = self._call(self._schedules.ListSchedules, request)
+        return response
+
+    def pause_schedule(self, schedule_id: str) -> ss.Schedule:
+        """Starts nothing until resumed; the times it passes meanwhile are skipped."""
+        request = ss.PauseScheduleRequest(schedule_id=schedule_id)
+        response: ss.PauseScheduleResponse = self._call(self._schedules.PauseSchedule, request)
+        return response.schedule
+
+    def resume_schedule(self, schedule_id: str) -> ss.Schedule:
+        """Runs again from its first time after now."""
+        request = ss.ResumeScheduleRequest(schedule_id=schedule_id)
+        response: ss.ResumeScheduleResponse = self._call(self._schedules.ResumeSchedule, request)
+        return response.schedule
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """The executions it started are kept."""
+        self._call(
+            self._schedules.DeleteSchedule, ss.DeleteScheduleRequest(schedule_id=schedule_id)
+        )
 
     # --- tokens ------------------------------------------------------------------------
 

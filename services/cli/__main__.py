@@ -22,11 +22,12 @@ from discovery_client import Client, EngineError
 from discovery_client.settings import DEFAULT_TARGET, DEFAULT_TIMEOUT_SECONDS, ENGINE_ENV, TOKEN_ENV
 from services.auth import ADMIN, CLIENT, DEFAULT_TENANT, RUNNER, WATCHER
 from services.certs import DEFAULT_HOSTS
-from services.cli import commands
+from services.cli import commands, schedules
 from services.cli.config import RETRIED_STARTS, engine_settings
 from services.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError, UsageError
 from services.cli.executions import STATUSES, Listing, executions_list
 from services.cli.render import make_console
+from services.cli.schedules import MAX_CATCHUP, OVERLAPS, NewSchedule
 
 EPILOG = f"""\
 engine:
@@ -48,7 +49,9 @@ examples:
   discovery workflows create -f naps.yaml
   discovery run "Procesar Documentos" --file contrato.pdf --watch
   discovery watch EXECUTION_ID --json
+  discovery retry EXECUTION_ID --from-step extract_text
   discovery queue
+  discovery schedules create WORKFLOW --cron "0 3 * * *" --timezone Europe/Madrid
 """
 
 
@@ -184,20 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     issue.add_argument("--execution", metavar="ID", help="watcher only: the one execution")
 
-    workflows = sub.add_parser("workflows", help="list, show and create workflow definitions")
+    workflows = sub.add_parser(
+        "workflows", help="list, show, create and change workflow definitions"
+    )
     wsub = workflows.add_subparsers(dest="workflows_command", metavar="ACTION", required=True)
     wsub.add_parser("list", help="every workflow, oldest first", parents=[connection, output])
     show = wsub.add_parser("show", help="one workflow and its steps", parents=[connection, output])
     show.add_argument("workflow", metavar="ID_OR_NAME")
+    show.add_argument(
+        "--version", type=int, default=0, metavar="N", help="that version (default: the current)"
+    )
+    versions = wsub.add_parser(
+        "versions", help="every version of one workflow, newest first", parents=[connection, output]
+    )
+    versions.add_argument("workflow", metavar="ID_OR_NAME")
     create = wsub.add_parser(
         "create",
-        help="create a workflow from a YAML or JSON definition",
+        help="create a workflow from a YAML or JSON definition, or apply a changed one",
         parents=[connection, output],
         description='The file: {"name", "description", "steps": [{"name", "handler", '
         '"timeout_seconds", "heartbeat_timeout_seconds", "schedule_to_start_timeout_seconds", '
         '"retry": {"max_attempts", '
         '"initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"}}]}. '
-        "Prints the new workflow id.",
+        "A new name creates the workflow; the name of a workflow you have makes its next "
+        "version if the file differs from its current one, and nothing if not (executions "
+        "already started keep their version). Prints the workflow id.",
     )
     create.add_argument("-f", "--file", type=Path, required=True, metavar="FILE")
 
@@ -242,6 +256,64 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--name", default="", help="part of the workflow's name, any case")
     found.add_argument("--limit", type=int, default=20, choices=range(1, 1001), metavar="1-1000")
 
+    scheduling = sub.add_parser("schedules", help="run workflows on cron schedules")
+    ssub = scheduling.add_subparsers(dest="schedules_command", metavar="ACTION", required=True)
+    listed = ssub.add_parser(
+        "list", help="your schedules, oldest first", parents=[connection, output]
+    )
+    listed.add_argument("--workflow", default="", metavar="ID_OR_NAME", help="only this one's")
+    scheduled = ssub.add_parser(
+        "create",
+        help="start WORKFLOW at every time of a cron expression",
+        parents=[connection, output],
+        description="Each time of --cron starts one execution of WORKFLOW (an id or an exact "
+        "name) with --input, however many engines run; the schedule survives restarts. "
+        "Prints the schedule id.",
+    )
+    scheduled.add_argument("workflow", metavar="WORKFLOW")
+    scheduled.add_argument(
+        "--cron",
+        required=True,
+        metavar="EXPR",
+        help='five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *"',
+    )
+    scheduled.add_argument(
+        "--timezone",
+        default="",
+        metavar="ZONE",
+        help="IANA zone, e.g. Europe/Madrid (default: UTC)",
+    )
+    scheduled.add_argument(
+        "--input", metavar="JSON", help="every run's input, a JSON object (or @file.json)"
+    )
+    scheduled.add_argument(
+        "--overlap",
+        choices=OVERLAPS,
+        default="",
+        help="when the last run still goes on: skip the time (default) or allow a second run",
+    )
+    scheduled.add_argument(
+        "--catchup",
+        type=int,
+        choices=range(MAX_CATCHUP + 1),
+        metavar=f"0-{MAX_CATCHUP}",
+        help="times missed while no engine ran that start when one comes back (default: 1)",
+    )
+    scheduled.add_argument(
+        "--priority",
+        type=int,
+        choices=range(1, 6),
+        metavar="1-5",
+        help="of the runs it starts, in the step queue: 1 first, 5 last (default: 3)",
+    )
+    for action, text in (
+        ("pause", "start nothing until resumed (the times passed meanwhile are skipped)"),
+        ("resume", "run again from the first time after now"),
+        ("delete", "delete a schedule (the runs it started are kept)"),
+    ):
+        changed = ssub.add_parser(action, help=text, parents=[connection, output])
+        changed.add_argument("schedule_id", metavar="ID")
+
     status = sub.add_parser(
         "status", help="status, progress, ETA and step history", parents=[connection, output]
     )
@@ -273,6 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel an execution", parents=[connection, output])
     cancel.add_argument("execution_id", metavar="ID")
     cancel.add_argument("--reason", default="cancelled from the command line")
+
+    retry = sub.add_parser(
+        "retry",
+        help="run a failed or cancelled execution again from its failed step",
+        description="The same execution goes on (its id, its event log: watchers see it): "
+        "the step that failed runs again, or --from-step, with every step after it that "
+        "depends on it; the steps before keep their outputs and do not run again.",
+        parents=[connection, output],
+    )
+    retry.add_argument("execution_id", metavar="ID")
+    retry.add_argument("--from-step", metavar="NAME", default="", help="the step to run again from")
 
     revoke = sub.add_parser(
         "revoke",
@@ -324,7 +407,9 @@ def dispatch(args: argparse.Namespace) -> int:
                     case "list":
                         return commands.workflows_list(ctx)
                     case "show":
-                        return commands.workflows_show(ctx, args.workflow)
+                        return commands.workflows_show(ctx, args.workflow, args.version)
+                    case "versions":
+                        return commands.workflows_versions(ctx, args.workflow)
                     case _:
                         return commands.workflows_create(ctx, args.file)
             case "run":
@@ -347,6 +432,8 @@ def dispatch(args: argparse.Namespace) -> int:
                         args.status, args.workflow, args.since, args.until, args.name, args.limit
                     ),
                 )
+            case "schedules":
+                return _schedules(ctx, args)
             case "status":
                 return commands.status(ctx, args.execution_id)
             case "queue":
@@ -355,10 +442,37 @@ def dispatch(args: argparse.Namespace) -> int:
                 return commands.watch(ctx, args.execution_id, args.after_seq)
             case "cancel":
                 return commands.cancel(ctx, args.execution_id, args.reason)
+            case "retry":
+                return commands.retry(ctx, args.execution_id, args.from_step)
             case "revoke":
                 return commands.revoke(ctx, args.token)
             case _:
                 return commands.advance(ctx, args.execution_id, args.data)
+
+
+def _schedules(ctx: commands.Context, args: argparse.Namespace) -> int:
+    match args.schedules_command:
+        case "list":
+            return schedules.schedules_list(ctx, args.workflow)
+        case "create":
+            return schedules.schedules_create(
+                ctx,
+                NewSchedule(
+                    args.workflow,
+                    args.cron,
+                    args.timezone,
+                    args.input,
+                    args.overlap,
+                    args.catchup,
+                    args.priority,
+                ),
+            )
+        case "pause":
+            return schedules.schedules_pause(ctx, args.schedule_id)
+        case "resume":
+            return schedules.schedules_resume(ctx, args.schedule_id)
+        case _:
+            return schedules.schedules_delete(ctx, args.schedule_id)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

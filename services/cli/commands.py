@@ -55,8 +55,10 @@ def workflows_list(ctx: Context) -> int:
     return EXIT_OK
 
 
-def workflows_show(ctx: Context, ref: str) -> int:
+def workflows_show(ctx: Context, ref: str, version: int = 0) -> int:
     workflow = resolve_workflow(ctx, ref)
+    if version and version != workflow.version:
+        workflow = ctx.client.get_workflow(workflow.workflow_id, version=version)
     if ctx.json:
         render.print_json(render.message_json(workflow))
     else:
@@ -65,9 +67,27 @@ def workflows_show(ctx: Context, ref: str) -> int:
 
 
 def workflows_create(ctx: Context, path: Path) -> int:
+    """Applies the file: creates the workflow when its name is new, makes a new version of the
+    workflow of that name when the file differs from its current version, and nothing when
+    they are the same; so the same file applied twice changes nothing."""
     definition = read_definition(path)
+    # An empty name lists every workflow: it goes to create, which names what is missing.
+    named = all_workflows(ctx.client, name=definition.name) if definition.name else []
     try:
-        workflow = ctx.client.create_workflow(definition)
+        if named:
+            updated = ctx.client.update_workflow(named[0].workflow_id, definition)
+            workflow = updated.workflow
+            outcome = (
+                f"updated workflow {workflow.name!r}: version {workflow.version}"
+                if updated.changed
+                else f"workflow {workflow.name!r} unchanged (version {workflow.version})"
+            )
+        else:
+            workflow = ctx.client.create_workflow(definition)
+            outcome = (
+                f"created workflow {workflow.name!r} (version {workflow.version})"
+                f" with {render.plural(len(workflow.steps), 'step')}"
+            )
     except EngineError as exc:
         if exc.code is grpc.StatusCode.INVALID_ARGUMENT:
             raise CliError(f"{path}: invalid workflow definition: {exc.describe()}") from None
@@ -76,7 +96,25 @@ def workflows_create(ctx: Context, path: Path) -> int:
         render.print_json(render.message_json(workflow))
     else:
         ctx.out.print(workflow.workflow_id, markup=False)
-        ctx.err.print(Text(f"created workflow {workflow.name!r} with {len(workflow.steps)} steps"))
+        ctx.err.print(Text(outcome))
+    return EXIT_OK
+
+
+def workflows_versions(ctx: Context, ref: str) -> int:
+    """Every version of one workflow, newest first."""
+    workflow_id = resolve_workflow(ctx, ref).workflow_id
+    versions: list[wf_pb.Workflow] = []
+    token = ""
+    while True:
+        page = ctx.client.workflow_versions(workflow_id, page_size=1000, page_token=token)
+        versions.extend(page.versions)
+        token = page.next_page_token
+        if not token:
+            break
+    if ctx.json:
+        render.print_json({"versions": [render.message_json(v) for v in versions]})
+    else:
+        ctx.out.print(render.versions_table(versions))
     return EXIT_OK
 
 
@@ -235,6 +273,21 @@ def cancel(ctx: Context, execution_id: str, reason: str) -> int:
         ctx.out.print(
             Text.assemble(f"{execution_id}: ", render.styled(render.execution_status(execution)))
         )
+    return EXIT_OK
+
+
+def retry(ctx: Context, execution_id: str, from_step: str) -> int:
+    # One key per command: a call the client repeats (the engine did not answer) retries
+    # the execution once.
+    execution = ctx.client.retry(execution_id, from_step=from_step, request_id=str(uuid.uuid4()))
+    if ctx.json:
+        render.print_json(render.message_json(execution))
+    else:
+        text = Text.assemble(f"{execution_id}: ", render.styled(render.execution_status(execution)))
+        running = ", ".join(step.name for step in execution.running_steps)
+        if running:
+            text.append(f", running {running}")
+        ctx.out.print(text)
     return EXIT_OK
 
 

@@ -160,13 +160,30 @@ def workflows_table(workflows: Iterable[wf_pb.Workflow]) -> Table:
     table.add_column("ID", no_wrap=True)
     table.add_column("Name")
     table.add_column("Steps")
+    table.add_column("Version", justify="right")
     table.add_column("Created", no_wrap=True)
     for workflow in workflows:
         table.add_row(
             workflow.workflow_id,
             workflow.name,
             " → ".join(s.name for s in workflow.steps),
+            str(workflow.version),
             when(workflow.create_time),
+        )
+    return table
+
+
+def versions_table(versions: Iterable[wf_pb.Workflow]) -> Table:
+    """One workflow's versions, as `discovery workflows versions` lists them."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("Version", justify="right")
+    table.add_column("Steps")
+    table.add_column("Made", no_wrap=True)
+    for version in versions:
+        table.add_row(
+            str(version.version),
+            " → ".join(s.name for s in version.steps),
+            when(version.update_time),
         )
     return table
 
@@ -177,6 +194,7 @@ def show_workflow(console: Console, workflow: wf_pb.Workflow) -> None:
     if workflow.description:
         console.print(f"About     {workflow.description}", markup=False)
     console.print(f"Created   {when(workflow.create_time)}", markup=False)
+    console.print(f"Version   {workflow.version}, made {when(workflow.update_time)}", markup=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     for column in ("#", "Step", "Handler", "Timeout", "Heartbeat", "Queue limit", "Retry"):
         table.add_column(column)

@@ -152,6 +152,16 @@ class Actors:
             self.spawn(self.retry_later(state.execution_id))
             return state
 
+    async def hold_reopened(
+        self, state: ex.ExecutionState, lease: str, produce: Produce
+    ) -> ex.ExecutionState:
+        """Holds an ended execution just reopened under `lease` (store.reopen) and logs
+        `produce`'s events, which take it back to running. A write that fails leaves it to
+        the lease loop, which finds it ended and lets it go again."""
+        actor = Actor(state, lease)
+        self._actors[state.execution_id] = actor
+        return await shielded(self.change(actor, produce))
+
     def _park_waiting(self) -> None:
         for actor in list(self._actors.values()):
             if actor.state.status == ex.WAITING:
@@ -199,14 +209,16 @@ class Actors:
                 # The projection missed the terminal write; this write also gives up the lease.
                 await self.store.append([], state)
                 return
-            state.last_heartbeat = utc_now()
+            now = utc_now()
+            for attempt in state.live_attempts():
+                attempt.heartbeat_at = now
             actor = Actor(state, lease)
             self._actors[execution_id] = actor
         self.metrics.takeovers.inc()
         log.info("execution recovered", extra={"execution_id": execution_id})
-        current = state.current_attempt()
-        if current is not None and current.status == ex.ATTEMPT_QUEUED:
-            self.effects.enqueue(state, current)
+        for attempt in state.live_attempts():
+            if attempt.status == ex.ATTEMPT_QUEUED:
+                self.effects.enqueue(state, attempt)
         # A running attempt needs nothing: its runner goes on reporting with its token, and
         # if the runner is gone too the heartbeat timeout retries the step.
         await self.change(actor, lambda s, n: [])
@@ -223,17 +235,12 @@ class Actors:
         arrives, not from when it gets its turn after the changes before it: an engine slow
         to write (its database busy) must not time out a runner that reported in time."""
         actor = self._actors.get(execution_id)
-        attempt = actor.state.current_attempt() if actor is not None else None
-        if (
-            actor is None
-            or attempt is None
-            or attempt.status != ex.ATTEMPT_RUNNING
-            or actor.state.attempt_by_token(token) is not attempt
-        ):
+        attempt = actor.state.attempt_by_token(token) if actor is not None else None
+        if attempt is None or attempt.status != ex.ATTEMPT_RUNNING or attempt.superseded:
             return
         now = utc_now()
-        if actor.state.last_heartbeat is None or actor.state.last_heartbeat < now:
-            actor.state.last_heartbeat = now
+        if attempt.heartbeat_at is None or attempt.heartbeat_at < now:
+            attempt.heartbeat_at = now
 
     async def recover_if_ours(self, execution_id: str) -> Claim:
         # One execution by its _id: a touch of a dropped actor must not cost a scan of
@@ -333,7 +340,7 @@ class Actors:
         return decision
 
     def _match(self, state: ex.ExecutionState, attempt: ex.Attempt) -> Poll | None:
-        if attempt.status != ex.ATTEMPT_QUEUED or attempt is not state.current_attempt():
+        if attempt.status != ex.ATTEMPT_QUEUED or not state.is_current(attempt):
             return None
         handler = state.workflow.steps[attempt.order - 1].handler
         return self.queue.match(handler, state.workflow.tenant_id)

@@ -1,5 +1,5 @@
-"""Assembles the engine: database, store, the log's change feed, runner (with its step queue)
-and gRPC server."""
+"""Assembles the engine: database, store, the log's change feed, runner (with its step queue),
+the scheduler of cron schedules, and gRPC server."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from services.engine.rpc.forward import Forwarder
 from services.engine.rpc.server import SERVICE_NAMES, build_server
 from services.engine.rpc.servicer import Limits
 from services.engine.runner import Runner, RunnerSettings
+from services.engine.scheduler import Scheduler
+from services.engine.schedules import Schedules
 from services.engine.store.embedded import DatabaseProcess
 from services.engine.store.mongo import MongoStore
 from services.engine.store.repository import ExecutionStore
@@ -61,6 +63,8 @@ class Engine:
         self._mirror: QueueMirror | None = None
         # Deletes what ended long enough ago (retention.py); None while retention is off.
         self.retention: RetentionSweeper | None = None
+        # Starts the executions of cron schedules when their times come (scheduler.py).
+        self.scheduler: Scheduler | None = None
         self._feed_starter: asyncio.Task[None] | None = None
         self.runner: Runner | None = None
         self._server: Any = None
@@ -138,6 +142,7 @@ class Engine:
         )
         self._revocations = Revocations(self._store, authority)
         await self._revocations.open()
+        self.scheduler = Scheduler(self._store, self.runner, self._usage, self.metrics)
         self._server, self._health = build_server(
             self.runner,
             authority,
@@ -145,6 +150,7 @@ class Engine:
             quotas,
             self._revocations,
             self._forwarder,
+            Schedules(self._store, self.runner, on_change=self.scheduler.poke),
             max_message_bytes=settings.max_message_bytes,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
@@ -167,6 +173,8 @@ class Engine:
                 on_swept=self.metrics.swept,
             )
             self.retention.start()
+        # After recovery: its starts are held under this engine's lease.
+        self.scheduler.start()
         await self._server.start()
         for url in settings.webhook_urls:
             webhook = WebhookRunner(self.runner, url, settings.report_base_url)
@@ -205,6 +213,8 @@ class Engine:
             await self._mirror.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self.runner is not None:
             await self.runner.close()
         if self._forwarder is not None:

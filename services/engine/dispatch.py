@@ -180,7 +180,7 @@ class Dispatch:
             if (
                 attempt is None
                 or attempt.status != ex.ATTEMPT_QUEUED
-                or attempt is not state.current_attempt()
+                or not state.is_current(attempt)
             ):
                 raise _NotQueued(token)
             return [ev.step_started(state, attempt, runner_id, now)]
@@ -200,13 +200,9 @@ class Dispatch:
         an in-process runner still has in flight after the engine restarted."""
         running = []
         for state in self._actors.states():
-            attempt = state.current_attempt()
-            if (
-                attempt is not None
-                and attempt.status == ex.ATTEMPT_RUNNING
-                and attempt.runner_id == runner_id
-            ):
-                running.append(assignment(state, attempt, runner_id))
+            for attempt in state.live_attempts():
+                if attempt.status == ex.ATTEMPT_RUNNING and attempt.runner_id == runner_id:
+                    running.append(assignment(state, attempt, runner_id))
         return running
 
     async def offer(self, runner_id: str, handlers: frozenset[str], free_slots: int) -> None:

@@ -71,6 +71,7 @@ class Effects:
                 tenant=state.workflow.tenant_id,
                 priority=state.priority,
                 queued_at=attempt.queued_at,
+                order=attempt.order,
             )
         )
 

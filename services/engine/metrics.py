@@ -42,6 +42,12 @@ class EngineMetrics:
             ["workflow"],
             registry=r,
         )
+        self.retried = Counter(
+            "discovery_executions_retried",
+            "Failed or cancelled executions taken back to running (RetryExecution), by workflow.",
+            ["workflow"],
+            registry=r,
+        )
         self.finished = Counter(
             "discovery_executions_finished",
             "Executions ended, by workflow and outcome (completed, failed, cancelled).",
@@ -124,6 +130,13 @@ class EngineMetrics:
             "Bytes of the blobs retention deleted.",
             registry=r,
         )
+        self.scheduled_runs = Counter(
+            "discovery_scheduled_runs",
+            "Times of cron schedules, by outcome: started (an execution), skipped (overlap,"
+            " catch-up limit, or a start refused); counted by the engine that recorded them.",
+            ["outcome"],
+            registry=r,
+        )
         self.watchers = Gauge(
             "discovery_watchers",
             "Live WatchExecution streams on this engine.",
@@ -167,9 +180,12 @@ class EngineMetrics:
                 self.execution_seconds.labels(workflow, outcome).observe(
                     _seconds(state.created_at, event.time)
                 )
+            elif kind == ev.WORKFLOW_RETRIED:
+                self.retried.labels(workflow).inc()
             elif kind == ev.STEP_QUEUED:
                 queued = ev.data_of(event, ev.StepQueuedData)
-                if queued["attempt"] > 1:
+                # A step run again by a retry of the execution starts its count afresh.
+                if state.tries(queued["order"]) > 1:
                     self.retries.labels(self._handler(queued["handler"])).inc()
             elif kind == ev.STEP_STARTED:
                 started = ev.data_of(event, ev.StepStartedData)
@@ -192,6 +208,10 @@ class EngineMetrics:
 
     def error(self, code: str, reason: str) -> None:
         self.rpc_errors.labels(code, reason).inc()
+
+    def scheduled(self, *, started: int, skipped: int) -> None:
+        self.scheduled_runs.labels("started").inc(started)
+        self.scheduled_runs.labels("skipped").inc(skipped)
 
     def swept(self, swept: Swept) -> None:
         self.deleted.labels("executions").inc(swept.executions)

@@ -67,10 +67,14 @@ class QueueMirror:
                         tenant=committed.tenant_id,
                         priority=queued.get("priority", ex.DEFAULT_PRIORITY),
                         queued_at=event.time,
+                        order=queued["order"],
                     )
                 )
-        elif event.type in (ev.STEP_STARTED, ev.STEP_FINISHED) or event.is_terminal:
-            # An execution has one attempt queued at most: whatever it was, it is not now.
+        elif event.type in (ev.STEP_STARTED, ev.STEP_FINISHED):
+            # A step has one attempt queued at most: whatever it was, it is not now.
+            order = event.data["order"]
+            self._queue.discard_step(event.execution_id, order)
+        elif event.is_terminal:
             self._queue.discard_execution(event.execution_id)
 
     def lost_track(self) -> None:

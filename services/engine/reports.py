@@ -54,12 +54,12 @@ class Reports:
             if attempt.status == ex.ATTEMPT_CANCELLED:
                 cancelled = True
                 return []
-            if attempt.status != ex.ATTEMPT_RUNNING or attempt is not state.current_attempt():
+            if attempt.status != ex.ATTEMPT_RUNNING or not state.is_current(attempt):
                 raise StaleAttempt(
                     f"attempt {attempt.attempt} of {step_name!r} is {attempt.status}",
                     metadata={"execution_id": execution_id, "step": step_name},
                 )
-            state.last_heartbeat = now  # a refused report is still a sign of life
+            attempt.heartbeat_at = now  # a refused report is still a sign of life
             events = _progress_events(attempt, reports)
             limit = self._settings.max_progress_events
             if events and state.progress_events + len(events) > limit:
@@ -101,7 +101,7 @@ class Reports:
                     f"attempt {attempt.attempt} of {step_name!r} already ended {attempt.status}",
                     metadata={"execution_id": execution_id, "step": step_name},
                 )
-            if attempt is not state.current_attempt():
+            if not state.is_current(attempt):
                 raise StaleAttempt(f"attempt {attempt.attempt} of {step_name!r} is not current")
             # A completion is never refused: what its progress would log past the limit goes.
             room = max(self._settings.max_progress_events - state.progress_events, 0)

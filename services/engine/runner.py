@@ -1,6 +1,6 @@
 """What the engine does for its callers (the servicers, the webhook runner): start, cancel,
-advance and follow executions, keep workflow definitions; runners' reports and blobs are
-reports.py's.
+advance and follow executions; workflow definitions and their versions are workflows.py's
+(`Runner.workflows`), runners' reports and blobs reports.py's.
 
 Each command becomes a change of the execution's actor (actors.py), which logs it and acts on
 it; an execution another engine holds is answered there (HeldElsewhere, forwarded by the RPC
@@ -31,10 +31,11 @@ from services.engine.domain.errors import (
     InvalidArgument,
     NotWaiting,
     StoreUnavailable,
-    WorkflowNotFound,
+    Unavailable,
 )
 from services.engine.domain.payload import check_payload
-from services.engine.domain.workflow import Workflow, new_workflow
+from services.engine.domain.retry import retried
+from services.engine.domain.workflow import Workflow
 from services.engine.hub import EventHub
 from services.engine.intake import check_input, request_hash, set_large_values_apart
 from services.engine.metrics import EngineMetrics
@@ -48,13 +49,11 @@ from services.engine.store.repository import (
     RequestIdTaken,
 )
 from services.engine.watch import watch
+from services.engine.workflows import Workflows
 
 __all__ = ["Runner", "RunnerSettings", "visible"]
 
 log = logging.getLogger(__name__)
-
-# Workflow definitions kept in memory (they never change); the least recently used go.
-MAX_CACHED_WORKFLOWS = 1000
 
 
 class Runner:
@@ -82,7 +81,7 @@ class Runner:
         self.commands = Commands(self.actors)
         self.dispatch = Dispatch(self.actors, self.commands, store, take_elsewhere)
         self.reports = Reports(self.actors, self.commands, store, settings)
-        self._workflows: dict[tuple[str, str], Workflow] = {}
+        self.workflows = Workflows(store, self._offered_handlers)
 
     async def open(self, address: str = "") -> None:
         """Takes a lease, and with it every unfinished execution an earlier process with this
@@ -110,6 +109,9 @@ class Runner:
     def forget_holder(self, execution_id: str) -> None:
         self.commands.forget_holder(execution_id)
 
+    async def _offered_handlers(self) -> set[str]:
+        return {h for runner in await self.dispatch.runners() for h in runner.handlers}
+
     async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
         return await self.actors.durations.typical_seconds(workflow_id)
 
@@ -121,38 +123,31 @@ class Runner:
         *,
         tenant: str,
         input_schema: dict[str, Any] | None = None,
+        max_parallel_steps: int = 0,
     ) -> Workflow:
-        workflow = new_workflow(
-            name, description, steps, utc_now(), tenant_id=tenant, input_schema=input_schema
+        """The workflow of that name: created, or found with the same definition
+        (workflows.py has the whole story, and says which)."""
+        workflow, _ = await self.workflows.create(
+            name,
+            description,
+            steps,
+            tenant=tenant,
+            input_schema=input_schema,
+            max_parallel_steps=max_parallel_steps,
         )
-        offered = {h for runner in await self.dispatch.runners() for h in runner.handlers}
-        for i, step in enumerate(workflow.steps):
-            if step.handler not in offered:
-                raise InvalidArgument(
-                    f"steps[{i}].handler",
-                    f"no step runner offers a handler named {step.handler!r}"
-                    f" (offered: {', '.join(sorted(offered)) or 'none: no runner has polled'})",
-                )
-        await self.store.create_workflow(workflow)
         return workflow
 
     async def list_workflows(
         self, *, tenant: str, page_size: int, page_token: str, name: str
     ) -> Page[Workflow]:
-        """Oldest first; `name`, when given, only those named so."""
-        return await self.store.list_workflows(tenant, page_size, page_token, name)
+        """Oldest first; `name`, when given, only the one named so."""
+        return await self.workflows.listing(
+            tenant=tenant, page_size=page_size, page_token=page_token, name=name
+        )
 
     async def get_workflow(self, workflow_id: str, *, tenant: str) -> Workflow:
-        # Definitions never change once created: a start need not read its workflow again.
-        workflow = self._workflows.pop((tenant, workflow_id), None)
-        if workflow is None and workflow_id:
-            workflow = await self.store.get_workflow(tenant, workflow_id)
-        if workflow is None:
-            raise WorkflowNotFound(workflow_id)
-        if len(self._workflows) >= MAX_CACHED_WORKFLOWS:
-            del self._workflows[next(iter(self._workflows))]
-        self._workflows[(tenant, workflow_id)] = workflow  # the most recently used last
-        return workflow
+        """The current version: what a start runs."""
+        return await self.workflows.get(workflow_id, tenant=tenant)
 
     async def start(
         self,
@@ -269,17 +264,15 @@ class Runner:
                 raise ExecutionNotFound(execution_id)
             if state.is_terminal:
                 raise AlreadyTerminal(f"execution {execution_id} is already {state.status}")
-            events: list[ev.NewEvent] = []
-            current = state.current_attempt()
-            if current is not None and current.is_live:
-                events.append(
-                    ev.step_finished(
-                        current,
-                        ex.ATTEMPT_CANCELLED,
-                        error={"reason": "cancelled", "message": reason or "cancelled"},
-                        now=now,
-                    )
+            events = [
+                ev.step_finished(
+                    attempt,
+                    ex.ATTEMPT_CANCELLED,
+                    error={"reason": "cancelled", "message": reason or "cancelled"},
+                    now=now,
                 )
+                for attempt in state.live_attempts()
+            ]
             events.append(ev.workflow_cancelled(reason or "cancelled"))
             return events
 
@@ -298,6 +291,29 @@ class Runner:
             return [ev.workflow_advanced(data)]
 
         return await self.commands.command(execution_id, produce, tenant)
+
+    async def retry(
+        self, execution_id: str, from_step: str, request_id: str, *, tenant: str
+    ) -> ex.ExecutionState:
+        """Takes a failed or cancelled execution back to running (domain/retry.py). The same
+        `request_id` again answers with the execution as it is."""
+        if len(request_id) > 128:
+            raise InvalidArgument("request_id", "at most 128 characters")
+        for _ in range(3):
+            state = await self.get(execution_id, tenant=tenant)
+            if request_id and request_id in state.retry_request_ids:
+                return state
+            retried(state, from_step, request_id or None)  # refused here, before any write
+            if self.store.lease_id is None:
+                await self.actors.leases.relet()
+            lease = self.store.lease_id
+            # Only an ended execution still at the seq read is reopened: of two retries at
+            # once (on any engines), one goes on and the other reads it again.
+            if lease is not None and await self.store.reopen(execution_id, state.last_seq):
+                return await self.actors.hold_reopened(
+                    state, lease, lambda s, n: [retried(s, from_step, request_id or None)]
+                )
+        raise Unavailable(f"execution {execution_id} changed while it was retried; retry")
 
     async def wait_for_end(
         self, execution_id: str, after_seq: int, seconds: float, *, tenant: str

@@ -36,6 +36,9 @@ class ReadyAttempt:
     tenant: str
     priority: int
     queued_at: datetime
+    # The step's order in its workflow (0: not known, a queue entry written before steps
+    # ran side by side): an execution may have several steps queued at once.
+    order: int = 0
 
 
 @dataclass(eq=False)
@@ -130,6 +133,12 @@ class StepQueue:
     def discard_execution(self, execution_id: str) -> None:
         for token in list(self._by_execution.get(execution_id, ())):
             self.discard(token)
+
+    def discard_step(self, execution_id: str, order: int) -> None:
+        """The queued attempt of one step (and any whose step is not known)."""
+        for token in list(self._by_execution.get(execution_id, ())):
+            if self._live[token].order in (order, 0):
+                self.discard(token)
 
     def pop(self, handlers: Collection[str], tenant: str | None = None) -> ReadyAttempt | None:
         """The next attempt for a runner offering `handlers` (for `tenant` only, unless None):

@@ -47,7 +47,8 @@ async def watch(
     held: Held | None = None,
 ) -> AsyncGenerator[ExecutionState | Event]:
     """Yields a snapshot first when `after_seq` is None, then every event after it, in
-    order and once each; returns after the terminal event."""
+    order and once each; returns after the terminal event (the last one, when a retry took
+    the execution on past an earlier end)."""
     subscription = hub.subscribe(execution_id)
     try:
         remembered = await held.snapshot(execution_id, after_seq) if held else None
@@ -79,7 +80,8 @@ async def watch(
             for event in replayed:
                 yield event
                 last = event.seq
-                if event.is_terminal:
+                # An end the log goes on past was retried (RetryExecution): follow on.
+                if event.is_terminal and event.seq >= state.last_seq:
                     return
             if len(replayed) == REPLAY_BATCH:
                 continue

@@ -22,7 +22,7 @@ from services.auth import (
     ServiceToken,
     TokenAuthority,
 )
-from services.gateway import cors, pages, routes
+from services.gateway import cors, pages, routes, schedule_routes
 from services.gateway.anonymous import AnonymousAccess
 from services.gateway.auth import ANONYMOUS, AUTHORITY, REPORTER, auth_middleware
 from services.gateway.config import Settings
@@ -112,6 +112,7 @@ def create_app(settings: Settings, metrics: GatewayMetrics | None = None) -> web
     app.cleanup_ctx.append(_engine_client)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
+    schedule_routes.setup(app)
     pages.setup(app)
     cors.setup(app, settings)
     return app

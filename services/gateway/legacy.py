@@ -102,6 +102,8 @@ def history_entry(attempt: ex_pb.StepAttempt) -> dict[str, Any]:
             progress_body(attempt.last_progress) if attempt.HasField("last_progress") else None
         ),
         "runner_id": attempt.runner_id or None,
+        # A retry of the execution ran its step again: history, not the step's current one.
+        "superseded": attempt.superseded,
     }
 
 
@@ -125,8 +127,11 @@ def execution_progress(progress: ex_pb.ExecutionProgress) -> dict[str, Any]:
 def current_step(execution: ex_pb.Execution) -> dict[str, Any] | None:
     if not execution.HasField("current_step"):
         return None
-    current = execution.current_step
-    return {"id": current.step_id, "name": current.name, "order": current.order}
+    return _step(execution.current_step)
+
+
+def _step(step: ex_pb.CurrentStep) -> dict[str, Any]:
+    return {"id": step.step_id, "name": step.name, "order": step.order}
 
 
 def standing_step(
@@ -155,6 +160,9 @@ def status_document(execution: ex_pb.Execution) -> dict[str, Any]:
         "execution_id": execution.execution_id,
         "workflow_id": execution.workflow_id,
         "workflow_name": execution.workflow_name,
+        # The version of its workflow it runs (GET /workflows/{id}?version=N): the one
+        # current when it started, whatever PUT /workflows/{id} made since.
+        "workflow_version": execution.workflow_version,
         "status": execution_status(execution.status),
         "mode": "manual" if execution.mode == ex_pb.EXECUTION_MODE_MANUAL else "automatic",
         "created_at": iso(execution.create_time),
@@ -170,6 +178,11 @@ def status_document(execution: ex_pb.Execution) -> dict[str, Any]:
         "last_seq": execution.last_seq,
         "error": error(execution.error) if execution.HasField("error") else None,
         "priority": execution.priority or None,
+        # Every step queued or running now: more than one where steps run side by side
+        # (`current_step` is the lowest in order of them).
+        "running_steps": [_step(s) for s in execution.running_steps],
+        # Times RetryExecution took it back to running.
+        "retries": execution.retries,
     }
 
 
@@ -219,6 +232,8 @@ def steps_listing(execution_id: str, steps: Iterable[es.ExecutionStep]) -> dict[
                 "handler": step.handler,
                 "order": step.order,
                 "state": step.state,
+                # The steps it waits for; [] in a workflow whose steps run in order.
+                "after": list(step.after),
                 "attempts": [history_entry(a) for a in step.attempts],
             }
             for step in steps

@@ -1,5 +1,6 @@
 """Workflow definitions in the legacy JSON shape (CONTRACT.md): `POST /workflows`,
-`GET /workflows` and `GET /workflows/{id}`.
+`GET /workflows` and `GET /workflows/{id}`, and their versions (`PUT /workflows/{id}`,
+`GET /workflows/{id}/versions`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
         "name": message.name,
         "description": message.description,
         "created_at": iso(message.create_time),
+        # 1 when created, one more at each PUT that changed it; updated_at: when this version
+        # was made.
+        "version": message.version,
+        "updated_at": iso(message.update_time),
         "steps": [
             {
                 "id": step.step_id,
@@ -26,6 +31,8 @@ def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
                 "heartbeat_timeout_seconds": step.heartbeat_timeout_seconds,
                 # 0: an attempt waits in the step queue as long as it takes.
                 "schedule_to_start_timeout_seconds": step.schedule_to_start_timeout_seconds,
+                # The steps it waits for; [] in a workflow whose steps run in order.
+                "after": list(step.after),
                 "retry": {
                     "max_attempts": step.retry.max_attempts,
                     "initial_backoff_seconds": step.retry.initial_backoff_seconds,
@@ -35,6 +42,7 @@ def workflow(message: wf_pb.Workflow) -> dict[str, Any]:
             }
             for step in message.steps
         ],
+        "max_parallel_steps": message.max_parallel_steps,
         # What every execution's input must match (JSON Schema); null: any input.
         "input_schema": (
             plain_struct(message.input_schema) if message.HasField("input_schema") else None

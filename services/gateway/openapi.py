@@ -18,6 +18,7 @@ from services.gateway.params import (
     MAX_PAGE_SIZE,
     MAX_SEQ_DIGITS,
     MAX_TOKEN_CHARS,
+    MAX_WORKFLOW_VERSION,
     PAGE_TOKEN,
 )
 from services.gateway.route_bodies import (
@@ -26,6 +27,12 @@ from services.gateway.route_bodies import (
     MAX_POLL_WAIT_SECONDS,
     MAX_PRIORITY,
     MIN_PRIORITY,
+)
+from services.gateway.schedule_bodies import (
+    MAX_CATCHUP_LIMIT,
+    MAX_CRON_CHARS,
+    MAX_TIMEZONE_CHARS,
+    OVERLAPS,
 )
 
 Schema = dict[str, Any]
@@ -135,6 +142,11 @@ SCHEMAS: dict[str, Schema] = {
             "error": nullable(ref("StepError")),
             "last_progress": nullable(ref("StepProgressReport")),
             "runner_id": {**nullable(STRING), "description": "The runner that took it."},
+            "superseded": {
+                **BOOL,
+                "description": "A retry of the execution ran its step again: this attempt is"
+                " history, not the step's current one.",
+            },
         }
     ),
     "TrackingUrls": obj({"status": STRING, "steps": STRING, "websocket": STRING}),
@@ -156,6 +168,11 @@ SCHEMAS: dict[str, Schema] = {
             "execution_id": STRING,
             "workflow_id": STRING,
             "workflow_name": STRING,
+            "workflow_version": {
+                **INT,
+                "description": "The version of its workflow it runs: the current one when it"
+                " started, whatever PUT /workflows/{workflow_id} made since.",
+            },
             "status": {"type": "string", "enum": EXECUTION_STATUSES},
             "mode": {"type": "string", "enum": ["automatic", "manual"]},
             "created_at": nullable(TIME),
@@ -180,6 +197,13 @@ SCHEMAS: dict[str, Schema] = {
                 **nullable({"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}),
                 "description": "Its steps' place in the step queue: 1 first, 5 last.",
             },
+            "running_steps": {
+                "type": "array",
+                "items": ref("CurrentStep"),
+                "description": "Every step queued or running now, by order; current_step is"
+                " the first of them.",
+            },
+            "retries": {**INT, "description": "Times a retry took it back to running."},
         }
     ),
     "ExecutionSummary": obj(
@@ -325,6 +349,20 @@ SCHEMAS: dict[str, Schema] = {
     "CancelRequest": obj(
         {"reason": nullable({"type": "string", "maxLength": 1000})}, optional=("reason",)
     ),
+    "RetryRequest": obj(
+        {
+            "from_step": {
+                **nullable({"type": "string", "maxLength": 200}),
+                "description": "The step to run again from, by name; absent: the step that"
+                " failed (for a cancelled run, the first not done).",
+            },
+            "request_id": {
+                **nullable({"type": "string", "maxLength": 128}),
+                "description": "Idempotency key: the same one again retries the run once.",
+            },
+        },
+        optional=("from_step", "request_id"),
+    ),
     "RetryPolicy": obj(
         {
             "max_attempts": nullable({"type": "integer", "minimum": 0, "maximum": 1000}),
@@ -356,12 +394,20 @@ SCHEMAS: dict[str, Schema] = {
                 " before the step fails (not retried); 0 or absent: as long as it takes.",
             },
             "retry": nullable(ref("RetryPolicy")),
+            "after": {
+                **nullable({"type": "array", "maxItems": 100, "items": STRING}),
+                "description": "The steps (by name) that must succeed before this one starts."
+                " When no step names any, steps run one after another; once one does, each"
+                " step starts as soon as the steps it names succeeded (none: at once), side by"
+                " side with the others. Unknown names and cycles are refused (422).",
+            },
         },
         optional=(
             "timeout_seconds",
             "heartbeat_timeout_seconds",
             "schedule_to_start_timeout_seconds",
             "retry",
+            "after",
         ),
     ),
     "WorkflowDefinition": obj(
@@ -381,8 +427,13 @@ SCHEMAS: dict[str, Schema] = {
                 " naming each field (input.<key>). At most 64 KiB and 32 levels; every $ref"
                 " within the schema (nothing is fetched). Absent or null: any input.",
             },
+            "max_parallel_steps": {
+                **nullable({"type": "integer", "minimum": 0, "maximum": 100}),
+                "description": "The most steps of one execution queued or running at once;"
+                " 0 or absent: 10.",
+            },
         },
-        optional=("description", "input_schema"),
+        optional=("description", "input_schema", "max_parallel_steps"),
     ),
     "Workflow": obj(
         {
@@ -390,6 +441,14 @@ SCHEMAS: dict[str, Schema] = {
             "name": STRING,
             "description": STRING,
             "created_at": nullable(TIME),
+            "version": {
+                **INT,
+                "description": "1 when created, one more at each PUT that changed it.",
+            },
+            "updated_at": {
+                **nullable(TIME),
+                "description": "When this version was made (created_at: the first one's).",
+            },
             "steps": {
                 "type": "array",
                 "items": obj(
@@ -400,6 +459,7 @@ SCHEMAS: dict[str, Schema] = {
                         "timeout_seconds": NUMBER,
                         "heartbeat_timeout_seconds": NUMBER,
                         "schedule_to_start_timeout_seconds": NUMBER,
+                        "after": {"type": "array", "items": STRING},
                         "retry": obj(
                             {
                                 "max_attempts": INT,
@@ -412,6 +472,7 @@ SCHEMAS: dict[str, Schema] = {
                 ),
             },
             "input_schema": nullable(FREE),
+            "max_parallel_steps": INT,
         }
     ),
     "StepQueuePoll": obj(
@@ -466,9 +527,92 @@ SCHEMAS: dict[str, Schema] = {
             }
         }
     ),
+    "ScheduleRequest": obj(
+        {
+            "cron": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_CRON_CHARS,
+                "description": "Five fields: minute hour day-of-month month day-of-week, e.g."
+                ' "0 3 * * *" (03:00 every day); names, ranges, steps, L and # as Debian\'s cron.'
+                " A bad one is 422 naming cron.",
+            },
+            "timezone": {
+                **nullable({"type": "string", "maxLength": MAX_TIMEZONE_CHARS}),
+                "description": "The IANA zone the expression is read in (Europe/Madrid);"
+                " daylight saving as Debian's cron: a time the clock skips runs when it jumps,"
+                " a time it repeats runs once. Absent, null or empty: UTC. An unknown one is 422"
+                " naming timezone.",
+            },
+            "input": {
+                **nullable(FREE),
+                "description": "The input of every execution it starts, checked against the"
+                " workflow's input_schema now and at every start (422 naming input.<key>).",
+            },
+            "overlap": {
+                **nullable({"type": "string", "enum": list(OVERLAPS)}),
+                "description": "When a time comes while the execution it started last still"
+                " runs: skip (the default) starts nothing and counts the time in skipped_runs;"
+                " allow starts it anyway.",
+            },
+            "catchup_limit": {
+                **nullable({"type": "integer", "minimum": 0, "maximum": MAX_CATCHUP_LIMIT}),
+                "description": "How many of the times missed while no engine ran start when one"
+                " comes back: the latest ones; the others are skipped. Absent: 1.",
+            },
+            "priority": {
+                **nullable({"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}),
+                "description": "Of the executions it starts, in the step queue: 1 first, 5"
+                " last. Absent: the engine's default (3).",
+            },
+            "paused": {**nullable(BOOL), "description": "Created paused: starts nothing."},
+        },
+        optional=("timezone", "input", "overlap", "catchup_limit", "priority", "paused"),
+    ),
+    "Schedule": obj(
+        {
+            "schedule_id": STRING,
+            "workflow_id": STRING,
+            "cron": STRING,
+            "timezone": STRING,
+            "input": FREE,
+            "overlap": {"type": "string", "enum": list(OVERLAPS)},
+            "catchup_limit": INT,
+            "priority": {**nullable(INT), "description": "null: the engine's default."},
+            "paused": BOOL,
+            "next_run_time": {
+                **nullable(TIME),
+                "description": "When it starts an execution next; null while paused.",
+            },
+            "last_run_time": {
+                **nullable(TIME),
+                "description": "The time of the last execution it started.",
+            },
+            "last_execution_id": nullable(STRING),
+            "created_at": TIME,
+            "runs": {**INT, "description": "Executions it started."},
+            "skipped_runs": {
+                **INT,
+                "description": "Times that started nothing: overlap, catch-up limit, paused,"
+                " or a start refused (a quota).",
+            },
+        }
+    ),
+    "ScheduleList": obj(
+        {
+            "schedules": {"type": "array", "items": ref("Schedule")},
+            "next_page_token": nullable(STRING),
+        }
+    ),
     "WorkflowList": obj(
         {
             "workflows": {"type": "array", "items": ref("Workflow")},
+            "next_page_token": nullable(STRING),
+        }
+    ),
+    "WorkflowVersionList": obj(
+        {
+            "versions": {"type": "array", "items": ref("Workflow")},
             "next_page_token": nullable(STRING),
         }
     ),
@@ -484,6 +628,7 @@ SCHEMAS: dict[str, Schema] = {
                         "handler": STRING,
                         "order": INT,
                         "state": {"type": "string", "enum": STEP_STATES},
+                        "after": {"type": "array", "items": STRING},
                         "attempts": {"type": "array", "items": ref("HistoryEntry")},
                     }
                 ),
@@ -554,15 +699,26 @@ SCHEMAS: dict[str, Schema] = {
     ),
 }
 
+# PUT /workflows/{workflow_id}: the current version after the call, and whether it made it.
+SCHEMAS["WorkflowUpdated"] = obj(
+    {
+        **SCHEMAS["Workflow"]["properties"],
+        "changed": {
+            **BOOL,
+            "description": "False when the body equalled the current version: none was made.",
+        },
+    }
+)
+
 ERRORS = {
     "400": "Malformed JSON, duplicate keys, nesting too deep, a bad query parameter.",
     "401": "No token, or one that is expired, forged or malformed (WWW-Authenticate: Bearer);"
     " or a step report without X-Attempt-Token.",
     "403": "The token's role may not do this (a runner starting runs, a client reporting"
     " steps, a non-admin creating workflows).",
-    "404": "Unknown workflow, execution or step; the same shape for each.",
+    "404": "Unknown workflow, execution, schedule or step; the same shape for each.",
     "409": "An idempotency key reused for another request, a stale attempt token, an"
-    " execution in the wrong state.",
+    " execution in the wrong state, a workflow name the tenant has for another definition.",
     "413": "The body is larger than the cap (64 MiB by default), counted after inflating"
     " gzip or deflate; refused before reading when Content-Length says so.",
     "415": "A Content-Type other than JSON, or a Content-Encoding other than gzip/deflate.",
@@ -605,6 +761,7 @@ def path_param(name: str, description: str) -> Schema:
 EXECUTION_ID = path_param("execution_id", "The execution's id.")
 WORKFLOW_ID = path_param("workflow_id", "The workflow's id.")
 STEP_NAME = path_param("step_name", "The step's name in the workflow.")
+SCHEDULE_ID = path_param("schedule_id", "The schedule's id.")
 IDEMPOTENCY_KEY: Schema = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -655,9 +812,20 @@ PAGE_TOKEN_PARAM: Schema = {
 
 
 EXECUTION_LINKS = _links(
-    "execution_id", "getStatus", "listSteps", "streamEvents", "advance", "cancel"
+    "execution_id", "getStatus", "listSteps", "streamEvents", "advance", "cancel", "retry"
 )
+WORKFLOW_VERSION: Schema = {
+    "name": "version",
+    "in": "query",
+    "required": False,
+    "description": "One version of the workflow (GET /workflows/{workflow_id}/versions);"
+    " absent or 0: the current one.",
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WORKFLOW_VERSION},
+}
 WORKFLOW_LINKS = _links("workflow_id", "getWorkflow", "executeAsync")
+SCHEDULE_LINKS = _links(
+    "schedule_id", "getSchedule", "pauseSchedule", "resumeSchedule", "deleteSchedule"
+)
 ACCEPTED = {
     "202": {
         **_json("Started; follow it at tracking_url or websocket_url.", ref("Accepted")),
@@ -945,6 +1113,26 @@ def _spec() -> Schema:
                     ),
                 }
             },
+            "/executions/{execution_id}/retry": {
+                "post": {
+                    "operationId": "retry",
+                    "summary": "Run a failed or cancelled execution again from its failed step"
+                    " (or from_step): the same execution and event log go on; the steps before"
+                    " keep their outputs and do not run again.",
+                    "parameters": [EXECUTION_ID],
+                    "requestBody": body(ref("RetryRequest"), required=False),
+                    "responses": responses(
+                        {"200": _json("The status after the retry.", ref("StatusDocument"))},
+                        "400",
+                        "404",
+                        "409",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
+                    ),
+                }
+            },
             "/executions/{execution_id}/cancel": {
                 "post": {
                     "operationId": "cancel",
@@ -990,6 +1178,12 @@ def _spec() -> Schema:
             "/workflows": {
                 "post": {
                     "operationId": "createWorkflow",
+                    "description": (
+                        "A name is one workflow's in a tenant. Sent again with the same"
+                        " definition, the workflow of that name is the answer (201, as when it"
+                        " was created); with another definition, 409 WORKFLOW_NAME_TAKEN:"
+                        " PUT /workflows/{workflow_id} changes a definition."
+                    ),
                     "requestBody": body(ref("WorkflowDefinition")),
                     "responses": responses(
                         {
@@ -1000,6 +1194,7 @@ def _spec() -> Schema:
                             }
                         },
                         "400",
+                        "409",
                         "413",
                         "415",
                         "422",
@@ -1025,9 +1220,149 @@ def _spec() -> Schema:
             "/workflows/{workflow_id}": {
                 "get": {
                     "operationId": "getWorkflow",
-                    "parameters": [WORKFLOW_ID],
+                    "parameters": [WORKFLOW_ID, WORKFLOW_VERSION],
                     "responses": responses(
-                        {"200": _json("The definition.", ref("Workflow"))}, "404", "503"
+                        {"200": _json("The definition.", ref("Workflow"))}, "400", "404", "503"
+                    ),
+                },
+                "put": {
+                    "operationId": "updateWorkflow",
+                    "summary": "Changes a workflow: a new version, when the body differs.",
+                    "description": (
+                        "The body as POST /workflows takes it, with the workflow's own name. A"
+                        " definition other than the current version's becomes the next version"
+                        " (changed: true), which the executions started from now on run;"
+                        " those already started run the version they started with to their"
+                        " end. The same definition makes none (changed: false). A step keeps"
+                        " its id while it keeps its name. Admins only."
+                    ),
+                    "parameters": [WORKFLOW_ID],
+                    "requestBody": body(ref("WorkflowDefinition")),
+                    "responses": responses(
+                        {
+                            "200": _json(
+                                "The current version after the call.", ref("WorkflowUpdated")
+                            )
+                        },
+                        "400",
+                        "404",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
+                    ),
+                },
+            },
+            "/workflows/{workflow_id}/versions": {
+                "get": {
+                    "operationId": "listWorkflowVersions",
+                    "parameters": [
+                        WORKFLOW_ID,
+                        {
+                            "name": "page_size",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                        },
+                        PAGE_TOKEN_PARAM,
+                    ],
+                    "responses": responses(
+                        {"200": _json("Every version, newest first.", ref("WorkflowVersionList"))},
+                        "400",
+                        "404",
+                        "422",
+                        "503",
+                    ),
+                }
+            },
+            "/workflows/{workflow_id}/schedules": {
+                "post": {
+                    "operationId": "createSchedule",
+                    "summary": "Run the workflow on a cron schedule.",
+                    "description": (
+                        "Every time of the cron expression starts one execution with the"
+                        " schedule's input, however many engines run; schedules survive engine"
+                        " restarts. The start is a client's start: the tenant's quotas apply."
+                    ),
+                    "parameters": [WORKFLOW_ID],
+                    "requestBody": body(ref("ScheduleRequest")),
+                    "responses": responses(
+                        {
+                            "201": {
+                                **_json("Created, with its schedule_id.", ref("Schedule")),
+                                "headers": {"Location": {"schema": STRING}},
+                                "links": SCHEDULE_LINKS,
+                            }
+                        },
+                        "400",
+                        "404",
+                        "413",
+                        "415",
+                        "422",
+                        "503",
+                    ),
+                }
+            },
+            "/schedules": {
+                "get": {
+                    "operationId": "listSchedules",
+                    "parameters": [
+                        {
+                            "name": "workflow_id",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only this workflow's schedules.",
+                            "schema": {"type": "string", "maxLength": MAX_ID_CHARS},
+                        },
+                        {
+                            "name": "page_size",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                        },
+                        PAGE_TOKEN_PARAM,
+                    ],
+                    "responses": responses(
+                        {"200": _json("Oldest first.", ref("ScheduleList"))}, "400", "422", "503"
+                    ),
+                }
+            },
+            "/schedules/{schedule_id}": {
+                "get": {
+                    "operationId": "getSchedule",
+                    "parameters": [SCHEDULE_ID],
+                    "responses": responses(
+                        {"200": _json("The schedule.", ref("Schedule"))}, "404", "503"
+                    ),
+                },
+                "delete": {
+                    "operationId": "deleteSchedule",
+                    "parameters": [SCHEDULE_ID],
+                    "responses": responses(
+                        {"204": {"description": "Deleted; the executions it started are kept."}},
+                        "404",
+                        "503",
+                    ),
+                },
+            },
+            "/schedules/{schedule_id}/pause": {
+                "post": {
+                    "operationId": "pauseSchedule",
+                    "summary": "Start nothing until resumed; the times passed meanwhile are"
+                    " skipped.",
+                    "parameters": [SCHEDULE_ID],
+                    "responses": responses(
+                        {"200": _json("The schedule, paused.", ref("Schedule"))}, "404", "503"
+                    ),
+                }
+            },
+            "/schedules/{schedule_id}/resume": {
+                "post": {
+                    "operationId": "resumeSchedule",
+                    "summary": "Run again from the first time after now.",
+                    "parameters": [SCHEDULE_ID],
+                    "responses": responses(
+                        {"200": _json("The schedule, running.", ref("Schedule"))}, "404", "503"
                     ),
                 }
             },

@@ -26,7 +26,7 @@ MAX_SEQ_DIGITS = 18
 def resource_id(value: str, kind: str) -> str:
     """An id from the path. One that cannot exist is unknown, answered like any unknown id."""
     if not value or len(value) > MAX_ID_CHARS:
-        code = "WORKFLOW_NOT_FOUND" if kind == "workflow" else "EXECUTION_NOT_FOUND"
+        code = f"{kind.upper()}_NOT_FOUND"  # the engine's reason for an unknown one
         raise NotFound(f"{kind} not found", code=code, details={f"{kind}_id": value[:64]})
     return value
 
@@ -105,6 +105,25 @@ def page_size(raw: str | None) -> int:
 def limit(raw: str | None) -> int:
     """`GET /executions?limit=N`: how many of the newest executions."""
     return _count(raw, "limit", DEFAULT_EXECUTIONS_LIMIT)
+
+
+# Workflow.version is an int32.
+MAX_WORKFLOW_VERSION = 2**31 - 1
+
+
+def workflow_version(raw: str | None) -> int:
+    """`GET /workflows/{id}?version=N`: one version of the workflow; absent or 0: the
+    current one."""
+    if raw is None:
+        return 0
+    text = raw.strip()
+    if not text.isdigit() or not text.isascii() or int(text) > MAX_WORKFLOW_VERSION:
+        raise BadRequest(
+            f"version must be an integer from 0 to {MAX_WORKFLOW_VERSION}",
+            code="INVALID_ARGUMENT",
+            details={"field": "version"},
+        )
+    return int(text)
 
 
 PAGE_TOKEN = re.compile(r"^[A-Za-z0-9_=-]{0,1000}$")

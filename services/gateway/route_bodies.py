@@ -35,13 +35,13 @@ EXECUTE_FIELDS = frozenset({"workflow_id", "data", "manual", "priority"})
 # default, 3, when the request leaves it out).
 MIN_PRIORITY = 1
 MAX_PRIORITY = 5
-WORKFLOW_FIELDS = frozenset({"name", "description", "steps", "input_schema"})
+WORKFLOW_FIELDS = frozenset({"name", "description", "steps", "input_schema", "max_parallel_steps"})
 STEP_TIMEOUTS = (
     "timeout_seconds",
     "heartbeat_timeout_seconds",
     "schedule_to_start_timeout_seconds",
 )
-STEP_FIELDS = frozenset({"name", "handler", "retry", *STEP_TIMEOUTS})
+STEP_FIELDS = frozenset({"name", "handler", "retry", "after", *STEP_TIMEOUTS})
 RETRY_FIELDS = frozenset(
     {"max_attempts", "initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"}
 )
@@ -191,6 +191,10 @@ def workflow_definition(body: object) -> wf_pb.Workflow:
         name=string(value.get("name"), "name", max_chars=200, required=True),
         description=string(value.get("description"), "description", max_chars=10_000),
     )
+    if value.get("max_parallel_steps") is not None:
+        workflow.max_parallel_steps = integer(
+            value["max_parallel_steps"], "max_parallel_steps", low=0, high=100
+        )
     schema = value.get("input_schema")
     if schema is not None:
         # Only its shape here; the engine checks it is a JSON Schema, and names what is wrong.
@@ -213,6 +217,8 @@ def workflow_definition(body: object) -> wf_pb.Workflow:
         for key in STEP_TIMEOUTS:
             if step.get(key) is not None:
                 setattr(definition, key, number(step[key], f"{where}.{key}"))
+        # The engine checks that each name is a step's, and that no steps wait in a cycle.
+        definition.after.extend(_names(step.get("after"), f"{where}.after"))
         retry_raw = step.get("retry")
         if retry_raw is None:
             continue
@@ -226,6 +232,31 @@ def workflow_definition(body: object) -> wf_pb.Workflow:
             if retry.get(key) is not None:
                 setattr(definition.retry, key, number(retry[key], f"{where}.retry.{key}"))
     return workflow
+
+
+def _names(value: object, field: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValidationFailed(field, f"expected an array of step names, got {type_name(value)}")
+    if len(value) > 100:
+        raise ValidationFailed(field, "at most 100 names")
+    return [
+        string(name, f"{field}[{i}]", max_chars=200, required=True) for i, name in enumerate(value)
+    ]
+
+
+def retry_request(body: object) -> tuple[str, str]:
+    """`{"from_step", "request_id"}`, both optional (the body too): the step to run again
+    from (default: the one that failed) and the retry's idempotency key."""
+    if body is None:
+        return "", ""
+    value = body_object(body)
+    known(value, frozenset({"from_step", "request_id"}), "")
+    return (
+        string(value.get("from_step"), "from_step", max_chars=200),
+        string(value.get("request_id"), "request_id", max_chars=128),
+    )
 
 
 def step_queue_poll(body: object) -> PollRequest:

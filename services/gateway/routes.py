@@ -168,6 +168,15 @@ async def advance(request: web.Request) -> web.Response:
     )
 
 
+async def retry(request: web.Request) -> web.Response:
+    execution_id = resource_id(request.match_info["execution_id"], "execution")
+    from_step, request_id = route_bodies.retry_request(await _body(request))
+    execution = await engine_for(request).retry(
+        execution_id, from_step=from_step, request_id=request_id
+    )
+    return _json(await _status_document(request, execution))
+
+
 async def cancel(request: web.Request) -> web.Response:
     execution_id = resource_id(request.match_info["execution_id"], "execution")
     reason = route_bodies.cancel_reason(await _body(request))
@@ -229,7 +238,29 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 async def get_workflow(request: web.Request) -> web.Response:
     workflow_id = resource_id(request.match_info["workflow_id"], "workflow")
-    return _json(legacy_workflows.workflow(await engine_for(request).get_workflow(workflow_id)))
+    version = params.workflow_version(request.query.get("version"))
+    workflow = await engine_for(request).get_workflow(workflow_id, version=version)
+    return _json(legacy_workflows.workflow(workflow))
+
+
+async def update_workflow(request: web.Request) -> web.Response:
+    """A new version when the body (as POST /workflows takes it) differs from the current
+    one; `changed` says whether it did. Executions already started keep their version."""
+    workflow_id = resource_id(request.match_info["workflow_id"], "workflow")
+    definition = route_bodies.workflow_definition(await _body(request))
+    updated = await engine_for(request).update_workflow(workflow_id, definition)
+    return _json({**legacy_workflows.workflow(updated.workflow), "changed": updated.changed})
+
+
+async def list_workflow_versions(request: web.Request) -> web.Response:
+    workflow_id = resource_id(request.match_info["workflow_id"], "workflow")
+    size = params.page_size(request.query.get("page_size"))
+    token = params.page_token(request.query.get("page_token"))
+    page = await engine_for(request).workflow_versions(
+        workflow_id, page_size=size, page_token=token
+    )
+    listed = [legacy_workflows.workflow(w) for w in page.versions]
+    return _json({"versions": listed, "next_page_token": page.next_page_token or None})
 
 
 # --- the step queue ------------------------------------------------------------------------
@@ -315,10 +346,13 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/executions/{execution_id}/watch-token", watch_token)
     app.router.add_post("/executions/{execution_id}/advance", advance)
     app.router.add_post("/executions/{execution_id}/cancel", cancel)
+    app.router.add_post("/executions/{execution_id}/retry", retry)
     app.router.add_get("/ws/{execution_id}", websocket)
     app.router.add_post("/workflows", create_workflow)
     app.router.add_get("/workflows", list_workflows)
     app.router.add_get("/workflows/{workflow_id}", get_workflow)
+    app.router.add_put("/workflows/{workflow_id}", update_workflow)
+    app.router.add_get("/workflows/{workflow_id}/versions", list_workflow_versions)
     app.router.add_get("/queue", queue)
     app.router.add_post("/step-queue/poll", step_queue_poll)
     app.router.add_get("/health", health)

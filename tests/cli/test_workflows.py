@@ -166,3 +166,46 @@ async def test_an_operator_issues_tokens_for_each_role(capsys: pytest.CaptureFix
     assert AUTHORITY.verify(scoped.out.strip()).execution_id == "e-1"
     unscoped = await call_main(capsys, ["token", "--role", "watcher"])
     assert_readable_error(unscoped)
+
+
+async def test_create_applies_a_file_create_unchanged_then_a_new_version(
+    stack: Stack, target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "contrato.yaml"
+    path.write_text(DEFINITION)
+    argv = ["--engine", target, "workflows", "create", "-f", str(path)]
+
+    created = await call_main(capsys, argv)
+    assert created.code == 0, created
+    workflow_id = created.out.strip()
+    assert "created workflow 'Revisar contrato' (version 1) with 2 steps" in created.err
+
+    again = await call_main(capsys, argv)
+    assert again.code == 0, again
+    assert again.out.strip() == workflow_id
+    assert "unchanged (version 1)" in again.err
+
+    path.write_text(DEFINITION.replace("handler: echo", "handler: sleep"))
+    changed = await call_main(capsys, argv)
+    assert changed.code == 0, changed
+    assert changed.out.strip() == workflow_id
+    assert "updated workflow 'Revisar contrato': version 2" in changed.err
+
+    listed: ws.ListWorkflowsResponse = await stack.client.workflows.ListWorkflows(
+        ws.ListWorkflowsRequest(), timeout=10
+    )
+    assert [(w.workflow_id, w.version) for w in listed.workflows] == [(workflow_id, 2)]
+    versions = await call_main(capsys, ["--engine", target, "workflows", "versions", workflow_id])
+    assert versions.code == 0, versions
+    rows = [line.split() for line in versions.out.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["2", "1"]
+    as_json = await call_main(
+        capsys, ["--engine", target, "workflows", "versions", "Revisar contrato", "--json"]
+    )
+    [listing] = as_json.json_lines()
+    assert [v["version"] for v in listing["versions"]] == [2, 1]
+    assert [s["handler"] for s in listing["versions"][1]["steps"]] == ["sleep", "echo"]
+    first = await call_main(
+        capsys, ["--engine", target, "workflows", "show", workflow_id, "--version", "1", "--json"]
+    )
+    assert [s["handler"] for s in first.json_lines()[0]["steps"]] == ["sleep", "echo"]

@@ -16,10 +16,13 @@ import pytest
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from playwright.async_api import Browser, Page, ViewportSize, WebSocketRoute, async_playwright
 
+from services.auth import RUNNER
 from services.grpc_auth import BearerToken
 from services.pioneer.workflows import ensure_document_workflow
+from tests.gateway.external_runner import HANDLER as EXTERNAL
+from tests.gateway.external_runner import ExternalRunner
 from tests.gateway.harness import Gateway, start_gateway
-from tests.stack import ROOT, Stack, start_stack, token
+from tests.stack import ROOT, Stack, start_stack, token, wait_for_handlers
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -130,6 +133,43 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     finally:
         await context.close()
     assert not errors, f"errors on the page: {errors}"
+
+
+@pytest.fixture
+async def refusals(browser: Browser) -> AsyncIterator[tuple[Page, list[str]]]:
+    """A page like `page`, for a test that provokes refusals: Chromium logs each answer
+    with an error status as a console error, and the test lists the statuses it expects."""
+    context = await browser.new_context(viewport=VIEWPORT, locale="en-GB", timezone_id="UTC")
+    errors: list[str] = []
+    expected: list[str] = []
+    opened = await context.new_page()
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on(
+        "console",
+        lambda message: errors.append(message.text) if message.type == "error" else None,
+    )
+    try:
+        yield opened, expected
+    finally:
+        await context.close()
+    unexpected = [
+        e
+        for e in errors
+        if not any(f"the server responded with a status of {status}" in e for status in expected)
+    ]
+    assert not unexpected, f"errors on the page: {unexpected}"
+
+
+@pytest.fixture
+async def external(dashboard: Dashboard) -> AsyncIterator[ExternalRunner]:
+    """A runner of the `external` handler that runs nothing: the test reports for it."""
+    runner = ExternalRunner(dashboard.stack.client.target, token(RUNNER))
+    await runner.start()
+    try:
+        await wait_for_handlers(dashboard.stack.client, {EXTERNAL})
+        yield runner
+    finally:
+        await runner.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,11 +25,12 @@ from discovery.engine.v1 import execution_pb2 as ex_pb
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import step_report_service_pb2 as sr
-from playwright.async_api import Browser, Page, WebSocketRoute, expect
+from playwright.async_api import Page, WebSocketRoute, expect
 
 from services.auth import RUNNER, WATCHER
 from services.gateway import legacy
-from tests.dashboard.conftest import VIEWPORT, Dashboard, HeldSockets
+from tests.dashboard.attempts import complete, report
+from tests.dashboard.conftest import Dashboard, HeldSockets
 from tests.gateway.external_runner import HANDLER as EXTERNAL
 from tests.gateway.external_runner import ExternalRunner
 from tests.gateway.harness import Gateway, start_gateway
@@ -49,18 +50,6 @@ LOG_ROWS = ".log li[data-seq]"
 
 def tag() -> str:
     return uuid.uuid4().hex[:8]
-
-
-@pytest.fixture
-async def external(dashboard: Dashboard) -> AsyncIterator[ExternalRunner]:
-    """A runner of the `external` handler that runs nothing: the test reports for it."""
-    runner = ExternalRunner(dashboard.stack.client.target, token(RUNNER))
-    await runner.start()
-    try:
-        await wait_for_handlers(dashboard.stack.client, {EXTERNAL})
-        yield runner
-    finally:
-        await runner.stop()
 
 
 @dataclass
@@ -92,31 +81,6 @@ async def flood(mongo_server: str) -> AsyncIterator[Flood]:
         await stack.stop()
 
 
-@pytest.fixture
-async def refusals(browser: Browser) -> AsyncIterator[tuple[Page, list[str]]]:
-    """A page like conftest's, for a test that provokes refusals: Chromium logs each answer
-    with an error status as a console error, and the test lists the statuses it expects."""
-    context = await browser.new_context(viewport=VIEWPORT, locale="en-GB", timezone_id="UTC")
-    errors: list[str] = []
-    expected: list[str] = []
-    opened = await context.new_page()
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    opened.on(
-        "console",
-        lambda message: errors.append(message.text) if message.type == "error" else None,
-    )
-    try:
-        yield opened, expected
-    finally:
-        await context.close()
-    unexpected = [
-        e
-        for e in errors
-        if not any(f"the server responded with a status of {status}" in e for status in expected)
-    ]
-    assert not unexpected, f"errors on the page: {unexpected}"
-
-
 async def listed(page: Page, expected: set[str]) -> None:
     """Until the recent list shows exactly these executions."""
     await page.wait_for_function(
@@ -141,25 +105,6 @@ async def snapshot_seq(page: Page) -> int:
     return int(await page.locator("[data-snapshot-seq]").get_attribute("data-snapshot-seq") or "")
 
 
-async def report(
-    client: Client, attempt: sq.StepTask, numbers: range, total: int | None = None
-) -> None:
-    """Progress reports of the attempt, one after another (each a new event: a report that
-    repeats the one before it is not logged)."""
-    for i in numbers:
-        await client.reports.ReportStepProgress(
-            sr.ReportStepProgressRequest(
-                execution_id=attempt.execution_id,
-                step_name=attempt.step_name,
-                attempt_token=attempt.attempt_token,
-                progress=ex_pb.StepProgress(
-                    percentage=100 * i / (total or numbers.stop), message=f"page {i}"
-                ),
-            ),
-            timeout=10,
-        )
-
-
 async def report_many(client: Client, attempt: sq.StepTask, numbers: range) -> None:
     """Progress reports of the attempt in one call, logged in one commit."""
     reports = [ex_pb.StepProgress(percentage=100 * i / FLOOD, message=f"page {i}") for i in numbers]
@@ -172,18 +117,6 @@ async def report_many(client: Client, attempt: sq.StepTask, numbers: range) -> N
             more_progress=reports[1:],
         ),
         timeout=30,
-    )
-
-
-async def complete(client: Client, attempt: sq.StepTask) -> None:
-    await client.reports.CompleteStep(
-        sr.CompleteStepRequest(
-            execution_id=attempt.execution_id,
-            step_name=attempt.step_name,
-            attempt_token=attempt.attempt_token,
-            success=True,
-        ),
-        timeout=10,
     )
 
 

@@ -37,9 +37,14 @@ def run(state: ex.ExecutionState, now: datetime) -> list[ev.Event]:
     return out
 
 
+def latest(state: ex.ExecutionState) -> ex.Attempt:
+    """The attempt logged last: in a workflow of steps in line, the current step's."""
+    return state.history[-1]
+
+
 def take(state: ex.ExecutionState, now: datetime, runner: str = "r1") -> ev.Event:
     """A runner takes the queued attempt, as the engine logs it."""
-    attempt = state.current_attempt()
+    attempt = latest(state)
     assert attempt is not None and attempt.status == ex.ATTEMPT_QUEUED
     event = state.numbered(ev.step_started(state, attempt, runner, now), now)
     state.apply(event)
@@ -47,7 +52,7 @@ def take(state: ex.ExecutionState, now: datetime, runner: str = "r1") -> ev.Even
 
 
 def finish(state: ex.ExecutionState, status: str, now: datetime, **kw: object) -> None:
-    attempt = state.current_attempt()
+    attempt = latest(state)
     assert attempt is not None
     event = state.numbered(ev.step_finished(attempt, status, now=now, **kw), now)  # type: ignore[arg-type]
     state.apply(event)
@@ -101,7 +106,7 @@ def test_hard_timeout_wins_over_heartbeats() -> None:
     state = make_state(timeout_seconds=4, retry={"max_attempts": 1})
     run(state, T0)
     take(state, T0)
-    state.last_heartbeat = T0 + timedelta(seconds=3.9)
+    latest(state).heartbeat_at = T0 + timedelta(seconds=3.9)
     events = run(state, T0 + timedelta(seconds=4))
     assert events[0].data["error"]["reason"] == "timeout"
     assert events[-1].type == ev.WORKFLOW_FAILED
@@ -125,7 +130,7 @@ def test_progress_and_estimate() -> None:
     state = make_state()
     run(state, T0)
     take(state, T0)
-    attempt = state.current_attempt()
+    attempt = latest(state)
     assert attempt is not None
     attempt.last_progress = {"percentage": 50.0, "estimated_remaining_seconds": 10}
     p = pg.progress(state, {"extract": 20.0}, T0)
@@ -208,8 +213,7 @@ def test_a_queued_attempt_waits_without_a_deadline() -> None:
     run(state, T0)
     # Neither the step's timeout nor its heartbeat timeout runs while it waits.
     assert decide(state, T0 + timedelta(days=30)) == Decision()
-    assert state.current_attempt() is not None
-    assert state.current_attempt().status == ex.ATTEMPT_QUEUED  # type: ignore[union-attr]
+    assert latest(state).status == ex.ATTEMPT_QUEUED
     take(state, T0 + timedelta(days=30))
     assert decide(state, T0 + timedelta(days=30)).wake_at == T0 + timedelta(days=30, seconds=4)
 
@@ -244,7 +248,7 @@ def test_a_log_from_before_the_step_queue_still_folds() -> None:
         attempt_token="tok",
     )
     state.apply(state.numbered(legacy, T0))
-    attempt = state.current_attempt()
+    attempt = latest(state)
     assert attempt is not None
     assert (attempt.status, attempt.token, attempt.queued_at) == (ex.ATTEMPT_RUNNING, "tok", T0)
     assert attempt.input_payload == {"k": 1}

@@ -23,6 +23,7 @@ from services.engine.store.documents import (
     execution_from_doc,
     execution_to_doc,
     payloads_in_log,
+    queued_attempts,
 )
 from services.engine.store.repository import (
     BlobRef,
@@ -33,12 +34,15 @@ from services.engine.store.repository import (
     RequestIdTaken,
     RunnerSeen,
     StepTotal,
+    WorkflowNameExists,
 )
 
 
 class InMemoryStore:
     def __init__(self) -> None:
         self.workflows: dict[str, Workflow] = {}
+        # Every version, oldest first, by workflow id.
+        self.workflow_versions: dict[str, list[Workflow]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.blobs: dict[str, tuple[str, bytes]] = {}
@@ -48,7 +52,46 @@ class InMemoryStore:
         self.fenced: set[str] = set()
 
     async def create_workflow(self, workflow: Workflow) -> None:
+        if any(
+            (w.tenant_id, w.name) == (workflow.tenant_id, workflow.name)
+            for w in self.workflows.values()
+        ):
+            raise WorkflowNameExists(workflow.name)
         self.workflows[workflow.workflow_id] = workflow
+        self.workflow_versions[workflow.workflow_id] = [workflow]
+
+    async def add_workflow_version(self, workflow: Workflow, previous: int) -> bool:
+        current = self.workflows.get(workflow.workflow_id)
+        if current is None or current.version != previous:
+            return False
+        self.workflows[workflow.workflow_id] = workflow
+        self.workflow_versions[workflow.workflow_id].append(workflow)
+        return True
+
+    async def get_workflow_version(
+        self, tenant_id: str, workflow_id: str, version: int
+    ) -> Workflow | None:
+        return next(
+            (
+                w
+                for w in self.workflow_versions.get(workflow_id, [])
+                if (w.tenant_id, w.version) == (tenant_id, version)
+            ),
+            None,
+        )
+
+    async def list_workflow_versions(
+        self, tenant_id: str, workflow_id: str, page_size: int, page_token: str
+    ) -> Page[Workflow]:
+        newest_first = [
+            w
+            for w in reversed(self.workflow_versions.get(workflow_id, []))
+            if w.tenant_id == tenant_id
+        ]
+        start = int(page_token or 0)
+        rest = newest_first[start:]
+        token = str(start + page_size) if len(rest) > page_size else ""
+        return Page(rest[:page_size], token)
 
     async def get_workflow(self, tenant_id: str, workflow_id: str) -> Workflow | None:
         workflow = self.workflows.get(workflow_id)
@@ -178,6 +221,14 @@ class InMemoryStore:
         doc.pop("parked", None)
         return Claim(held=True)
 
+    async def reopen(self, execution_id: str, last_seq: int) -> bool:
+        doc = self.executions.get(execution_id)
+        if doc is None or doc["last_seq"] != last_seq or doc.get("lease_owner") is not None:
+            return False
+        doc["lease_owner"] = self._lease_of_caller()
+        doc.pop("ended_at", None)
+        return True
+
     async def park(self, execution_id: str) -> bool:
         doc = self.executions.get(execution_id)
         if doc is None or doc.get("lease_owner") != self._lease_of_caller():
@@ -221,10 +272,10 @@ class InMemoryStore:
         counts: dict[tuple[str, str], tuple[int, datetime]] = {}
         for doc in self.executions.values():
             queue = doc.get("queue")
-            if queue:
-                key = (doc["tenant_id"], queue["handler"])
-                count, oldest = counts.get(key, (0, queue["queued_at"]))
-                counts[key] = (count + 1, min(oldest, queue["queued_at"]))
+            for queued in queued_attempts(queue) if queue else []:
+                key = (doc["tenant_id"], queued["handler"])
+                count, oldest = counts.get(key, (0, queued["queued_at"]))
+                counts[key] = (count + 1, min(oldest, queued["queued_at"]))
         return [QueueDepth(h, t, n, oldest) for (t, h), (n, oldest) in sorted(counts.items())]
 
     async def record_runner(self, runner: RunnerSeen) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,10 +46,12 @@ async def anonymous(open_gateway: Gateway) -> AsyncIterator[Api]:
 
 
 async def legacy_workflow(api: Api, *steps: dict[str, Any]) -> str:
-    """A workflow of tenant `legacy`, defined by its operator (an admin token)."""
+    """A workflow of tenant `legacy`, defined by its operator (an admin token); a name of
+    its own, as a name is one workflow's in a tenant and the tests share the engine."""
     admin = {"Authorization": f"Bearer {token(tenant='legacy')}"}
+    name = f"legacy wf {uuid.uuid4().hex[:8]}"
     status, body = await api.call(
-        "POST", "/workflows", {"name": "legacy wf", "steps": list(steps)}, headers=admin
+        "POST", "/workflows", {"name": name, "steps": list(steps)}, headers=admin
     )
     assert status == 201, body
     workflow_id: str = body["workflow_id"]

@@ -20,6 +20,8 @@ from services.engine.domain.events import (
     workflow_waiting,
 )
 from services.engine.domain.execution import (
+    ATTEMPT_CANCELLED,
+    ATTEMPT_FAILED,
     ATTEMPT_QUEUED,
     ATTEMPT_RUNNING,
     ATTEMPT_SUCCESS,
@@ -30,6 +32,7 @@ from services.engine.domain.execution import (
     Attempt,
     ExecutionState,
 )
+from services.engine.domain.workflow import StepDefinition
 
 # A step that failed for one of these reasons would fail the same way again: no retry. A
 # step that waited past its schedule-to-start timeout found no runner; another attempt
@@ -44,37 +47,77 @@ class Decision:
 
 
 def decide(state: ExecutionState, now: datetime) -> Decision:
-    """The next event the execution needs, or when to look again."""
+    """The next event the execution needs, or when to look again.
+
+    In this order: an attempt's timeouts and a failed step's retry (or, out of retries, the
+    execution's failure: its other live attempts are cancelled first); the end, once every
+    step succeeded; then the steps whose dependencies are done: queued (the lowest in order
+    first, at most `max_parallel_steps` live at once), or, in manual mode, waited for one at
+    a time."""
     if state.is_terminal or state.status == WAITING:
         return Decision()
     if state.status == PENDING:
         return Decision(workflow_started(state.mode))
 
-    steps = state.workflow.steps
-    current = state.current_attempt()
-    if state.step_index is None or (current is not None and current.status == ATTEMPT_SUCCESS):
-        following = 0 if state.step_index is None else state.step_index + 1
-        if following == len(steps):
-            return Decision(workflow_completed(state.dynamic_properties))
-        if state.mode == MANUAL:
-            step = steps[following]
-            return Decision(workflow_waiting(step, following + 1))
-        return Decision(step_queued(state, following, 1))
+    workflow = state.workflow
+    current = state.step_attempts()
+    wake_at: datetime | None = None
+    out_of_retries: Attempt | None = None
+    for order, attempt in sorted(current.items()):
+        step = workflow.steps[order - 1]
+        due: Decision | None
+        if attempt.is_live:
+            due = _deadline(state, step, attempt, now)
+        elif attempt.status in (ATTEMPT_FAILED, ATTEMPT_TIMED_OUT):
+            due = _retry(state, step, attempt, now)
+            if due is None:
+                out_of_retries = out_of_retries or attempt
+                continue
+        else:
+            continue
+        if due.event is not None:
+            return due
+        wake_at = _earliest(wake_at, due.wake_at)
 
-    if current is None:  # advanced past a manual wait; the step has not run yet
-        return Decision(step_queued(state, state.step_index, 1))
+    live = [a for a in current.values() if a.is_live]
+    if out_of_retries is not None:
+        return Decision(_fail(out_of_retries, live, now))
+    succeeded = {o for o, a in current.items() if a.status == ATTEMPT_SUCCESS}
+    if len(succeeded) == len(workflow.steps):
+        return Decision(workflow_completed(state.dynamic_properties))
+    ready = [
+        i
+        for i in range(len(workflow.steps))
+        if i + 1 not in current and all(n + 1 in succeeded for n in workflow.needs[i])
+    ]
+    if state.mode == MANUAL:
+        # One step at a time, each after AdvanceExecution: the advance names it (step_index).
+        if live or wake_at is not None or not ready:
+            return Decision(wake_at=wake_at)
+        following = ready[0]
+        if state.step_index == following:
+            return Decision(step_queued(state, following, state.next_attempt_number(following + 1)))
+        return Decision(workflow_waiting(workflow.steps[following], following + 1))
+    if ready and len(live) < workflow.max_parallel_steps:
+        following = ready[0]
+        return Decision(step_queued(state, following, state.next_attempt_number(following + 1)))
+    return Decision(wake_at=wake_at)
 
-    step = steps[state.step_index]
-    if current.status == ATTEMPT_QUEUED:
+
+def _deadline(
+    state: ExecutionState, step: StepDefinition, attempt: Attempt, now: datetime
+) -> Decision:
+    """A live attempt's timeout, when it is due, or when it will be."""
+    if attempt.status == ATTEMPT_QUEUED:
         # Waiting for a runner is the normal state of a busy system, not an error: only the
         # step's own schedule-to-start timeout ends it.
         if step.schedule_to_start_timeout_seconds is None:
             return Decision()
-        expires = current.queued_at + timedelta(seconds=step.schedule_to_start_timeout_seconds)
+        expires = attempt.queued_at + timedelta(seconds=step.schedule_to_start_timeout_seconds)
         if now >= expires:
             return Decision(
                 step_finished(
-                    current,
+                    attempt,
                     ATTEMPT_TIMED_OUT,
                     error={
                         "reason": "schedule_to_start_timeout",
@@ -85,54 +128,80 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
                 )
             )
         return Decision(wake_at=expires)
-    if current.status == ATTEMPT_RUNNING:
-        assert current.started_at is not None
-        hard = current.started_at + timedelta(seconds=step.timeout_seconds)
-        heartbeat = _last_heartbeat(current, state) + timedelta(
-            seconds=step.heartbeat_timeout_seconds
+    assert attempt.status == ATTEMPT_RUNNING and attempt.started_at is not None
+    hard = attempt.started_at + timedelta(seconds=step.timeout_seconds)
+    heartbeat = _last_heartbeat(attempt) + timedelta(seconds=step.heartbeat_timeout_seconds)
+    if now >= hard:
+        return Decision(
+            step_finished(
+                attempt,
+                ATTEMPT_TIMED_OUT,
+                error={
+                    "reason": "timeout",
+                    "message": f"step took longer than {step.timeout_seconds:g} s",
+                },
+                now=now,
+            )
         )
-        if now >= hard:
-            return Decision(
-                step_finished(
-                    current,
-                    ATTEMPT_TIMED_OUT,
-                    error={
-                        "reason": "timeout",
-                        "message": f"step took longer than {step.timeout_seconds:g} s",
-                    },
-                    now=now,
-                )
+    if now >= heartbeat:
+        return Decision(
+            step_finished(
+                attempt,
+                ATTEMPT_TIMED_OUT,
+                error={
+                    "reason": "heartbeat_timeout",
+                    "message": f"no heartbeat for {step.heartbeat_timeout_seconds:g} s",
+                },
+                now=now,
             )
-        if now >= heartbeat:
-            return Decision(
-                step_finished(
-                    current,
-                    ATTEMPT_TIMED_OUT,
-                    error={
-                        "reason": "heartbeat_timeout",
-                        "message": f"no heartbeat for {step.heartbeat_timeout_seconds:g} s",
-                    },
-                    now=now,
-                )
-            )
-        return Decision(wake_at=min(hard, heartbeat))
-
-    # The attempt failed or timed out: retry after the backoff, or fail the execution.
-    retryable = (current.error or {}).get("reason") not in NON_RETRYABLE_REASONS
-    if retryable and current.attempt < step.retry.max_attempts:
-        assert current.finished_at is not None
-        retry_at = current.finished_at + timedelta(seconds=step.retry.backoff(current.attempt))
-        if now >= retry_at:
-            return Decision(step_queued(state, state.step_index, current.attempt + 1))
-        return Decision(wake_at=retry_at)
-    error = dict(current.error or {"reason": "step_failed", "message": "step failed"})
-    error["step_name"] = current.step_name
-    error["attempts"] = current.attempt
-    return Decision(workflow_failed(error))
+        )
+    return Decision(wake_at=min(hard, heartbeat))
 
 
-def _last_heartbeat(attempt: Attempt, state: ExecutionState) -> datetime:
+def _retry(
+    state: ExecutionState, step: StepDefinition, attempt: Attempt, now: datetime
+) -> Decision | None:
+    """The next attempt of a failed or timed-out step once its backoff is over (or when it
+    will be); None when the step is out of attempts, or its failure would only repeat."""
+    retryable = (attempt.error or {}).get("reason") not in NON_RETRYABLE_REASONS
+    if not retryable or state.tries(attempt.order) >= step.retry.max_attempts:
+        return None
+    assert attempt.finished_at is not None
+    tries = state.tries(attempt.order)
+    retry_at = attempt.finished_at + timedelta(seconds=step.retry.backoff(tries))
+    if now >= retry_at:
+        return Decision(step_queued(state, attempt.order - 1, attempt.attempt + 1))
+    return Decision(wake_at=retry_at)
+
+
+def _fail(failed: Attempt, live: list[Attempt], now: datetime) -> NewEvent:
+    """The execution fails with its step: the steps running beside it are cancelled first,
+    one event each (their runners learn it from their next report)."""
+    if live:
+        other = min(live, key=lambda a: a.order)
+        return step_finished(
+            other,
+            ATTEMPT_CANCELLED,
+            error={
+                "reason": "cancelled",
+                "message": f"step {failed.step_name!r} failed: the execution stops",
+            },
+            now=now,
+        )
+    error = dict(failed.error or {"reason": "step_failed", "message": "step failed"})
+    error["step_name"] = failed.step_name
+    error["attempts"] = failed.attempt
+    return workflow_failed(error)
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    return b if b is not None and b < a else a
+
+
+def _last_heartbeat(attempt: Attempt) -> datetime:
     assert attempt.started_at is not None
-    if state.last_heartbeat is None or state.last_heartbeat < attempt.started_at:
+    if attempt.heartbeat_at is None or attempt.heartbeat_at < attempt.started_at:
         return attempt.started_at
-    return state.last_heartbeat
+    return attempt.heartbeat_at

@@ -5,14 +5,18 @@
     │   └── InputSchemaViolation   an input that does not match its workflow's input_schema
     ├── NotFound
     │   ├── WorkflowNotFound
+    │   │   └── WorkflowVersionNotFound
     │   ├── ExecutionNotFound
+    │   ├── ScheduleNotFound
     │   └── BlobNotFound
     ├── AlreadyExists
-    │   └── IdempotencyConflict
+    │   ├── IdempotencyConflict
+    │   └── WorkflowNameTaken  another definition has the name in the tenant
     ├── FailedPrecondition
     │   ├── StaleAttempt       a report from an attempt that is not the current one
     │   ├── AlreadyTerminal
-    │   └── NotWaiting
+    │   ├── NotWaiting
+    │   └── NotRetryable       a retry of an execution that did not fail or was not cancelled
     ├── ResourceExhausted
     │   ├── WatcherTooSlow
     │   ├── RateLimited        a principal going faster than its rate
@@ -78,12 +82,31 @@ class WorkflowNotFound(NotFound):
         )
 
 
+class WorkflowVersionNotFound(WorkflowNotFound):
+    reason = "WORKFLOW_VERSION_NOT_FOUND"
+
+    def __init__(self, workflow_id: str, version: int) -> None:
+        super().__init__(workflow_id)
+        self.message = f"workflow {workflow_id!r} has no version {version}"
+        self.args = (self.message,)
+        self.metadata["version"] = str(version)
+
+
 class ExecutionNotFound(NotFound):
     reason = "EXECUTION_NOT_FOUND"
 
     def __init__(self, execution_id: str) -> None:
         super().__init__(
             f"execution {execution_id!r} not found", metadata={"execution_id": execution_id}
+        )
+
+
+class ScheduleNotFound(NotFound):
+    reason = "SCHEDULE_NOT_FOUND"
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(
+            f"schedule {schedule_id!r} not found", metadata={"schedule_id": schedule_id}
         )
 
 
@@ -97,6 +120,20 @@ class AlreadyExists(DiscoveryError):
 
 class IdempotencyConflict(AlreadyExists):
     reason = "IDEMPOTENCY_CONFLICT"
+
+
+class WorkflowNameTaken(AlreadyExists):
+    """A create under a name the tenant's workflow `workflow_id` has, with another
+    definition: names are unique per tenant, and a definition changes by an update."""
+
+    reason = "WORKFLOW_NAME_TAKEN"
+
+    def __init__(self, name: str, workflow_id: str) -> None:
+        super().__init__(
+            f"a workflow named {name!r} exists already ({workflow_id}) with another"
+            f" definition; UpdateWorkflow (PUT /workflows/{workflow_id}) changes it",
+            metadata={"name": name, "workflow_id": workflow_id},
+        )
 
 
 class FailedPrecondition(DiscoveryError):
@@ -113,6 +150,10 @@ class AlreadyTerminal(FailedPrecondition):
 
 class NotWaiting(FailedPrecondition):
     reason = "EXECUTION_NOT_WAITING"
+
+
+class NotRetryable(FailedPrecondition):
+    reason = "EXECUTION_NOT_RETRYABLE"
 
 
 class ResourceExhausted(DiscoveryError):

@@ -31,6 +31,7 @@ WORKFLOW_ADVANCED = "workflow_advanced"
 WORKFLOW_COMPLETED = "workflow_completed"
 WORKFLOW_FAILED = "workflow_failed"
 WORKFLOW_CANCELLED = "workflow_cancelled"
+WORKFLOW_RETRIED = "workflow_retried"
 EVENT_TYPES = (
     WORKFLOW_STARTED,
     STEP_QUEUED,
@@ -42,6 +43,7 @@ EVENT_TYPES = (
     WORKFLOW_COMPLETED,
     WORKFLOW_FAILED,
     WORKFLOW_CANCELLED,
+    WORKFLOW_RETRIED,
 )
 TERMINAL_EVENTS = frozenset({WORKFLOW_COMPLETED, WORKFLOW_FAILED, WORKFLOW_CANCELLED})
 
@@ -133,6 +135,12 @@ class WorkflowFailedData(TypedDict):
 
 class WorkflowCancelledData(TypedDict):
     reason: str
+
+
+class WorkflowRetriedData(TypedDict):
+    from_step: str
+    steps: list[str]  # the names of the steps that run again
+    request_id: str | None
 
 
 D = TypeVar("D")
@@ -239,3 +247,8 @@ def workflow_failed(error: dict[str, Any]) -> NewEvent:
 def workflow_cancelled(reason: str) -> NewEvent:
     data: WorkflowCancelledData = {"reason": reason}
     return _new(WORKFLOW_CANCELLED, data)
+
+
+def workflow_retried(from_step: str, steps: list[str], request_id: str | None) -> NewEvent:
+    data: WorkflowRetriedData = {"from_step": from_step, "steps": steps, "request_id": request_id}
+    return _new(WORKFLOW_RETRIED, data)

@@ -5,6 +5,11 @@ state changes, so the status a client reads, the state the engine recovers after
 the history a watcher replays are one and the same thing. The events and their payloads are
 in events.py, what comes next (`decide`) in decisions.py, the progress figures in progress.py.
 
+Steps run one after another, or side by side as their workflow's dependencies allow: each
+step has its own current attempt (`step_attempts`), and several may be live at once. A retry
+of an ended execution (`workflow_retried`) supersedes the attempts of the steps it runs again:
+they stay in the history, and the step's next attempt is its current one.
+
 An attempt lives in two phases. `step_queued` puts it in the step queue, where it waits,
 without a deadline unless its step sets a schedule-to-start timeout, for a runner to ask for
 work; `step_started` records that a runner took it, and from then on its timeout and
@@ -28,6 +33,7 @@ from services.engine.domain.events import (
     WORKFLOW_CANCELLED,
     WORKFLOW_COMPLETED,
     WORKFLOW_FAILED,
+    WORKFLOW_RETRIED,
     WORKFLOW_STARTED,
     WORKFLOW_WAITING,
     Event,
@@ -39,6 +45,7 @@ from services.engine.domain.events import (
     WorkflowAdvancedData,
     WorkflowCancelledData,
     WorkflowFailedData,
+    WorkflowRetriedData,
     WorkflowWaitingData,
     data_of,
 )
@@ -89,6 +96,11 @@ class Attempt:
     # status document that leaves its payloads out finds them.
     started_seq: int | None = None
     finished_seq: int | None = None
+    # A retry of the execution ran its step again: kept as history, no longer its step's.
+    superseded: bool = False
+    # Volatile, like every heartbeat: its runner's last sign of life (not logged). After a
+    # restart the clock starts again, which gives a live runner one heartbeat period.
+    heartbeat_at: datetime | None = field(default=None, repr=False, compare=False)
     _payload_bytes: int | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -143,9 +155,10 @@ class ExecutionState:
     # What its start added to its tenant's stored bytes (the input as sent, quotas.py), taken
     # off again when retention deletes it; 0 when nothing was.
     input_bytes: int = 0
-    # Volatile: heartbeats are not logged. After a restart the clock starts again, which
-    # gives a live step runner one heartbeat period to show itself.
-    last_heartbeat: datetime | None = None
+    # Times RetryExecution took it back to running, and the request ids they came with
+    # (a repeated one is answered without a second retry).
+    retries: int = 0
+    retry_request_ids: list[str] = field(default_factory=list)
 
     # --- reading -------------------------------------------------------------------
 
@@ -153,18 +166,47 @@ class ExecutionState:
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def step_attempts(self) -> dict[int, Attempt]:
+        """Each step's current attempt by the step's order (1-based): its latest, unless a
+        retry superseded it. A step without one has not run (since the retry)."""
+        return {a.order: a for a in self.history if not a.superseded}
+
+    def is_current(self, attempt: Attempt) -> bool:
+        return not attempt.superseded and self.step_attempts().get(attempt.order) is attempt
+
+    def live_attempts(self) -> list[Attempt]:
+        """The attempts queued or running now, by step order."""
+        live = [a for a in self.step_attempts().values() if a.is_live]
+        return sorted(live, key=lambda a: a.order)
+
+    def tries(self, order: int) -> int:
+        """Attempts of the step at `order` since the execution's last retry ran it again."""
+        return sum(1 for a in self.history if a.order == order and not a.superseded)
+
+    def next_attempt_number(self, order: int) -> int:
+        """Attempt numbers go on across retries: (order, attempt) names one attempt."""
+        return max((a.attempt for a in self.history if a.order == order), default=0) + 1
+
+    @property
+    def running_steps(self) -> list[StepDefinition]:
+        """The steps queued or running now, by order."""
+        return [self.workflow.steps[a.order - 1] for a in self.live_attempts()]
+
     @property
     def current_step(self) -> StepDefinition | None:
-        if self.step_index is None or self.is_terminal:
+        """The step the execution stands at, as the legacy status names it: the one a manual
+        execution waits for, else the lowest in order of those queued, running, or waiting
+        to be retried."""
+        if self.is_terminal or self.status == PENDING:
             return None
-        return self.workflow.steps[self.step_index]
-
-    def current_attempt(self) -> Attempt | None:
-        """The latest attempt of the current step, if it has one."""
-        if self.step_index is None or not self.history:
-            return None
-        last = self.history[-1]
-        return last if last.order == self.step_index + 1 else None
+        if self.status == WAITING:
+            return None if self.step_index is None else self.workflow.steps[self.step_index]
+        active = [
+            a.order
+            for a in self.step_attempts().values()
+            if a.is_live or a.status in (ATTEMPT_FAILED, ATTEMPT_TIMED_OUT)
+        ]
+        return self.workflow.steps[min(active) - 1] if active else None
 
     def attempt_by_token(self, token: str) -> Attempt | None:
         for attempt in reversed(self.history):
@@ -211,7 +253,7 @@ class ExecutionState:
             taken.started_seq = event.seq
             taken._payload_bytes = None
             taken.runner_id = started.get("runner_id")
-            self.last_heartbeat = event.time
+            taken.heartbeat_at = event.time
         elif kind == STEP_PROGRESS:
             progress = data_of(event, StepProgressData)
             attempt = self.attempt(int(progress["order"]), int(progress["attempt"]))
@@ -237,6 +279,18 @@ class ExecutionState:
             self.status = CANCELLED
             reason = data_of(event, WorkflowCancelledData).get("reason") or "cancelled"
             self.error = {"reason": "cancelled", "message": reason}
+        elif kind == WORKFLOW_RETRIED:
+            retried = data_of(event, WorkflowRetriedData)
+            again = set(retried["steps"])
+            for attempt in self.history:
+                if attempt.step_name in again:
+                    attempt.superseded = True
+            self.status = RUNNING
+            self.error = None
+            self.step_index = None
+            self.retries += 1
+            if retried.get("request_id"):
+                self.retry_request_ids.append(str(retried["request_id"]))
         else:
             raise ValueError(f"unknown event type {kind!r}")
         self.last_seq = event.seq

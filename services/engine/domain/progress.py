@@ -37,14 +37,17 @@ class Progress:
 def progress(
     state: ExecutionState, typical_seconds: Mapping[str, float], now: datetime
 ) -> Progress:
-    """Whole-execution progress; `typical_seconds` maps step names to past mean durations."""
+    """Whole-execution progress; `typical_seconds` maps step names to past mean durations.
+    Steps count alike: each running one adds its own percentage pro rata."""
     steps = state.workflow.steps
-    done = {a.order for a in state.history if a.status == ATTEMPT_SUCCESS}
+    current = state.step_attempts()
+    done = {o for o, a in current.items() if a.status == ATTEMPT_SUCCESS}
     failed = 1 if state.status == FAILED and state.error and state.error.get("step_name") else 0
-    current = state.current_attempt()
-    fraction = 0.0
-    if current is not None and current.status == ATTEMPT_RUNNING and current.last_progress:
-        fraction = float(current.last_progress.get("percentage") or 0.0) / 100.0
+    fraction = sum(
+        float(a.last_progress.get("percentage") or 0.0) / 100.0
+        for a in current.values()
+        if a.status == ATTEMPT_RUNNING and a.last_progress
+    )
     if state.status == COMPLETED:
         percentage = 100.0
     else:
@@ -64,8 +67,9 @@ def progress(
 def estimate_remaining(
     state: ExecutionState, typical_seconds: Mapping[str, float], now: datetime
 ) -> float | None:
-    """The running step's own ETA, or its typical time less the time it has had, plus the
-    typical times of the steps after it. None when any part is unknown.
+    """The time to the end along the longest chain of steps still to run: for a live step its
+    own ETA, or its typical time less the time it has had; for one to come its typical time.
+    Steps side by side overlap; steps in line add up. None when any part is unknown.
 
     `typical_seconds` counts a step from the time it was queued to its end, so a queued
     step's wait for a runner, and the waits to come, are in the estimate."""
@@ -73,37 +77,40 @@ def estimate_remaining(
         return 0.0
     if state.is_terminal:
         return None
-    steps = state.workflow.steps
-    start = 0 if state.step_index is None else state.step_index
-    remaining = 0.0
-    current = state.current_attempt()
-    if current is not None and current.is_live:
-        reported = (current.last_progress or {}).get("estimated_remaining_seconds")
-        if reported is not None:
-            remaining += float(reported)
-        elif steps[start].name in typical_seconds:
-            elapsed = (now - current.queued_at).total_seconds()
-            remaining += max(typical_seconds[steps[start].name] - elapsed, 0.0)
+    workflow = state.workflow
+    current = state.step_attempts()
+    # For each step, the time until it ends, counted from now.
+    ends: dict[int, float] = {}
+    for index in workflow.topological_order:
+        step = workflow.steps[index]
+        attempt = current.get(index + 1)
+        if attempt is not None and attempt.status == ATTEMPT_SUCCESS:
+            ends[index] = 0.0
+            continue
+        if attempt is not None and attempt.is_live:
+            reported = (attempt.last_progress or {}).get("estimated_remaining_seconds")
+            if reported is not None:
+                own = float(reported)
+            elif step.name in typical_seconds:
+                elapsed = (now - attempt.queued_at).total_seconds()
+                own = max(typical_seconds[step.name] - elapsed, 0.0)
+            else:
+                return None
+        elif step.name in typical_seconds:
+            own = typical_seconds[step.name]
         else:
             return None
-        start += 1
-    elif current is not None and current.status == ATTEMPT_SUCCESS:
-        start += 1
-    for step in steps[start:]:
-        if step.name not in typical_seconds:
-            return None
-        remaining += typical_seconds[step.name]
-    return round(remaining, 1)
+        ends[index] = own + max((ends[n] for n in workflow.needs[index]), default=0.0)
+    return round(max(ends.values(), default=0.0), 1)
 
 
 def step_state(state: ExecutionState, index: int) -> str:
     """The state of one step as ListExecutionSteps shows it."""
-    attempts = [a for a in state.history if a.order == index + 1]
-    if not attempts:
+    attempt = state.step_attempts().get(index + 1)
+    if attempt is None:
         if state.status == WAITING and state.step_index == index:
             return "waiting"
         return "pending"
-    last = attempts[-1]
-    if last.status in (ATTEMPT_FAILED, ATTEMPT_TIMED_OUT) and not state.is_terminal:
+    if attempt.status in (ATTEMPT_FAILED, ATTEMPT_TIMED_OUT) and not state.is_terminal:
         return "retrying"
-    return last.status
+    return attempt.status

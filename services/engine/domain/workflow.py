@@ -1,7 +1,10 @@
-"""Workflow definitions: a name and ordered steps, each with its handler, bounds and retries."""
+"""Workflow definitions: a name and steps, each with its handler, bounds and retries, run in
+order or as a graph of dependencies (`after`)."""
 
 from __future__ import annotations
 
+import functools
+import heapq
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -13,6 +16,7 @@ from services.engine.domain.input_schema import InputSchema
 
 MAX_STEPS = 100
 MAX_ATTEMPTS = 20
+DEFAULT_MAX_PARALLEL_STEPS = 10
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 _NAME = re.compile(r"^[^\x00-\x1f/]{1,200}$")
 
@@ -40,6 +44,9 @@ class StepDefinition:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # How long an attempt may wait in the step queue; None: as long as it takes.
     schedule_to_start_timeout_seconds: float | None = None
+    # The names of the steps that must succeed before it starts, as the definition gave
+    # them (none given anywhere: each step waits for the one before it, see `needs`).
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,45 @@ class Workflow:
     tenant_id: str
     # What every execution's input must match; None: any input.
     input_schema: InputSchema | None = None
+    # The most steps of one execution queued or running at once.
+    max_parallel_steps: int = DEFAULT_MAX_PARALLEL_STEPS
+    # 1 when created, one more at each update that changes the definition (versions.py);
+    # `updated_at` is when this version was made (None: when the workflow was created).
+    version: int = 1
+    updated_at: datetime | None = None
+
+    @functools.cached_property
+    def needs(self) -> tuple[frozenset[int], ...]:
+        """For each step (by index), the indexes of the steps it waits for. A workflow none
+        of whose steps names any dependency is the legacy straight line: each step waits for
+        the one before it."""
+        if not any(step.after for step in self.steps):
+            return tuple(frozenset({i - 1} if i else ()) for i in range(len(self.steps)))
+        index = {step.name: i for i, step in enumerate(self.steps)}
+        return tuple(frozenset(index[name] for name in step.after) for step in self.steps)
+
+    @functools.cached_property
+    def dependents(self) -> tuple[frozenset[int], ...]:
+        """For each step, every step that waits for it, directly or not."""
+        direct: list[set[int]] = [set() for _ in self.steps]
+        for i, needs in enumerate(self.needs):
+            for need in needs:
+                direct[need].add(i)
+        closure: list[frozenset[int]] = [frozenset()] * len(self.steps)
+        for i in reversed(self.topological_order):
+            reached = set(direct[i])
+            for after in direct[i]:
+                reached |= closure[after]
+            closure[i] = frozenset(reached)
+        return tuple(closure)
+
+    @functools.cached_property
+    def topological_order(self) -> tuple[int, ...]:
+        """Step indexes with every step after the steps it waits for (by order among
+        equals). The definition was checked acyclic when it was made."""
+        order = _topological(self.needs)
+        assert order is not None
+        return order
 
     def step_named(self, name: str) -> tuple[int, StepDefinition] | None:
         for index, step in enumerate(self.steps):
@@ -81,13 +127,15 @@ def new_workflow(
     *,
     tenant_id: str,
     input_schema: dict[str, Any] | None = None,
+    max_parallel_steps: int = 0,
 ) -> Workflow:
     """Validates a definition as a client sent it and gives it its ids.
 
     `steps` items: {"name", "handler", "timeout_seconds", "heartbeat_timeout_seconds",
-    "schedule_to_start_timeout_seconds", "retry": {"max_attempts", "initial_backoff_seconds",
-    "backoff_multiplier", "max_backoff_seconds"}}; a 0 or missing number takes the default
-    (for the schedule-to-start timeout: none). `input_schema`: a JSON Schema, or None.
+    "schedule_to_start_timeout_seconds", "after": [step names], "retry": {"max_attempts",
+    "initial_backoff_seconds", "backoff_multiplier", "max_backoff_seconds"}}; a 0 or missing
+    number takes the default (for the schedule-to-start timeout: none). `input_schema`: a JSON
+    Schema, or None. `max_parallel_steps`: 0 takes the default.
     """
     if not _NAME.match(name or ""):
         raise InvalidArgument("name", "required, 1 to 200 printable characters")
@@ -156,14 +204,95 @@ def new_workflow(
                     f"{where}.schedule_to_start_timeout_seconds",
                     MAX_TIMEOUT_SECONDS,
                 ),
+                after=_after(raw.get("after"), where),
             )
         )
+    _check_dependencies(built)
+    if not 0 <= max_parallel_steps <= MAX_STEPS:
+        raise InvalidArgument("max_parallel_steps", f"must be 1 to {MAX_STEPS} (0: the default)")
     return Workflow(
         workflow_id=str(uuid.uuid4()),
         name=name,
         description=description,
         steps=tuple(built),
         created_at=created_at,
+        updated_at=created_at,
         tenant_id=tenant_id,
         input_schema=None if input_schema is None else InputSchema.parse(input_schema),
+        max_parallel_steps=max_parallel_steps or DEFAULT_MAX_PARALLEL_STEPS,
     )
+
+
+def _after(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple) or not all(isinstance(n, str) for n in raw):
+        raise InvalidArgument(f"{where}.after", "a list of step names")
+    if len(set(raw)) != len(raw):
+        raise InvalidArgument(f"{where}.after", "names a step twice")
+    return tuple(raw)
+
+
+def _check_dependencies(steps: list[StepDefinition]) -> None:
+    """Every name a step waits for is a step of the workflow, and no step waits, directly or
+    through others, for itself."""
+    index = {step.name: i for i, step in enumerate(steps)}
+    for i, step in enumerate(steps):
+        unknown = [name for name in step.after if name not in index]
+        if unknown:
+            raise InvalidArgument(
+                f"steps[{i}].after", f"names no step of this workflow: {', '.join(unknown)}"
+            )
+        if step.name in step.after:
+            raise InvalidArgument(f"steps[{i}].after", f"step {step.name!r} waits for itself")
+    needs = tuple(frozenset(index[name] for name in step.after) for step in steps)
+    if _topological(needs) is None:
+        cycle = [steps[i].name for i in _cycle(needs)]
+        raise InvalidArgument(
+            "steps", "the steps wait for each other in a cycle: " + " -> ".join(cycle)
+        )
+
+
+def _topological(needs: tuple[frozenset[int], ...]) -> tuple[int, ...] | None:
+    """Kahn's order, the lowest index first among the steps ready together; None when the
+    dependencies hold a cycle."""
+    waiting = [len(n) for n in needs]
+    dependents: list[list[int]] = [[] for _ in needs]
+    for i, n in enumerate(needs):
+        for need in n:
+            dependents[need].append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for after in dependents[i]:
+            waiting[after] -= 1
+            if waiting[after] == 0:
+                heapq.heappush(ready, after)
+    return tuple(order) if len(order) == len(needs) else None
+
+
+def _cycle(needs: tuple[frozenset[int], ...]) -> list[int]:
+    """One cycle of the dependencies, as step indexes, its first step repeated at its end
+    (there is one: _topological found none)."""
+    state = [0] * len(needs)  # 0 unseen, 1 on the current path, 2 done
+    path: list[int] = []
+
+    def visit(i: int) -> list[int] | None:
+        state[i] = 1
+        path.append(i)
+        for need in sorted(needs[i]):
+            if state[need] == 1:
+                return [*path[path.index(need) :], need]
+            if state[need] == 0 and (found := visit(need)) is not None:
+                return found
+        path.pop()
+        state[i] = 2
+        return None
+
+    for i in range(len(needs)):
+        if state[i] == 0 and (found := visit(i)) is not None:
+            return found
+    return []  # pragma: no cover - only called on a cyclic graph

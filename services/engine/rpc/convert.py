@@ -17,7 +17,7 @@ from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
 from services.engine.domain import progress as pg
 from services.engine.domain.errors import InvalidArgument
-from services.engine.domain.workflow import Workflow
+from services.engine.domain.workflow import StepDefinition, Workflow
 from services.engine.store.repository import ExecutionFilter, QueueDepth, RunnerSeen
 
 _STATUS = {
@@ -68,6 +68,8 @@ def workflow(value: Workflow) -> wf_pb.Workflow:
         name=value.name,
         description=value.description,
         create_time=timestamp(value.created_at),
+        version=value.version,
+        update_time=timestamp(value.updated_at or value.created_at),
         steps=[
             wf_pb.StepDefinition(
                 step_id=s.step_id,
@@ -76,6 +78,7 @@ def workflow(value: Workflow) -> wf_pb.Workflow:
                 timeout_seconds=s.timeout_seconds,
                 heartbeat_timeout_seconds=s.heartbeat_timeout_seconds,
                 schedule_to_start_timeout_seconds=s.schedule_to_start_timeout_seconds or 0.0,
+                after=list(s.after),
                 retry=wf_pb.RetryPolicy(
                     max_attempts=s.retry.max_attempts,
                     initial_backoff_seconds=s.retry.initial_backoff_seconds,
@@ -85,6 +88,7 @@ def workflow(value: Workflow) -> wf_pb.Workflow:
             )
             for s in value.steps
         ],
+        max_parallel_steps=value.max_parallel_steps,
     )
     if value.input_schema is not None:
         message.input_schema.CopyFrom(struct(value.input_schema.document))
@@ -105,6 +109,7 @@ def step_definitions(message: wf_pb.Workflow) -> list[dict[str, Any]]:
             "timeout_seconds": s.timeout_seconds,
             "heartbeat_timeout_seconds": s.heartbeat_timeout_seconds,
             "schedule_to_start_timeout_seconds": s.schedule_to_start_timeout_seconds,
+            "after": list(s.after),
             "retry": {
                 "max_attempts": s.retry.max_attempts,
                 "initial_backoff_seconds": s.retry.initial_backoff_seconds,
@@ -171,6 +176,7 @@ def attempt(value: ex.Attempt) -> pb.StepAttempt:
         last_progress=progress_from_dict(value.last_progress),
         queue_time=timestamp(value.queued_at),
         runner_id=value.runner_id or "",
+        superseded=value.superseded,
     )
 
 
@@ -205,17 +211,24 @@ def execution(
         last_seq=state.last_seq,
         error=error(state.error),
         priority=state.priority,
+        workflow_version=state.workflow.version,
+        retries=state.retries,
+        running_steps=[_current_step(state.workflow, s) for s in state.running_steps],
     )
     step = state.current_step
-    if step is not None and state.step_index is not None:
-        message.current_step.CopyFrom(
-            pb.CurrentStep(step_id=step.step_id, name=step.name, order=state.step_index + 1)
-        )
+    if step is not None:
+        message.current_step.CopyFrom(_current_step(state.workflow, step))
     if not summary:
         message.input.CopyFrom(struct(state.input))
         message.dynamic_properties.CopyFrom(struct(state.dynamic_properties))
         message.steps_history.extend(attempt(a) for a in state.history)
     return message
+
+
+def _current_step(workflow: Workflow, step: StepDefinition) -> pb.CurrentStep:
+    found = workflow.step_named(step.name)
+    assert found is not None
+    return pb.CurrentStep(step_id=step.step_id, name=step.name, order=found[0] + 1)
 
 
 def event(value: ev.Event) -> pb.ExecutionEvent:
@@ -237,6 +250,7 @@ def execution_steps(state: ex.ExecutionState) -> list[service_pb.ExecutionStep]:
             order=i + 1,
             state=pg.step_state(state, i),
             attempts=[attempt(a) for a in state.history if a.order == i + 1],
+            after=list(step.after),
         )
         for i, step in enumerate(state.workflow.steps)
     ]

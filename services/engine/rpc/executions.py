@@ -13,9 +13,10 @@ from services.auth import WATCH_TOKEN_SECONDS, WATCHER, Principal, Unauthenticat
 from services.engine.clock import utc_now
 from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
-from services.engine.domain.errors import InvalidArgument, QuotaExceeded, RateLimited
+from services.engine.domain.errors import InvalidArgument, RateLimited
 from services.engine.rpc import convert
 from services.engine.rpc.servicer import Context, Servicer, page_size_of, required_text
+from services.engine.starts import start_within_quotas
 
 DEFAULT_WAIT_SECONDS = 30.0
 
@@ -42,42 +43,18 @@ class ExecutionServicer(Servicer, es_grpc.ExecutionServiceServicer):
     async def _start(
         self, caller: Principal, request: es.StartExecutionRequest | es.ExecuteWorkflowRequest
     ) -> ex.ExecutionState:
-        """A start within the tenant's quotas: its running executions and stored bytes (the
-        input as it came, blobs and all). A start that repeats an earlier one by request_id
-        is answered with that one, over the quotas or not."""
-        workflow_id = required_text(request.workflow_id, "workflow_id")
-        usage = self._limits.usage
-        try:
-            reserved = await usage.admit_start(caller.tenant, request.input.ByteSize())
-        except QuotaExceeded:
-            if not request.request_id or not await self._runner.started_before(
-                request.request_id, tenant=caller.tenant
-            ):
-                raise
-            reserved = None
-        began = utc_now()
-        try:
-            state = await self._runner.start(
-                workflow_id,
-                convert.from_struct(request.input),
-                request.manual,
-                request.request_id,
-                tenant=caller.tenant,
-                priority=request.priority or ex.DEFAULT_PRIORITY,
-                # What `stored` below charges the tenant for its input; retention gives it back.
-                input_bytes=reserved.input_bytes if reserved is not None else 0,
-            )
-        except BaseException:
-            if reserved is not None:
-                usage.dropped(reserved)
-            raise
-        if reserved is not None:
-            # Created before this call: an earlier start answered again, nothing new kept.
-            if state.created_at < began:
-                usage.dropped(reserved)
-            else:
-                usage.stored(reserved)
-        return state
+        """A start within the tenant's quotas (starts.py)."""
+        return await start_within_quotas(
+            self._runner,
+            self._limits.usage,
+            tenant=caller.tenant,
+            workflow_id=required_text(request.workflow_id, "workflow_id"),
+            document=convert.from_struct(request.input),
+            manual=request.manual,
+            request_id=request.request_id,
+            priority=request.priority or ex.DEFAULT_PRIORITY,
+            input_bytes=request.input.ByteSize(),
+        )
 
     async def StartExecution(
         self, request: es.StartExecutionRequest, context: Context
@@ -183,3 +160,14 @@ class ExecutionServicer(Servicer, es_grpc.ExecutionServiceServicer):
             tenant=self._caller(context).tenant,
         )
         return es.AdvanceExecutionResponse(execution=await self._execution(state))
+
+    async def RetryExecution(
+        self, request: es.RetryExecutionRequest, context: Context
+    ) -> es.RetryExecutionResponse:
+        state = await self._runner.retry(
+            required_text(request.execution_id, "execution_id"),
+            request.from_step,
+            request.request_id,
+            tenant=self._caller(context).tenant,
+        )
+        return es.RetryExecutionResponse(execution=await self._execution(state))

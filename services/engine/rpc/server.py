@@ -1,10 +1,12 @@
-"""Builds the engine's grpc.aio server: the four services, health, reflection, limits."""
+"""Builds the engine's grpc.aio server: its services, health, reflection, limits."""
 
 from __future__ import annotations
 
 import grpc
 from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import execution_service_pb2_grpc as es_grpc
+from discovery.engine.v1 import schedule_service_pb2 as ss
+from discovery.engine.v1 import schedule_service_pb2_grpc as ss_grpc
 from discovery.engine.v1 import step_queue_service_pb2 as sq
 from discovery.engine.v1 import step_queue_service_pb2_grpc as sq_grpc
 from discovery.engine.v1 import step_report_service_pb2 as sr
@@ -26,12 +28,14 @@ from services.engine.rpc.errors import DOMAIN, ErrorInterceptor
 from services.engine.rpc.executions import ExecutionServicer
 from services.engine.rpc.forward import Forwarder, ForwardInterceptor
 from services.engine.rpc.log_context import LogContextInterceptor
+from services.engine.rpc.schedules import ScheduleServicer
 from services.engine.rpc.servicer import Limits
 from services.engine.rpc.step_queue import StepQueueServicer
 from services.engine.rpc.step_reports import StepReportServicer
 from services.engine.rpc.tokens import TokenServicer
 from services.engine.rpc.workflows import WorkflowServicer
 from services.engine.runner import Runner
+from services.engine.schedules import Schedules
 from services.grpc_auth import AuthInterceptor
 
 SERVICE_NAMES = (
@@ -40,6 +44,7 @@ SERVICE_NAMES = (
     sr.DESCRIPTOR.services_by_name["StepReportService"].full_name,
     sq.DESCRIPTOR.services_by_name["StepQueueService"].full_name,
     ts.DESCRIPTOR.services_by_name["TokenService"].full_name,
+    ss.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
 
 # Keepalive that lets long WatchExecution streams survive idle proxies without provoking
@@ -60,6 +65,7 @@ def build_server(
     quotas: CallQuotas,
     revocations: Revocations,
     forwarder: Forwarder,
+    schedules: Schedules,
     *,
     max_message_bytes: int,
     max_concurrent_rpcs: int,
@@ -98,6 +104,7 @@ def build_server(
         StepQueueServicer(runner, authority, limits), server
     )
     ts_grpc.add_TokenServiceServicer_to_server(TokenServicer(authority, revocations), server)
+    ss_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(schedules, authority), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -26,6 +26,8 @@ class Database:
         )
         self.client = client
         self.workflows: AsyncCollection[dict[str, Any]] = db["workflows"]
+        # Every version of every workflow; `workflows` holds the current one.
+        self.workflow_versions: AsyncCollection[dict[str, Any]] = db["workflow_versions"]
         self.executions: AsyncCollection[dict[str, Any]] = db["executions"]
         self.events: AsyncCollection[dict[str, Any]] = db["events"]
         self.blobs: AsyncCollection[dict[str, Any]] = db["blobs"]
@@ -35,6 +37,7 @@ class Database:
         self.revoked_tokens: AsyncCollection[dict[str, Any]] = db["revoked_tokens"]
         self.tenant_usage: AsyncCollection[dict[str, Any]] = db["tenant_usage"]
         self.leases: AsyncCollection[dict[str, Any]] = db["engine_leases"]
+        self.schedules: AsyncCollection[dict[str, Any]] = db["schedules"]
         # The store's own bookkeeping (migrations under way).
         self.meta: AsyncCollection[dict[str, Any]] = db["meta"]
 

@@ -18,7 +18,12 @@ from services.engine.domain.execution import (
     ExecutionState,
 )
 from services.engine.domain.input_schema import InputSchema
-from services.engine.domain.workflow import RetryPolicy, StepDefinition, Workflow
+from services.engine.domain.workflow import (
+    DEFAULT_MAX_PARALLEL_STEPS,
+    RetryPolicy,
+    StepDefinition,
+    Workflow,
+)
 
 
 def workflow_to_doc(workflow: Workflow, *, with_schema: bool = True) -> dict[str, Any]:
@@ -28,6 +33,9 @@ def workflow_to_doc(workflow: Workflow, *, with_schema: bool = True) -> dict[str
         "name": workflow.name,
         "description": workflow.description,
         "created_at": workflow.created_at,
+        "max_parallel_steps": workflow.max_parallel_steps,
+        "version": workflow.version,
+        "updated_at": workflow.updated_at or workflow.created_at,
         "steps": [
             {
                 "step_id": s.step_id,
@@ -36,6 +44,7 @@ def workflow_to_doc(workflow: Workflow, *, with_schema: bool = True) -> dict[str
                 "timeout_seconds": s.timeout_seconds,
                 "heartbeat_timeout_seconds": s.heartbeat_timeout_seconds,
                 "schedule_to_start_timeout_seconds": s.schedule_to_start_timeout_seconds,
+                "after": list(s.after),
                 "retry": {
                     "max_attempts": s.retry.max_attempts,
                     "initial_backoff_seconds": s.retry.initial_backoff_seconds,
@@ -60,10 +69,12 @@ def workflow_from_doc(doc: dict[str, Any]) -> Workflow:
         created_at=doc["created_at"],
         # Written before tenants existed: the single-tenant deployment's own.
         tenant_id=doc.get("tenant_id", DEFAULT_TENANT),
+        max_parallel_steps=doc.get("max_parallel_steps", DEFAULT_MAX_PARALLEL_STEPS),
+        # Written before workflows had versions: their first.
+        version=doc.get("version", 1),
+        updated_at=doc.get("updated_at", doc["created_at"]),
         input_schema=(
-            InputSchema.parse(json.loads(doc["input_schema_json"]))
-            if doc.get("input_schema_json")
-            else None
+            _input_schema(doc["input_schema_json"]) if doc.get("input_schema_json") else None
         ),
         steps=tuple(
             StepDefinition(
@@ -74,10 +85,18 @@ def workflow_from_doc(doc: dict[str, Any]) -> Workflow:
                 heartbeat_timeout_seconds=s["heartbeat_timeout_seconds"],
                 retry=RetryPolicy(**s["retry"]),
                 schedule_to_start_timeout_seconds=s.get("schedule_to_start_timeout_seconds"),
+                after=tuple(s.get("after") or ()),
             )
             for s in doc["steps"]
         ),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _input_schema(text: str) -> InputSchema:
+    """A stored schema, checked and compiled once per text: a start reads its workflow's
+    document every time (a definition may have a new version), not its schema."""
+    return InputSchema.parse(json.loads(text))
 
 
 # The most of its attempts' payloads a status document holds, the newest first: the others
@@ -116,6 +135,7 @@ def _attempt_to_doc(a: Attempt, *, inline: bool) -> dict[str, Any]:
         "finished_seq": a.finished_seq,
         "error": a.error,
         "last_progress": a.last_progress,
+        "superseded": a.superseded,
     }
 
 
@@ -137,7 +157,9 @@ def payloads_in_log(doc: dict[str, Any]) -> list[int]:
 
 @functools.lru_cache(maxsize=1024)
 def _workflow_doc(workflow: Workflow) -> dict[str, Any]:
-    """A definition never changes: its document is made once, not at every status write.
+    """A version of a definition never changes (an update makes another version): its
+    document is made once, not at every status write. It is the definition the execution
+    runs to its end, whatever versions come after (written once, with the execution).
     Shared: callers must not change it. Without the input schema: it is checked at the start
     only, from the workflow's own document, and need not be repeated in every execution."""
     return workflow_to_doc(workflow, with_schema=False)
@@ -182,6 +204,8 @@ def status_to_doc(state: ExecutionState) -> dict[str, Any]:
         "error": state.error,
         "progress_events": state.progress_events,
         "queue": _queue_entry(state),
+        "retries": state.retries,
+        "retry_request_ids": state.retry_request_ids,
     }
     if state.is_terminal:
         doc["lease_owner"] = None
@@ -191,20 +215,33 @@ def status_to_doc(state: ExecutionState) -> dict[str, Any]:
 
 
 def _queue_entry(state: ExecutionState) -> dict[str, Any] | None:
-    """The execution's place in the step queue while its current attempt waits for a
-    runner: what GetStepQueue counts across engines. The log stays the truth; this field is
-    part of the projection and is caught up with it."""
-    current = state.current_attempt()
-    if current is None or current.status != ATTEMPT_QUEUED or state.current_step is None:
+    """The execution's places in the step queue while attempts of it wait for a runner:
+    what GetStepQueue counts across engines. The log stays the truth; this field is part of
+    the projection and is caught up with it. One field, not one per attempt, so that one
+    index on `queue.state` finds every execution with work waiting."""
+    queued = [a for a in state.live_attempts() if a.status == ATTEMPT_QUEUED]
+    if not queued:
         return None
     return {
         "state": "ready",
-        "handler": state.current_step.handler,
-        "priority": state.priority,
-        "queued_at": current.queued_at,
-        # Other engines put it in their step queues from here (queue_mirror.py).
-        "token": current.token,
+        "attempts": [
+            {
+                "handler": state.workflow.steps[a.order - 1].handler,
+                "order": a.order,
+                "priority": state.priority,
+                "queued_at": a.queued_at,
+                # Other engines put it in their step queues from here (queue_mirror.py).
+                "token": a.token,
+            }
+            for a in queued
+        ],
     }
+
+
+def queued_attempts(queue: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attempts of a `queue` field; one written before steps ran side by side is the
+    entry of its one attempt."""
+    return list(queue.get("attempts") or [queue])
 
 
 def execution_from_doc(doc: dict[str, Any]) -> ExecutionState:
@@ -228,6 +265,8 @@ def execution_from_doc(doc: dict[str, Any]) -> ExecutionState:
         progress_events=doc.get("progress_events", 0),
         traceparent=doc.get("traceparent"),
         input_bytes=doc.get("input_bytes", 0),
+        retries=doc.get("retries", 0),
+        retry_request_ids=list(doc.get("retry_request_ids") or []),
     )
 
 

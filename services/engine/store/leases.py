@@ -220,6 +220,16 @@ class EngineLeases:
             await self._read_leases()
         return Claim(held=False)
 
+    async def reopen(self, execution_id: str, last_seq: int) -> bool:
+        # An ended execution's document has no owner and an `ended_at` (status_to_doc): the
+        # engine that reopens it owns it, and retention no longer sees it as ended. Its own
+        # status is written by the retry's first commit, under this lease.
+        result = await self._db.executions.update_one(
+            {"_id": execution_id, "last_seq": last_seq, "lease_owner": None},
+            {"$set": {"lease_owner": self._lease_id()}, "$unset": {"ended_at": ""}},
+        )
+        return result.matched_count == 1
+
     async def park(self, execution_id: str) -> bool:
         result = await self._db.executions.update_one(
             {"_id": execution_id, "lease_owner": self._lease_id()},

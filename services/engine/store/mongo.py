@@ -8,7 +8,8 @@ repository's interface (repository.py), made of
 - feed.py: the log's change feed; blobs.py: large payloads; records.py: what the engine keeps
   beside executions (step durations, runners, revoked tokens, tenant usage);
 - retention.py: what retention deletes (ended executions with all they stored, and blobs
-  whose execution never came).
+  whose execution never came);
+- schedules.py: cron schedules.
 
 Every public coroutine raises domain errors only (store/errors.py).
 """
@@ -26,6 +27,7 @@ from pymongo.errors import DuplicateKeyError
 from services.auth import DEFAULT_TENANT
 from services.engine.domain.events import Event
 from services.engine.domain.execution import DEFAULT_PRIORITY, ExecutionState
+from services.engine.domain.schedule import Schedule
 from services.engine.domain.workflow import Workflow
 from services.engine.step_queue import ReadyAttempt
 from services.engine.store.blobs import Blobs
@@ -37,8 +39,8 @@ from services.engine.store.documents import (
     execution_from_doc,
     execution_to_doc,
     payloads_in_log,
+    queued_attempts,
     workflow_from_doc,
-    workflow_to_doc,
 )
 from services.engine.store.errors import domain_errors
 from services.engine.store.feed import EventChanges, follow_events
@@ -60,7 +62,9 @@ from services.engine.store.repository import (
     TenantCounts,
 )
 from services.engine.store.retention import RetentionSweeps
+from services.engine.store.schedules import ScheduleRecords
 from services.engine.store.schema import ensure_schema
+from services.engine.store.workflows import WorkflowDocuments
 
 # Events read by id at first, and at most, per round trip (see read_events).
 FIRST_READ = 16
@@ -85,6 +89,8 @@ class MongoStore:
         self._blobs = Blobs(self._db)
         self._records = Records(self._db)
         self._retention = RetentionSweeps(self._db)
+        self._schedules = ScheduleRecords(self._db)
+        self._workflows = WorkflowDocuments(self._db)
 
     async def open(self) -> None:
         await ensure_schema(self._db)
@@ -100,7 +106,7 @@ class MongoStore:
     # --- workflows -------------------------------------------------------------------
 
     async def create_workflow(self, workflow: Workflow) -> None:
-        await self._db.workflows.insert_one(workflow_to_doc(workflow))
+        await self._workflows.create(workflow)
 
     async def get_workflow(self, tenant_id: str, workflow_id: str) -> Workflow | None:
         doc = await self._db.workflows.find_one({"_id": workflow_id, "tenant_id": tenant_id})
@@ -114,6 +120,19 @@ class MongoStore:
             query["name"] = name
         docs, token = await page(self._db.workflows, query, page_size, page_token)
         return Page([workflow_from_doc(d) for d in docs], token)
+
+    async def add_workflow_version(self, workflow: Workflow, previous: int) -> bool:
+        return await self._workflows.add_version(workflow, previous)
+
+    async def get_workflow_version(
+        self, tenant_id: str, workflow_id: str, version: int
+    ) -> Workflow | None:
+        return await self._workflows.version(tenant_id, workflow_id, version)
+
+    async def list_workflow_versions(
+        self, tenant_id: str, workflow_id: str, page_size: int, page_token: str
+    ) -> Page[Workflow]:
+        return await self._workflows.versions(tenant_id, workflow_id, page_size, page_token)
 
     # --- executions ------------------------------------------------------------------
 
@@ -249,6 +268,9 @@ class MongoStore:
     async def park(self, execution_id: str) -> bool:
         return await self._leases.park(execution_id)
 
+    async def reopen(self, execution_id: str, last_seq: int) -> bool:
+        return await self._leases.reopen(execution_id, last_seq)
+
     # --- blobs (blobs.py) ------------------------------------------------------------
 
     async def put_blob(
@@ -261,6 +283,28 @@ class MongoStore:
 
     async def delete_blobs(self, execution_id: str) -> None:
         await self._blobs.delete(execution_id)
+
+    # --- schedules (schedules.py) ----------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> None:
+        await self._schedules.create_schedule(schedule)
+
+    async def get_schedule(self, tenant_id: str, schedule_id: str) -> Schedule | None:
+        return await self._schedules.get_schedule(tenant_id, schedule_id)
+
+    async def list_schedules(
+        self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
+    ) -> Page[Schedule]:
+        return await self._schedules.list_schedules(tenant_id, page_size, page_token, workflow_id)
+
+    async def save_schedule(self, schedule: Schedule) -> bool:
+        return await self._schedules.save_schedule(schedule)
+
+    async def delete_schedule(self, tenant_id: str, schedule_id: str) -> bool:
+        return await self._schedules.delete_schedule(tenant_id, schedule_id)
+
+    async def due_schedules(self, until: datetime, limit: int) -> list[Schedule]:
+        return await self._schedules.due_schedules(until, limit)
 
     # --- retention (retention.py) ----------------------------------------------------
 
@@ -298,9 +342,7 @@ class MongoStore:
     # --- the step queue, as every engine sees it -------------------------------------
 
     async def queue_depths(self) -> list[QueueDepth]:
-        cursor = self._db.executions.find(
-            {"queue.state": "ready"}, {"tenant_id": 1, "queue.handler": 1, "queue.queued_at": 1}
-        )
+        cursor = self._db.executions.find({"queue.state": "ready"}, {"tenant_id": 1, "queue": 1})
         ready = {doc["_id"]: doc async for doc in cursor}
         for execution_id, unwritten in self._log.unwritten_statuses.items():
             if unwritten.projection["queue"] is None:
@@ -312,10 +354,11 @@ class MongoStore:
                 }
         counts: dict[tuple[str, str], tuple[int, datetime]] = {}
         for doc in ready.values():
-            key = (doc["tenant_id"], doc["queue"]["handler"])
-            queued_at = doc["queue"]["queued_at"]
-            count, oldest = counts.get(key, (0, queued_at))
-            counts[key] = (count + 1, min(oldest, queued_at))
+            for attempt in queued_attempts(doc["queue"]):
+                key = (doc["tenant_id"], attempt["handler"])
+                queued_at = attempt["queued_at"]
+                count, oldest = counts.get(key, (0, queued_at))
+                counts[key] = (count + 1, min(oldest, queued_at))
         return [
             QueueDepth(handler, tenant, count, oldest)
             for (tenant, handler), (count, oldest) in sorted(counts.items())
@@ -329,13 +372,15 @@ class MongoStore:
         return [
             ReadyAttempt(
                 execution_id=doc["_id"],
-                token=queue["token"],
-                handler=queue["handler"],
+                token=queued["token"],
+                handler=queued["handler"],
                 tenant=doc.get("tenant_id", DEFAULT_TENANT),
-                priority=queue.get("priority", doc.get("priority", DEFAULT_PRIORITY)),
-                queued_at=queue["queued_at"],
+                priority=queued.get("priority", doc.get("priority", DEFAULT_PRIORITY)),
+                queued_at=queued["queued_at"],
+                order=queued.get("order", 0),
             )
             async for doc in docs
+            for queued in queued_attempts(doc["queue"])
             # Written before engines shared their queues: no token, its holder hands it out.
-            if (queue := doc["queue"]).get("token")
+            if queued.get("token")
         ]

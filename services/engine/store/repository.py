@@ -9,6 +9,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from services.engine.domain.events import Event
 from services.engine.domain.execution import ExecutionState
+from services.engine.domain.schedule import Schedule
 from services.engine.domain.workflow import Workflow
 
 T = TypeVar("T")
@@ -22,6 +23,10 @@ class Page(Generic[T]):
 
 class RequestIdTaken(Exception):
     """An execution with this request_id exists already."""
+
+
+class WorkflowNameExists(Exception):
+    """The tenant has a workflow of this name already (names are unique per tenant)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,10 @@ class RunnerSeen:
 
 
 class ExecutionStore(Protocol):
-    async def create_workflow(self, workflow: Workflow) -> None: ...
+    async def create_workflow(self, workflow: Workflow) -> None:
+        """Stores a new workflow as its version 1. Raises WorkflowNameExists when the tenant
+        has a workflow of that name."""
+        ...
 
     async def get_workflow(self, tenant_id: str, workflow_id: str) -> Workflow | None: ...
 
@@ -107,6 +115,22 @@ class ExecutionStore(Protocol):
         self, tenant_id: str, page_size: int, page_token: str, name: str
     ) -> Page[Workflow]:
         """The tenant's, oldest first."""
+        ...
+
+    async def add_workflow_version(self, workflow: Workflow, previous: int) -> bool:
+        """Makes `workflow` (its id, the next version number) its workflow's current
+        version and keeps it among the versions, if the current one is still `previous`;
+        False when another update came first."""
+        ...
+
+    async def get_workflow_version(
+        self, tenant_id: str, workflow_id: str, version: int
+    ) -> Workflow | None: ...
+
+    async def list_workflow_versions(
+        self, tenant_id: str, workflow_id: str, page_size: int, page_token: str
+    ) -> Page[Workflow]:
+        """Newest first; empty for a workflow the tenant does not have."""
         ...
 
     async def create_execution(self, state: ExecutionState) -> None:
@@ -179,6 +203,12 @@ class ExecutionStore(Protocol):
     async def claim_execution(self, execution_id: str) -> Claim:
         """Moves one execution to this engine's lease if it holds it already, it is an
         orphan, or it is parked; otherwise says where the engine holding it is."""
+        ...
+
+    async def reopen(self, execution_id: str, last_seq: int) -> bool:
+        """Holds, under this engine's lease, an execution that ended (no engine holds one) and
+        is still at `last_seq`, so that a retry can log its going on; it is not an ended one
+        any more for retention. False when it is not so (another retry came first)."""
         ...
 
     async def park(self, execution_id: str) -> bool:
@@ -331,4 +361,32 @@ class RetentionStore(Protocol):
         """Looks at up to `limit` blobs stored `grace` ago or longer that were never looked
         at, and deletes those whose execution does not exist (a start refused or cut short
         after its input's blobs were written); and whether there may be more."""
+        ...
+
+
+class ScheduleStore(Protocol):
+    """Cron schedules (services/engine/schedules.py, scheduler.py)."""
+
+    async def create_schedule(self, schedule: Schedule) -> None: ...
+
+    async def get_schedule(self, tenant_id: str, schedule_id: str) -> Schedule | None: ...
+
+    async def list_schedules(
+        self, tenant_id: str, page_size: int, page_token: str, workflow_id: str
+    ) -> Page[Schedule]:
+        """The tenant's (only `workflow_id`'s, when given), oldest first."""
+        ...
+
+    async def save_schedule(self, schedule: Schedule) -> bool:
+        """Writes what changed in `schedule` over the version it was decided on
+        (`schedule.version - 1`); False when another writer changed or deleted it first."""
+        ...
+
+    async def delete_schedule(self, tenant_id: str, schedule_id: str) -> bool:
+        """Whether there was one to delete."""
+        ...
+
+    async def due_schedules(self, until: datetime, limit: int) -> list[Schedule]:
+        """Up to `limit` schedules not paused whose next_run_time is at or before `until`,
+        soonest first, whatever their tenant."""
         ...

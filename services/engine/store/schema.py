@@ -15,6 +15,7 @@ from services.engine.domain.execution import TERMINAL
 from services.engine.store.database import DUPLICATE_KEY, Database
 from services.engine.store.documents import event_id
 from services.engine.store.leases import ORPHAN
+from services.engine.store.workflows import UNIQUE_NAMES, version_doc
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ EVENT_IDS_MOVE = "event_ids_move"
 TENANTS_ADOPTED = "tenants_adopted"
 LEASES_PER_ENGINE = "leases_per_engine"
 ENDED_AT_ADOPTED = "ended_at_adopted"
+# The (tenant_id, name) index before names were unique.
+OLD_WORKFLOW_NAME_INDEX = "tenant_id_1_name_1"
 # A fenced lease is kept this long, so that an execution a fenced engine created after it was
 # fenced (it cannot know) is still found as an orphan.
 FENCED_LEASE_SECONDS = 24 * 3600
@@ -72,11 +75,18 @@ async def ensure_schema(db: Database) -> None:
             IndexModel([("ended_at", ASCENDING)], sparse=True),
         ]
     )
+    await _adopt_workflow_versions(db)
     await db.workflows.create_indexes(
         [
             IndexModel([("tenant_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]),
-            IndexModel([("tenant_id", ASCENDING), ("name", ASCENDING)]),
+            # A name is the tenant's one workflow's (store/workflows.py).
+            IndexModel(
+                [("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True, name=UNIQUE_NAMES
+            ),
         ]
+    )
+    await db.workflow_versions.create_indexes(
+        [IndexModel([("workflow_id", ASCENDING), ("version", DESCENDING)])]
     )
     await db.blobs.create_indexes(
         [
@@ -104,6 +114,22 @@ async def ensure_schema(db: Database) -> None:
             IndexModel("fenced_at", expireAfterSeconds=FENCED_LEASE_SECONDS),
         ]
     )
+    await db.schedules.create_indexes(
+        [
+            # What every engine's scheduler asks every few seconds (store/schedules.py): one
+            # range on one field, set only on the schedules that run (none while paused).
+            IndexModel("next_run_time", sparse=True),
+            IndexModel([("tenant_id", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel(
+                [
+                    ("tenant_id", ASCENDING),
+                    ("workflow_id", ASCENDING),
+                    ("created_at", ASCENDING),
+                    ("_id", ASCENDING),
+                ]
+            ),
+        ]
+    )
     await _adopt_engine_leases(db)
 
 
@@ -120,6 +146,60 @@ async def _adopt_untenanted(db: Database) -> None:
     with contextlib.suppress(OperationFailure):
         await db.executions.drop_index("request_id_1")
     await db.meta.update_one({"_id": TENANTS_ADOPTED}, {"$set": {"at": utc_now()}}, upsert=True)
+
+
+async def _adopt_workflow_versions(db: Database) -> None:
+    """Workflows written before they had versions, and names were unique in a tenant: each
+    becomes its own version 1, and of several with one name in a tenant the oldest keeps it
+    while each other one is renamed "<name> (2)", "(3)"… (logged), since a unique index
+    cannot be built over duplicates and the oldest is the one clients found by name first.
+    Executions keep the name they started under. Done until the unique index exists; engines
+    of an earlier version must not share the database after it (they would write no
+    versions)."""
+    names = [index["name"] async for index in await db.workflows.list_indexes()]
+    if UNIQUE_NAMES in names:
+        return
+    oldest_first = [("created_at", ASCENDING), ("_id", ASCENDING)]
+    docs = await db.workflows.find({}).sort(oldest_first).to_list()
+    taken = {(d.get("tenant_id", DEFAULT_TENANT), d["name"]) for d in docs}
+    seen: set[tuple[str, str]] = set()
+    for doc in docs:
+        tenant = doc.get("tenant_id", DEFAULT_TENANT)
+        if (tenant, doc["name"]) in seen:
+            renamed = _free_name(doc["name"], tenant, taken)
+            taken.add((tenant, renamed))
+            await db.workflows.update_one({"_id": doc["_id"]}, {"$set": {"name": renamed}})
+            log.warning(
+                "workflow renamed: names are unique in a tenant now",
+                extra={"workflow_id": doc["_id"], "workflow": doc["name"], "renamed": renamed},
+            )
+            doc["name"] = renamed
+        seen.add((tenant, doc["name"]))
+    await db.workflows.update_many(
+        {"version": {"$exists": False}}, [{"$set": {"version": 1, "updated_at": "$created_at"}}]
+    )
+    for doc in docs:
+        doc.setdefault("version", 1)
+        doc.setdefault("updated_at", doc["created_at"])
+    if docs:
+        try:
+            await db.workflow_versions.insert_many([version_doc(d) for d in docs], ordered=False)
+        except BulkWriteError as exc:  # another engine starting at the same time
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
+    with contextlib.suppress(OperationFailure):
+        await db.workflows.drop_index(OLD_WORKFLOW_NAME_INDEX)
+
+
+def _free_name(name: str, tenant: str, taken: set[tuple[str, str]]) -> str:
+    n = 2
+    while True:
+        suffix = f" ({n})"
+        # Within the 200 characters a name may have.
+        candidate = name[: 200 - len(suffix)] + suffix
+        if (tenant, candidate) not in taken:
+            return candidate
+        n += 1
 
 
 async def _adopt_ended_at(db: Database) -> None:

@@ -165,8 +165,21 @@ export const api = {
   /** Cancels a pending, running or waiting execution; the reason is logged with it. */
   cancel: (executionId, reason) =>
     request("POST", `/executions/${id(executionId)}/cancel`, reason ? { reason } : {}),
+  /**
+   * Takes a failed or cancelled execution back to running, from `fromStep` (empty: the step
+   * that failed); the same `requestId` again retries it once.
+   */
+  retry: (executionId, fromStep, requestId) =>
+    request("POST", `/executions/${id(executionId)}/retry`, {
+      ...(fromStep ? { from_step: fromStep } : {}),
+      request_id: requestId,
+    }),
   /** A short-lived token that may watch this execution only: what the WebSocket URL carries. */
   watchToken: (executionId) => request("POST", `/executions/${id(executionId)}/watch-token`),
+
+  /** One workflow definition: `version` of it (an execution's), or the current one. */
+  workflow: (workflowId, version) =>
+    request("GET", `/workflows/${id(workflowId)}${version ? `?version=${encodeURIComponent(version)}` : ""}`),
 
   /** Every workflow definition, following the pages. */
   async workflows() {

@@ -9,7 +9,7 @@
 const KEY = "discovery.token";
 const listeners = new Set();
 
-// The roles that may cancel and advance their tenant's executions (services/auth.py).
+// The roles that may cancel, advance and retry their tenant's executions (services/auth.py).
 const DRIVERS = new Set(["client", "admin"]);
 
 /** Moves a `#token=…` fragment into this tab's storage. */
@@ -69,7 +69,7 @@ export function watchedExecution() {
 }
 
 /**
- * Whether the token's role may cancel and advance executions. A token whose role cannot be
+ * Whether the token's role may cancel, advance and retry executions. A token whose role cannot be
  * read is given the buttons: the gateway decides, and the page shows its answer.
  */
 export function mayDrive() {

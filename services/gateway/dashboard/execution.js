@@ -1,22 +1,32 @@
 // The view of one execution (#/executions/{id}): its overall state and progress, what the
-// user may do to it (advance, cancel: actions.js), one card per step (live bar, message,
-// current task, ETA, attempts), the history of every attempt, the final output, and the
-// timeline of its events (timeline.js), all kept live over the WebSocket.
+// user may do to it (advance, cancel, retry: actions.js), one card per step (live bar,
+// message, current task, ETA, attempts), the history of every attempt, the final output, and
+// the timeline of its events (timeline.js), all kept live over the WebSocket.
+//
+// Steps that may run side by side (a workflow whose steps name what they wait for) are drawn
+// in stages, the steps of one stage beside each other, and on a shared time axis (lanes.js);
+// a straight-line workflow looks as it always did.
 
 import { createActions } from "./actions.js";
 import { api, ApiError } from "./api.js";
+import { mayDrive } from "./auth.js";
 import { fill, h, progressBar, setText } from "./dom.js";
 import { duration, eta, percent, time } from "./format.js";
+import { createLanes, ranSideBySide } from "./lanes.js";
 import {
+  applyDefinition,
   applyEvent,
   applySnapshot,
   applyStepsListing,
   completedSteps,
   createModel,
+  currentAttempt,
   history,
+  liveSteps,
   overallPercentage,
   queueWait,
   runningStep,
+  stages,
   stepPercentage,
   stepState,
   TERMINAL,
@@ -25,6 +35,11 @@ import { ExecutionSocket } from "./socket.js";
 import { createTimeline } from "./timeline.js";
 
 const PREVIEW_CONTEXT_CHARS = 4000;
+
+/** "a", "a and b", "a, b and c". */
+function names(list) {
+  return list.length < 2 ? list.join("") : `${list.slice(0, -1).join(", ")} and ${list.at(-1)}`;
+}
 
 function stepCard(step) {
   const bar = progressBar(`${step.name} progress`);
@@ -139,8 +154,16 @@ export function openExecution(container, executionId, { onChange } = {}) {
   let phase = { phase: "connecting" };
   // A passing problem (the gateway's error message), until the next event.
   let notice = null;
-  const actions = createActions(executionId, { onSettled: () => scheduleRender() });
+  const actions = createActions(executionId, {
+    onSettled: () => scheduleRender(),
+    // The feed stopped at the end it retried: what the retry logged follows on from there.
+    onRetried: () => socket?.resume(),
+  });
   const timeline = createTimeline({ loadEarlier: (seq) => api.loggedEvents(executionId, 0, seq) });
+  const lanes = createLanes();
+  // Once steps were seen running side by side, the lanes stay on the page.
+  let sideBySide = false;
+  let definitionAsked = false;
 
   const overallBar = progressBar("Overall progress");
   const refs = {
@@ -153,6 +176,8 @@ export function openExecution(container, executionId, { onChange } = {}) {
     id: h("code", {}, executionId),
     created: h("time", {}),
     mode: h("span", {}),
+    retries: h("span", { class: "retries", hidden: true }),
+    running: h("p", { class: "running-now", "aria-live": "polite", hidden: true }),
     percentage: h("span", { class: "overall-percentage" }, "0 %"),
     stepsDone: h("span", {}),
     eta: h("span", {}),
@@ -168,7 +193,7 @@ export function openExecution(container, executionId, { onChange } = {}) {
       "header",
       { class: "card execution-head" },
       h("div", { class: "title-row" }, refs.title, refs.badge),
-      h("p", { class: "muted" }, "Execution ", refs.id, " · started ", refs.created, " · ", refs.mode),
+      h("p", { class: "muted" }, "Execution ", refs.id, " · started ", refs.created, " · ", refs.mode, refs.retries),
       h("div", { class: "overall" }, overallBar.element),
       h(
         "p",
@@ -180,12 +205,14 @@ export function openExecution(container, executionId, { onChange } = {}) {
         "ETA ",
         refs.eta,
       ),
+      refs.running,
       refs.connection,
       actions.elements,
       refs.problem,
     ),
     refs.result,
     h("section", { class: "card", "aria-labelledby": "steps-title" }, h("h3", { id: "steps-title", class: "card-title" }, "Steps"), refs.steps),
+    lanes.element,
     h(
       "section",
       { class: "card", "aria-labelledby": "history-title" },
@@ -218,17 +245,45 @@ export function openExecution(container, executionId, { onChange } = {}) {
     if (frame === null && !closed) frame = requestAnimationFrame(render);
   }
 
-  function renderSteps(now) {
-    const names = model.steps.map((s) => s.name).join("\u0000");
-    if (names !== refs.steps.dataset.names) {
-      refs.steps.dataset.names = names;
-      stepCards = new Map(model.steps.map((s) => [s.name, stepCard(s)]));
+  /** The step cards: one list in workflow order, or by stage where steps run side by side. */
+  function layOutSteps(grouped) {
+    const layout = (grouped ?? [model.steps]).map((g) => g.map((s) => s.name).join("\u0000")).join("\u0001");
+    if (layout === refs.steps.dataset.layout) return;
+    refs.steps.dataset.layout = layout;
+    stepCards = new Map(model.steps.map((s) => [s.name, stepCard(s)]));
+    refs.steps.classList.toggle("staged", grouped !== null);
+    if (grouped === null) {
       fill(refs.steps, [...stepCards.values()].map((c) => c.element));
+      return;
     }
+    fill(
+      refs.steps,
+      grouped.map((group, i) => {
+        const title = h(
+          "h4",
+          { class: "stage-title", id: `stage-${i + 1}-title` },
+          `Stage ${i + 1}${group.length > 1 ? ` · ${group.length} steps side by side` : ""}`,
+        );
+        return h(
+          "li",
+          { class: "stage", dataset: { stage: i + 1 } },
+          title,
+          h(
+            "ol",
+            { class: group.length > 1 ? "stage-steps side-by-side" : "stage-steps", "aria-labelledby": title.id },
+            group.map((s) => stepCards.get(s.name).element),
+          ),
+        );
+      }),
+    );
+  }
+
+  function renderSteps(now, grouped) {
+    layOutSteps(grouped);
     for (const step of model.steps) {
       const card = stepCards.get(step.name);
       const state = stepState(model, step);
-      const last = step.attempts.at(-1);
+      const last = currentAttempt(step);
       const progress = last?.last_progress ?? null;
       const value = stepPercentage(step);
       card.element.dataset.state = state;
@@ -273,7 +328,8 @@ export function openExecution(container, executionId, { onChange } = {}) {
     if (estimate !== null && estimate.seconds !== null) {
       return eta(Math.max(0, estimate.seconds - (now - estimate.at) / 1000));
     }
-    return eta(runningStep(model)?.attempts.at(-1)?.last_progress?.estimated_remaining_seconds ?? null);
+    const running = runningStep(model);
+    return eta((running && currentAttempt(running))?.last_progress?.estimated_remaining_seconds ?? null);
   }
 
   function renderConnection() {
@@ -320,13 +376,21 @@ export function openExecution(container, executionId, { onChange } = {}) {
     refs.created.setAttribute("datetime", model.createdAt ?? "");
     setText(refs.created, time(model.createdAt));
     setText(refs.mode, `${model.mode} mode`);
+    refs.retries.hidden = model.retries < 1;
+    setText(refs.retries, ` · retried ${model.retries === 1 ? "once" : `${model.retries} times`}`);
+    const live = liveSteps(model);
+    refs.running.hidden = live.length < 2;
+    setText(refs.running, live.length < 2 ? "" : `Running at once: ${names(live.map((s) => s.name))}`);
     overallBar.set(value, model.status);
     setText(refs.percentage, percent(value));
     setText(refs.stepsDone, `${completedSteps(model)} of ${model.steps.length} steps done`);
     setText(refs.eta, overallEta(now));
     renderConnection();
     actions.update(model);
-    renderSteps(now);
+    const grouped = stages(model);
+    renderSteps(now, grouped);
+    sideBySide ||= live.length > 1 || ranSideBySide(model, now);
+    lanes.update(model, now, sideBySide || grouped !== null);
     renderHistory(now);
     const trouble = problem();
     refs.problem.hidden = !trouble;
@@ -339,6 +403,21 @@ export function openExecution(container, executionId, { onChange } = {}) {
     }
     document.title = `${percent(value)} · ${model.workflowName || "Execution"} — Discovery`;
     onChange?.(model);
+  }
+
+  /** Reads what each step waits for, to draw the stages; only a role that may read it asks. */
+  async function loadDefinition() {
+    if (definitionAsked || model.after !== null || !model.workflowId || !mayDrive()) return;
+    definitionAsked = true;
+    try {
+      const workflow = await api.workflow(model.workflowId, model.workflowVersion);
+      if (!closed) {
+        applyDefinition(model, workflow.steps);
+        scheduleRender();
+      }
+    } catch {
+      // Without it the steps stay in one list; the lanes still show what ran side by side.
+    }
   }
 
   async function refreshEstimate() {
@@ -382,6 +461,7 @@ export function openExecution(container, executionId, { onChange } = {}) {
         notice = null;
         estimate = { seconds: status.progress.estimated_remaining_seconds, at: Date.now() };
         timeline.snapshot(seq, status.status);
+        loadDefinition();
         scheduleRender();
       },
       onEvent(event) {
@@ -392,7 +472,7 @@ export function openExecution(container, executionId, { onChange } = {}) {
         scheduleRender();
       },
       onState(state) {
-        if (state.phase === "connecting" && state.resumed) {
+        if (state.phase === "connecting" && state.resumed && !state.reopened) {
           timeline.resuming(socket.lastSeq);
         }
         phase = state;

@@ -4,6 +4,11 @@
 // workflow, also those not started yet), replaced by the WebSocket's snapshot (the status
 // document at seq N), then moved forward one event at a time, each event once, in seq order
 // (socket.js guarantees that).
+//
+// Steps may run side by side: a workflow whose steps name the steps they wait for (`after`)
+// is a graph, read from its definition (applyDefinition) and drawn in stages. A retry
+// (`workflow_retried`) takes an ended execution back to running: the attempts of the steps it
+// runs again stay in their history, but no longer count as the step's current attempt.
 
 // Every status an execution may have (the REST API's `status` values), in the order of a run.
 export const STATUSES = ["pending", "running", "waiting", "completed", "failed", "cancelled"];
@@ -23,8 +28,14 @@ export function createModel(executionId) {
     mode: "automatic",
     createdAt: null,
     updatedAt: null,
-    // [{name, order, handler, listedState, attempts: [history entry…]}], in workflow order.
+    workflowVersion: 0,
+    // [{name, order, handler, listedState, attempts: [history entry…], since}], in workflow
+    // order; attempts before `since` were superseded by a retry.
     steps: [],
+    // Each step's `after` by name, from the workflow's definition; null until it is known.
+    after: null,
+    // Times the execution was retried (the status document's `retries`).
+    retries: 0,
     // The status document's context.dynamic_properties: outputs of the finished steps.
     context: {},
     error: null,
@@ -38,7 +49,7 @@ function stepNamed(model, name, order) {
   let step = model.steps.find((s) => s.name === name);
   if (step === undefined) {
     // A step the listing did not give (it failed to load): learnt from the history.
-    step = { name, order: order ?? model.steps.length + 1, handler: "", listedState: "pending", attempts: [] };
+    step = { name, order: order ?? model.steps.length + 1, handler: "", listedState: "pending", attempts: [], since: 0 };
     model.steps.push(step);
     model.steps.sort((a, b) => a.order - b.order);
   }
@@ -54,14 +65,54 @@ export function applyStepsListing(model, listing) {
       handler: s.handler,
       listedState: s.state,
       attempts: s.attempts.map((a) => ({ ...a })),
+      since: 0,
     }))
     .sort((a, b) => a.order - b.order);
+  // A listing that names each step's dependencies saves reading the definition.
+  if (listing.steps.length > 0 && listing.steps.every((s) => Array.isArray(s.after))) {
+    applyDefinition(model, listing.steps);
+  }
+}
+
+/** The workflow's steps as its definition gives them: what each waits for (`after`). */
+export function applyDefinition(model, steps) {
+  model.after = new Map(steps.map((s) => [s.name, Array.isArray(s.after) ? s.after : []]));
+}
+
+/**
+ * The steps by stage, for a workflow whose steps name their dependencies: a step's stage is
+ * one past the deepest of the steps it waits for, so the steps of one stage may run side by
+ * side. Each stage's steps in workflow order. Null for a straight line (no step names any
+ * dependency: each waits for the one before it) and while the definition is not known.
+ */
+export function stages(model) {
+  const after = model.after;
+  if (after === null || ![...after.values()].some((names) => names.length > 0)) return null;
+  const depth = new Map();
+  const visiting = new Set();
+  const depthOf = (name) => {
+    if (depth.has(name)) return depth.get(name);
+    if (visiting.has(name) || !after.has(name)) return 0; // checked acyclic at creation
+    visiting.add(name);
+    const value = Math.max(-1, ...after.get(name).map(depthOf)) + 1;
+    visiting.delete(name);
+    depth.set(name, value);
+    return value;
+  };
+  const grouped = [];
+  for (const step of model.steps) {
+    const level = depthOf(step.name);
+    (grouped[level] ??= []).push(step);
+  }
+  return grouped.filter((group) => group !== undefined);
 }
 
 /** The snapshot's status document: everything up to its seq. */
 export function applySnapshot(model, status, seq) {
   model.workflowName = status.workflow_name;
   model.workflowId = status.workflow_id;
+  model.workflowVersion = status.workflow_version ?? 0;
+  model.retries = status.retries ?? 0;
   model.status = status.status;
   model.mode = status.mode;
   model.createdAt = status.created_at;
@@ -71,6 +122,7 @@ export function applySnapshot(model, status, seq) {
   model.waitingFor = status.status === "waiting" ? status.current_step?.name ?? null : null;
   for (const step of model.steps) {
     step.attempts = [];
+    step.since = 0; // the history does not say which attempts a retry superseded
   }
   for (const entry of status.steps_history) {
     stepNamed(model, entry.step_name, entry.order).attempts.push({ ...entry });
@@ -175,14 +227,31 @@ export function applyEvent(model, event) {
       model.status = "cancelled";
       model.cancelReason = event.reason ?? null;
       return true;
+    case "workflow_retried":
+      // Running again: the steps it names start over, their attempts so far kept as history.
+      model.status = "running";
+      model.error = null;
+      model.cancelReason = null;
+      model.waitingFor = null;
+      model.retries += 1;
+      for (const name of event.steps ?? []) {
+        const step = stepNamed(model, name);
+        step.since = step.attempts.length;
+      }
+      return true;
     default:
       return false;
   }
 }
 
+/** The step's current attempt: its latest, unless a retry since runs the step again. */
+export function currentAttempt(step) {
+  return step.attempts.length > (step.since ?? 0) ? step.attempts.at(-1) : undefined;
+}
+
 /** What the step is doing now: pending, waiting, queued, running, retrying, success, failed… */
 export function stepState(model, step) {
-  const last = step.attempts.at(-1);
+  const last = currentAttempt(step);
   if (last === undefined) {
     if (model.waitingFor === step.name) return "waiting";
     if (model.lastSeq === null) return step.listedState;
@@ -196,7 +265,7 @@ export function stepState(model, step) {
 
 /** 0 to 100: a finished step is full, a running one shows what it last reported. */
 export function stepPercentage(step) {
-  const last = step.attempts.at(-1);
+  const last = currentAttempt(step);
   if (last === undefined) return 0;
   if (last.status === "success") return 100;
   return clampPercentage(last.last_progress?.percentage ?? 0);
@@ -210,16 +279,21 @@ export function overallPercentage(model) {
 }
 
 export function completedSteps(model) {
-  return model.steps.filter((s) => s.attempts.at(-1)?.status === "success").length;
+  return model.steps.filter((s) => currentAttempt(s)?.status === "success").length;
 }
 
 export function runningStep(model) {
-  return model.steps.find((s) => s.attempts.at(-1)?.status === "running") ?? null;
+  return model.steps.find((s) => currentAttempt(s)?.status === "running") ?? null;
 }
 
-/** The step the execution is at: running, or queued for a runner. */
+/** Every step queued or running now, in workflow order: more than one side by side. */
+export function liveSteps(model) {
+  return model.steps.filter((s) => ["running", "queued"].includes(currentAttempt(s)?.status));
+}
+
+/** The step the execution is at: running, or queued for a runner (the first of them). */
 export function activeStep(model) {
-  return model.steps.find((s) => ["running", "queued"].includes(s.attempts.at(-1)?.status)) ?? null;
+  return liveSteps(model)[0] ?? null;
 }
 
 /**

@@ -8,6 +8,11 @@
 // from the kept seq instead of showing a gap. The server closes normally (1000) after the
 // terminal event; that close, and 4404 (no such execution), are the only ends.
 //
+// An end is not always the last word: a failed or cancelled execution may be retried, and its
+// log goes on. `resume()` (after the page retried it) opens the feed again from the kept seq;
+// when nothing came after the end (the retry was refused), the gateway closes normally at
+// once, and that is the end again.
+//
 // A browser cannot set headers on a WebSocket: each connection asks the gateway for a fresh
 // watch token first (valid 15 minutes, for this execution only) and carries it in the query.
 // A tab signed in with a watch token (which may not mint another) carries that one; when it
@@ -17,6 +22,7 @@ import { api } from "./api.js";
 import { signOut, token, watchedExecution } from "./auth.js";
 import { isTerminalEvent, TERMINAL } from "./model.js";
 
+const CLOSE_NORMAL = 1000;
 const CLOSE_NOT_FOUND = 4404;
 const CLOSE_TOKEN_EXPIRED = 4401;
 // A close code of our own, for a connection dropped because it skipped an event.
@@ -41,11 +47,25 @@ export class ExecutionSocket {
     this.connections = 0;
     this.ws = null;
     this.timer = null;
+    // Set by resume(): the next connection follows an end (reopened), and until an event
+    // comes a normal close means nothing followed it (afterEnd).
+    this.reopened = false;
+    this.afterEnd = false;
     this.onOnline = () => this.reconnectNow();
   }
 
   start() {
     window.addEventListener("online", this.onOnline);
+    this.connect();
+  }
+
+  /** After an end: follows on from the last seq handed on, for what a retry logged since. */
+  resume() {
+    if (this.stopped || !this.finished) return;
+    this.finished = false;
+    this.failures = 0;
+    this.reopened = true;
+    this.afterEnd = true;
     this.connect();
   }
 
@@ -92,7 +112,10 @@ export class ExecutionSocket {
     this.ws = ws;
     this.connections += 1;
     const resumed = this.lastSeq !== null;
-    this.handlers.onState({ phase: "connecting", url, resumed });
+    // Opened again after an end by resume(), not after a drop: no gap to mark.
+    const reopened = this.reopened;
+    this.reopened = false;
+    this.handlers.onState({ phase: "connecting", url, resumed, reopened });
     let received = false;
     ws.addEventListener("open", () => {
       if (this.ws === ws) this.handlers.onState({ phase: "live", url, resumed });
@@ -127,7 +150,7 @@ export class ExecutionSocket {
     if (message.event === "snapshot") {
       this.lastSeq = message.seq;
       this.handlers.onSnapshot(message.status, message.seq);
-      if (TERMINAL.has(message.status?.status)) this.finished = true;
+      this.finished = TERMINAL.has(message.status?.status);
       return;
     }
     if (message.event === "error" || typeof message.seq !== "number") {
@@ -141,13 +164,16 @@ export class ExecutionSocket {
       return;
     }
     this.lastSeq = message.seq;
-    if (isTerminalEvent(message.event)) this.finished = true;
+    this.afterEnd = false;
+    // An event after an end (a retry's) means the run goes on.
+    this.finished = isTerminalEvent(message.event);
     this.handlers.onEvent(message);
   }
 
   closed(code, reason) {
     if (this.stopped) return;
-    if (this.finished) {
+    if (this.finished || (code === CLOSE_NORMAL && this.afterEnd)) {
+      this.finished = true;
       this.handlers.onState({ phase: "finished" });
       return;
     }

@@ -48,6 +48,12 @@ export function describeEvent(event) {
       return event.reason ?? "";
     case "workflow_waiting":
       return event.step ? `before ${event.step}` : "";
+    case "workflow_retried": {
+      const again = Array.isArray(event.steps) ? event.steps : [];
+      return [event.from_step ? `from ${event.from_step}` : "", again.length > 0 ? `runs again: ${again.join(", ")}` : ""]
+        .filter(Boolean)
+        .join(" · ");
+    }
     case "workflow_advanced": {
       const keys = Object.keys(event.data ?? {}).sort();
       return keys.length > 0 ? `with ${keys.join(", ")}` : "";

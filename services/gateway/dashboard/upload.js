@@ -3,18 +3,9 @@
 
 import { api } from "./api.js";
 import { setText } from "./dom.js";
+import { uuid4 } from "./uuid.js";
 
 export const DOCUMENT_WORKFLOW = "Procesar Documentos";
-
-/** A random UUID, also where crypto.randomUUID is missing (plain http on another host). */
-function uuid4() {
-  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
-  bytes[8] = (bytes[8] & 0x3f) | 0x80;
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
 
 /** The file's bytes as standard, padded base64 (what the gateway checks for). */
 function readBase64(file) {

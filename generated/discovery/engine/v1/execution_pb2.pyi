@@ -108,7 +108,7 @@ class StepError(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., step_name: _Optional[str] = ...) -> None: ...
 
 class StepAttempt(_message.Message):
-    __slots__ = ("step_name", "order", "attempt", "status", "start_time", "finish_time", "duration_seconds", "input_payload", "output_payload", "error", "last_progress", "queue_time", "runner_id")
+    __slots__ = ("step_name", "order", "attempt", "status", "start_time", "finish_time", "duration_seconds", "input_payload", "output_payload", "error", "last_progress", "queue_time", "runner_id", "superseded")
     STEP_NAME_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class StepAttempt(_message.Message):
     LAST_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIME_FIELD_NUMBER: _ClassVar[int]
     RUNNER_ID_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_FIELD_NUMBER: _ClassVar[int]
     step_name: str
     order: int
     attempt: int
@@ -135,7 +136,8 @@ class StepAttempt(_message.Message):
     last_progress: StepProgress
     queue_time: _timestamp_pb2.Timestamp
     runner_id: str
-    def __init__(self, step_name: _Optional[str] = ..., order: _Optional[int] = ..., attempt: _Optional[int] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., input_payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., last_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runner_id: _Optional[str] = ...) -> None: ...
+    superseded: bool
+    def __init__(self, step_name: _Optional[str] = ..., order: _Optional[int] = ..., attempt: _Optional[int] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., input_payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., last_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runner_id: _Optional[str] = ..., superseded: _Optional[bool] = ...) -> None: ...
 
 class CurrentStep(_message.Message):
     __slots__ = ("step_id", "name", "order")

@@ -104,20 +104,22 @@ class ListExecutionStepsRequest(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ...) -> None: ...
 
 class ExecutionStep(_message.Message):
-    __slots__ = ("step_id", "name", "handler", "order", "state", "attempts")
+    __slots__ = ("step_id", "name", "handler", "order", "state", "attempts", "after")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HANDLER_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     name: str
     handler: str
     order: int
     state: str
     attempts: _containers.RepeatedCompositeFieldContainer[_execution_pb2.StepAttempt]
-    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., handler: _Optional[str] = ..., order: _Optional[int] = ..., state: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[_execution_pb2.StepAttempt, _Mapping]]] = ...) -> None: ...
+    after: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., handler: _Optional[str] = ..., order: _Optional[int] = ..., state: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[_execution_pb2.StepAttempt, _Mapping]]] = ..., after: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListExecutionStepsResponse(_message.Message):
     __slots__ = ("steps",)
