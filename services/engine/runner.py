@@ -35,7 +35,6 @@ from services.engine.domain.errors import (
 )
 from services.engine.domain.payload import check_payload
 from services.engine.domain.retry import retried
-from services.engine.domain.workflow import Workflow
 from services.engine.hub import EventHub
 from services.engine.intake import check_input, request_hash, set_large_values_apart
 from services.engine.metrics import EngineMetrics
@@ -115,40 +114,6 @@ class Runner:
     async def typical_step_seconds(self, workflow_id: str) -> dict[str, float]:
         return await self.actors.durations.typical_seconds(workflow_id)
 
-    async def create_workflow(
-        self,
-        name: str,
-        description: str,
-        steps: list[dict[str, Any]],
-        *,
-        tenant: str,
-        input_schema: dict[str, Any] | None = None,
-        max_parallel_steps: int = 0,
-    ) -> Workflow:
-        """The workflow of that name: created, or found with the same definition
-        (workflows.py has the whole story, and says which)."""
-        workflow, _ = await self.workflows.create(
-            name,
-            description,
-            steps,
-            tenant=tenant,
-            input_schema=input_schema,
-            max_parallel_steps=max_parallel_steps,
-        )
-        return workflow
-
-    async def list_workflows(
-        self, *, tenant: str, page_size: int, page_token: str, name: str
-    ) -> Page[Workflow]:
-        """Oldest first; `name`, when given, only the one named so."""
-        return await self.workflows.listing(
-            tenant=tenant, page_size=page_size, page_token=page_token, name=name
-        )
-
-    async def get_workflow(self, workflow_id: str, *, tenant: str) -> Workflow:
-        """The current version: what a start runs."""
-        return await self.workflows.get(workflow_id, tenant=tenant)
-
     async def start(
         self,
         workflow_id: str,
@@ -173,7 +138,7 @@ class Runner:
             existing = await self.store.find_by_request_id(tenant, request_id)
             if existing is not None:
                 return self._same_request(existing, fingerprint)
-        workflow = await self.get_workflow(workflow_id, tenant=tenant)
+        workflow = await self.workflows.get(workflow_id, tenant=tenant)
         if workflow.input_schema is not None:
             # The document as the client sent it, before any value is set apart as a blob:
             # a refused start stores nothing.

@@ -75,7 +75,7 @@ class Schedules:
             paused=asked.paused,
             now=utc_now(),
         )
-        workflow = await self._runner.get_workflow(asked.workflow_id, tenant=tenant)
+        workflow = await self._runner.workflows.get(asked.workflow_id, tenant=tenant)
         check_payload(document, "input", MAX_INPUT_BYTES)
         if workflow.input_schema is not None:
             # Checked again at every start: a workflow may change meanwhile.

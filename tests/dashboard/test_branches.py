@@ -68,7 +68,7 @@ async def test_a_diamond_shows_its_branches_side_by_side(
     view = page.locator("article.execution")
     await expect(view).to_have_attribute("data-status", "running")
 
-    # In stages, from the definition's `after`: a, then b and c side by side, then d.
+    # In stages, from the steps listing's `after`: a, then b and c side by side, then d.
     stages = page.locator(".steps > li.stage")
     await expect(stages).to_have_count(3)
     await expect(stages.locator(".stage-title")).to_have_text(
@@ -126,8 +126,9 @@ async def test_a_diamond_shows_its_branches_side_by_side(
 async def test_a_watch_token_sees_the_branches_on_the_time_axis(
     page: Page, dashboard: Dashboard, external: ExternalRunner
 ) -> None:
-    """A watch token may not read the workflow (a refusal would fail the test): the steps
-    stay in one list, and the time axis shows what runs side by side."""
+    """A watch token may not read the workflow: the stages come from the execution's steps
+    listing, which names what each step waits for, and the time axis shows what runs side
+    by side."""
     client = dashboard.stack.client
     execution_id, held = await start_diamond(dashboard, external)
     watch = token(WATCHER, execution_id=execution_id)
@@ -135,8 +136,7 @@ async def test_a_watch_token_sees_the_branches_on_the_time_axis(
     await page.goto(f"{dashboard.url}#token={watch}")
     await expect(page).to_have_url(f"{dashboard.url}#/executions/{execution_id}")
     await expect(page.locator(".running-now")).to_have_text("Running at once: b and c")
-    await expect(page.locator(".steps > li.step")).to_have_count(4)
-    await expect(page.locator(".stage")).to_have_count(0)
+    await expect(page.locator(".stage")).to_have_count(3)
     lanes = page.get_by_role("region", name="Side by side in time")
     for name in "bc":
         await expect(
@@ -159,9 +159,7 @@ async def test_a_straight_line_is_drawn_as_before(page: Page, dashboard: Dashboa
     await client.wait_terminal(execution_id)
 
     await page.goto(dashboard.signed_in_url)
-    async with page.expect_response(f"**/workflows/{workflow.workflow_id}*") as definition:
-        await page.goto(f"{dashboard.url}#/executions/{execution_id}")
-    assert (await definition.value).ok  # read, and it names no dependency
+    await page.goto(f"{dashboard.url}#/executions/{execution_id}")
     await expect(page.locator("article.execution")).to_have_attribute("data-status", "completed")
     await expect(page.locator(".steps > li.step")).to_have_count(2)
     await expect(page.locator(".stage")).to_have_count(0)

@@ -78,8 +78,8 @@ class Lifecycle(RuleBasedStateMachine):
     @initialize()
     def workflow(self) -> None:
         self.poll()  # the runner makes its handler known
-        self.workflow_id = self.run(
-            self.runner.create_workflow(
+        workflow, _ = self.run(
+            self.runner.workflows.create(
                 "machine",
                 "",
                 [
@@ -92,7 +92,8 @@ class Lifecycle(RuleBasedStateMachine):
                 ],
                 tenant=TENANT,
             )
-        ).workflow_id
+        )
+        self.workflow_id = workflow.workflow_id
 
     @rule(target=executions, manual=st.booleans())
     def start(self, manual: bool) -> str:

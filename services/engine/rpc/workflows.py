@@ -78,7 +78,7 @@ class WorkflowServicer(Servicer, ws_grpc.WorkflowServiceServicer):
     async def ListWorkflows(
         self, request: ws.ListWorkflowsRequest, context: Context
     ) -> ws.ListWorkflowsResponse:
-        page = await self._runner.list_workflows(
+        page = await self._runner.workflows.listing(
             tenant=self._caller(context).tenant,
             page_size=page_size_of(request.page_size),
             page_token=request.page_token,

@@ -177,10 +177,6 @@ export const api = {
   /** A short-lived token that may watch this execution only: what the WebSocket URL carries. */
   watchToken: (executionId) => request("POST", `/executions/${id(executionId)}/watch-token`),
 
-  /** One workflow definition: `version` of it (an execution's), or the current one. */
-  workflow: (workflowId, version) =>
-    request("GET", `/workflows/${id(workflowId)}${version ? `?version=${encodeURIComponent(version)}` : ""}`),
-
   /** Every workflow definition, following the pages. */
   async workflows() {
     const all = [];

@@ -14,7 +14,6 @@ import { fill, h, progressBar, setText } from "./dom.js";
 import { duration, eta, percent, time } from "./format.js";
 import { createLanes, ranSideBySide } from "./lanes.js";
 import {
-  applyDefinition,
   applyEvent,
   applySnapshot,
   applyStepsListing,
@@ -163,7 +162,6 @@ export function openExecution(container, executionId, { onChange } = {}) {
   const lanes = createLanes();
   // Once steps were seen running side by side, the lanes stay on the page.
   let sideBySide = false;
-  let definitionAsked = false;
 
   const overallBar = progressBar("Overall progress");
   const refs = {
@@ -405,21 +403,6 @@ export function openExecution(container, executionId, { onChange } = {}) {
     onChange?.(model);
   }
 
-  /** Reads what each step waits for, to draw the stages; only a role that may read it asks. */
-  async function loadDefinition() {
-    if (definitionAsked || model.after !== null || !model.workflowId || !mayDrive()) return;
-    definitionAsked = true;
-    try {
-      const workflow = await api.workflow(model.workflowId, model.workflowVersion);
-      if (!closed) {
-        applyDefinition(model, workflow.steps);
-        scheduleRender();
-      }
-    } catch {
-      // Without it the steps stay in one list; the lanes still show what ran side by side.
-    }
-  }
-
   async function refreshEstimate() {
     try {
       const status = await api.status(executionId);
@@ -461,7 +444,6 @@ export function openExecution(container, executionId, { onChange } = {}) {
         notice = null;
         estimate = { seconds: status.progress.estimated_remaining_seconds, at: Date.now() };
         timeline.snapshot(seq, status.status);
-        loadDefinition();
         scheduleRender();
       },
       onEvent(event) {

@@ -5,8 +5,8 @@
 // document at seq N), then moved forward one event at a time, each event once, in seq order
 // (socket.js guarantees that).
 //
-// Steps may run side by side: a workflow whose steps name the steps they wait for (`after`)
-// is a graph, read from its definition (applyDefinition) and drawn in stages. A retry
+// Steps may run side by side: a workflow whose steps name the steps they wait for (`after`,
+// in the steps listing) is a graph, drawn in stages. A retry
 // (`workflow_retried`) takes an ended execution back to running: the attempts of the steps it
 // runs again stay in their history, but no longer count as the step's current attempt.
 
@@ -28,11 +28,10 @@ export function createModel(executionId) {
     mode: "automatic",
     createdAt: null,
     updatedAt: null,
-    workflowVersion: 0,
     // [{name, order, handler, listedState, attempts: [history entry…], since}], in workflow
     // order; attempts before `since` were superseded by a retry.
     steps: [],
-    // Each step's `after` by name, from the workflow's definition; null until it is known.
+    // Each step's `after` by name, from the steps listing; null until it is read.
     after: null,
     // Times the execution was retried (the status document's `retries`).
     retries: 0,
@@ -68,15 +67,7 @@ export function applyStepsListing(model, listing) {
       since: 0,
     }))
     .sort((a, b) => a.order - b.order);
-  // A listing that names each step's dependencies saves reading the definition.
-  if (listing.steps.length > 0 && listing.steps.every((s) => Array.isArray(s.after))) {
-    applyDefinition(model, listing.steps);
-  }
-}
-
-/** The workflow's steps as its definition gives them: what each waits for (`after`). */
-export function applyDefinition(model, steps) {
-  model.after = new Map(steps.map((s) => [s.name, Array.isArray(s.after) ? s.after : []]));
+  model.after = new Map(listing.steps.map((s) => [s.name, s.after ?? []]));
 }
 
 /**
@@ -111,7 +102,6 @@ export function stages(model) {
 export function applySnapshot(model, status, seq) {
   model.workflowName = status.workflow_name;
   model.workflowId = status.workflow_id;
-  model.workflowVersion = status.workflow_version ?? 0;
   model.retries = status.retries ?? 0;
   model.status = status.status;
   model.mode = status.mode;
