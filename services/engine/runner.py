@@ -264,7 +264,7 @@ class Runner:
         `request_id` again answers with the execution as it is."""
         if len(request_id) > 128:
             raise InvalidArgument("request_id", "at most 128 characters")
-        for _ in range(3):
+        for pause in (0.05, 0.1, 0.2, 0.4, 0.8, 0.0):
             state = await self.get(execution_id, tenant=tenant)
             if request_id and request_id in state.retry_request_ids:
                 return state
@@ -278,6 +278,9 @@ class Runner:
                 return await self.actors.hold_reopened(
                     state, lease, lambda s, n: [retried(s, from_step, request_id or None)]
                 )
+            # Another retry came first, or the ended run's status is not written yet (it
+            # follows its last event by a moment, and gives up the engine's lease then).
+            await asyncio.sleep(pause)
         raise Unavailable(f"execution {execution_id} changed while it was retried; retry")
 
     async def wait_for_end(

@@ -12,7 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
+from discovery.engine.v1 import execution_pb2 as ex_pb
+from discovery.engine.v1 import execution_service_pb2 as es
 from discovery.engine.v1 import workflow_pb2 as wf_pb
 from playwright.async_api import Browser, Page, ViewportSize, WebSocketRoute, async_playwright
 
@@ -62,6 +65,13 @@ class HeldSockets:
         """Cuts the first connection, as a proxy or the network does (not the normal 1000)."""
         await self.routes[0].close(code=1001, reason="dropped by the test")
         await self.servers[0].close(code=1000, reason="dropped by the test")
+
+
+UNFINISHED = [
+    ex_pb.EXECUTION_STATUS_PENDING,
+    ex_pb.EXECUTION_STATUS_RUNNING,
+    ex_pb.EXECUTION_STATUS_WAITING,
+]
 
 
 @dataclass
@@ -170,6 +180,24 @@ async def external(dashboard: Dashboard) -> AsyncIterator[ExternalRunner]:
         yield runner
     finally:
         await runner.stop()
+        await _cancel_unfinished(dashboard.stack)
+
+
+async def _cancel_unfinished(stack: Stack) -> None:
+    """Runs a test left unfinished (it failed while it held attempts) are cancelled: their
+    steps, retried with no runner of theirs left, would wait in the step queue the panel of
+    a later test counts."""
+    listed: es.ListExecutionsResponse = await stack.client.executions.ListExecutions(
+        es.ListExecutionsRequest(page_size=1000, statuses=UNFINISHED), timeout=10
+    )
+    for execution in listed.executions:
+        try:
+            await stack.client.executions.CancelExecution(
+                es.CancelExecutionRequest(execution_id=execution.execution_id), timeout=10
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # it ended meanwhile
+                raise
 
 
 @pytest.fixture(scope="session")
