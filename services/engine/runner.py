@@ -138,7 +138,7 @@ class Runner:
             existing = await self.store.find_by_request_id(tenant, request_id)
             if existing is not None:
                 return self._same_request(existing, fingerprint)
-        workflow = await self.workflows.get(workflow_id, tenant=tenant)
+        workflow = await self.workflows.for_start(workflow_id, tenant=tenant)
         if workflow.input_schema is not None:
             # The document as the client sent it, before any value is set apart as a blob:
             # a refused start stores nothing.
