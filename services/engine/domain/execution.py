@@ -143,6 +143,8 @@ class ExecutionState:
     priority: int = DEFAULT_PRIORITY
     status: str = PENDING
     dynamic_properties: dict[str, Any] = field(default_factory=dict)
+    # The step (index) logged last as waited for or queued: the one a manual execution waits
+    # for, and, once advanced, the one it may queue next (decisions.py).
     step_index: int | None = None
     history: list[Attempt] = field(default_factory=list)
     last_seq: int = 0
