@@ -9,8 +9,8 @@ An update that changes nothing makes no version.
 A start runs its workflow's current version as read from the store at most START_READ_SECONDS
 before (`for_start`): a version made on this engine is seen by its next start, one made on
 another engine within that long (a read per start cost the embedded database 1.2 of its
-~10 ms per run in the throughput bench). An execution carries the definition it started with (its document embeds
-it), and runs it to its end whatever versions come after.
+~10 ms per run in the throughput bench). An execution carries the definition it started
+with (its document embeds it), and runs it to its end whatever versions come after.
 """
 
 from __future__ import annotations
