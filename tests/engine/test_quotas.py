@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import pytest
@@ -22,6 +22,8 @@ from grpc_status import rpc_status
 from pymongo import AsyncMongoClient
 
 from tests.stack import Client, Stack, error_info, running_attempt_token, start_stack, token
+
+T = TypeVar("T")
 
 Stream: TypeAlias = "grpc.aio.UnaryStreamCall[es.WatchExecutionRequest, es.WatchExecutionResponse]"
 
@@ -229,6 +231,55 @@ async def test_a_start_over_the_running_executions_quota_is_refused(
     finally:
         await other.close()
         await stack.stop()
+
+
+async def test_a_retry_over_the_running_executions_quota_is_refused(
+    mongo_server: str, database: str
+) -> None:
+    stack = await start_stack(mongo_server, database, tenant_max_running_executions=1)
+    try:
+        c = stack.client
+        workflow = await c.create_workflow("waits", {"name": "e", "handler": "echo"})
+        first = await c.start(workflow.workflow_id, {}, manual=True)
+        await _cancel(c, first.execution_id)
+        second = await _when_admitted(lambda: c.start(workflow.workflow_id, {}, manual=True))
+
+        # The second one waits (and counts): no room to run the first one again.
+        retry = es.RetryExecutionRequest(execution_id=first.execution_id, request_id="r")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await c.executions.RetryExecution(retry, timeout=10)
+        assert quota_of(refused.value)[0] == "running_executions"
+        assert (await c.get(first.execution_id)).status == ex_pb.EXECUTION_STATUS_CANCELLED
+
+        await _cancel(c, second.execution_id)
+        retried = await _when_admitted(lambda: c.executions.RetryExecution(retry, timeout=10))
+        assert retried.execution.status == ex_pb.EXECUTION_STATUS_WAITING
+        # It counts now, over the quota or not: the same retry asked again is answered.
+        again = await c.executions.RetryExecution(retry, timeout=10)
+        assert (again.execution.execution_id, again.execution.retries) == (
+            first.execution_id,
+            1,
+        )
+    finally:
+        await stack.stop()
+
+
+async def _cancel(c: Client, execution_id: str) -> None:
+    await c.executions.CancelExecution(
+        es.CancelExecutionRequest(execution_id=execution_id), timeout=10
+    )
+
+
+async def _when_admitted(call: Callable[[], Awaitable[T]]) -> T:
+    """The call, once the tenant's count has the execution that ended."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            assert quota_of(exc)[0] == "running_executions"
+            assert time.monotonic() < deadline, "an ended execution still counts"
+            await asyncio.sleep(0.1)
 
 
 async def test_a_start_or_blob_write_over_the_stored_bytes_quota_is_refused(

@@ -13,7 +13,7 @@ from services.auth import WATCH_TOKEN_SECONDS, WATCHER, Principal, Unauthenticat
 from services.engine.clock import utc_now
 from services.engine.domain import events as ev
 from services.engine.domain import execution as ex
-from services.engine.domain.errors import InvalidArgument, RateLimited
+from services.engine.domain.errors import InvalidArgument, QuotaExceeded, RateLimited
 from services.engine.rpc import convert
 from services.engine.rpc.servicer import Context, Servicer, page_size_of, required_text
 from services.engine.starts import start_within_quotas
@@ -164,10 +164,26 @@ class ExecutionServicer(Servicer, es_grpc.ExecutionServiceServicer):
     async def RetryExecution(
         self, request: es.RetryExecutionRequest, context: Context
     ) -> es.RetryExecutionResponse:
-        state = await self._runner.retry(
-            required_text(request.execution_id, "execution_id"),
-            request.from_step,
-            request.request_id,
-            tenant=self._caller(context).tenant,
-        )
+        """A retried execution runs again: it counts against its tenant's running executions
+        as a start does (a retry already made, asked again by its request id, needs no room)."""
+        caller = self._caller(context)
+        execution_id = required_text(request.execution_id, "execution_id")
+        usage = self._limits.usage
+        try:
+            reserved = await usage.admit_start(caller.tenant, 0)
+        except QuotaExceeded:
+            made = await self._runner.get(execution_id, tenant=caller.tenant)
+            if not request.request_id or request.request_id not in made.retry_request_ids:
+                raise
+            reserved = None
+        try:
+            state = await self._runner.retry(
+                execution_id, request.from_step, request.request_id, tenant=caller.tenant
+            )
+        except BaseException:
+            if reserved is not None:
+                usage.dropped(reserved)
+            raise
+        if reserved is not None:
+            usage.stored(reserved)  # no bytes: it counts as running until the database has it
         return es.RetryExecutionResponse(execution=await self._execution(state))
