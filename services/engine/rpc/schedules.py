@@ -4,9 +4,6 @@ services/engine/scheduler.py's). Fields at fault are named as in the Schedule me
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
-
-import grpc
 from discovery.engine.v1 import schedule_service_pb2 as ss
 from discovery.engine.v1 import schedule_service_pb2_grpc as ss_grpc
 
@@ -14,11 +11,9 @@ from services.auth import Principal, TokenAuthority
 from services.engine.domain.errors import InvalidArgument
 from services.engine.domain.schedule import OVERLAP_ALLOW, OVERLAP_SKIP, Schedule
 from services.engine.rpc import convert
-from services.engine.rpc.servicer import page_size_of, required_text
+from services.engine.rpc.servicer import Context, page_size_of, required_text
 from services.engine.schedules import NewSchedule, Schedules
 from services.grpc_auth import principal
-
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 _OVERLAP = {OVERLAP_SKIP: ss.OVERLAP_POLICY_SKIP, OVERLAP_ALLOW: ss.OVERLAP_POLICY_ALLOW}
 _OVERLAP_NAMES = {number: name for name, number in _OVERLAP.items()}
